@@ -1,0 +1,157 @@
+//! The `control` group's state machine: what the cluster knows of its sites and members.
+//!
+//! Each node registers itself (site, address) when it starts; the control group is
+//! separate from the `state` group so that a flood of service data can never delay it.
+//! `Ping` commits nothing but proves the control group can commit, and how fast.
+//!
+//! Caveats: health, routing, controls and the audit log come with the failover work.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{InvalidInput, Member, NodeId, Result, SiteId};
+
+/// Longest member address accepted (`host:port`).
+pub const MAX_ADDR_BYTES: usize = 255;
+
+/// Everything the control group holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlState {
+    /// Sites by name, with the nodes that registered in each.
+    pub sites: BTreeMap<SiteId, SiteRecord>,
+    /// Registered nodes by id.
+    pub members: BTreeMap<NodeId, Member>,
+    /// Count of pings committed: a cheap witness that the group commits.
+    pub pings: u64,
+}
+
+/// What the control group knows of one site.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteRecord {
+    /// Nodes that registered in this site.
+    pub nodes: BTreeSet<NodeId>,
+}
+
+/// A change request for the control group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ControlCommand {
+    /// A node announces its site and address; repeating it is harmless.
+    RegisterMember { node_id: NodeId, member: Member },
+    /// Commit a no-op, to measure or prove the control group's write path.
+    Ping,
+}
+
+/// What a control command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlResponse {
+    /// Whether the registration changed anything.
+    Registered { changed: bool },
+    /// The number of pings committed so far, this one included.
+    Pong { pings: u64 },
+    /// A log entry that carries no command, or an invalid one that changed nothing.
+    None,
+}
+
+impl ControlCommand {
+    /// Checks the command's input; a command that passes is safe to propose.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            ControlCommand::RegisterMember { member, .. } => {
+                member.site.validate("member.site")?;
+                if member.addr.is_empty() || member.addr.len() > MAX_ADDR_BYTES {
+                    return Err(InvalidInput::new(
+                        "member.addr",
+                        format!("an address must be 1 to {MAX_ADDR_BYTES} bytes of host:port"),
+                    ));
+                }
+                Ok(())
+            }
+            ControlCommand::Ping => Ok(()),
+        }
+    }
+}
+
+impl ControlState {
+    /// Applies a committed command.
+    pub fn apply(&mut self, command: &ControlCommand) -> ControlResponse {
+        if command.validate().is_err() {
+            return ControlResponse::None;
+        }
+        match command {
+            ControlCommand::RegisterMember { node_id, member } => {
+                let changed = self.members.get(node_id) != Some(member);
+                if let Some(old) = self.members.insert(*node_id, member.clone()) {
+                    if let Some(site) = self.sites.get_mut(&old.site) {
+                        site.nodes.remove(node_id);
+                    }
+                }
+                self.sites
+                    .entry(member.site.clone())
+                    .or_default()
+                    .nodes
+                    .insert(*node_id);
+                self.sites.retain(|_, site| !site.nodes.is_empty());
+                ControlResponse::Registered { changed }
+            }
+            ControlCommand::Ping => {
+                self.pings += 1;
+                ControlResponse::Pong { pings: self.pings }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn register(id: u64, site: &str) -> ControlCommand {
+        ControlCommand::RegisterMember {
+            node_id: NodeId(id),
+            member: Member {
+                addr: format!("127.0.0.{id}:7000"),
+                site: site.into(),
+            },
+        }
+    }
+
+    #[test]
+    fn registration_is_idempotent_and_moves_between_sites() {
+        let mut state = ControlState::default();
+        assert_eq!(
+            state.apply(&register(1, "pangyo")),
+            ControlResponse::Registered { changed: true }
+        );
+        assert_eq!(
+            state.apply(&register(1, "pangyo")),
+            ControlResponse::Registered { changed: false }
+        );
+        state.apply(&register(1, "gasan"));
+        assert_eq!(
+            state.sites.keys().map(|s| s.0.as_str()).collect::<Vec<_>>(),
+            vec!["gasan"]
+        );
+    }
+
+    #[test]
+    fn invalid_site_is_refused_and_changes_nothing() {
+        let mut state = ControlState::default();
+        let bad = register(1, "Pangyo Site");
+        assert_eq!(bad.validate().unwrap_err().field, "member.site");
+        assert_eq!(state.apply(&bad), ControlResponse::None);
+        assert!(state.members.is_empty());
+    }
+
+    #[test]
+    fn ping_counts() {
+        let mut state = ControlState::default();
+        state.apply(&ControlCommand::Ping);
+        assert_eq!(
+            state.apply(&ControlCommand::Ping),
+            ControlResponse::Pong { pings: 2 }
+        );
+    }
+}

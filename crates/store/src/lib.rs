@@ -1,1 +1,68 @@
+//! Durable storage for firebreak's Raft groups: openraft's storage-v2 traits on sled.
+//!
+//! ```text
+//!   openraft ──append──► LogStore ──insert──► sled tree `log` ─┐
+//!            ──vote────►          ──insert──► sled tree `meta` ├─► one sled Db per group
+//!            ──apply───► StateMachineStore ─► sled tree `sm`  ─┘        │
+//!                              │ (machine in memory, records on disk)   │
+//!                              └─ snapshot file (fsynced, renamed)      ▼
+//!                                               Flusher thread: Db::flush, then fdatasync(db)
+//!                                               then every waiting callback fires
+//! ```
+//!
+//! Invariants:
+//! - An appended entry is reported flushed to openraft (and so may be acknowledged) only
+//!   after sled wrote it *and* the `db` file was fdatasync'ed: sled's own flush ends in
+//!   `sync_file_range`, which is not an fsync (RAFT-NOTES.md). A vote is durable before
+//!   `save_vote` returns.
+//! - Every flush of a Db goes through its one [`Flusher`] thread, which also batches
+//!   concurrent waiters into one fsync (group commit); sled's own periodic flusher is off.
+//! - Every value written to sled stays far below sled's 128 KiB blob threshold (blob files
+//!   are never fsynced): log entries are bounded by the model's command limits and checked
+//!   here; snapshots live in their own file, written to a temporary name, fsynced, renamed.
+//! - The state machine's records reach sled in one atomic batch per apply call, together
+//!   with `last_applied`; they are not fsynced on apply (the log they came from is), but
+//!   they are before a snapshot lets openraft purge that log.
+//!
+//! Not done here: choosing when to snapshot or purge (openraft's policy, set by the node),
+//! compaction of sled's own files (sled has space amplification, RAFT-NOTES.md).
 
+mod error;
+mod flusher;
+mod log_store;
+mod machine;
+mod snapshot_file;
+mod state_machine;
+pub mod types;
+
+pub use error::{Error, Result};
+pub use flusher::Flusher;
+pub use log_store::LogStore;
+pub use machine::{Change, Machine};
+pub use state_machine::{MachineReader, StateMachineStore};
+pub use types::{ControlTypes, GroupTypes, StateTypes};
+
+use std::path::Path;
+
+/// Default sled page cache per group; the stores keep their own state in memory, so sled
+/// needs little.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Opens (or creates) the storage of one Raft group in `dir`: its log store and state
+/// machine, sharing one sled Db and one flusher.
+pub fn open<M: Machine>(dir: &Path) -> Result<(LogStore<M::Types>, StateMachineStore<M>)> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+    let db = sled::Config::new()
+        .path(dir.join("sled"))
+        .cache_capacity(DEFAULT_CACHE_BYTES)
+        .flush_every_ms(None)
+        .open()
+        .map_err(|source| Error::Sled { path: dir.join("sled"), source })?;
+    let flusher = Flusher::spawn(db.clone(), &dir.join("sled"))?;
+    let log = LogStore::open(&db, flusher.clone())?;
+    let sm = StateMachineStore::open(&db, flusher, dir)?;
+    Ok((log, sm))
+}
+
+#[cfg(test)]
+mod tests;

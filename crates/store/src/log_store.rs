@@ -1,0 +1,241 @@
+//! The Raft log, vote and committed index of one group, in sled trees `log` and `meta`.
+//!
+//! Log keys are the entry index as big-endian u64 so that sled's key order is log order;
+//! values are the entry as JSON. Appends are acknowledged to openraft through the flusher
+//! once fsynced; a vote is fsynced before `save_vote` returns; purge and truncate need no
+//! flush of their own (a later flush covers them, and sled recovers writes in order).
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::types::GroupTypes;
+use crate::{Error, Flusher, Result};
+
+/// Largest encoded log entry the store accepts: below sled's 128 KiB blob threshold, above
+/// which sled writes values to files it never fsyncs. The model's command limits keep real
+/// entries far smaller; hitting this is a bug, and the node stops rather than lose data.
+pub const MAX_ENCODED_ENTRY_BYTES: usize = 120 * 1024;
+
+const VOTE: &[u8] = b"vote";
+const COMMITTED: &[u8] = b"committed";
+const LAST_PURGED: &[u8] = b"last_purged";
+
+/// Sentinel for "no committed index yet" in [`LogStore::committed_index`].
+const NONE: u64 = u64::MAX;
+
+/// A group's log store; cheap to clone (openraft's log reader is a clone).
+pub struct LogStore<C: GroupTypes> {
+    log: sled::Tree,
+    meta: sled::Tree,
+    flusher: Flusher,
+    committed: Arc<AtomicU64>,
+    _types: std::marker::PhantomData<C>,
+}
+
+impl<C: GroupTypes> Clone for LogStore<C> {
+    fn clone(&self) -> Self {
+        Self {
+            log: self.log.clone(),
+            meta: self.meta.clone(),
+            flusher: self.flusher.clone(),
+            committed: self.committed.clone(),
+            _types: std::marker::PhantomData,
+        }
+    }
+}
+
+type StorageResult<T> = std::result::Result<T, StorageError<firebreak_model::NodeId>>;
+
+impl<C: GroupTypes> LogStore<C> {
+    pub(crate) fn open(db: &sled::Db, flusher: Flusher) -> Result<Self> {
+        let open = |name: &str| {
+            db.open_tree(name)
+                .map_err(|source| Error::Sled { path: name.into(), source })
+        };
+        let store = Self {
+            log: open("log")?,
+            meta: open("meta")?,
+            flusher,
+            committed: Arc::new(AtomicU64::new(NONE)),
+            _types: std::marker::PhantomData,
+        };
+        let committed: Option<LogId<firebreak_model::NodeId>> =
+            read_json(&store.meta, COMMITTED).map_err(|e| Error::Corrupt { what: "committed index".into(), reason: e.to_string() })?;
+        store.committed.store(committed.map_or(NONE, |c| c.index), Ordering::Relaxed);
+        Ok(store)
+    }
+
+    /// The last committed index this node knows of, for status; `None` before the first.
+    pub fn committed_index(&self) -> Option<u64> {
+        match self.committed.load(Ordering::Relaxed) {
+            NONE => None,
+            index => Some(index),
+        }
+    }
+
+    /// A handle that reads the committed index later, without the store.
+    pub fn committed_index_handle(&self) -> CommittedIndex {
+        CommittedIndex(self.committed.clone())
+    }
+}
+
+/// Reads a group's committed index as the log store last saved it.
+#[derive(Clone)]
+pub struct CommittedIndex(Arc<AtomicU64>);
+
+impl CommittedIndex {
+    /// The committed index, `None` before the first commit.
+    pub fn get(&self) -> Option<u64> {
+        match self.0.load(Ordering::Relaxed) {
+            NONE => None,
+            index => Some(index),
+        }
+    }
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn read_json<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> std::result::Result<Option<T>, std::io::Error> {
+    match tree.get(key)? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(std::io::Error::other),
+    }
+}
+
+fn write_json<T: Serialize>(tree: &sled::Tree, key: &[u8], value: &T) -> std::result::Result<(), std::io::Error> {
+    let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    tree.insert(key, bytes)?;
+    Ok(())
+}
+
+impl<C: GroupTypes> RaftLogReader<C> for LogStore<C> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StorageResult<Vec<C::Entry>> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => Bound::Included(index_key(*i)),
+            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Bound::Included(index_key(*i)),
+            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let mut entries = Vec::new();
+        for item in self.log.range::<[u8; 8], _>((start, end)) {
+            let (_, bytes) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+            let entry: C::Entry = serde_json::from_slice(&bytes).map_err(|e| StorageIOError::read_logs(&e))?;
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+}
+
+impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> StorageResult<LogState<C>> {
+        let last_purged_log_id: Option<LogId<_>> =
+            read_json(&self.meta, LAST_PURGED).map_err(|e| StorageIOError::read_logs(&e))?;
+        let last = match self.log.last().map_err(|e| StorageIOError::read_logs(&e))? {
+            None => None,
+            Some((_, bytes)) => {
+                let entry: C::Entry = serde_json::from_slice(&bytes).map_err(|e| StorageIOError::read_logs(&e))?;
+                Some(entry.log_id)
+            }
+        };
+        Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<C::NodeId>) -> StorageResult<()> {
+        write_json(&self.meta, VOTE, vote).map_err(|e| StorageIOError::write_vote(&e))?;
+        self.flusher.flush().await.map_err(|e| StorageIOError::write_vote(&e))?;
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> StorageResult<Option<Vote<C::NodeId>>> {
+        Ok(read_json(&self.meta, VOTE).map_err(|e| StorageIOError::read_vote(&e))?)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<C::NodeId>>) -> StorageResult<()> {
+        // Not flushed on its own: a committed index that lags after a crash is only a
+        // smaller starting point for re-applying the log.
+        write_json(&self.meta, COMMITTED, &committed).map_err(|e| StorageIOError::write(&e))?;
+        self.committed.store(committed.map_or(NONE, |c| c.index), Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> StorageResult<Option<LogId<C::NodeId>>> {
+        Ok(read_json::<Option<LogId<C::NodeId>>>(&self.meta, COMMITTED)
+            .map_err(|e| StorageIOError::read(&e))?
+            .flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> StorageResult<()>
+    where
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            let bytes = serde_json::to_vec(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
+            if bytes.len() > MAX_ENCODED_ENTRY_BYTES {
+                let err = std::io::Error::other(format!(
+                    "log entry {} is {} bytes, over the {MAX_ENCODED_ENTRY_BYTES}-byte limit that keeps it out of sled's unsynced blob files",
+                    entry.log_id, bytes.len()
+                ));
+                return Err(StorageIOError::write_logs(&err).into());
+            }
+            batch.insert(&index_key(entry.log_id.index), bytes);
+        }
+        self.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
+        self.flusher
+            .then(move |result| callback.log_io_completed(result))
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> StorageResult<()> {
+        tracing::debug!(group = C::NAME, since = log_id.index, "truncate log");
+        self.remove_range(index_key(log_id.index).., "truncate")
+    }
+
+    async fn purge(&mut self, log_id: LogId<C::NodeId>) -> StorageResult<()> {
+        tracing::debug!(group = C::NAME, upto = log_id.index, "purge log");
+        // Record the purge point first: openraft ignores entries at or below it, so a crash
+        // between the two steps leaves only garbage, never a hole.
+        write_json(&self.meta, LAST_PURGED, &log_id).map_err(|e| StorageIOError::write_logs(&e))?;
+        self.remove_range(..=index_key(log_id.index), "purge")
+    }
+}
+
+impl<C: GroupTypes> LogStore<C> {
+    fn remove_range(&self, range: impl RangeBounds<[u8; 8]>, what: &str) -> StorageResult<()> {
+        let mut batch = sled::Batch::default();
+        for item in self.log.range(range) {
+            let (key, _) = item.map_err(|e| StorageIOError::write_logs(&e))?;
+            batch.remove(key);
+        }
+        self.log.apply_batch(batch).map_err(|e| {
+            let err = std::io::Error::other(format!("failed to {what} the log: {e}"));
+            StorageIOError::write_logs(&err)
+        })?;
+        Ok(())
+    }
+}

@@ -1,1 +1,74 @@
-fn main() {}
+//! `firebreak`: the command line of the firebreak control plane.
+//!
+//! Thin by design: clap parses, tracing is set up, each subcommand lives in its own file
+//! and returns a `Result`; errors become `error: …` with their causes and an exit code
+//! from the table in [`exit`].
+
+mod bench;
+mod client;
+mod exit;
+mod kv;
+mod node;
+mod status;
+mod up;
+
+use clap::{Parser, Subcommand};
+
+/// Keep critical services alive when a whole data center dies.
+#[derive(Parser)]
+#[command(name = "firebreak", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node (one per site) from a YAML config.
+    Node(node::Args),
+    /// Run a local three-site cluster (pangyo, gasan, busan) as child processes.
+    Up(up::Args),
+    /// Show both Raft groups as every reachable node sees them.
+    Status(status::Args),
+    /// Read and write the state group's key-value store.
+    #[command(subcommand)]
+    Kv(kv::Command),
+    /// Measure the cluster (or etcd, for comparison) under load.
+    #[command(subcommand)]
+    Bench(bench::Command),
+    /// Print the version.
+    Version,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FIREBREAK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Node(args) => node::run(args).await,
+            Command::Up(args) => up::run(args).await,
+            Command::Status(args) => status::run(args).await,
+            Command::Kv(command) => kv::run(command).await,
+            Command::Bench(command) => bench::run(command).await,
+            Command::Version => {
+                println!("firebreak {}", env!("CARGO_PKG_VERSION"));
+                Ok(())
+            }
+        }
+    });
+    if let Err(err) = result {
+        eprintln!("error: {err:#}");
+        std::process::exit(exit::code(&err));
+    }
+}

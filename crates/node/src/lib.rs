@@ -1,1 +1,28 @@
+//! The firebreak node: one per site, hosting both Raft groups and serving their APIs.
+//!
+//! ```text
+//!                    ┌──────────────── firebreak node ────────────────┐
+//!   peers ──HTTP──►  │ /raft/control/*  ─► Raft<control> ─► sled (control/) │
+//!                    │ /raft/state/*    ─► Raft<state>   ─► sled (state/)   │
+//!   clients ─HTTP─►  │ /v1/*  api ─► Group::write / reads / watch         │
+//!                    └───────────────────────────────────────────────────┘
+//! ```
+//!
+//! The two groups never share a log, a store, a flusher or an HTTP connection pool, so
+//! service data (the `state` group) cannot delay failover decisions (the `control` group).
+//! The pure logic lives in `firebreak_model`; this crate is the I/O around it.
+//!
+//! Caveats: no TLS or authentication on the Raft and client APIs yet (bind to a private
+//! network); membership is fixed at bootstrap (no add/remove commands yet).
 
+pub mod api;
+pub mod config;
+mod error;
+pub mod group;
+mod identity;
+pub mod network;
+pub mod node;
+
+pub use config::NodeConfig;
+pub use error::{Error, Result};
+pub use node::{run, start, RunningNode};

@@ -36,11 +36,17 @@ impl Flusher {
     /// Starts the flusher of `db`, whose files are in `sled_dir`.
     pub fn spawn(db: sled::Db, sled_dir: &Path) -> Result<Self> {
         let path = sled_dir.join("db");
-        let file = File::open(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        let file = File::open(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
         // The files sled just created must survive too: sync them and their directory once.
         for entry in [path.clone(), sled_dir.join("conf"), sled_dir.to_path_buf()] {
             if let Ok(f) = File::open(&entry) {
-                f.sync_all().map_err(|source| Error::Io { path: entry.clone(), source })?;
+                f.sync_all().map_err(|source| Error::Io {
+                    path: entry.clone(),
+                    source,
+                })?;
             }
         }
         let (tx, rx) = mpsc::channel(MAX_PENDING_FLUSHES);
@@ -81,7 +87,10 @@ fn run(db: sled::Db, file: File, mut rx: mpsc::Receiver<Waiter>) {
                 Err(_) => break,
             }
         }
-        let result = db.flush().map_err(io::Error::from).and_then(|_| file.sync_data());
+        let result = db
+            .flush()
+            .map_err(io::Error::from)
+            .and_then(|_| file.sync_data());
         if let Err(err) = &result {
             tracing::error!(cause = %err, waiters = batch.len(), "store flush failed");
         }

@@ -29,7 +29,7 @@
 
 mod error;
 mod flusher;
-mod log_store;
+pub mod log_store;
 mod machine;
 mod snapshot_file;
 mod state_machine;
@@ -51,13 +51,19 @@ pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// Opens (or creates) the storage of one Raft group in `dir`: its log store and state
 /// machine, sharing one sled Db and one flusher.
 pub fn open<M: Machine>(dir: &Path) -> Result<(LogStore<M::Types>, StateMachineStore<M>)> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let db = sled::Config::new()
         .path(dir.join("sled"))
         .cache_capacity(DEFAULT_CACHE_BYTES)
         .flush_every_ms(None)
         .open()
-        .map_err(|source| Error::Sled { path: dir.join("sled"), source })?;
+        .map_err(|source| Error::Sled {
+            path: dir.join("sled"),
+            source,
+        })?;
     let flusher = Flusher::spawn(db.clone(), &dir.join("sled"))?;
     let log = LogStore::open(&db, flusher.clone())?;
     let sm = StateMachineStore::open(&db, flusher, dir)?;

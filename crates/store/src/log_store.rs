@@ -56,8 +56,10 @@ type StorageResult<T> = std::result::Result<T, StorageError<firebreak_model::Nod
 impl<C: GroupTypes> LogStore<C> {
     pub(crate) fn open(db: &sled::Db, flusher: Flusher) -> Result<Self> {
         let open = |name: &str| {
-            db.open_tree(name)
-                .map_err(|source| Error::Sled { path: name.into(), source })
+            db.open_tree(name).map_err(|source| Error::Sled {
+                path: name.into(),
+                source,
+            })
         };
         let store = Self {
             log: open("log")?,
@@ -66,9 +68,14 @@ impl<C: GroupTypes> LogStore<C> {
             committed: Arc::new(AtomicU64::new(NONE)),
             _types: std::marker::PhantomData,
         };
-        let committed: Option<LogId<firebreak_model::NodeId>> =
-            read_json(&store.meta, COMMITTED).map_err(|e| Error::Corrupt { what: "committed index".into(), reason: e.to_string() })?;
-        store.committed.store(committed.map_or(NONE, |c| c.index), Ordering::Relaxed);
+        let committed: Option<LogId<firebreak_model::NodeId>> = read_json(&store.meta, COMMITTED)
+            .map_err(|e| Error::Corrupt {
+            what: "committed index".into(),
+            reason: e.to_string(),
+        })?;
+        store
+            .committed
+            .store(committed.map_or(NONE, |c| c.index), Ordering::Relaxed);
         Ok(store)
     }
 
@@ -104,14 +111,23 @@ fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
 
-fn read_json<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> std::result::Result<Option<T>, std::io::Error> {
+fn read_json<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    key: &[u8],
+) -> std::result::Result<Option<T>, std::io::Error> {
     match tree.get(key)? {
         None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(std::io::Error::other),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(std::io::Error::other),
     }
 }
 
-fn write_json<T: Serialize>(tree: &sled::Tree, key: &[u8], value: &T) -> std::result::Result<(), std::io::Error> {
+fn write_json<T: Serialize>(
+    tree: &sled::Tree,
+    key: &[u8],
+    value: &T,
+) -> std::result::Result<(), std::io::Error> {
     let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
     tree.insert(key, bytes)?;
     Ok(())
@@ -135,7 +151,8 @@ impl<C: GroupTypes> RaftLogReader<C> for LogStore<C> {
         let mut entries = Vec::new();
         for item in self.log.range::<[u8; 8], _>((start, end)) {
             let (_, bytes) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-            let entry: C::Entry = serde_json::from_slice(&bytes).map_err(|e| StorageIOError::read_logs(&e))?;
+            let entry: C::Entry =
+                serde_json::from_slice(&bytes).map_err(|e| StorageIOError::read_logs(&e))?;
             entries.push(entry);
         }
         Ok(entries)
@@ -151,11 +168,15 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
         let last = match self.log.last().map_err(|e| StorageIOError::read_logs(&e))? {
             None => None,
             Some((_, bytes)) => {
-                let entry: C::Entry = serde_json::from_slice(&bytes).map_err(|e| StorageIOError::read_logs(&e))?;
+                let entry: C::Entry =
+                    serde_json::from_slice(&bytes).map_err(|e| StorageIOError::read_logs(&e))?;
                 Some(entry.log_id)
             }
         };
-        Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id: last.or(last_purged_log_id),
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -164,7 +185,10 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
 
     async fn save_vote(&mut self, vote: &Vote<C::NodeId>) -> StorageResult<()> {
         write_json(&self.meta, VOTE, vote).map_err(|e| StorageIOError::write_vote(&e))?;
-        self.flusher.flush().await.map_err(|e| StorageIOError::write_vote(&e))?;
+        self.flusher
+            .flush()
+            .await
+            .map_err(|e| StorageIOError::write_vote(&e))?;
         Ok(())
     }
 
@@ -176,7 +200,8 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
         // Not flushed on its own: a committed index that lags after a crash is only a
         // smaller starting point for re-applying the log.
         write_json(&self.meta, COMMITTED, &committed).map_err(|e| StorageIOError::write(&e))?;
-        self.committed.store(committed.map_or(NONE, |c| c.index), Ordering::Relaxed);
+        self.committed
+            .store(committed.map_or(NONE, |c| c.index), Ordering::Relaxed);
         Ok(())
     }
 
@@ -203,7 +228,9 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
             }
             batch.insert(&index_key(entry.log_id.index), bytes);
         }
-        self.log.apply_batch(batch).map_err(|e| StorageIOError::write_logs(&e))?;
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
         self.flusher
             .then(move |result| callback.log_io_completed(result))
             .await

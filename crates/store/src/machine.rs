@@ -26,7 +26,10 @@ pub struct Change {
 impl Change {
     fn put(key: impl Into<Vec<u8>>, value: &impl Serialize) -> Self {
         let value = serde_json::to_vec(value).expect("model types always serialize");
-        Self { key: key.into(), value: Some(value) }
+        Self {
+            key: key.into(),
+            value: Some(value),
+        }
     }
 }
 
@@ -70,7 +73,10 @@ impl Machine for KvStore {
         for event in events {
             changes.push(match event.kind {
                 KvEventKind::Put => Change::put(kv_record_key(&event.key), &event.entry),
-                KvEventKind::Delete => Change { key: kv_record_key(&event.key), value: None },
+                KvEventKind::Delete => Change {
+                    key: kv_record_key(&event.key),
+                    value: None,
+                },
             });
         }
         response
@@ -88,10 +94,14 @@ impl Machine for KvStore {
                 revision = serde_json::from_slice(&value).map_err(|e| format!("revision: {e}"))?;
             } else if let Some(name) = key.strip_prefix(KV_KEY_PREFIX) {
                 let name = String::from_utf8(name.to_vec()).map_err(|e| format!("key: {e}"))?;
-                let entry: KvEntry = serde_json::from_slice(&value).map_err(|e| format!("entry {name:?}: {e}"))?;
+                let entry: KvEntry =
+                    serde_json::from_slice(&value).map_err(|e| format!("entry {name:?}: {e}"))?;
                 entries.insert(name, entry);
             } else {
-                return Err(format!("unknown record {:?}", String::from_utf8_lossy(&key)));
+                return Err(format!(
+                    "unknown record {:?}",
+                    String::from_utf8_lossy(&key)
+                ));
             }
         }
         Ok(KvStore::from_entries(revision, entries))
@@ -99,7 +109,11 @@ impl Machine for KvStore {
 
     fn dump(&self) -> Vec<Change> {
         let mut out = vec![Change::put(KV_REVISION, &self.revision())];
-        out.extend(self.entries().iter().map(|(key, entry)| Change::put(kv_record_key(key), entry)));
+        out.extend(
+            self.entries()
+                .iter()
+                .map(|(key, entry)| Change::put(kv_record_key(key), entry)),
+        );
         out
     }
 }

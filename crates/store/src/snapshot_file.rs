@@ -26,7 +26,9 @@ pub(crate) type Meta = SnapshotMeta<NodeId, Member>;
 
 impl SnapshotFile {
     pub(crate) fn new(dir: &Path) -> Self {
-        Self { dir: dir.to_path_buf() }
+        Self {
+            dir: dir.to_path_buf(),
+        }
     }
 
     fn path(&self) -> PathBuf {
@@ -42,12 +44,15 @@ impl SnapshotFile {
         let tmp = self.dir.join("snapshot.tmp");
         let meta_bytes = serde_json::to_vec(meta).expect("snapshot meta always serializes");
         let mut file = File::create(&tmp).map_err(self.io(tmp.clone()))?;
-        file.write_all(&(meta_bytes.len() as u64).to_le_bytes()).map_err(self.io(tmp.clone()))?;
+        file.write_all(&(meta_bytes.len() as u64).to_le_bytes())
+            .map_err(self.io(tmp.clone()))?;
         file.write_all(&meta_bytes).map_err(self.io(tmp.clone()))?;
         file.write_all(data).map_err(self.io(tmp.clone()))?;
         file.sync_all().map_err(self.io(tmp.clone()))?;
         fs::rename(&tmp, self.path()).map_err(self.io(self.path()))?;
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(self.io(self.dir.clone()))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(self.io(self.dir.clone()))?;
         Ok(())
     }
 
@@ -59,18 +64,26 @@ impl SnapshotFile {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(Error::Io { path, source }),
         };
-        let corrupt = |reason: String| Error::Corrupt { what: format!("snapshot {}", path.display()), reason };
+        let corrupt = |reason: String| Error::Corrupt {
+            what: format!("snapshot {}", path.display()),
+            reason,
+        };
         let mut len = [0u8; 8];
-        file.read_exact(&mut len).map_err(|e| corrupt(e.to_string()))?;
+        file.read_exact(&mut len)
+            .map_err(|e| corrupt(e.to_string()))?;
         let len = u64::from_le_bytes(len);
         if len > MAX_META_BYTES {
-            return Err(corrupt(format!("meta length {len} is over {MAX_META_BYTES}")));
+            return Err(corrupt(format!(
+                "meta length {len} is over {MAX_META_BYTES}"
+            )));
         }
         let mut meta_bytes = vec![0u8; len as usize];
-        file.read_exact(&mut meta_bytes).map_err(|e| corrupt(e.to_string()))?;
+        file.read_exact(&mut meta_bytes)
+            .map_err(|e| corrupt(e.to_string()))?;
         let meta: Meta = serde_json::from_slice(&meta_bytes).map_err(|e| corrupt(e.to_string()))?;
         let mut data = Vec::new();
-        file.read_to_end(&mut data).map_err(|e| corrupt(e.to_string()))?;
+        file.read_to_end(&mut data)
+            .map_err(|e| corrupt(e.to_string()))?;
         Ok(Some((meta, data)))
     }
 }

@@ -18,8 +18,8 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use firebreak_model::{Member, NodeId};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, RaftTypeConfig, SnapshotMeta, StorageError,
-    StorageIOError, StoredMembership,
+    EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, RaftTypeConfig, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership,
 };
 use tokio::sync::watch;
 
@@ -57,14 +57,23 @@ pub struct StateMachineStore<M: Machine> {
 
 impl<M: Machine> Clone for StateMachineStore<M> {
     fn clone(&self) -> Self {
-        Self { shared: self.shared.clone() }
+        Self {
+            shared: self.shared.clone(),
+        }
     }
 }
 
 /// Read access to a group's applied state, for the node's API.
-#[derive(Clone)]
 pub struct MachineReader<M: Machine> {
     shared: Arc<Shared<M>>,
+}
+
+impl<M: Machine> Clone for MachineReader<M> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
 }
 
 impl<M: Machine> MachineReader<M> {
@@ -84,7 +93,10 @@ impl<M: Machine> MachineReader<M> {
     }
 
     fn lock(&self) -> RwLockReadGuard<'_, Applied<M>> {
-        self.shared.applied.read().expect("state machine lock poisoned: a panic while applying")
+        self.shared
+            .applied
+            .read()
+            .expect("state machine lock poisoned: a panic while applying")
     }
 }
 
@@ -98,15 +110,25 @@ fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
 
 impl<M: Machine> StateMachineStore<M> {
     pub(crate) fn open(db: &sled::Db, flusher: Flusher, dir: &Path) -> Result<Self> {
-        let tree = db.open_tree("sm").map_err(|source| Error::Sled { path: dir.join("sm"), source })?;
-        let corrupt = |reason: String| Error::Corrupt { what: "state machine records".into(), reason };
+        let tree = db.open_tree("sm").map_err(|source| Error::Sled {
+            path: dir.join("sm"),
+            source,
+        })?;
+        let corrupt = |reason: String| Error::Corrupt {
+            what: "state machine records".into(),
+            reason,
+        };
         let mut records = BTreeMap::new();
         let mut last_applied = None;
         let mut membership = StoredMembership::default();
         for item in tree.iter() {
-            let (key, value) = item.map_err(|source| Error::Sled { path: dir.join("sm"), source })?;
+            let (key, value) = item.map_err(|source| Error::Sled {
+                path: dir.join("sm"),
+                source,
+            })?;
             if key == LAST_APPLIED {
-                last_applied = serde_json::from_slice(&value).map_err(|e| corrupt(e.to_string()))?;
+                last_applied =
+                    serde_json::from_slice(&value).map_err(|e| corrupt(e.to_string()))?;
             } else if key == MEMBERSHIP {
                 membership = serde_json::from_slice(&value).map_err(|e| corrupt(e.to_string()))?;
             } else if let Some(record) = key.strip_prefix(RECORD_PREFIX) {
@@ -117,7 +139,11 @@ impl<M: Machine> StateMachineStore<M> {
         let applied_index = last_applied.map_or(0, |l: LogId<NodeId>| l.index);
         let store = Self {
             shared: Arc::new(Shared {
-                applied: RwLock::new(Applied { machine, last_applied, membership }),
+                applied: RwLock::new(Applied {
+                    machine,
+                    last_applied,
+                    membership,
+                }),
                 tree,
                 flusher,
                 snapshot: SnapshotFile::new(dir),
@@ -129,7 +155,9 @@ impl<M: Machine> StateMachineStore<M> {
         if let Some((meta, data)) = store.shared.snapshot.read()? {
             if meta.last_log_id > store.write_lock().last_applied {
                 tracing::info!(snapshot = %meta.snapshot_id, "restoring state from snapshot newer than records");
-                store.replace(&meta, &data).map_err(|e| corrupt(e.to_string()))?;
+                store
+                    .replace(&meta, &data)
+                    .map_err(|e| corrupt(e.to_string()))?;
             }
         }
         Ok(store)
@@ -137,11 +165,16 @@ impl<M: Machine> StateMachineStore<M> {
 
     /// A read handle for the node's API.
     pub fn reader(&self) -> MachineReader<M> {
-        MachineReader { shared: self.shared.clone() }
+        MachineReader {
+            shared: self.shared.clone(),
+        }
     }
 
     fn write_lock(&self) -> std::sync::RwLockWriteGuard<'_, Applied<M>> {
-        self.shared.applied.write().expect("state machine lock poisoned: a panic while applying")
+        self.shared
+            .applied
+            .write()
+            .expect("state machine lock poisoned: a panic while applying")
     }
 
     /// Replaces the machine and all its records with a snapshot's, in one sled batch.
@@ -159,9 +192,18 @@ impl<M: Machine> StateMachineStore<M> {
         }
         batch.insert(LAST_APPLIED, to_json(&meta.last_log_id));
         batch.insert(MEMBERSHIP, to_json(&meta.last_membership));
-        self.shared.tree.apply_batch(batch).map_err(std::io::Error::from)?;
-        *applied = Applied { machine, last_applied: meta.last_log_id, membership: meta.last_membership.clone() };
-        self.shared.applied_index.send_replace(meta.last_log_id.map_or(0, |l| l.index));
+        self.shared
+            .tree
+            .apply_batch(batch)
+            .map_err(std::io::Error::from)?;
+        *applied = Applied {
+            machine,
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        self.shared
+            .applied_index
+            .send_replace(meta.last_log_id.map_or(0, |l| l.index));
         Ok(())
     }
 }
@@ -169,31 +211,49 @@ impl<M: Machine> StateMachineStore<M> {
 impl<M: Machine> RaftSnapshotBuilder<M::Types> for StateMachineStore<M> {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<M::Types>> {
         let (data, last_log_id, last_membership) = {
-            let applied = self.shared.applied.read().expect("state machine lock poisoned");
-            let data = serde_json::to_vec(&applied.machine).map_err(|e| StorageIOError::read_state_machine(&e))?;
+            let applied = self
+                .shared
+                .applied
+                .read()
+                .expect("state machine lock poisoned");
+            let data = serde_json::to_vec(&applied.machine)
+                .map_err(|e| StorageIOError::read_state_machine(&e))?;
             (data, applied.last_applied, applied.membership.clone())
         };
         let snapshot_id = match last_log_id {
             Some(log_id) => format!("{}-{}", log_id.leader_id, log_id.index),
             None => "empty".to_string(),
         };
-        let meta = SnapshotMeta { last_log_id, last_membership, snapshot_id };
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership,
+            snapshot_id,
+        };
         // The records must be durable up to the snapshot before openraft may purge the log
         // that could otherwise rebuild them.
-        self.shared.flusher.flush().await.map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        self.shared
+            .flusher
+            .flush()
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         self.shared
             .snapshot
             .write(&meta, &data)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         tracing::info!(group = <M::Types as crate::GroupTypes>::NAME, snapshot = %meta.snapshot_id, bytes = data.len(), "built snapshot");
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 }
 
 impl<M: Machine> RaftStateMachine<M::Types> for StateMachineStore<M> {
     type SnapshotBuilder = Self;
 
-    async fn applied_state(&mut self) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, Member>)> {
+    async fn applied_state(
+        &mut self,
+    ) -> StorageResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, Member>)> {
         let applied = self.write_lock();
         Ok((applied.last_applied, applied.membership.clone()))
     }
@@ -232,7 +292,10 @@ impl<M: Machine> RaftStateMachine<M::Types> for StateMachineStore<M> {
         }
         // A failed write here cannot be retried deterministically: return the error, which
         // stops the Raft node, rather than let this replica drift from the others.
-        self.shared.tree.apply_batch(batch).map_err(|e| StorageIOError::write_state_machine(&e))?;
+        self.shared
+            .tree
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_state_machine(&e))?;
         let index = applied.last_applied.map_or(0, |l| l.index);
         drop(applied);
         self.shared.applied_index.send_replace(index);
@@ -255,16 +318,32 @@ impl<M: Machine> RaftStateMachine<M::Types> for StateMachineStore<M> {
         let data = snapshot.into_inner();
         let signature = Some(meta.signature());
         // Decode before touching anything, so a bad snapshot changes nothing.
-        serde_json::from_slice::<M>(&data).map_err(|e| StorageIOError::read_snapshot(signature.clone(), &e))?;
-        self.shared.snapshot.write(meta, &data).map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
-        self.replace(meta, &data).map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
-        self.shared.flusher.flush().await.map_err(|e| StorageIOError::write_snapshot(signature, &e))?;
+        serde_json::from_slice::<M>(&data)
+            .map_err(|e| StorageIOError::read_snapshot(signature.clone(), &e))?;
+        self.shared
+            .snapshot
+            .write(meta, &data)
+            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+        self.replace(meta, &data)
+            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+        self.shared
+            .flusher
+            .flush()
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(signature, &e))?;
         tracing::info!(group = <M::Types as crate::GroupTypes>::NAME, snapshot = %meta.snapshot_id, "installed snapshot");
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<M::Types>>> {
-        let current = self.shared.snapshot.read().map_err(|e| StorageIOError::read_snapshot(None, &e))?;
-        Ok(current.map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+        let current = self
+            .shared
+            .snapshot
+            .read()
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(current.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
     }
 }

@@ -11,10 +11,15 @@ use crate::{LogStore, Machine, StateMachineStore};
 
 struct Builder;
 
-impl<M: Machine> StoreBuilder<M::Types, LogStore<M::Types>, StateMachineStore<M>, TempDir> for Builder {
+impl<M: Machine> StoreBuilder<M::Types, LogStore<M::Types>, StateMachineStore<M>, TempDir>
+    for Builder
+{
     async fn build(
         &self,
-    ) -> Result<(TempDir, LogStore<M::Types>, StateMachineStore<M>), StorageError<firebreak_model::NodeId>> {
+    ) -> Result<
+        (TempDir, LogStore<M::Types>, StateMachineStore<M>),
+        StorageError<firebreak_model::NodeId>,
+    > {
         let dir = TempDir::new().expect("create temp dir");
         let (log, sm) = crate::open::<M>(dir.path()).expect("open store");
         Ok((dir, log, sm))
@@ -27,7 +32,8 @@ fn state_group_store_passes_openraft_suite() -> Result<(), StorageError<firebrea
 }
 
 #[test]
-fn control_group_store_passes_openraft_suite() -> Result<(), StorageError<firebreak_model::NodeId>> {
+fn control_group_store_passes_openraft_suite() -> Result<(), StorageError<firebreak_model::NodeId>>
+{
     Suite::<_, _, StateMachineStore<ControlState>, _, _>::test_all(Builder)
 }
 
@@ -47,7 +53,10 @@ mod restart {
     fn put_entry(index: u64, key: &str) -> Entry<StateTypes> {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, NodeId(1)), index),
-            payload: EntryPayload::Normal(KvCommand::Put { key: key.into(), value: format!("v{index}") }),
+            payload: EntryPayload::Normal(KvCommand::Put {
+                key: key.into(),
+                value: format!("v{index}"),
+            }),
         }
     }
 
@@ -71,13 +80,18 @@ mod restart {
         let dir = tempfile::TempDir::new().unwrap();
         {
             let (_log, mut sm) = crate::open::<KvStore>(dir.path()).unwrap();
-            sm.apply((1..=3).map(|i| put_entry(i, &format!("k{i}")))).await.unwrap();
+            sm.apply((1..=3).map(|i| put_entry(i, &format!("k{i}"))))
+                .await
+                .unwrap();
         }
         let mut sm = reopen(dir.path());
         let (last_applied, _) = sm.applied_state().await.unwrap();
         assert_eq!(last_applied.map(|l| l.index), Some(3));
         let reader = sm.reader();
-        assert_eq!(reader.read(|kv| kv.get("k2").map(|e| e.value.clone())), Some("v2".into()));
+        assert_eq!(
+            reader.read(|kv| kv.get("k2").map(|e| e.value.clone())),
+            Some("v2".into())
+        );
         assert_eq!(reader.read(|kv| kv.revision()), 3);
     }
 
@@ -87,7 +101,10 @@ mod restart {
         // were replaced: the next open must finish the install.
         let source_dir = tempfile::TempDir::new().unwrap();
         let (_log, mut source) = crate::open::<KvStore>(source_dir.path()).unwrap();
-        source.apply((1..=5).map(|i| put_entry(i, &format!("k{i}")))).await.unwrap();
+        source
+            .apply((1..=5).map(|i| put_entry(i, &format!("k{i}"))))
+            .await
+            .unwrap();
         let snapshot = source.build_snapshot().await.unwrap();
 
         let dir = tempfile::TempDir::new().unwrap();
@@ -95,10 +112,15 @@ mod restart {
             let (_log, mut sm) = crate::open::<KvStore>(dir.path()).unwrap();
             sm.apply([put_entry(1, "old")]).await.unwrap();
         }
-        SnapshotFile::new(dir.path()).write(&snapshot.meta, snapshot.snapshot.get_ref()).unwrap();
+        SnapshotFile::new(dir.path())
+            .write(&snapshot.meta, snapshot.snapshot.get_ref())
+            .unwrap();
         let mut sm = reopen(dir.path());
         let (last_applied, _) = sm.applied_state().await.unwrap();
         assert_eq!(last_applied.map(|l| l.index), Some(5));
-        assert_eq!(sm.reader().read(|kv| (kv.len(), kv.get("old").is_none())), (5, true));
+        assert_eq!(
+            sm.reader().read(|kv| (kv.len(), kv.get("old").is_none())),
+            (5, true)
+        );
     }
 }

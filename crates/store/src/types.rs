@@ -34,7 +34,13 @@ openraft::declare_raft_types!(
 
 /// What the stores need of a group's type configuration.
 pub trait GroupTypes:
-    RaftTypeConfig<NodeId = NodeId, Node = Member, Entry = openraft::Entry<Self>, SnapshotData = Cursor<Vec<u8>>>
+    RaftTypeConfig<
+    NodeId = NodeId,
+    Node = Member,
+    Entry = openraft::Entry<Self>,
+    SnapshotData = Cursor<Vec<u8>>,
+    Responder = openraft::impls::OneshotResponder<Self>,
+>
 {
     /// The group's name in paths, URLs, logs and metrics.
     const NAME: &'static str;

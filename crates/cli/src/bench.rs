@@ -1,0 +1,191 @@
+//! `firebreak bench kv`: puts over HTTP/JSON with N concurrent connections, against
+//! firebreak or, for comparison on the same machine, etcd's JSON gateway.
+//!
+//! Each connection loops: put a fresh key, record the latency, repeat; on an error it moves
+//! to the next node after a short pause. The run stops after `--duration-secs` or
+//! `--max-requests`, whichever comes first. It prints throughput, p50/p99/max latency, and
+//! the longest gap between two acknowledged writes: run it while killing the leader to
+//! measure the leader-loss gap (scripts/failover-gap.sh does that).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use base64::Engine;
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+use crate::client::Nodes;
+use crate::exit::{self, fail};
+
+/// Longest run allowed.
+const MAX_DURATION_SECS: u64 = 600;
+/// Most connections allowed.
+const MAX_CONNECTIONS: usize = 1024;
+/// Pause after a failed request before trying the next node.
+const ERROR_PAUSE: Duration = Duration::from_millis(10);
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Drive puts and report throughput and latency.
+    Kv(KvArgs),
+}
+
+#[derive(clap::Args)]
+pub struct KvArgs {
+    #[command(flatten)]
+    nodes: Nodes,
+    /// `firebreak` (PUT /v1/kv) or `etcd` (POST /v3/kv/put, etcd's JSON gateway).
+    #[arg(long, default_value = "firebreak", value_parser = ["firebreak", "etcd"])]
+    target: String,
+    /// Concurrent connections (each with one request in flight).
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Stop after this many seconds.
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Stop after this many requests in all.
+    #[arg(long, default_value_t = 10_000_000)]
+    max_requests: u64,
+    /// Size of each value in bytes.
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Worker {
+    latencies: Histogram<u64>,
+    acks: Vec<Duration>,
+    failed: u64,
+}
+
+pub async fn run(command: Command) -> Result<()> {
+    let Command::Kv(args) = command;
+    if args.connections == 0 || args.connections > MAX_CONNECTIONS {
+        return Err(fail(
+            exit::USAGE,
+            format!("--connections must be 1 to {MAX_CONNECTIONS}"),
+        ));
+    }
+    if args.duration_secs == 0 || args.duration_secs > MAX_DURATION_SECS {
+        return Err(fail(
+            exit::USAGE,
+            format!("--duration-secs must be 1 to {MAX_DURATION_SECS}"),
+        ));
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(args.nodes.timeout_ms))
+        .pool_max_idle_per_host(args.connections)
+        .tcp_nodelay(true)
+        .build()?;
+    let issued = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(args.duration_secs);
+    let value = "x".repeat(args.value_bytes);
+    let tasks: Vec<_> = (0..args.connections)
+        .map(|id| {
+            let (http, nodes, issued, value, target) = (
+                http.clone(),
+                args.nodes.nodes.clone(),
+                issued.clone(),
+                value.clone(),
+                args.target.clone(),
+            );
+            let max = args.max_requests;
+            tokio::spawn(async move {
+                let mut worker = Worker {
+                    latencies: Histogram::new(3).expect("3 significant figures is valid"),
+                    acks: Vec::new(),
+                    failed: 0,
+                };
+                let mut node = id % nodes.len();
+                let mut seq = 0u64;
+                while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < max {
+                    seq += 1;
+                    let key = format!("bench/{id}/{seq}");
+                    let sent = Instant::now();
+                    let ok = put(&http, &target, &nodes[node], &key, &value).await;
+                    if ok {
+                        worker
+                            .latencies
+                            .record(sent.elapsed().as_micros() as u64)
+                            .expect("histogram auto-resizes");
+                        worker.acks.push(start.elapsed());
+                    } else {
+                        worker.failed += 1;
+                        node = (node + 1) % nodes.len();
+                        tokio::time::sleep(ERROR_PAUSE).await;
+                    }
+                }
+                worker
+            })
+        })
+        .collect();
+    let mut latencies = Histogram::<u64>::new(3).expect("valid");
+    let mut acks = Vec::new();
+    let mut failed = 0;
+    for task in tasks {
+        let worker = task.await?;
+        latencies
+            .add(&worker.latencies)
+            .expect("same-precision histograms add");
+        acks.extend(worker.acks);
+        failed += worker.failed;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    acks.sort();
+    let longest_gap = acks
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default();
+    let ok = latencies.len();
+    let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
+    let report = json!({
+        "target": args.target, "connections": args.connections, "seconds": elapsed,
+        "ok": ok, "failed": failed, "puts_per_second": ok as f64 / elapsed,
+        "latency_ms": { "p50": ms(0.5), "p99": ms(0.99), "max": latencies.max() as f64 / 1000.0 },
+        "longest_gap_ms": longest_gap.as_secs_f64() * 1000.0,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "target {} | {} connections | {:.1} s | {ok} ok, {failed} failed",
+            args.target, args.connections, elapsed
+        );
+        println!("throughput {:.0} puts/s", ok as f64 / elapsed);
+        println!(
+            "latency    p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+            ms(0.5),
+            ms(0.99),
+            latencies.max() as f64 / 1000.0
+        );
+        println!(
+            "longest gap between acknowledged puts: {:.0} ms",
+            longest_gap.as_secs_f64() * 1000.0
+        );
+    }
+    if ok == 0 {
+        return Err(fail(
+            exit::UNAVAILABLE,
+            "no put succeeded: is the cluster up at --nodes?",
+        ));
+    }
+    Ok(())
+}
+
+async fn put(http: &reqwest::Client, target: &str, node: &str, key: &str, value: &str) -> bool {
+    let request = if target == "etcd" {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        http.post(format!("http://{node}/v3/kv/put"))
+            .json(&json!({ "key": b64.encode(key), "value": b64.encode(value) }))
+    } else {
+        http.put(format!("http://{node}/v1/kv"))
+            .json(&json!({ "key": key, "value": value }))
+    };
+    matches!(request.send().await, Ok(r) if r.status().is_success())
+}

@@ -1,0 +1,115 @@
+//! The CLI's HTTP client: tries every given node in turn, so that no command depends on
+//! one site being alive.
+//!
+//! A node that cannot be reached, or answers that it cannot serve (503, 429), is skipped
+//! and the next one tried. A write whose outcome is unknown (504) is never retried here:
+//! it is reported as unknown (exit 5).
+
+use std::time::Duration;
+
+use anyhow::Result;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::exit::{self, fail};
+
+/// Default node addresses: the three sites of `firebreak up`.
+pub const DEFAULT_NODES: &str = "127.0.1.1:7001,127.0.2.1:7001,127.0.3.1:7001";
+
+/// Node addresses as every cluster command takes them.
+#[derive(clap::Args, Clone)]
+pub struct Nodes {
+    /// Comma-separated `host:port` of nodes, tried in turn.
+    #[arg(long, env = "FIREBREAK_NODES", default_value = DEFAULT_NODES, value_delimiter = ',')]
+    pub nodes: Vec<String>,
+    /// Per-node request timeout in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub timeout_ms: u64,
+}
+
+/// A client for a list of nodes.
+pub struct Client {
+    nodes: Vec<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(nodes: &Nodes) -> Result<Self> {
+        if nodes.nodes.is_empty() {
+            return Err(fail(
+                exit::USAGE,
+                "no node addresses given: pass --nodes host:port,...",
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(nodes.timeout_ms))
+            .connect_timeout(Duration::from_millis(nodes.timeout_ms.min(1000)))
+            .build()?;
+        Ok(Self {
+            nodes: nodes.nodes.clone(),
+            http,
+        })
+    }
+
+    pub fn nodes(&self) -> &[String] {
+        &self.nodes
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Sends a request to the first node that can serve it; returns the JSON answer.
+    pub async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&Value>,
+    ) -> Result<Value> {
+        let mut tried = Vec::new();
+        for node in &self.nodes {
+            let mut request = self
+                .http
+                .request(method.clone(), format!("http://{node}{path_and_query}"));
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(err) if err.is_connect() || method == Method::GET => {
+                    tried.push(format!("{node}: {err}"));
+                    continue;
+                }
+                Err(err) => {
+                    return Err(fail(exit::UNKNOWN, format!("{node} took the write but did not answer ({err}): outcome unknown; read the key to find out")))
+                }
+            };
+            let status = response.status();
+            let value: Value = response.json().await.unwrap_or(Value::Null);
+            let message = value["error"]["message"].as_str().unwrap_or("").to_string();
+            match status {
+                s if s.is_success() => return Ok(value),
+                StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
+                    tried.push(format!("{node}: {message}"));
+                }
+                StatusCode::GATEWAY_TIMEOUT => {
+                    return Err(fail(
+                        exit::UNKNOWN,
+                        format!("{node}: {message}; the write may or may not have committed"),
+                    ))
+                }
+                StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => {
+                    return Err(fail(
+                        exit::USAGE,
+                        format!("{node} refused the request: {message}"),
+                    ))
+                }
+                _ => return Err(anyhow::anyhow!("{node} answered {status}: {message}")),
+            }
+        }
+        Err(fail(
+            exit::UNAVAILABLE,
+            format!("no node could serve the request:\n  {}", tried.join("\n  ")),
+        ))
+    }
+}

@@ -1,0 +1,60 @@
+//! Exit codes, documented in the README so that scripts can act on them.
+//!
+//! | code | meaning                                                        |
+//! |------|----------------------------------------------------------------|
+//! | 0    | success                                                        |
+//! | 1    | any other failure                                              |
+//! | 2    | bad usage, config or input: nothing was changed                |
+//! | 3    | the key does not exist (`kv get`)                              |
+//! | 4    | no node could serve the request: nothing was changed           |
+//! | 5    | outcome unknown: the write may or may not have committed       |
+//! | 6    | the data dir belongs to another node or cluster                |
+
+use std::fmt;
+
+/// An error that carries its exit code.
+#[derive(Debug)]
+pub struct Exit {
+    pub code: i32,
+    pub message: String,
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+pub const USAGE: i32 = 2;
+pub const NOT_FOUND: i32 = 3;
+pub const UNAVAILABLE: i32 = 4;
+pub const UNKNOWN: i32 = 5;
+pub const DATA_DIR: i32 = 6;
+
+/// Builds an error with an exit code.
+pub fn fail(code: i32, message: impl Into<String>) -> anyhow::Error {
+    Exit {
+        code,
+        message: message.into(),
+    }
+    .into()
+}
+
+/// The exit code for an error: its own if it carries one, else by kind, else 1.
+pub fn code(err: &anyhow::Error) -> i32 {
+    for cause in err.chain() {
+        if let Some(exit) = cause.downcast_ref::<Exit>() {
+            return exit.code;
+        }
+        if let Some(node) = cause.downcast_ref::<firebreak_node::Error>() {
+            return match node {
+                firebreak_node::Error::Config { .. } => USAGE,
+                firebreak_node::Error::DataDirMismatch { .. } => DATA_DIR,
+                _ => 1,
+            };
+        }
+    }
+    1
+}

@@ -1,0 +1,135 @@
+//! `firebreak status`: both Raft groups as every reachable node sees them.
+//!
+//! Asks every given node at once (a dead site only adds an "unreachable" row), then prints
+//! per group the leader and term, and per member its site, role, commit and applied index,
+//! and lag as the leader reports it. `--output json` prints every node's raw view.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use comfy_table::Table;
+use firebreak_node::api::ClusterInfo;
+use futures::future::join_all;
+
+use crate::client::{Client, Nodes};
+use crate::exit::{self, fail};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    nodes: Nodes,
+    /// `table` for people, `json` for scripts.
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    output: String,
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let client = Client::new(&args.nodes)?;
+    let views = join_all(client.nodes().iter().map(|node| fetch(&client, node))).await;
+    if views.iter().all(|(_, view)| view.is_err()) {
+        let reasons: Vec<String> = views
+            .iter()
+            .map(|(n, v)| format!("{n}: {}", v.as_ref().err().unwrap()))
+            .collect();
+        return Err(fail(
+            exit::UNAVAILABLE,
+            format!("no node answered:\n  {}", reasons.join("\n  ")),
+        ));
+    }
+    if args.output == "json" {
+        let json: serde_json::Map<String, serde_json::Value> = views
+            .iter()
+            .map(|(node, view)| {
+                let value = match view {
+                    Ok(info) => serde_json::to_value(info).expect("cluster info serializes"),
+                    Err(err) => serde_json::json!({ "error": err.to_string() }),
+                };
+                (node.clone(), value)
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(());
+    }
+    print_tables(&views);
+    Ok(())
+}
+
+async fn fetch(client: &Client, node: &str) -> (String, Result<ClusterInfo>) {
+    let result = async {
+        let response = client
+            .http()
+            .get(format!("http://{node}/v1/cluster"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(response.json::<ClusterInfo>().await?)
+    }
+    .await;
+    (node.to_string(), result)
+}
+
+fn print_tables(views: &[(String, Result<ClusterInfo>)]) {
+    let first = views
+        .iter()
+        .find_map(|(_, v)| v.as_ref().ok())
+        .expect("checked: one view at least");
+    println!("cluster {}", first.cluster);
+    for group in ["control", "state"] {
+        let infos: Vec<_> = views
+            .iter()
+            .filter_map(|(_, v)| v.as_ref().ok())
+            .filter_map(|info| {
+                info.groups
+                    .iter()
+                    .find(|g| g.name == group)
+                    .map(|g| (info, g))
+            })
+            .collect();
+        let leader_view = infos.iter().find(|(_, g)| g.role == "leader");
+        let (leader, term) = match leader_view {
+            Some((info, g)) => (format!("node {} ({})", info.node_id, info.site), g.term),
+            None => (
+                "none".to_string(),
+                infos.iter().map(|(_, g)| g.term).max().unwrap_or(0),
+            ),
+        };
+        println!("\n{group} group: leader {leader}, term {term}");
+        let mut table = Table::new();
+        table.load_preset(comfy_table::presets::NOTHING);
+        table.set_header([
+            "node", "site", "addr", "role", "term", "commit", "applied", "lag",
+        ]);
+        for (node, view) in views {
+            match view {
+                Ok(info) => {
+                    let Some(g) = info.groups.iter().find(|g| g.name == group) else {
+                        continue;
+                    };
+                    let lag = leader_view
+                        .and_then(|(_, lg)| lg.members.iter().find(|m| m.id == info.node_id))
+                        .and_then(|m| m.lag)
+                        .map_or("-".to_string(), |l| l.to_string());
+                    table.add_row([
+                        info.node_id.to_string(),
+                        info.site.clone(),
+                        info.addr.clone(),
+                        g.role.clone(),
+                        g.term.to_string(),
+                        opt(g.committed_index),
+                        opt(g.applied_index),
+                        lag,
+                    ]);
+                }
+                Err(_) => {
+                    table.add_row(["?", "?", node.as_str(), "unreachable", "-", "-", "-", "-"]);
+                }
+            }
+        }
+        println!("{table}");
+    }
+}
+
+fn opt(value: Option<u64>) -> String {
+    value.map_or("-".to_string(), |v| v.to_string())
+}

@@ -1,0 +1,241 @@
+//! `firebreak up`: a local three-site cluster for trying firebreak and for drills.
+//!
+//! Sites `pangyo`, `gasan` and `busan` each run one `firebreak node` child process on
+//! their own loopback address (127.0.1.1, 127.0.2.1, 127.0.3.1), with a config, data dir,
+//! log file and pid file under `--data-dir/<site>/`. Ctrl-C or SIGTERM stops exactly these
+//! children: SIGTERM by PID, then SIGKILL after a grace period. A child that dies while
+//! the cluster runs (say, killed to try a site loss) is reported and left down.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use firebreak_model::{NodeId, SiteId};
+use firebreak_node::config::{ApiLimits, Peer, RaftTimings};
+use firebreak_node::NodeConfig;
+use tokio::process::{Child, Command};
+
+use crate::exit::{self, fail};
+
+/// The local sites, in node-id order.
+pub const SITES: [&str; 3] = ["pangyo", "gasan", "busan"];
+/// How long to wait for both groups to elect a leader.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long children get to stop after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where each site keeps its config, data, log and pid file.
+    #[arg(long, default_value = "firebreak-data")]
+    data_dir: PathBuf,
+    /// Port every node listens on, on its own loopback address.
+    #[arg(long, default_value_t = 7001)]
+    port: u16,
+}
+
+struct Site {
+    name: &'static str,
+    config: NodeConfig,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+fn configs(data_dir: &Path, port: u16) -> Vec<NodeConfig> {
+    let peers: Vec<Peer> = SITES
+        .iter()
+        .enumerate()
+        .map(|(i, site)| Peer {
+            id: NodeId(i as u64 + 1),
+            site: SiteId::from(*site),
+            addr: format!("127.0.{}.1:{port}", i + 1),
+        })
+        .collect();
+    peers
+        .iter()
+        .map(|peer| NodeConfig {
+            cluster: "firebreak-local".into(),
+            node_id: peer.id,
+            site: peer.site.clone(),
+            listen: peer.addr.parse().expect("loopback address parses"),
+            data_dir: data_dir.join(&peer.site.0).join("data"),
+            peers: peers.clone(),
+            raft: RaftTimings::default(),
+            api: ApiLimits::default(),
+        })
+        .collect()
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let data_dir = std::path::absolute(&args.data_dir).context("failed to resolve --data-dir")?;
+    let exe = std::env::current_exe().context("failed to find the firebreak binary")?;
+    let mut sites = Vec::new();
+    for (name, config) in SITES.iter().zip(configs(&data_dir, args.port)) {
+        let dir = data_dir.join(name);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("failed to create {}", dir.display()))?;
+        let config_path = dir.join("node.yaml");
+        std::fs::write(&config_path, serde_yaml::to_string(&config)?)
+            .with_context(|| format!("failed to write {}", config_path.display()))?;
+        sites.push(Site {
+            name,
+            config,
+            log: dir.join("node.log"),
+            child: None,
+        });
+    }
+    let result = async {
+        for site in &mut sites {
+            site.child = Some(spawn(&exe, &data_dir.join(site.name), &site.log)?);
+        }
+        wait_ready(&sites).await?;
+        print_sites(&sites, &data_dir);
+        supervise(&mut sites).await
+    }
+    .await;
+    stop_all(&mut sites).await;
+    result
+}
+
+fn spawn(exe: &Path, dir: &Path, log: &Path) -> Result<Child> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let child = Command::new(exe)
+        .arg("node")
+        .arg("--config")
+        .arg(dir.join("node.yaml"))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("failed to start {}", exe.display()))?;
+    if let Some(pid) = child.id() {
+        std::fs::write(dir.join("node.pid"), format!("{pid}\n"))?;
+    }
+    Ok(child)
+}
+
+async fn wait_ready(sites: &[Site]) -> Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()?;
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let mut ready = true;
+        for site in sites {
+            let url = format!("http://{}/v1/cluster", site.config.listen);
+            let info: Option<serde_json::Value> = match http.get(url).send().await {
+                Ok(response) => response.json().await.ok(),
+                Err(_) => None,
+            };
+            let led = info
+                .as_ref()
+                .and_then(|i| i["groups"].as_array())
+                .is_some_and(|groups| {
+                    groups.len() == 2 && groups.iter().all(|g| !g["leader"].is_null())
+                });
+            ready &= led;
+        }
+        if ready {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let logs: Vec<String> = sites.iter().map(|s| s.log.display().to_string()).collect();
+            return Err(fail(
+                exit::UNAVAILABLE,
+                format!(
+                    "the cluster elected no leader within {READY_TIMEOUT:?}; see the logs: {}",
+                    logs.join(", ")
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn print_sites(sites: &[Site], data_dir: &Path) {
+    println!(
+        "firebreak-local is up: 3 sites, data in {}",
+        data_dir.display()
+    );
+    println!(
+        "{:<8} {:<5} {:<16} {:<8} log",
+        "site", "node", "listen", "pid"
+    );
+    for site in sites {
+        let pid = site
+            .child
+            .as_ref()
+            .and_then(|c| c.id())
+            .map_or("-".into(), |p| p.to_string());
+        println!(
+            "{:<8} {:<5} {:<16} {:<8} {}",
+            site.name,
+            site.config.node_id,
+            site.config.listen,
+            pid,
+            site.log.display()
+        );
+    }
+    println!("\ntry: firebreak status    firebreak kv put hello world    firebreak kv get hello");
+    println!("Ctrl-C stops these three nodes.");
+}
+
+/// Waits for Ctrl-C or SIGTERM; reports children that exit meanwhile.
+async fn supervise(sites: &mut [Site]) -> Result<()> {
+    let shutdown = crate::node::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        for site in sites.iter_mut() {
+            if let Some(child) = site.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    eprintln!(
+                        "site {} (node {}) exited: {status}; see {}",
+                        site.name,
+                        site.config.node_id,
+                        site.log.display()
+                    );
+                    site.child = None;
+                }
+            }
+        }
+        if sites.iter().all(|s| s.child.is_none()) {
+            return Err(anyhow::anyhow!(
+                "every node exited; see the logs under the data dir"
+            ));
+        }
+    }
+}
+
+/// Stops exactly the children this command started: SIGTERM, then SIGKILL after a grace.
+async fn stop_all(sites: &mut [Site]) {
+    for site in sites.iter() {
+        if let Some(pid) = site.child.as_ref().and_then(|c| c.id()) {
+            // SAFETY: kill(2) on a PID we spawned and have not yet reaped.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        }
+    }
+    for site in sites.iter_mut() {
+        if let Some(mut child) = site.child.take() {
+            if tokio::time::timeout(STOP_GRACE, child.wait())
+                .await
+                .is_err()
+            {
+                eprintln!(
+                    "site {} did not stop within {STOP_GRACE:?}; killing it",
+                    site.name
+                );
+                let _ = child.kill().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,581 @@
+//! The client API under `/v1/`: key-value operations, transactions, watch, cluster status
+//! and a control-group ping. JSON in, JSON out, errors included.
+//!
+//! ```text
+//!   request ─► parse + validate (400/413, nothing proposed)
+//!           ─► write: Group::write ── NotLeader ─► forward once to the leader ─► its answer
+//!           ─► read:  linearizable (default): on the leader, after ensure_linearizable;
+//!                     elsewhere forwarded to the leader
+//!                     stale (?consistency=stale): this node's replica, no network
+//!           ─► watch: long-poll on this node's replica, from a revision
+//! ```
+//!
+//! Error bodies are `{"error": {"kind", "message", "leader"?}}`. The kinds a client acts on:
+//! `invalid_input` (fix the request), `not_leader`/`no_quorum`/`unavailable`/`overloaded`
+//! (nothing was written: retry, elsewhere or later), `outcome_unknown` (it may have
+//! committed: retry only if the write is idempotent, or read to find out), `compacted`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use firebreak_model::control::{ControlCommand, ControlState};
+use firebreak_model::kv::{KvCommand, KvEntry, KvStore, Txn, MAX_RANGE_LIMIT};
+use firebreak_model::watch::{KvEvent, MAX_WATCH_EVENTS};
+use firebreak_model::{Member, NodeId};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::group::{Group, GroupError, GroupInfo};
+use crate::NodeConfig;
+
+/// Header set on a request a node forwarded to the leader, so it is never forwarded again.
+pub const FORWARDED_HEADER: &str = "x-firebreak-forwarded-by";
+/// Header naming the node that answered.
+pub const NODE_HEADER: &str = "x-firebreak-node";
+/// Longest a watch long-poll waits.
+pub const MAX_WATCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default page size of a range read.
+pub const DEFAULT_RANGE_LIMIT: usize = 1000;
+
+/// What every handler shares.
+pub struct Api {
+    pub config: NodeConfig,
+    pub control: Group<ControlState>,
+    pub state: Group<KvStore>,
+    forward: reqwest::Client,
+    watchers: Arc<Semaphore>,
+}
+
+impl Api {
+    /// Builds the API state of a node.
+    pub fn new(config: NodeConfig, control: Group<ControlState>, state: Group<KvStore>) -> Self {
+        let timeout =
+            Duration::from_millis(config.api.write_timeout_ms.max(config.api.read_timeout_ms))
+                + Duration::from_secs(2);
+        let forward = reqwest::Client::builder()
+            .timeout(timeout)
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(128)
+            .build()
+            .expect("reqwest client builds with static options");
+        let watchers = Arc::new(Semaphore::new(config.api.max_watchers));
+        Self {
+            config,
+            control,
+            state,
+            forward,
+            watchers,
+        }
+    }
+}
+
+/// The `/v1` router.
+pub fn routes(api: Arc<Api>) -> Router {
+    let node =
+        HeaderValue::from_str(&api.config.node_id.to_string()).expect("a number is a valid header");
+    Router::new()
+        .route("/v1/kv", get(kv_read).put(kv_put).delete(kv_delete))
+        .route("/v1/txn", post(txn))
+        .route("/v1/watch", get(watch))
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/control/ping", post(control_ping))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; see the README's API table",
+            )
+        })
+        .layer(axum::middleware::map_response(
+            move |mut response: Response| {
+                let node = node.clone();
+                async move {
+                    response.headers_mut().insert(NODE_HEADER, node);
+                    response
+                }
+            },
+        ))
+        .with_state(api)
+}
+
+/// An error answer: status, kind, message, and where the leader is when that helps.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+    leader: Option<(NodeId, Member)>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            message: message.into(),
+            leader: None,
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+    }
+}
+
+impl From<GroupError> for ApiError {
+    fn from(err: GroupError) -> Self {
+        let message = err.to_string();
+        match err {
+            GroupError::NotLeader { leader } => {
+                let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_leader", match &leader {
+                    Some((id, m)) => format!("node is not the leader; node {id} at {} is", m.addr),
+                    None => "node is not the leader and no leader is known yet (election in progress?)".into(),
+                });
+                e.leader = leader;
+                e
+            }
+            GroupError::NoQuorum { .. } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "no_quorum", message)
+            }
+            GroupError::Overloaded { .. } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", message)
+            }
+            GroupError::OutcomeUnknown { .. } => {
+                Self::new(StatusCode::GATEWAY_TIMEOUT, "outcome_unknown", message)
+            }
+            GroupError::Unavailable { .. } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "kind": self.kind, "message": self.message });
+        if let Some((id, member)) = &self.leader {
+            body["leader"] = json!({ "id": id, "addr": member.addr, "site": member.site });
+        }
+        let mut response = (self.status, Json(json!({ "error": body }))).into_response();
+        if matches!(
+            self.status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> ApiResult<(Bytes, T)> {
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_input",
+            format!("request body is over the {limit}-byte limit"),
+        )
+    })?;
+    let value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::invalid(format!(
+            "request body is not valid JSON for this endpoint: {e}"
+        ))
+    })?;
+    Ok((bytes, value))
+}
+
+fn query<T: DeserializeOwned>(uri: &Uri) -> ApiResult<T> {
+    Query::<T>::try_from_uri(uri)
+        .map(|q| q.0)
+        .map_err(|e| ApiError::invalid(format!("bad query string: {e}")))
+}
+
+/// Sends a request on to the leader once and relays its answer.
+async fn forward(
+    api: &Api,
+    err: GroupError,
+    headers: &HeaderMap,
+    method: Method,
+    uri: &Uri,
+    body: Option<Bytes>,
+) -> ApiResult<Response> {
+    let GroupError::NotLeader {
+        leader: Some((leader_id, member)),
+    } = &err
+    else {
+        return Err(err.into());
+    };
+    if headers.contains_key(FORWARDED_HEADER) {
+        // Forward at most once: a stale view on both nodes must not bounce a request around.
+        return Err(err.into());
+    }
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let url = format!("http://{}{path}", member.addr);
+    let mut request = api
+        .forward
+        .request(method.clone(), url)
+        .header(FORWARDED_HEADER, api.config.node_id.to_string())
+        .header("content-type", "application/json");
+    if let Some(body) = body {
+        request = request.body(body);
+    }
+    match request.send().await {
+        Ok(response) => {
+            let status =
+                StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let retry_after = response.headers().get("retry-after").cloned();
+            let leader_node = response.headers().get(NODE_HEADER).cloned();
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| unknown_or_unavailable(&method, leader_id, &e))?;
+            let mut out = (status, [("content-type", "application/json")], bytes).into_response();
+            if let Some(value) = retry_after {
+                out.headers_mut().insert("retry-after", value);
+            }
+            if let Some(value) = leader_node {
+                out.headers_mut().insert("x-firebreak-served-by", value);
+            }
+            Ok(out)
+        }
+        Err(e) if e.is_connect() => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!(
+                "leader node {leader_id} at {} is unreachable: {e}",
+                member.addr
+            ),
+        )),
+        Err(e) => Err(unknown_or_unavailable(&method, leader_id, &e)),
+    }
+}
+
+/// A forwarded write whose answer was lost may have committed; a lost read changed nothing.
+fn unknown_or_unavailable(method: &Method, leader: &NodeId, e: &reqwest::Error) -> ApiError {
+    if method == Method::GET {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("leader node {leader} did not answer: {e}"),
+        )
+    } else {
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "outcome_unknown",
+            format!("leader node {leader} took the write but its answer was lost: {e}"),
+        )
+    }
+}
+
+async fn write_state(
+    api: &Api,
+    headers: &HeaderMap,
+    method: Method,
+    uri: &Uri,
+    body: Option<Bytes>,
+    command: KvCommand,
+) -> ApiResult<Response> {
+    command
+        .validate()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    match api.state.write(command).await {
+        Ok(response) => Ok(Json(response).into_response()),
+        Err(err) => forward(api, err, headers, method, uri, body).await,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutBody {
+    key: String,
+    value: String,
+}
+
+async fn kv_put(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> ApiResult<Response> {
+    let (bytes, put): (_, PutBody) = read_json(body, api.config.api.max_body_bytes).await?;
+    write_state(
+        &api,
+        &headers,
+        Method::PUT,
+        &uri,
+        Some(bytes),
+        KvCommand::Put {
+            key: put.key,
+            value: put.value,
+        },
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyQuery {
+    key: String,
+}
+
+async fn kv_delete(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> ApiResult<Response> {
+    let KeyQuery { key } = query(&uri)?;
+    write_state(
+        &api,
+        &headers,
+        Method::DELETE,
+        &uri,
+        None,
+        KvCommand::Delete { key },
+    )
+    .await
+}
+
+async fn txn(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> ApiResult<Response> {
+    let (bytes, txn): (_, Txn) = read_json(body, api.config.api.max_body_bytes).await?;
+    write_state(
+        &api,
+        &headers,
+        Method::POST,
+        &uri,
+        Some(bytes),
+        KvCommand::Txn(txn),
+    )
+    .await
+}
+
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Consistency {
+    /// Sees every write acknowledged before the read began (the default).
+    #[default]
+    Linearizable,
+    /// This node's replica as it is: fast, available without a leader, maybe behind.
+    Stale,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadQuery {
+    key: Option<String>,
+    prefix: Option<String>,
+    start_after: Option<String>,
+    limit: Option<usize>,
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+/// A single key's answer.
+#[derive(Serialize, Deserialize)]
+pub struct GetResponse {
+    pub key: String,
+    pub entry: Option<KvEntry>,
+    /// The store's revision when read.
+    pub revision: u64,
+}
+
+/// A range read's answer.
+#[derive(Serialize, Deserialize)]
+pub struct RangeResponse {
+    pub entries: Vec<RangeEntry>,
+    /// Whether more keys match; ask again with `start_after` the last key.
+    pub more: bool,
+    pub revision: u64,
+}
+
+/// One key of a range read.
+#[derive(Serialize, Deserialize)]
+pub struct RangeEntry {
+    pub key: String,
+    #[serde(flatten)]
+    pub entry: KvEntry,
+}
+
+async fn kv_read(State(api): State<Arc<Api>>, headers: HeaderMap, uri: Uri) -> ApiResult<Response> {
+    let q: ReadQuery = query(&uri)?;
+    if q.consistency == Consistency::Linearizable {
+        if let Err(err) = api.state.linearizable_barrier().await {
+            return forward(&api, err, &headers, Method::GET, &uri, None).await;
+        }
+    }
+    let reader = &api.state.reader;
+    match (q.key, q.prefix) {
+        (Some(key), None) => {
+            let (entry, revision) = reader.read(|kv| (kv.get(&key).cloned(), kv.revision()));
+            Ok(Json(GetResponse {
+                key,
+                entry,
+                revision,
+            })
+            .into_response())
+        }
+        (None, Some(prefix)) => {
+            let limit = q.limit.unwrap_or(DEFAULT_RANGE_LIMIT);
+            if limit == 0 || limit > MAX_RANGE_LIMIT {
+                return Err(ApiError::invalid(format!(
+                    "limit must be 1 to {MAX_RANGE_LIMIT}"
+                )));
+            }
+            let (entries, more, revision) = reader.read(|kv| {
+                let (entries, more) = kv.range(&prefix, q.start_after.as_deref(), limit);
+                (entries, more, kv.revision())
+            });
+            let entries = entries
+                .into_iter()
+                .map(|(key, entry)| RangeEntry { key, entry })
+                .collect();
+            Ok(Json(RangeResponse {
+                entries,
+                more,
+                revision,
+            })
+            .into_response())
+        }
+        _ => Err(ApiError::invalid(
+            "give exactly one of `key` (one key) or `prefix` (a range; may be empty)",
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WatchQuery {
+    #[serde(default)]
+    prefix: String,
+    from_revision: Option<u64>,
+    timeout_ms: Option<u64>,
+}
+
+/// A watch answer: the events, and the revision to ask from next.
+#[derive(Serialize, Deserialize)]
+pub struct WatchResponse {
+    pub events: Vec<KvEvent>,
+    /// Ask again from this revision to continue without gaps or repeats.
+    pub next_revision: u64,
+    /// The replica's revision when answered.
+    pub revision: u64,
+}
+
+async fn watch(State(api): State<Arc<Api>>, uri: Uri) -> ApiResult<Response> {
+    let q: WatchQuery = query(&uri)?;
+    let _permit = api.watchers.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            format!("{} watchers already waiting", api.config.api.max_watchers),
+        )
+    })?;
+    let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(30_000)).min(MAX_WATCH_TIMEOUT);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let reader = &api.state.reader;
+    let from = q
+        .from_revision
+        .unwrap_or_else(|| reader.read(|kv| kv.revision()) + 1);
+    let mut applied = reader.subscribe();
+    loop {
+        applied.borrow_and_update();
+        let (result, revision) = reader.read(|kv| {
+            (
+                kv.history().since(from, &q.prefix, MAX_WATCH_EVENTS),
+                kv.revision(),
+            )
+        });
+        let events =
+            result.map_err(|c| ApiError::new(StatusCode::GONE, "compacted", c.to_string()))?;
+        if !events.is_empty() || tokio::time::Instant::now() >= deadline {
+            let next_revision = match events.last() {
+                Some(last) => last.revision + 1,
+                None => from.max(revision + 1),
+            };
+            return Ok(Json(WatchResponse {
+                events,
+                next_revision,
+                revision,
+            })
+            .into_response());
+        }
+        if tokio::time::timeout_at(deadline, applied.changed())
+            .await
+            .is_ok_and(|r| r.is_err())
+        {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "node is shutting down",
+            ));
+        }
+    }
+}
+
+/// What `/v1/cluster` answers: this node's view of both groups and of the sites.
+#[derive(Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub cluster: String,
+    pub node_id: NodeId,
+    pub site: String,
+    pub addr: String,
+    pub version: String,
+    pub groups: Vec<GroupInfo>,
+    /// Sites as the control group records them, with their registered nodes.
+    pub sites: BTreeMap<String, Vec<NodeId>>,
+    /// Keys and revision of this node's replica of the state group.
+    pub state_keys: usize,
+    pub state_revision: u64,
+}
+
+async fn cluster(State(api): State<Arc<Api>>) -> Json<ClusterInfo> {
+    let sites = api.control.reader.read(|c| {
+        c.sites
+            .iter()
+            .map(|(site, record)| (site.to_string(), record.nodes.iter().copied().collect()))
+            .collect()
+    });
+    let (state_keys, state_revision) = api.state.reader.read(|kv| (kv.len(), kv.revision()));
+    Json(ClusterInfo {
+        cluster: api.config.cluster.clone(),
+        node_id: api.config.node_id,
+        site: api.config.site.to_string(),
+        addr: api.config.member().addr,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        groups: vec![api.control.info(), api.state.info()],
+        sites,
+        state_keys,
+        state_revision,
+    })
+}
+
+async fn control_ping(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> ApiResult<Response> {
+    let started = Instant::now();
+    match api.control.write(ControlCommand::Ping).await {
+        Ok(response) => Ok(Json(
+            json!({ "response": response, "latency_ms": started.elapsed().as_secs_f64() * 1000.0 }),
+        )
+        .into_response()),
+        Err(err) => forward(&api, err, &headers, Method::POST, &uri, None).await,
+    }
+}

@@ -1,0 +1,369 @@
+//! The node's YAML configuration: who it is, where it listens, its peers, its Raft timings.
+//!
+//! Loading refuses unknown fields and reports every problem with the file, the line and
+//! column where serde found it, and the field, e.g.
+//! `node.yaml:7:3: raft.heartbeat_interval_ms: must be below election_timeout_min_ms (500)`.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use firebreak_model::{Member, NodeId, SiteId};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Largest config file read.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Everything a node needs to start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Name of the cluster; a data dir written for another cluster is refused.
+    pub cluster: String,
+    /// This node's id; must appear in `peers`.
+    pub node_id: NodeId,
+    /// This node's site; must match its entry in `peers`.
+    pub site: SiteId,
+    /// Address the HTTP server binds (Raft RPCs and the client API).
+    pub listen: SocketAddr,
+    /// Where the node keeps its Raft logs, state and snapshots.
+    pub data_dir: PathBuf,
+    /// Every voting member of the cluster, this node included. All nodes must list the
+    /// same peers: they bootstrap the cluster from this list.
+    pub peers: Vec<Peer>,
+    /// Raft timings; see [`RaftTimings`] for how to choose them.
+    #[serde(default)]
+    pub raft: RaftTimings,
+    /// Client API bounds.
+    #[serde(default)]
+    pub api: ApiLimits,
+}
+
+/// One member of the cluster as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// The member's node id.
+    pub id: NodeId,
+    /// The member's site.
+    pub site: SiteId,
+    /// `host:port` where the member's HTTP server is reachable from the other members.
+    pub addr: String,
+}
+
+/// Raft timings, shared by both groups.
+///
+/// Across real sites, every AppendEntries and every linearizable-read probe times out after
+/// `heartbeat_interval_ms`, so it must exceed the inter-site round trip plus a follower's
+/// fsync; etcd's rule of thumb is a heartbeat of 0.5–1.5× RTT and an election timeout of
+/// at least 10× RTT. The defaults suit one machine or one metro area (RTT ≤ 10 ms).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftTimings {
+    /// How often the leader sends heartbeats; also the timeout of each replication RPC.
+    pub heartbeat_interval_ms: u64,
+    /// Shortest time a follower waits without hearing from a leader before an election.
+    pub election_timeout_min_ms: u64,
+    /// Longest such wait; also how stale a leader's last quorum contact may be before it
+    /// refuses writes.
+    pub election_timeout_max_ms: u64,
+    /// Timeout of one snapshot chunk transfer.
+    pub install_snapshot_timeout_ms: u64,
+    /// Build a snapshot after this many new log entries; the log before it is purged.
+    pub snapshot_logs_since_last: u64,
+    /// Log entries kept behind a snapshot, so that slightly lagging followers catch up from
+    /// the log instead of a snapshot.
+    pub max_in_snapshot_log_to_keep: u64,
+}
+
+impl Default for RaftTimings {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            install_snapshot_timeout_ms: 5000,
+            snapshot_logs_since_last: 10_000,
+            max_in_snapshot_log_to_keep: 1_000,
+        }
+    }
+}
+
+/// Bounds of the client API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiLimits {
+    /// How long a write may wait to commit before it answers "outcome unknown".
+    pub write_timeout_ms: u64,
+    /// How long a linearizable read may wait for the leader to confirm its leadership.
+    pub read_timeout_ms: u64,
+    /// Writes in flight per group; beyond it the node answers 429.
+    pub max_inflight_writes: usize,
+    /// Long-poll watchers served at once; beyond it the node answers 429.
+    pub max_watchers: usize,
+    /// Largest request body accepted on the client API.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        Self {
+            write_timeout_ms: 3000,
+            read_timeout_ms: 3000,
+            max_inflight_writes: 4096,
+            max_watchers: 1024,
+            max_body_bytes: 256 * 1024,
+        }
+    }
+}
+
+impl RaftTimings {
+    /// The heartbeat interval.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    /// The longest election timeout.
+    pub fn election_timeout_max(&self) -> Duration {
+        Duration::from_millis(self.election_timeout_max_ms)
+    }
+}
+
+impl NodeConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = read_bounded(path)?;
+        let config: NodeConfig = serde_yaml::from_str(&text).map_err(|err| {
+            let (line, column) = err.location().map_or((0, 0), |l| (l.line(), l.column()));
+            Error::Config {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: err.to_string(),
+            }
+        })?;
+        config.validate().map_err(|(field, message)| {
+            let line = locate(&text, &field);
+            Error::Config {
+                path: path.to_path_buf(),
+                line,
+                column: 1,
+                message: format!("{field}: {message}"),
+            }
+        })?;
+        Ok(config)
+    }
+
+    /// This node as a member.
+    pub fn member(&self) -> Member {
+        let peer = self
+            .peers
+            .iter()
+            .find(|p| p.id == self.node_id)
+            .expect("validated: node_id is in peers");
+        Member {
+            addr: peer.addr.clone(),
+            site: self.site.clone(),
+        }
+    }
+
+    /// Every configured member, for bootstrap.
+    pub fn members(&self) -> std::collections::BTreeMap<NodeId, Member> {
+        self.peers
+            .iter()
+            .map(|p| {
+                (
+                    p.id,
+                    Member {
+                        addr: p.addr.clone(),
+                        site: p.site.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Checks the rules serde cannot; returns the field at fault and why.
+    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
+        let fail = |field: &str, message: String| Err((field.to_string(), message));
+        if self.cluster.is_empty() || self.cluster.len() > 63 {
+            return fail("cluster", "must be a name of 1 to 63 characters".into());
+        }
+        self.site
+            .validate("site")
+            .map_err(|e| (e.field, e.reason))?;
+        let mut ids = BTreeSet::new();
+        let mut addrs = BTreeSet::new();
+        for (i, peer) in self.peers.iter().enumerate() {
+            peer.site
+                .validate(&format!("peers[{i}].site"))
+                .map_err(|e| (e.field, e.reason))?;
+            if !ids.insert(peer.id) {
+                return fail("peers", format!("node id {} appears twice", peer.id));
+            }
+            if !addrs.insert(peer.addr.as_str()) {
+                return fail("peers", format!("address {} appears twice", peer.addr));
+            }
+            if peer.addr.parse::<SocketAddr>().is_err() && !peer.addr.contains(':') {
+                return fail("peers", format!("address {:?} is not host:port", peer.addr));
+            }
+        }
+        match self.peers.iter().find(|p| p.id == self.node_id) {
+            None => {
+                return fail(
+                    "node_id",
+                    format!("node {} is not listed in peers; add it there", self.node_id),
+                )
+            }
+            Some(me) if me.site != self.site => {
+                return fail(
+                    "site",
+                    format!(
+                        "is {} but peers lists node {} in {}",
+                        self.site, self.node_id, me.site
+                    ),
+                )
+            }
+            Some(_) => {}
+        }
+        let t = &self.raft;
+        if t.heartbeat_interval_ms == 0 {
+            return fail("raft.heartbeat_interval_ms", "must be above 0".into());
+        }
+        if t.election_timeout_min_ms < 3 * t.heartbeat_interval_ms {
+            return fail(
+                "raft.election_timeout_min_ms",
+                format!(
+                    "must be at least 3 heartbeats ({} ms)",
+                    3 * t.heartbeat_interval_ms
+                ),
+            );
+        }
+        if t.election_timeout_max_ms <= t.election_timeout_min_ms {
+            return fail(
+                "raft.election_timeout_max_ms",
+                "must be above election_timeout_min_ms".into(),
+            );
+        }
+        if t.snapshot_logs_since_last == 0 {
+            return fail("raft.snapshot_logs_since_last", "must be above 0".into());
+        }
+        let a = &self.api;
+        for (field, value) in [
+            ("api.write_timeout_ms", a.write_timeout_ms as usize),
+            ("api.read_timeout_ms", a.read_timeout_ms as usize),
+            ("api.max_inflight_writes", a.max_inflight_writes),
+            ("api.max_watchers", a.max_watchers),
+            ("api.max_body_bytes", a.max_body_bytes),
+        ] {
+            if value == 0 {
+                return fail(field, "must be above 0".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_bounded(path: &Path) -> Result<String> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    if len > MAX_CONFIG_BYTES {
+        return Err(Error::Config {
+            path: path.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: format!("file is {len} bytes, over the {MAX_CONFIG_BYTES}-byte limit"),
+        });
+    }
+    std::fs::read_to_string(path).map_err(io)
+}
+
+/// The line (1-based) where the last segment of a dotted field is written, or 0.
+fn locate(text: &str, field: &str) -> usize {
+    let name = field.rsplit('.').next().unwrap_or(field);
+    let name = name.split('[').next().unwrap_or(name);
+    text.lines()
+        .position(|line| {
+            let line = line.trim_start().trim_start_matches("- ");
+            line.starts_with(&format!("{name}:"))
+        })
+        .map_or(0, |i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+cluster: test
+node_id: 1
+site: pangyo
+listen: 127.0.0.1:7001
+data_dir: /tmp/x
+peers:
+  - { id: 1, site: pangyo, addr: \"127.0.0.1:7001\" }
+raft:
+  heartbeat_interval_ms: 50
+";
+
+    fn load(text: &str) -> Result<NodeConfig> {
+        let dir = tempfile::TempDir::new().unwrap();
+        let path = dir.path().join("node.yaml");
+        std::fs::write(&path, text).unwrap();
+        NodeConfig::load(&path)
+    }
+
+    #[test]
+    fn good_config_loads_with_defaults() {
+        let config = load(GOOD).unwrap();
+        assert_eq!(config.raft.heartbeat_interval_ms, 50);
+        assert_eq!(config.raft.election_timeout_min_ms, 500);
+        assert_eq!(config.member().site, SiteId::from("pangyo"));
+    }
+
+    #[test]
+    fn errors_name_line_and_field() {
+        let cases = [
+            (
+                GOOD.replace("heartbeat_interval_ms", "heartbeat_ms"),
+                9,
+                "unknown field `heartbeat_ms`",
+            ),
+            (GOOD.replace("node_id: 1", "node_id: one"), 2, "node_id"),
+            (
+                GOOD.replace("heartbeat_interval_ms: 50", "heartbeat_interval_ms: 400"),
+                0,
+                "raft.election_timeout_min_ms",
+            ),
+            (
+                GOOD.replace("site: pangyo\n", "site: gasan\n"),
+                3,
+                "site: is gasan",
+            ),
+            (
+                GOOD.replace("node_id: 1", "node_id: 4"),
+                2,
+                "node 4 is not listed in peers",
+            ),
+        ];
+        for (text, line, needle) in cases {
+            match load(&text) {
+                Err(Error::Config {
+                    line: got, message, ..
+                }) => {
+                    assert!(message.contains(needle), "{message:?} lacks {needle:?}");
+                    if line > 0 {
+                        assert_eq!(got, line, "{message}");
+                    }
+                }
+                other => panic!("expected a config error for {needle:?}, got {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! One Raft group as the node's API sees it: writes that never hang and never lie about
+//! their outcome, linearizable reads, and the group's status.
+//!
+//! ```text
+//!   write(cmd) ─► not leader? ─────────────────► NotLeader { leader }   (nothing written)
+//!              ─► leader without quorum contact ► NoQuorum             (nothing written)
+//!              ─► too many writes in flight ───► Overloaded            (nothing written)
+//!              ─► client_write, bounded by write_timeout
+//!                    ok ──────────────────────► response
+//!                    ForwardToLeader ─────────► NotLeader (openraft never appended it,
+//!                                                or truncated it)
+//!                    timeout / Raft stopped ──► OutcomeUnknown (it may still commit)
+//! ```
+//!
+//! openraft 0.9 keeps a leader that lost its quorum in the leader role and its writes hang
+//! (RAFT-NOTES.md); checking `millis_since_quorum_ack` first makes such a leader refuse
+//! at once, so clients go to a node that can commit.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use firebreak_model::{Member, NodeId};
+use firebreak_store::log_store::CommittedIndex;
+use firebreak_store::{GroupTypes, Machine, MachineReader};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{Raft, RaftMetrics, RaftTypeConfig, ServerState};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+/// Why a write or linearizable read did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    /// This node is not the leader; the leader, if known, can take the request.
+    #[error("node is not the leader")]
+    NotLeader { leader: Option<(NodeId, Member)> },
+    /// This node leads but has not heard from a quorum recently: it cannot commit.
+    #[error("leader has not heard from a quorum for {since_ms:?} ms")]
+    NoQuorum { since_ms: Option<u64> },
+    /// Too many writes are in flight on this node.
+    #[error("too many writes in flight ({limit})")]
+    Overloaded { limit: usize },
+    /// The write was proposed but its fate is not known: it may or may not commit.
+    #[error("outcome unknown: {reason}")]
+    OutcomeUnknown { reason: String },
+    /// A read could not confirm leadership in time; nothing was changed.
+    #[error("could not confirm leadership: {reason}")]
+    Unavailable { reason: String },
+}
+
+/// Timings the group's request handling needs.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupTimings {
+    pub heartbeat: Duration,
+    pub election_timeout_max: Duration,
+    pub write_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+/// A running Raft group with its state machine.
+pub struct Group<M: Machine> {
+    pub raft: Raft<M::Types>,
+    pub reader: MachineReader<M>,
+    committed: CommittedIndex,
+    timings: GroupTimings,
+    inflight: Arc<Semaphore>,
+    max_inflight: usize,
+}
+
+impl<M: Machine> Clone for Group<M> {
+    fn clone(&self) -> Self {
+        Self {
+            raft: self.raft.clone(),
+            reader: self.reader.clone(),
+            committed: self.committed.clone(),
+            timings: self.timings,
+            inflight: self.inflight.clone(),
+            max_inflight: self.max_inflight,
+        }
+    }
+}
+
+type Command<M> = <<M as Machine>::Types as RaftTypeConfig>::D;
+type Response<M> = <<M as Machine>::Types as RaftTypeConfig>::R;
+
+impl<M: Machine> Group<M> {
+    /// Wraps a started Raft.
+    pub fn new(
+        raft: Raft<M::Types>,
+        reader: MachineReader<M>,
+        committed: CommittedIndex,
+        timings: GroupTimings,
+        max_inflight: usize,
+    ) -> Self {
+        Self {
+            raft,
+            reader,
+            committed,
+            timings,
+            inflight: Arc::new(Semaphore::new(max_inflight)),
+            max_inflight,
+        }
+    }
+
+    /// The group's name.
+    pub fn name(&self) -> &'static str {
+        <M::Types as GroupTypes>::NAME
+    }
+
+    fn metrics(&self) -> RaftMetrics<NodeId, Member> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    fn not_leader(&self, metrics: &RaftMetrics<NodeId, Member>) -> GroupError {
+        let leader = metrics
+            .current_leader
+            .filter(|l| *l != metrics.id)
+            .and_then(|id| {
+                metrics
+                    .membership_config
+                    .membership()
+                    .get_node(&id)
+                    .map(|member| (id, member.clone()))
+            });
+        GroupError::NotLeader { leader }
+    }
+
+    /// Checks that this node leads and has heard from a quorum within an election timeout.
+    async fn check_leader_with_quorum(&self) -> Result<(), GroupError> {
+        let limit = self.timings.election_timeout_max.as_millis() as u64;
+        // Right after an election the first quorum ack may still be on its way.
+        let deadline = tokio::time::Instant::now() + 2 * self.timings.heartbeat;
+        loop {
+            let metrics = self.metrics();
+            if metrics.state != ServerState::Leader {
+                return Err(self.not_leader(&metrics));
+            }
+            match metrics.millis_since_quorum_ack {
+                Some(ms) if ms <= limit => return Ok(()),
+                Some(ms) => return Err(GroupError::NoQuorum { since_ms: Some(ms) }),
+                None if tokio::time::Instant::now() >= deadline => {
+                    return Err(GroupError::NoQuorum { since_ms: None })
+                }
+                None => tokio::time::sleep(self.timings.heartbeat / 5).await,
+            }
+        }
+    }
+
+    /// Proposes a command and waits for it to commit and apply, within the write timeout.
+    pub async fn write(&self, command: Command<M>) -> Result<Response<M>, GroupError> {
+        let _permit =
+            self.inflight
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| GroupError::Overloaded {
+                    limit: self.max_inflight,
+                })?;
+        self.check_leader_with_quorum().await?;
+        match tokio::time::timeout(self.timings.write_timeout, self.raft.client_write(command))
+            .await
+        {
+            Ok(Ok(response)) => Ok(response.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
+                Err(GroupError::NotLeader {
+                    leader: forward.leader_id.zip(forward.leader_node),
+                })
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(err)))) => {
+                Err(GroupError::OutcomeUnknown {
+                    reason: err.to_string(),
+                })
+            }
+            Ok(Err(RaftError::Fatal(fatal))) => Err(GroupError::OutcomeUnknown {
+                reason: format!("raft stopped: {fatal}"),
+            }),
+            Err(_) => Err(GroupError::OutcomeUnknown {
+                reason: format!(
+                    "not committed within {} ms",
+                    self.timings.write_timeout.as_millis()
+                ),
+            }),
+        }
+    }
+
+    /// Waits until a read on this node sees every write committed before the call
+    /// (leader only: it confirms leadership with a quorum, then waits for apply).
+    pub async fn linearizable_barrier(&self) -> Result<(), GroupError> {
+        let metrics = self.metrics();
+        if metrics.state != ServerState::Leader {
+            return Err(self.not_leader(&metrics));
+        }
+        match tokio::time::timeout(self.timings.read_timeout, self.raft.ensure_linearizable()).await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                f,
+            )))) => Err(GroupError::NotLeader {
+                leader: f.leader_id.zip(f.leader_node),
+            }),
+            Ok(Err(err)) => Err(GroupError::Unavailable {
+                reason: err.to_string(),
+            }),
+            Err(_) => Err(GroupError::Unavailable {
+                reason: format!(
+                    "no quorum answered within {} ms",
+                    self.timings.read_timeout.as_millis()
+                ),
+            }),
+        }
+    }
+
+    /// The group as this node sees it.
+    pub fn info(&self) -> GroupInfo {
+        let m = self.metrics();
+        let matched: BTreeMap<NodeId, Option<u64>> = m
+            .replication
+            .as_ref()
+            .map(|r| {
+                r.iter()
+                    .map(|(id, log_id)| (*id, log_id.map(|l| l.index)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let last_log_index = m.last_log_index;
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, member)| {
+                let matched_index = matched.get(id).copied().flatten();
+                MemberInfo {
+                    id: *id,
+                    site: member.site.to_string(),
+                    addr: member.addr.clone(),
+                    voter: voters.contains(id),
+                    matched_index,
+                    lag: if m.state == ServerState::Leader {
+                        Some(
+                            last_log_index
+                                .unwrap_or(0)
+                                .saturating_sub(matched_index.unwrap_or(0)),
+                        )
+                    } else {
+                        None
+                    },
+                }
+            })
+            .collect();
+        GroupInfo {
+            name: self.name().to_string(),
+            role: format!("{:?}", m.state).to_lowercase(),
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index,
+            committed_index: self.committed.get(),
+            applied_index: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
+            members,
+        }
+    }
+}
+
+/// One group's status on one node, as `/v1/cluster` reports it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct GroupInfo {
+    pub name: String,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub role: String,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub committed_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    /// On the leader: how long since a quorum last acknowledged it.
+    pub millis_since_quorum_ack: Option<u64>,
+    pub members: Vec<MemberInfo>,
+}
+
+/// A member of a group, with replication progress when this node leads.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct MemberInfo {
+    pub id: NodeId,
+    pub site: String,
+    pub addr: String,
+    pub voter: bool,
+    /// On the leader: the last index known replicated to this member.
+    pub matched_index: Option<u64>,
+    /// On the leader: entries this member is behind the leader's log.
+    pub lag: Option<u64>,
+}

@@ -1,0 +1,182 @@
+//! Raft RPCs over HTTP: the client side (openraft's `RaftNetworkFactory`) and the server
+//! routes that hand requests to the local Raft.
+//!
+//! ```text
+//!   leader Raft ──RaftNetwork──► POST http://peer/raft/{group}/{append|vote|snapshot}
+//!                                  (JSON; this group's own reqwest pool)
+//!   peer axum route ──► Raft::{append_entries, vote, install_snapshot} ──► JSON Result
+//! ```
+//!
+//! Each group has its own HTTP client and so its own connections: a flood of `state`
+//! replication never queues `control` heartbeats behind it on one socket. Every request
+//! times out after openraft's TTL for it (the heartbeat interval for AppendEntries).
+
+use std::marker::PhantomData;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use firebreak_model::{Member, NodeId};
+use firebreak_store::GroupTypes;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::Raft;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Largest Raft RPC body accepted: a full AppendEntries batch or a snapshot chunk.
+pub const MAX_RAFT_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Creates connections to peers for one group.
+pub struct HttpNetwork<C> {
+    client: reqwest::Client,
+    _types: PhantomData<C>,
+}
+
+impl<C> HttpNetwork<C> {
+    /// A network with its own connection pool.
+    pub fn new() -> Self {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()
+            .expect("reqwest client builds with static options");
+        Self {
+            client,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<C> Default for HttpNetwork<C> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<C: GroupTypes> RaftNetworkFactory<C> for HttpNetwork<C> {
+    type Network = HttpConnection<C>;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> Self::Network {
+        HttpConnection {
+            client: self.client.clone(),
+            target,
+            addr: node.addr.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+/// The connection to one peer for one group.
+pub struct HttpConnection<C> {
+    client: reqwest::Client,
+    target: NodeId,
+    addr: String,
+    _types: PhantomData<C>,
+}
+
+impl<C: GroupTypes> HttpConnection<C> {
+    async fn send<Req, Resp, Err>(
+        &self,
+        rpc: &str,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, Member, Err>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        Err: std::error::Error + DeserializeOwned,
+    {
+        let url = format!("http://{}/raft/{}/{rpc}", self.addr, C::NAME);
+        let response = self
+            .client
+            .post(url)
+            .timeout(option.hard_ttl())
+            .json(request)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
+                }
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            let err = std::io::Error::other(format!("peer answered {status}: {body}"));
+            return Err(RPCError::Network(NetworkError::new(&err)));
+        }
+        let result: Result<Resp, Err> = response
+            .json()
+            .await
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl<C: GroupTypes> RaftNetwork<C> for HttpConnection<C> {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        self.send("append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<C>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.send("snapshot", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
+        self.send("vote", &rpc, &option).await
+    }
+}
+
+/// The server side of one group's Raft RPCs, mounted under `/raft/{group}/`.
+pub fn routes<C: GroupTypes>(raft: Raft<C>) -> Router {
+    Router::new()
+        .route(&format!("/raft/{}/append", C::NAME), post(append::<C>))
+        .route(&format!("/raft/{}/vote", C::NAME), post(vote::<C>))
+        .route(&format!("/raft/{}/snapshot", C::NAME), post(snapshot::<C>))
+        .with_state(raft)
+}
+
+async fn append<C: GroupTypes>(
+    State(raft): State<Raft<C>>,
+    Json(request): Json<AppendEntriesRequest<C>>,
+) -> Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> {
+    Json(raft.append_entries(request).await)
+}
+
+async fn vote<C: GroupTypes>(
+    State(raft): State<Raft<C>>,
+    Json(request): Json<VoteRequest<NodeId>>,
+) -> Json<Result<VoteResponse<NodeId>, RaftError<NodeId>>> {
+    Json(raft.vote(request).await)
+}
+
+async fn snapshot<C: GroupTypes>(
+    State(raft): State<Raft<C>>,
+    Json(request): Json<InstallSnapshotRequest<C>>,
+) -> Json<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>> {
+    Json(raft.install_snapshot(request).await)
+}

@@ -1,0 +1,245 @@
+//! Starting and stopping a node: identity check, stores, both Raft groups, the HTTP server,
+//! bootstrap and self-registration.
+//!
+//! ```text
+//!   claim data dir ─► open stores (control/, state/) ─► Raft::new × 2
+//!   ─► bind + serve HTTP ─► initialize both groups from `peers` (safe to repeat)
+//!   ─► the control leader registers every member's site and address
+//!   ... shutdown future resolves ─► stop accepting, Raft::shutdown × 2, stores flushed
+//! ```
+//!
+//! Bootstrap: every node calls openraft's `initialize` with the same member list; openraft
+//! allows that, and a node that already holds a log or a vote refuses it harmlessly. So
+//! restarting a node, or the whole cluster, is always safe. Caveat: a node whose disk was
+//! lost must come back under a new node id (RAFT-NOTES.md); with an empty data dir under
+//! its old id it could vote twice in one term.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use firebreak_model::control::{ControlCommand, ControlState};
+use firebreak_model::kv::KvStore;
+use firebreak_store::{GroupTypes, Machine};
+use openraft::error::{InitializeError, RaftError};
+use openraft::{Raft, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, Api};
+use crate::group::{Group, GroupTimings};
+use crate::network::{self, HttpNetwork};
+use crate::{identity, Error, NodeConfig, Result};
+
+/// How long a graceful shutdown waits for in-flight requests before closing anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A started node. Dropping it does not stop it: call [`RunningNode::shutdown`].
+pub struct RunningNode {
+    pub api: Arc<Api>,
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    registration: JoinHandle<()>,
+}
+
+fn raft_config(config: &NodeConfig, group: &str) -> Result<Arc<openraft::Config>> {
+    let t = &config.raft;
+    let raft = openraft::Config {
+        cluster_name: format!("{}-{group}", config.cluster),
+        heartbeat_interval: t.heartbeat_interval_ms,
+        election_timeout_min: t.election_timeout_min_ms,
+        election_timeout_max: t.election_timeout_max_ms,
+        install_snapshot_timeout: t.install_snapshot_timeout_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_logs_since_last),
+        max_in_snapshot_log_to_keep: t.max_in_snapshot_log_to_keep,
+        max_payload_entries: 256,
+        ..Default::default()
+    };
+    let raft = raft.validate().map_err(|e| Error::Raft {
+        group: "config",
+        message: e.to_string(),
+    })?;
+    Ok(Arc::new(raft))
+}
+
+async fn start_group<M: Machine>(config: &NodeConfig) -> Result<Group<M>> {
+    let name = <M::Types as GroupTypes>::NAME;
+    let (log, sm) =
+        firebreak_store::open::<M>(&config.data_dir.join(name)).map_err(|source| Error::Store {
+            group: name,
+            source,
+        })?;
+    let reader = sm.reader();
+    let committed = log.committed_index_handle();
+    let raft = Raft::new(
+        config.node_id,
+        raft_config(config, name)?,
+        HttpNetwork::<M::Types>::new(),
+        log,
+        sm,
+    )
+    .await
+    .map_err(|e| Error::Raft {
+        group: name,
+        message: e.to_string(),
+    })?;
+    let timings = GroupTimings {
+        heartbeat: config.raft.heartbeat(),
+        election_timeout_max: config.raft.election_timeout_max(),
+        write_timeout: Duration::from_millis(config.api.write_timeout_ms),
+        read_timeout: Duration::from_millis(config.api.read_timeout_ms),
+    };
+    Ok(Group::new(
+        raft,
+        reader,
+        committed,
+        timings,
+        config.api.max_inflight_writes,
+    ))
+}
+
+async fn bootstrap<M: Machine>(group: &Group<M>, config: &NodeConfig) -> Result<()> {
+    match group.raft.initialize(config.members()).await {
+        Ok(()) => {
+            tracing::info!(
+                group = group.name(),
+                members = config.peers.len(),
+                "initialized cluster"
+            );
+            Ok(())
+        }
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+            tracing::debug!(group = group.name(), "already initialized");
+            Ok(())
+        }
+        Err(err) => Err(Error::Raft {
+            group: group.name(),
+            message: err.to_string(),
+        }),
+    }
+}
+
+/// Starts a node and returns once it serves HTTP; `run` is the daemon's entry point.
+pub async fn start(config: NodeConfig) -> Result<RunningNode> {
+    identity::claim(&config)?;
+    let control = start_group::<ControlState>(&config).await?;
+    let state = start_group::<KvStore>(&config).await?;
+    let api = Arc::new(Api::new(config.clone(), control.clone(), state.clone()));
+    let router = api::routes(api.clone()).merge(
+        network::routes(control.raft.clone())
+            .merge(network::routes(state.raft.clone()))
+            .layer(axum::extract::DefaultBodyLimit::max(
+                network::MAX_RAFT_BODY_BYTES,
+            )),
+    );
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| Error::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let (stop, mut stopped) = watch::channel(false);
+    let server = tokio::spawn(async move {
+        let graceful = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        if let Err(err) = axum::serve(listener, router)
+            .with_graceful_shutdown(graceful)
+            .await
+        {
+            tracing::error!(cause = %err, "http server failed");
+        }
+    });
+    bootstrap(&control, &config).await?;
+    bootstrap(&state, &config).await?;
+    let registration = tokio::spawn(register(control.clone()));
+    tracing::info!(node = %config.node_id, site = %config.site, %addr, "node serving");
+    Ok(RunningNode {
+        api,
+        addr,
+        stop,
+        server,
+        registration,
+    })
+}
+
+/// How often the control leader checks that every member is registered.
+const REGISTRATION_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Keeps the control group's member records in step with the Raft membership: whichever
+/// node leads the control group proposes a registration for every member (site, address)
+/// that is missing or changed. Only the leader can commit, so followers just wait; a new
+/// leader picks up where the old one stopped.
+async fn register(control: Group<ControlState>) {
+    let mut ticker = tokio::time::interval(REGISTRATION_INTERVAL);
+    loop {
+        ticker.tick().await;
+        let metrics = control.raft.metrics().borrow().clone();
+        if metrics.state != openraft::ServerState::Leader {
+            continue;
+        }
+        let members: Vec<_> = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, m)| (*id, m.clone()))
+            .collect();
+        for (node_id, member) in members {
+            if control
+                .reader
+                .read(|c| c.members.get(&node_id) == Some(&member))
+            {
+                continue;
+            }
+            match control
+                .write(ControlCommand::RegisterMember {
+                    node_id,
+                    member: member.clone(),
+                })
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(node = %node_id, site = %member.site, "registered member in control group")
+                }
+                Err(err) => {
+                    tracing::debug!(cause = %err, "member registration not committed yet");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl RunningNode {
+    /// Stops serving and shuts both Raft groups down; the stores flush as they close.
+    pub async fn shutdown(self) {
+        self.registration.abort();
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.server).await;
+        for (name, result) in [
+            ("control", self.api.control.raft.shutdown().await),
+            ("state", self.api.state.raft.shutdown().await),
+        ] {
+            if let Err(err) = result {
+                tracing::warn!(group = name, cause = %err, "raft shutdown failed");
+            }
+        }
+        tracing::info!("node stopped");
+    }
+}
+
+/// Runs a node until `shutdown` resolves, then stops it gracefully.
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let node = start(config).await?;
+    shutdown.await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}

@@ -1,1 +1,250 @@
-//! harness
+//! The end-to-end test harness: a cluster of real `firebreak node` child processes.
+//!
+//! Each node gets a config, data dir and log file in a temp dir and listens on its own
+//! free port on 127.0.0.1. The harness keeps every child's handle and kills exactly those
+//! children (never by name), also when a test fails: `Drop` SIGKILLs whatever still runs.
+//! The binary is `target/<profile>/firebreak`, built by `cargo test --workspace` (the CLI
+//! package's own tests need it), or `FIREBREAK_BIN` if set.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// Sites of the test clusters, in node-id order.
+pub const SITES: [&str; 3] = ["pangyo", "gasan", "busan"];
+/// How long any wait in these tests may take before it fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Path of the firebreak binary under test.
+pub fn binary() -> PathBuf {
+    if let Ok(path) = std::env::var("FIREBREAK_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("test binary lives in target/<profile>/deps");
+    let bin = dir.join("firebreak");
+    assert!(bin.exists(), "{} is missing: run `cargo test --workspace`, which builds it", bin.display());
+    bin
+}
+
+/// One node process.
+pub struct TestNode {
+    pub id: u64,
+    pub site: &'static str,
+    pub addr: String,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A cluster of node processes that dies with the test.
+pub struct TestCluster {
+    pub dir: TempDir,
+    pub nodes: Vec<TestNode>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl TestCluster {
+    /// Writes configs for three nodes (with `extra` YAML appended to each) and starts them.
+    pub fn start(extra: &str) -> Self {
+        let dir = TempDir::new().expect("temp dir");
+        let addrs: Vec<String> = SITES.iter().map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let peers: String = addrs
+            .iter()
+            .zip(SITES)
+            .enumerate()
+            .map(|(i, (addr, site))| format!("  - {{ id: {}, site: {site}, addr: \"{addr}\" }}\n", i + 1))
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, (addr, site)) in addrs.iter().zip(SITES).enumerate() {
+            let config = dir.path().join(format!("{site}.yaml"));
+            let text = format!(
+                "cluster: e2e\nnode_id: {}\nsite: {site}\nlisten: \"{addr}\"\ndata_dir: \"{}\"\npeers:\n{peers}{extra}",
+                i + 1,
+                dir.path().join(site).display()
+            );
+            std::fs::write(&config, text).expect("write config");
+            let log = dir.path().join(format!("{site}.log"));
+            nodes.push(TestNode { id: i as u64 + 1, site, addr: addr.clone(), config, log, child: None });
+        }
+        let mut cluster = TestCluster { dir, nodes };
+        for i in 0..3 {
+            cluster.spawn(i);
+        }
+        cluster
+    }
+
+    /// Starts node `i`'s process.
+    pub fn spawn(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        assert!(node.child.is_none(), "node {i} is already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).expect("open log");
+        let child = Command::new(binary())
+            .args(["node", "--config"])
+            .arg(&node.config)
+            .env("FIREBREAK_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn firebreak node");
+        node.child = Some(child);
+    }
+
+    /// SIGKILLs node `i`: no shutdown, no flush, like a power cut to the process.
+    pub fn kill(&mut self, i: usize) {
+        let mut child = self.nodes[i].child.take().expect("node is running");
+        child.kill().expect("SIGKILL our own child");
+        child.wait().expect("reap child");
+    }
+
+    /// SIGTERMs node `i` and waits for it to exit; returns its exit code.
+    pub fn terminate(&mut self, i: usize) -> Option<i32> {
+        let mut child = self.nodes[i].child.take().expect("node is running");
+        // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait child") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("node {i} did not stop within {DEADLINE:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every node's address, for clients that try them in turn.
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// The tail of every node's log, to explain a failure.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                format!("--- {} ---\n{}", n.site, tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// A client for the cluster's HTTP API.
+pub struct Api {
+    pub http: reqwest::Client,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Api {
+    pub fn new() -> Self {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+        Self { http }
+    }
+
+    /// `/v1/cluster` of one node, or `None` if it does not answer.
+    pub async fn cluster(&self, addr: &str) -> Option<Value> {
+        let response = self.http.get(format!("http://{addr}/v1/cluster")).timeout(Duration::from_secs(2)).send().await.ok()?;
+        response.json().await.ok()
+    }
+
+    /// The node id leading `group`, as the node at `addr` sees it.
+    pub async fn leader(&self, addr: &str, group: &str) -> Option<u64> {
+        let info = self.cluster(addr).await?;
+        let groups = info["groups"].as_array()?;
+        groups.iter().find(|g| g["name"] == group)?["leader"].as_u64()
+    }
+
+    /// Waits until some node at `addrs` reports a leader for `group` that itself agrees.
+    pub async fn wait_leader(&self, addrs: &[String], group: &str) -> u64 {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            for addr in addrs {
+                if let Some(leader) = self.leader(addr, group).await {
+                    let leader_addr = &addrs[(leader - 1) as usize];
+                    if self.leader(leader_addr, group).await == Some(leader) {
+                        return leader;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no {group} leader within {DEADLINE:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Reads a key from `addr` (linearizable unless `stale`); `Err` if the node cannot serve.
+    pub async fn get(&self, addr: &str, key: &str, stale: bool) -> Result<Option<String>, String> {
+        let consistency = if stale { "&consistency=stale" } else { "" };
+        let response = self
+            .http
+            .get(format!("http://{addr}/v1/kv?key={key}{consistency}"))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("{}: {}", response.status(), response.text().await.unwrap_or_default()));
+        }
+        let body: Value = response.json().await.map_err(|e| e.to_string())?;
+        Ok(body["entry"]["value"].as_str().map(str::to_string))
+    }
+}
+
+/// What became of one write, as the client saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Acknowledged: it must survive any single-site loss.
+    Ok,
+    /// Refused before it could be written: it must never appear.
+    Failed,
+    /// Unknown: it may or may not have committed.
+    Unknown,
+}
+
+/// Puts `key` once through `addr` and classifies the answer.
+pub async fn put(http: &reqwest::Client, addr: &str, key: &str, value: &str) -> Outcome {
+    let request = http.put(format!("http://{addr}/v1/kv")).json(&serde_json::json!({ "key": key, "value": value }));
+    match request.send().await {
+        Ok(response) if response.status().is_success() => Outcome::Ok,
+        Ok(response) if response.status() == reqwest::StatusCode::GATEWAY_TIMEOUT => Outcome::Unknown,
+        Ok(response) if response.status().is_client_error() || response.status().is_server_error() => {
+            // 503 (not leader, no quorum, leader unreachable) and 429 mean nothing was written.
+            if matches!(response.status().as_u16(), 503 | 429) {
+                Outcome::Failed
+            } else {
+                Outcome::Unknown
+            }
+        }
+        Ok(_) => Outcome::Unknown,
+        Err(err) if err.is_connect() => Outcome::Failed,
+        Err(_) => Outcome::Unknown,
+    }
+}

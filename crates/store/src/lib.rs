@@ -27,6 +27,9 @@
 //! Not done here: choosing when to snapshot or purge (openraft's policy, set by the node),
 //! compaction of sled's own files (sled has space amplification, RAFT-NOTES.md).
 
+// openraft's trait signatures fix `StorageError` (224 bytes) as the error type.
+#![allow(clippy::result_large_err)]
+
 mod error;
 mod flusher;
 pub mod log_store;

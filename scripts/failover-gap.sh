@@ -4,10 +4,12 @@
 # `firebreak bench kv`. Runs firebreak (`firebreak up`) or a 3-member etcd on the same
 # loopback addresses, one after the other, and stops exactly the processes it started.
 #
-# usage: scripts/failover-gap.sh firebreak|etcd [connections]
+# usage: scripts/failover-gap.sh firebreak|etcd [connections] [--no-kill]
+#   --no-kill: measure plain throughput and latency, with no fault.
 set -euo pipefail
 target=${1:?usage: $0 firebreak|etcd [connections]}
 connections=${2:-64}
+kill_leader=${3:-}
 bin=${FIREBREAK_BIN:-target/release/firebreak}
 work=$(mktemp -d /tmp/firebreak-gap.XXXXXX)
 pids=()
@@ -15,14 +17,16 @@ cleanup() { for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
 trap cleanup EXIT
 
 leader_pid_firebreak() {
-  "$bin" status --output json | python3 -c '
+  local site
+  site=$("$bin" status --output json | python3 -c '
 import json, sys
 views = json.load(sys.stdin)
 for view in views.values():
     for g in view.get("groups", []):
         if g["name"] == "state" and g["role"] == "leader":
             print(view["site"]); sys.exit(0)
-sys.exit(1)' | { read -r site; cat "'"$work"'/data/$site/node.pid"; }
+sys.exit(1)')
+  cat "$work/data/$site/node.pid"
 }
 
 leader_pid_etcd() {
@@ -59,8 +63,10 @@ fi
 "$bin" bench kv --target "$target" --nodes "$nodes" --connections "$connections" --duration-secs 12 > "$work/bench.out" &
 bench=$!
 sleep 5
-victim=$("leader_pid_$target")
-echo "SIGKILL leader pid $victim at $(date +%T.%N)"
-kill -9 "$victim"
+if [ "$kill_leader" != --no-kill ]; then
+  victim=$("leader_pid_$target")
+  echo "SIGKILL leader pid $victim at $(date +%T.%N)"
+  kill -9 "$victim"
+fi
 wait "$bench" || true
 cat "$work/bench.out"

@@ -27,14 +27,21 @@ async fn control_group_commits_fast_while_state_group_is_flooded() {
     let written = Arc::new(AtomicU64::new(0));
     let flood: Vec<_> = (0..FLOOD_CONNECTIONS)
         .map(|w| {
-            let (http, addr, stop, written) = (api.http.clone(), addrs[state_leader].clone(), stop.clone(), written.clone());
+            let (http, addr, stop, written) = (
+                api.http.clone(),
+                addrs[state_leader].clone(),
+                stop.clone(),
+                written.clone(),
+            );
             tokio::spawn(async move {
                 // Bounded in count and, through `stop`, in time.
                 for i in 0..100_000 {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    if put(&http, &addr, &format!("flood/{w}/{i}"), &"x".repeat(256)).await == Outcome::Ok {
+                    if put(&http, &addr, &format!("flood/{w}/{i}"), &"x".repeat(256)).await
+                        == Outcome::Ok
+                    {
                         written.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -54,11 +61,16 @@ async fn control_group_commits_fast_while_state_group_is_flooded() {
             .send()
             .await
             .expect("control ping answered");
-        assert!(response.status().is_success(), "control ping failed: {}", response.text().await.unwrap_or_default());
+        assert!(
+            response.status().is_success(),
+            "control ping failed: {}",
+            response.text().await.unwrap_or_default()
+        );
         latencies.push(started.elapsed());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let state_rate = (written.load(Ordering::Relaxed) - flood_start.0) as f64 / flood_start.1.elapsed().as_secs_f64();
+    let state_rate = (written.load(Ordering::Relaxed) - flood_start.0) as f64
+        / flood_start.1.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     for task in flood {
         task.await.unwrap();
@@ -67,6 +79,12 @@ async fn control_group_commits_fast_while_state_group_is_flooded() {
     let p50 = latencies[PINGS / 2];
     let p99 = latencies[PINGS * 99 / 100 - 1];
     eprintln!("state group: {state_rate:.0} writes/s during the measurement; control commits p50 {p50:?} p99 {p99:?} max {:?}", latencies[PINGS - 1]);
-    assert!(state_rate > 100.0, "the flood did not load the state group ({state_rate:.0} writes/s)");
-    assert!(p99 < P99_LIMIT, "control p99 {p99:?} is over {P99_LIMIT:?} while the state group is flooded");
+    assert!(
+        state_rate > 100.0,
+        "the flood did not load the state group ({state_rate:.0} writes/s)"
+    );
+    assert!(
+        p99 < P99_LIMIT,
+        "control p99 {p99:?} is over {P99_LIMIT:?} while the state group is flooded"
+    );
 }

@@ -36,8 +36,17 @@ async fn sigkill_of_the_leader_loses_no_acknowledged_write() {
         }
     }
     let count = |o| outcomes.values().filter(|(x, _)| *x == o).count();
-    eprintln!("ok {} failed {} unknown {}", count(Outcome::Ok), count(Outcome::Failed), count(Outcome::Unknown));
-    assert!(count(Outcome::Ok) >= KEYS * 9 / 10, "most writes should succeed around one leader loss\n{}", cluster.logs());
+    eprintln!(
+        "ok {} failed {} unknown {}",
+        count(Outcome::Ok),
+        count(Outcome::Failed),
+        count(Outcome::Unknown)
+    );
+    assert!(
+        count(Outcome::Ok) >= KEYS * 9 / 10,
+        "most writes should succeed around one leader loss\n{}",
+        cluster.logs()
+    );
 
     // Every acknowledged key is on the survivors; no refused key is anywhere.
     let survivor = alive[0];
@@ -50,7 +59,12 @@ async fn sigkill_of_the_leader_loses_no_acknowledged_write() {
 
     // Stop everything gracefully, start again, read everything back.
     for i in 0..3 {
-        assert_eq!(cluster.terminate(i), Some(0), "graceful stop exits 0\n{}", cluster.logs());
+        assert_eq!(
+            cluster.terminate(i),
+            Some(0),
+            "graceful stop exits 0\n{}",
+            cluster.logs()
+        );
     }
     for i in 0..3 {
         cluster.spawn(i);
@@ -64,7 +78,11 @@ async fn check(api: &Api, addr: &str, outcomes: &BTreeMap<String, (Outcome, Stri
     for (key, (outcome, expected)) in outcomes {
         let value = read_with_retry(api, addr, key, stale).await;
         match outcome {
-            Outcome::Ok => assert_eq!(value.as_ref(), Some(expected), "acknowledged {key} at {addr}"),
+            Outcome::Ok => assert_eq!(
+                value.as_ref(),
+                Some(expected),
+                "acknowledged {key} at {addr}"
+            ),
             Outcome::Failed => assert_eq!(value, None, "refused {key} appeared at {addr}"),
             Outcome::Unknown => {}
         }
@@ -77,7 +95,10 @@ async fn read_with_retry(api: &Api, addr: &str, key: &str, stale: bool) -> Optio
         match api.get(addr, key, stale).await {
             Ok(value) => return value,
             Err(err) => {
-                assert!(Instant::now() < deadline, "{addr} could not serve {key}: {err}");
+                assert!(
+                    Instant::now() < deadline,
+                    "{addr} could not serve {key}: {err}"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
@@ -95,7 +116,10 @@ async fn wait_caught_up(api: &Api, addr: &str, reference: &str) {
                 return;
             }
         }
-        assert!(Instant::now() < deadline, "{addr} did not catch up to index {target}");
+        assert!(
+            Instant::now() < deadline,
+            "{addr} did not catch up to index {target}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

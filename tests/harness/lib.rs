@@ -25,9 +25,16 @@ pub fn binary() -> PathBuf {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("test binary lives in target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binary lives in target/<profile>/deps");
     let bin = dir.join("firebreak");
-    assert!(bin.exists(), "{} is missing: run `cargo test --workspace`, which builds it", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test --workspace`, which builds it",
+        bin.display()
+    );
     bin
 }
 
@@ -48,19 +55,28 @@ pub struct TestCluster {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl TestCluster {
     /// Writes configs for three nodes (with `extra` YAML appended to each) and starts them.
     pub fn start(extra: &str) -> Self {
         let dir = TempDir::new().expect("temp dir");
-        let addrs: Vec<String> = SITES.iter().map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let addrs: Vec<String> = SITES
+            .iter()
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
         let peers: String = addrs
             .iter()
             .zip(SITES)
             .enumerate()
-            .map(|(i, (addr, site))| format!("  - {{ id: {}, site: {site}, addr: \"{addr}\" }}\n", i + 1))
+            .map(|(i, (addr, site))| {
+                format!("  - {{ id: {}, site: {site}, addr: \"{addr}\" }}\n", i + 1)
+            })
             .collect();
         let mut nodes = Vec::new();
         for (i, (addr, site)) in addrs.iter().zip(SITES).enumerate() {
@@ -72,7 +88,14 @@ impl TestCluster {
             );
             std::fs::write(&config, text).expect("write config");
             let log = dir.path().join(format!("{site}.log"));
-            nodes.push(TestNode { id: i as u64 + 1, site, addr: addr.clone(), config, log, child: None });
+            nodes.push(TestNode {
+                id: i as u64 + 1,
+                site,
+                addr: addr.clone(),
+                config,
+                log,
+                child: None,
+            });
         }
         let mut cluster = TestCluster { dir, nodes };
         for i in 0..3 {
@@ -85,7 +108,11 @@ impl TestCluster {
     pub fn spawn(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "node {i} is already running");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).expect("open log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("open log");
         let child = Command::new(binary())
             .args(["node", "--config"])
             .arg(&node.config)
@@ -136,7 +163,11 @@ impl TestCluster {
             .map(|n| {
                 let text = std::fs::read_to_string(&n.log).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(30).collect();
-                format!("--- {} ---\n{}", n.site, tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+                format!(
+                    "--- {} ---\n{}",
+                    n.site,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -167,13 +198,22 @@ impl Default for Api {
 
 impl Api {
     pub fn new() -> Self {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
         Self { http }
     }
 
     /// `/v1/cluster` of one node, or `None` if it does not answer.
     pub async fn cluster(&self, addr: &str) -> Option<Value> {
-        let response = self.http.get(format!("http://{addr}/v1/cluster")).timeout(Duration::from_secs(2)).send().await.ok()?;
+        let response = self
+            .http
+            .get(format!("http://{addr}/v1/cluster"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
         response.json().await.ok()
     }
 
@@ -196,7 +236,10 @@ impl Api {
                     }
                 }
             }
-            assert!(Instant::now() < deadline, "no {group} leader within {DEADLINE:?}");
+            assert!(
+                Instant::now() < deadline,
+                "no {group} leader within {DEADLINE:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -211,7 +254,11 @@ impl Api {
             .await
             .map_err(|e| e.to_string())?;
         if !response.status().is_success() {
-            return Err(format!("{}: {}", response.status(), response.text().await.unwrap_or_default()));
+            return Err(format!(
+                "{}: {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            ));
         }
         let body: Value = response.json().await.map_err(|e| e.to_string())?;
         Ok(body["entry"]["value"].as_str().map(str::to_string))
@@ -231,11 +278,17 @@ pub enum Outcome {
 
 /// Puts `key` once through `addr` and classifies the answer.
 pub async fn put(http: &reqwest::Client, addr: &str, key: &str, value: &str) -> Outcome {
-    let request = http.put(format!("http://{addr}/v1/kv")).json(&serde_json::json!({ "key": key, "value": value }));
+    let request = http
+        .put(format!("http://{addr}/v1/kv"))
+        .json(&serde_json::json!({ "key": key, "value": value }));
     match request.send().await {
         Ok(response) if response.status().is_success() => Outcome::Ok,
-        Ok(response) if response.status() == reqwest::StatusCode::GATEWAY_TIMEOUT => Outcome::Unknown,
-        Ok(response) if response.status().is_client_error() || response.status().is_server_error() => {
+        Ok(response) if response.status() == reqwest::StatusCode::GATEWAY_TIMEOUT => {
+            Outcome::Unknown
+        }
+        Ok(response)
+            if response.status().is_client_error() || response.status().is_server_error() =>
+        {
             // 503 (not leader, no quorum, leader unreachable) and 429 mean nothing was written.
             if matches!(response.status().as_u16(), 503 | 429) {
                 Outcome::Failed

@@ -3,14 +3,24 @@
 use std::process::Command;
 
 fn firebreak(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_firebreak")).args(args).output().expect("run firebreak");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new(env!("CARGO_BIN_EXE_firebreak"))
+        .args(args)
+        .output()
+        .expect("run firebreak");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
 fn version_prints_the_version() {
     let (code, out, _) = firebreak(&["version"]);
-    assert_eq!((code, out.trim()), (0, concat!("firebreak ", env!("CARGO_PKG_VERSION"))));
+    assert_eq!(
+        (code, out.trim()),
+        (0, concat!("firebreak ", env!("CARGO_PKG_VERSION")))
+    );
 }
 
 #[test]
@@ -20,7 +30,10 @@ fn malformed_config_names_file_line_and_field_and_exits_2() {
     std::fs::write(&path, "cluster: c\nnode_id: 1\nsite: pangyo\nlisten: 127.0.0.1:1\ndata_dir: d\npeers: []\nheartbeat: 5\n").unwrap();
     let (code, _, err) = firebreak(&["node", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("node.yaml:7:1") && err.contains("unknown field `heartbeat`"), "{err}");
+    assert!(
+        err.contains("node.yaml:7:1") && err.contains("unknown field `heartbeat`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -47,5 +60,8 @@ fn commands_fail_over_across_nodes_and_report_unavailable() {
     // Nothing listens on these ports: every node is tried and the exit code says so.
     let (code, _, err) = firebreak(&["kv", "get", "k", "--nodes", "127.0.0.1:9,127.0.0.1:10"]);
     assert_eq!(code, 4, "{err}");
-    assert!(err.contains("127.0.0.1:9") && err.contains("127.0.0.1:10"), "{err}");
+    assert!(
+        err.contains("127.0.0.1:9") && err.contains("127.0.0.1:10"),
+        "{err}"
+    );
 }

@@ -22,7 +22,11 @@ struct Cluster {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Cluster {
@@ -50,7 +54,11 @@ impl Cluster {
                 api: ApiLimits::default(),
             })
             .collect();
-        let mut cluster = Cluster { dir, configs, nodes: vec![None, None, None] };
+        let mut cluster = Cluster {
+            dir,
+            configs,
+            nodes: vec![None, None, None],
+        };
         for i in 0..3 {
             cluster.start_node(i).await;
         }
@@ -76,7 +84,11 @@ impl Cluster {
     }
 
     async fn stop_node(&mut self, i: usize) {
-        self.nodes[i].take().expect("node is running").shutdown().await;
+        self.nodes[i]
+            .take()
+            .expect("node is running")
+            .shutdown()
+            .await;
     }
 
     fn node(&self, i: usize) -> &RunningNode {
@@ -86,11 +98,17 @@ impl Cluster {
     /// The index of the node that leads the state group, once every running node agrees.
     async fn state_leader(&self) -> usize {
         poll("a state leader every running node agrees on", || {
-            let leaders: Vec<Option<NodeId>> = self.nodes.iter().flatten().map(|n| n.api.state.info().leader).collect();
+            let leaders: Vec<Option<NodeId>> = self
+                .nodes
+                .iter()
+                .flatten()
+                .map(|n| n.api.state.info().leader)
+                .collect();
             match leaders.first() {
-                Some(Some(l)) if leaders.iter().all(|x| *x == Some(*l)) => {
-                    self.nodes.iter().position(|n| n.as_ref().is_some_and(|n| n.api.config.node_id == *l))
-                }
+                Some(Some(l)) if leaders.iter().all(|x| *x == Some(*l)) => self
+                    .nodes
+                    .iter()
+                    .position(|n| n.as_ref().is_some_and(|n| n.api.config.node_id == *l)),
                 _ => None,
             }
         })
@@ -98,12 +116,24 @@ impl Cluster {
     }
 
     async fn put(&self, i: usize, key: &str, value: &str) {
-        let command = KvCommand::Put { key: key.into(), value: value.into() };
-        self.node(i).api.state.write(command).await.unwrap_or_else(|e| panic!("put {key} on node {i}: {e}"));
+        let command = KvCommand::Put {
+            key: key.into(),
+            value: value.into(),
+        };
+        self.node(i)
+            .api
+            .state
+            .write(command)
+            .await
+            .unwrap_or_else(|e| panic!("put {key} on node {i}: {e}"));
     }
 
     fn stale_get(&self, i: usize, key: &str) -> Option<String> {
-        self.node(i).api.state.reader.read(|kv| kv.get(key).map(|e| e.value.clone()))
+        self.node(i)
+            .api
+            .state
+            .reader
+            .read(|kv| kv.get(key).map(|e| e.value.clone()))
     }
 
     fn path(&self) -> &Path {
@@ -129,12 +159,29 @@ async fn elects_one_leader_and_replicates_to_all() {
     let leader = cluster.state_leader().await;
     cluster.put(leader, "greeting", "hello").await;
     for i in 0..3 {
-        poll("replication to every node", || cluster.stale_get(i, "greeting").filter(|v| v == "hello")).await;
+        poll("replication to every node", || {
+            cluster.stale_get(i, "greeting").filter(|v| v == "hello")
+        })
+        .await;
     }
     // A follower refuses to commit on its own and names the leader.
     let follower = (leader + 1) % 3;
-    let err = cluster.node(follower).api.state.write(KvCommand::Delete { key: "greeting".into() }).await.unwrap_err();
-    assert!(matches!(err, firebreak_node::group::GroupError::NotLeader { leader: Some(_) }), "{err:?}");
+    let err = cluster
+        .node(follower)
+        .api
+        .state
+        .write(KvCommand::Delete {
+            key: "greeting".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            firebreak_node::group::GroupError::NotLeader { leader: Some(_) }
+        ),
+        "{err:?}"
+    );
     // Members register their sites in the control group.
     poll("three registered sites", || {
         (cluster.node(0).api.control.reader.read(|c| c.sites.len()) == 3).then_some(())
@@ -154,7 +201,9 @@ async fn new_leader_commits_after_the_leader_stops() {
     cluster.put(new, "after", "2").await;
     let other = (0..3).find(|i| *i != old && *i != new).unwrap();
     poll("the survivor sees both writes", || {
-        (cluster.stale_get(other, "before").is_some() && cluster.stale_get(other, "after").is_some()).then_some(())
+        (cluster.stale_get(other, "before").is_some()
+            && cluster.stale_get(other, "after").is_some())
+        .then_some(())
     })
     .await;
 }
@@ -170,20 +219,35 @@ async fn restarted_follower_catches_up_from_the_log() {
     }
     cluster.start_node(follower).await;
     poll("the restarted follower has every key", || {
-        (0..50).all(|i| cluster.stale_get(follower, &format!("k{i}")).is_some()).then_some(())
+        (0..50)
+            .all(|i| cluster.stale_get(follower, &format!("k{i}")).is_some())
+            .then_some(())
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_follower_catches_up_through_a_snapshot() {
-    let raft = RaftTimings { snapshot_logs_since_last: 20, max_in_snapshot_log_to_keep: 0, ..RaftTimings::default() };
+    let raft = RaftTimings {
+        snapshot_logs_since_last: 20,
+        max_in_snapshot_log_to_keep: 0,
+        ..RaftTimings::default()
+    };
     let mut cluster = Cluster::start(raft).await;
     let leader = cluster.state_leader().await;
     let follower = (leader + 1) % 3;
     cluster.put(leader, "early", "1").await;
-    poll("the follower has the early key", || cluster.stale_get(follower, "early")).await;
-    let follower_last = cluster.node(follower).api.state.info().last_log_index.unwrap();
+    poll("the follower has the early key", || {
+        cluster.stale_get(follower, "early")
+    })
+    .await;
+    let follower_last = cluster
+        .node(follower)
+        .api
+        .state
+        .info()
+        .last_log_index
+        .unwrap();
     cluster.stop_node(follower).await;
     for i in 0..120 {
         cluster.put(leader, &format!("k{i}"), "v").await;

@@ -267,3 +267,130 @@ async fn lagging_follower_catches_up_through_a_snapshot() {
     .await;
     assert_eq!(cluster.stale_get(follower, "early").as_deref(), Some("1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_without_quorum_refuses_writes_instead_of_hanging() {
+    let mut cluster = Cluster::start(RaftTimings::default()).await;
+    let leader = cluster.state_leader().await;
+    for i in (0..3).filter(|i| *i != leader) {
+        cluster.stop_node(i).await;
+    }
+    // Once its last quorum contact is older than an election timeout, the stranded
+    // leader answers NoQuorum (nothing written) rather than OutcomeUnknown (a hung write).
+    let mut last = None;
+    let deadline = Instant::now() + DEADLINE;
+    while Instant::now() < deadline {
+        let err = cluster
+            .node(leader)
+            .api
+            .state
+            .write(KvCommand::Put {
+                key: "k".into(),
+                value: "v".into(),
+            })
+            .await
+            .unwrap_err();
+        if matches!(err, firebreak_node::group::GroupError::NoQuorum { .. }) {
+            return;
+        }
+        last = Some(err);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the stranded leader never refused with NoQuorum; last error {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_answers_bad_input_with_json_errors_and_watch_resumes_from_a_revision() {
+    let cluster = Cluster::start(RaftTimings::default()).await;
+    let leader = cluster.state_leader().await;
+    let http = reqwest::Client::new();
+    let follower_addr = cluster.node((leader + 1) % 3).addr;
+    let url = |path: &str| format!("http://{follower_addr}{path}");
+
+    let bad_json = http
+        .put(url("/v1/kv"))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_json.status(), 400);
+    let body: serde_json::Value = bad_json.json().await.unwrap();
+    assert_eq!(body["error"]["kind"], "invalid_input");
+
+    let huge = serde_json::json!({ "key": "k", "value": "v".repeat(300 * 1024) });
+    let too_large = http.put(url("/v1/kv")).json(&huge).send().await.unwrap();
+    assert_eq!(too_large.status(), 413);
+    let body: serde_json::Value = too_large.json().await.unwrap();
+    assert_eq!(body["error"]["kind"], "invalid_input");
+
+    let empty_key = http
+        .put(url("/v1/kv"))
+        .json(&serde_json::json!({ "key": "", "value": "v" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(empty_key.status(), 400);
+    assert!(empty_key.text().await.unwrap().contains("key"));
+    // None of that changed anything.
+    assert_eq!(
+        cluster
+            .node(leader)
+            .api
+            .state
+            .reader
+            .read(|kv| kv.revision()),
+        0
+    );
+
+    // Writes through the follower are forwarded; a watch on the follower from revision 1
+    // sees them in order, and asking from next_revision sees only what came later.
+    for (key, value) in [("w/a", "1"), ("w/b", "2"), ("other", "x")] {
+        let response = http
+            .put(url("/v1/kv"))
+            .json(&serde_json::json!({ "key": key, "value": value }))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+    let watch: serde_json::Value = http
+        .get(url("/v1/watch?prefix=w/&from_revision=1&timeout_ms=5000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = watch["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, vec!["w/a", "w/b"]);
+    let next = watch["next_revision"].as_u64().unwrap();
+    let pending = tokio::spawn({
+        let http = http.clone();
+        let url = url(&format!(
+            "/v1/watch?prefix=w/&from_revision={next}&timeout_ms=10000"
+        ));
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    http.put(url("/v1/kv"))
+        .json(&serde_json::json!({ "key": "w/c", "value": "3" }))
+        .send()
+        .await
+        .unwrap();
+    let later = pending.await.unwrap();
+    assert_eq!(later["events"][0]["key"], "w/c");
+    assert_eq!(later["events"].as_array().unwrap().len(), 1);
+}

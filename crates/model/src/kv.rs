@@ -14,8 +14,9 @@
 //!
 //! Limits: keys up to [`MAX_KEY_BYTES`], values up to [`MAX_VALUE_BYTES`], transactions up
 //! to [`MAX_TXN_COMPARES`] compares and [`MAX_TXN_OPS`] operations per branch, and a whole
-//! command under [`MAX_COMMAND_BYTES`], which keeps every log entry far below the size at
-//! which sled moves a value into a blob file that it never fsyncs (RAFT-NOTES.md).
+//! command, as encoded in the log, under [`MAX_COMMAND_BYTES`], which keeps every log entry
+//! (one command, or a batch of them up to the same size) below the size at which sled
+//! moves a value into a blob file that it never fsyncs (RAFT-NOTES.md).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -33,7 +34,8 @@ pub const MAX_VALUE_BYTES: usize = 32 * 1024;
 pub const MAX_TXN_COMPARES: usize = 64;
 /// Most operations in one branch of a transaction.
 pub const MAX_TXN_OPS: usize = 64;
-/// Largest command (sum of its keys and values), so that one log entry stays small.
+/// Largest command, and largest batch of commands, as encoded in the log, so that one log
+/// entry stays below sled's blob threshold.
 pub const MAX_COMMAND_BYTES: usize = 96 * 1024;
 /// Most entries one range read returns; the caller pages with `start_after`.
 pub const MAX_RANGE_LIMIT: usize = 10_000;
@@ -163,48 +165,45 @@ pub enum TxnOpResult {
 impl KvCommand {
     /// Checks every limit; a command that passes is safe to propose.
     pub fn validate(&self) -> Result<()> {
-        let mut bytes = 0usize;
         match self {
             KvCommand::Put { key, value } => {
                 check_key("key", key)?;
                 check_value("value", value)?;
-                bytes += key.len() + value.len();
             }
-            KvCommand::Delete { key } => {
-                check_key("key", key)?;
-                bytes += key.len();
-            }
-            KvCommand::Txn(txn) => bytes += txn.validate()?,
+            KvCommand::Delete { key } => check_key("key", key)?,
+            KvCommand::Txn(txn) => txn.validate()?,
         }
-        if bytes > MAX_COMMAND_BYTES {
+        // What reaches the log is the encoding, and escaping can make it several times the
+        // raw text (a control character becomes `\u0001`): bound that, not the raw bytes.
+        let encoded = self.encoded_len();
+        if encoded > MAX_COMMAND_BYTES {
             return Err(InvalidInput::new(
                 "command",
-                format!("{bytes} bytes of keys and values exceed the limit of {MAX_COMMAND_BYTES}; split it"),
+                format!("{encoded} bytes once encoded exceed the limit of {MAX_COMMAND_BYTES}; split it"),
             ));
         }
         Ok(())
     }
+
+    /// Size of the command as it is written to the log.
+    pub fn encoded_len(&self) -> usize {
+        serde_json::to_vec(self).map_or(usize::MAX, |bytes| bytes.len())
+    }
 }
 
 impl Txn {
-    /// Checks the transaction's limits and returns its size in key and value bytes.
-    fn validate(&self) -> Result<usize> {
+    /// Checks the transaction's counts, keys and values.
+    fn validate(&self) -> Result<()> {
         if self.compare.len() > MAX_TXN_COMPARES {
             return Err(InvalidInput::new(
                 "txn.compare",
-                format!(
-                    "{} compares exceed the limit of {MAX_TXN_COMPARES}",
-                    self.compare.len()
-                ),
+                format!("{} compares exceed the limit of {MAX_TXN_COMPARES}", self.compare.len()),
             ));
         }
-        let mut bytes = 0;
         for (i, compare) in self.compare.iter().enumerate() {
             check_key(&format!("txn.compare[{i}].key"), &compare.key)?;
-            bytes += compare.key.len();
             if let CompareTarget::Value(Some(value)) = &compare.target {
                 check_value(&format!("txn.compare[{i}].target.value"), value)?;
-                bytes += value.len();
             }
         }
         for (branch, ops) in [("success", &self.success), ("failure", &self.failure)] {
@@ -220,14 +219,12 @@ impl Txn {
                     TxnOp::Put { key, value } => (key, Some(value)),
                 };
                 check_key(&format!("txn.{branch}[{i}].key"), key)?;
-                bytes += key.len();
                 if let Some(value) = value {
                     check_value(&format!("txn.{branch}[{i}].value"), value)?;
-                    bytes += value.len();
                 }
             }
         }
-        Ok(bytes)
+        Ok(())
     }
 }
 
@@ -637,6 +634,9 @@ mod tests {
                 }),
                 "txn.success[0].key",
             ),
+            // 20 KiB of control characters is under the value limit, but its JSON escaping
+            // is six times larger: the encoded bound catches it.
+            (put("k", &"\u{1}".repeat(20 * 1024)), "command"),
             (
                 KvCommand::Txn(Txn {
                     success: (0..4)

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+use crate::batch::StateWriter;
 use crate::group::{Group, GroupError, GroupInfo};
 use crate::NodeConfig;
 
@@ -51,6 +52,8 @@ pub struct Api {
     pub config: NodeConfig,
     pub control: Group<ControlState>,
     pub state: Group<KvStore>,
+    /// The batched write path of the state group.
+    pub state_writer: StateWriter,
     forward: reqwest::Client,
     watchers: Arc<Semaphore>,
 }
@@ -68,10 +71,12 @@ impl Api {
             .build()
             .expect("reqwest client builds with static options");
         let watchers = Arc::new(Semaphore::new(config.api.max_watchers));
+        let state_writer = StateWriter::spawn(state.clone(), config.api.max_inflight_writes);
         Self {
             config,
             control,
             state,
+            state_writer,
             forward,
             watchers,
         }
@@ -290,7 +295,7 @@ async fn write_state(
     command
         .validate()
         .map_err(|e| ApiError::invalid(e.to_string()))?;
-    match api.state.write(command).await {
+    match api.state_writer.write(command).await {
         Ok(response) => Ok(Json(response).into_response()),
         Err(err) => forward(api, err, headers, method, uri, body).await,
     }

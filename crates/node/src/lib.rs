@@ -16,6 +16,7 @@
 //! network); membership is fixed at bootstrap (no add/remove commands yet).
 
 pub mod api;
+pub mod batch;
 pub mod config;
 mod error;
 pub mod group;

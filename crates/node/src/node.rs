@@ -24,6 +24,7 @@ use firebreak_model::kv::KvStore;
 use firebreak_store::{GroupTypes, Machine};
 use openraft::error::{InitializeError, RaftError};
 use openraft::{Raft, SnapshotPolicy};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -145,6 +146,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         addr: config.listen,
         source,
     })?;
+    // Small request/response pairs (votes, heartbeats, acks) must not wait on Nagle's
+    // algorithm meeting a delayed ACK: that costs tens of milliseconds per round trip.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::warn!(cause = %err, "failed to set TCP_NODELAY");
+        }
+    });
     let (stop, mut stopped) = watch::channel(false);
     let server = tokio::spawn(async move {
         let graceful = async move {

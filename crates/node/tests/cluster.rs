@@ -122,7 +122,7 @@ impl Cluster {
         };
         self.node(i)
             .api
-            .state
+            .state_writer
             .write(command)
             .await
             .unwrap_or_else(|e| panic!("put {key} on node {i}: {e}"));
@@ -169,7 +169,7 @@ async fn elects_one_leader_and_replicates_to_all() {
     let err = cluster
         .node(follower)
         .api
-        .state
+        .state_writer
         .write(KvCommand::Delete {
             key: "greeting".into(),
         })
@@ -283,7 +283,7 @@ async fn leader_without_quorum_refuses_writes_instead_of_hanging() {
         let err = cluster
             .node(leader)
             .api
-            .state
+            .state_writer
             .write(KvCommand::Put {
                 key: "k".into(),
                 value: "v".into(),

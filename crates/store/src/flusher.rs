@@ -87,10 +87,16 @@ fn run(db: sled::Db, file: File, mut rx: mpsc::Receiver<Waiter>) {
                 Err(_) => break,
             }
         }
-        let result = db
-            .flush()
-            .map_err(io::Error::from)
-            .and_then(|_| file.sync_data());
+        let started = std::time::Instant::now();
+        let flushed = db.flush().map_err(io::Error::from);
+        let sled_flush = started.elapsed();
+        let result = flushed.and_then(|_| file.sync_data());
+        tracing::trace!(
+            waiters = batch.len(),
+            sled_flush_us = sled_flush.as_micros() as u64,
+            total_us = started.elapsed().as_micros() as u64,
+            "flushed"
+        );
         if let Err(err) = &result {
             tracing::error!(cause = %err, waiters = batch.len(), "store flush failed");
         }

@@ -65,25 +65,27 @@ fn kv_record_key(key: &str) -> Vec<u8> {
 impl Machine for KvStore {
     type Types = StateTypes;
 
-    fn apply(&mut self, command: &KvCommand, changes: &mut Vec<Change>) -> KvResponse {
-        let (response, events) = KvStore::apply(self, command);
-        if !events.is_empty() {
+    fn apply(&mut self, commands: &Vec<KvCommand>, changes: &mut Vec<Change>) -> Vec<KvResponse> {
+        let mut responses = Vec::with_capacity(commands.len());
+        let revision_before = self.revision();
+        for command in commands {
+            let (response, events) = KvStore::apply(self, command);
+            for event in events {
+                changes.push(match event.kind {
+                    KvEventKind::Put => Change::put(kv_record_key(&event.key), &event.entry),
+                    KvEventKind::Delete => Change { key: kv_record_key(&event.key), value: None },
+                });
+            }
+            responses.push(response);
+        }
+        if self.revision() != revision_before {
             changes.push(Change::put(KV_REVISION, &self.revision()));
         }
-        for event in events {
-            changes.push(match event.kind {
-                KvEventKind::Put => Change::put(kv_record_key(&event.key), &event.entry),
-                KvEventKind::Delete => Change {
-                    key: kv_record_key(&event.key),
-                    value: None,
-                },
-            });
-        }
-        response
+        responses
     }
 
-    fn empty_response() -> KvResponse {
-        KvResponse::None
+    fn empty_response() -> Vec<KvResponse> {
+        Vec::new()
     }
 
     fn load(records: BTreeMap<Vec<u8>, Vec<u8>>) -> Result<Self, String> {

@@ -53,10 +53,10 @@ mod restart {
     fn put_entry(index: u64, key: &str) -> Entry<StateTypes> {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, NodeId(1)), index),
-            payload: EntryPayload::Normal(KvCommand::Put {
+            payload: EntryPayload::Normal(vec![KvCommand::Put {
                 key: key.into(),
                 value: format!("v{index}"),
-            }),
+            }]),
         }
     }
 

@@ -22,10 +22,12 @@ openraft::declare_raft_types!(
 );
 
 openraft::declare_raft_types!(
-    /// The `state` group: the services' key-value data.
+    /// The `state` group: the services' key-value data. One log entry carries a batch of
+    /// commands (group commit: openraft 0.9 fsyncs each append before taking the next
+    /// client write), applied in order, one response each.
     pub StateTypes:
-        D = KvCommand,
-        R = KvResponse,
+        D = Vec<KvCommand>,
+        R = Vec<KvResponse>,
         NodeId = NodeId,
         Node = Member,
         Entry = openraft::Entry<StateTypes>,

@@ -197,7 +197,10 @@ impl Txn {
         if self.compare.len() > MAX_TXN_COMPARES {
             return Err(InvalidInput::new(
                 "txn.compare",
-                format!("{} compares exceed the limit of {MAX_TXN_COMPARES}", self.compare.len()),
+                format!(
+                    "{} compares exceed the limit of {MAX_TXN_COMPARES}",
+                    self.compare.len()
+                ),
             ));
         }
         for (i, compare) in self.compare.iter().enumerate() {

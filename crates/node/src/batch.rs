@@ -55,10 +55,18 @@ impl StateWriter {
         let (reply, answer) = oneshot::channel();
         let encoded_len = command.encoded_len();
         self.tx
-            .try_send(Pending { command, encoded_len, reply })
-            .map_err(|_| GroupError::Overloaded { limit: self.queue_limit })?;
+            .try_send(Pending {
+                command,
+                encoded_len,
+                reply,
+            })
+            .map_err(|_| GroupError::Overloaded {
+                limit: self.queue_limit,
+            })?;
         answer.await.unwrap_or_else(|_| {
-            Err(GroupError::OutcomeUnknown { reason: "the node stopped before the write was answered".into() })
+            Err(GroupError::OutcomeUnknown {
+                reason: "the node stopped before the write was answered".into(),
+            })
         })
     }
 }
@@ -67,7 +75,11 @@ async fn run(group: Group<KvStore>, mut rx: mpsc::Receiver<Pending>) {
     let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_BATCHES));
     let mut carry: Option<Pending> = None;
     loop {
-        let permit = inflight.clone().acquire_owned().await.expect("the semaphore is never closed");
+        let permit = inflight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
         let first = match carry.take() {
             Some(pending) => pending,
             None => match rx.recv().await {
@@ -90,7 +102,8 @@ async fn run(group: Group<KvStore>, mut rx: mpsc::Receiver<Pending>) {
         let group = group.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let (commands, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+            let (commands, replies): (Vec<_>, Vec<_>) =
+                batch.into_iter().map(|p| (p.command, p.reply)).unzip();
             match group.write(commands).await {
                 Ok(responses) => {
                     debug_assert_eq!(responses.len(), replies.len(), "one response per command");

@@ -60,6 +60,11 @@ pub struct Peer {
 /// `heartbeat_interval_ms`, so it must exceed the inter-site round trip plus a follower's
 /// fsync; etcd's rule of thumb is a heartbeat of 0.5–1.5× RTT and an election timeout of
 /// at least 10× RTT. The defaults suit one machine or one metro area (RTT ≤ 10 ms).
+///
+/// How long a dead leader goes unreplaced: openraft 0.9 lets a follower that heard from a
+/// leader start an election only after a lease of `election_timeout_max_ms` plus its own
+/// election timeout (drawn once per start from min..max), so 750–900 ms by default; a
+/// leader is replaced only if its heartbeats stop for at least that long.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RaftTimings {
@@ -83,8 +88,8 @@ impl Default for RaftTimings {
     fn default() -> Self {
         Self {
             heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 500,
-            election_timeout_max_ms: 1000,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 450,
             install_snapshot_timeout_ms: 5000,
             snapshot_logs_since_last: 10_000,
             max_in_snapshot_log_to_keep: 1_000,
@@ -323,7 +328,7 @@ raft:
     fn good_config_loads_with_defaults() {
         let config = load(GOOD).unwrap();
         assert_eq!(config.raft.heartbeat_interval_ms, 50);
-        assert_eq!(config.raft.election_timeout_min_ms, 500);
+        assert_eq!(config.raft.election_timeout_min_ms, 300);
         assert_eq!(config.member().site, SiteId::from("pangyo"));
     }
 

@@ -19,12 +19,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use firebreak_model::control::{ControlCommand, ControlState};
 use firebreak_model::kv::KvStore;
 use firebreak_store::{GroupTypes, Machine};
 use openraft::error::{InitializeError, RaftError};
 use openraft::{Raft, SnapshotPolicy};
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

@@ -73,7 +73,10 @@ impl Machine for KvStore {
             for event in events {
                 changes.push(match event.kind {
                     KvEventKind::Put => Change::put(kv_record_key(&event.key), &event.entry),
-                    KvEventKind::Delete => Change { key: kv_record_key(&event.key), value: None },
+                    KvEventKind::Delete => Change {
+                        key: kv_record_key(&event.key),
+                        value: None,
+                    },
                 });
             }
             responses.push(response);

@@ -71,7 +71,12 @@ async fn sigkill_of_the_leader_loses_no_acknowledged_write() {
 
     // Stop everything gracefully, start again, read everything back.
     for i in 0..3 {
-        assert_eq!(cluster.terminate(i), Some(0), "graceful stop exits 0\n{}", cluster.logs());
+        assert_eq!(
+            cluster.terminate(i),
+            Some(0),
+            "graceful stop exits 0\n{}",
+            cluster.logs()
+        );
     }
     for i in 0..3 {
         cluster.spawn(i);

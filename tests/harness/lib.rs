@@ -113,7 +113,16 @@ impl TestCluster {
             .append(true)
             .open(&node.log)
             .expect("open log");
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        // If the test process dies without running Drop, the kernel kills the node too.
+        // SAFETY: prctl is async-signal-safe and touches only the child being exec'ed.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command
             .args(["node", "--config"])
             .arg(&node.config)
             .env("FIREBREAK_LOG", "info,openraft=warn")

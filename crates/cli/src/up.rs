@@ -4,7 +4,8 @@
 //! their own loopback address (127.0.1.1, 127.0.2.1, 127.0.3.1), with a config, data dir,
 //! log file and pid file under `--data-dir/<site>/`. Ctrl-C or SIGTERM stops exactly these
 //! children: SIGTERM by PID, then SIGKILL after a grace period. A child that dies while
-//! the cluster runs (say, killed to try a site loss) is reported and left down.
+//! the cluster runs (say, killed to try a site loss) is reported and left down. If `up` is
+//! itself SIGKILLed, the kernel sends its children SIGTERM (PR_SET_PDEATHSIG).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -103,7 +104,17 @@ fn spawn(exe: &Path, dir: &Path, log: &Path) -> Result<Child> {
         .create(true)
         .append(true)
         .open(log)?;
-    let child = Command::new(exe)
+    let mut command = Command::new(exe);
+    // If `up` itself dies without a chance to stop its children (SIGKILL), the kernel sends
+    // each of them SIGTERM: no node outlives the command that started it.
+    // SAFETY: prctl is async-signal-safe and touches only the child being exec'ed.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let child = command
         .arg("node")
         .arg("--config")
         .arg(dir.join("node.yaml"))

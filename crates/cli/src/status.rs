@@ -122,7 +122,24 @@ fn print_tables(views: &[(String, Result<ClusterInfo>)]) {
                     ]);
                 }
                 Err(_) => {
-                    table.add_row(["?", "?", node.as_str(), "unreachable", "-", "-", "-", "-"]);
+                    // Name the unreachable node from the members the others know.
+                    let member = infos
+                        .iter()
+                        .flat_map(|(_, g)| &g.members)
+                        .find(|m| &m.addr == node);
+                    let (id, site) = member.map_or(("?".to_string(), "?".to_string()), |m| {
+                        (m.id.to_string(), m.site.clone())
+                    });
+                    table.add_row([
+                        id,
+                        site,
+                        node.clone(),
+                        "unreachable".into(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                    ]);
                 }
             }
         }

@@ -1,11 +1,12 @@
 //! The firebreak node: one per site, hosting both Raft groups and serving their APIs.
 //!
 //! ```text
-//!                    ┌──────────────── firebreak node ────────────────┐
-//!   peers ──HTTP──►  │ /raft/control/*  ─► Raft<control> ─► sled (control/) │
-//!                    │ /raft/state/*    ─► Raft<state>   ─► sled (state/)   │
-//!   clients ─HTTP─►  │ /v1/*  api ─► Group::write / reads / watch         │
-//!                    └───────────────────────────────────────────────────┘
+//!                 ┌───────────────────── firebreak node ─────────────────────┐
+//!   peers ─HTTP─► │ /raft/control/*  ─► Raft<control> ─► sled (control/)     │
+//!                 │ /raft/state/*    ─► Raft<state>   ─► sled (state/)       │
+//!   clients ─HTTP►│ /v1/* api ─► writes: batch (state) / Group::write         │
+//!                 │              reads, watch: the local replica             │
+//!                 └──────────────────────────────────────────────────────────┘
 //! ```
 //!
 //! The two groups never share a log, a store, a flusher or an HTTP connection pool, so

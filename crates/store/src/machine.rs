@@ -34,7 +34,7 @@ impl Change {
 }
 
 /// A group's state machine as the store needs it.
-pub trait Machine: Default + Serialize + DeserializeOwned + Send + Sync + 'static {
+pub trait Machine: Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The group whose commands this machine applies.
     type Types: GroupTypes;
 

@@ -155,8 +155,10 @@ impl<M: Machine> StateMachineStore<M> {
         if let Some((meta, data)) = store.shared.snapshot.read()? {
             if meta.last_log_id > store.write_lock().last_applied {
                 tracing::info!(snapshot = %meta.snapshot_id, "restoring state from snapshot newer than records");
+                let machine: M =
+                    serde_json::from_slice(&data).map_err(|e| corrupt(e.to_string()))?;
                 store
-                    .replace(&meta, &data)
+                    .replace(&meta, machine)
                     .map_err(|e| corrupt(e.to_string()))?;
             }
         }
@@ -178,8 +180,7 @@ impl<M: Machine> StateMachineStore<M> {
     }
 
     /// Replaces the machine and all its records with a snapshot's, in one sled batch.
-    fn replace(&self, meta: &SnapshotMeta<NodeId, Member>, data: &[u8]) -> std::io::Result<()> {
-        let machine: M = serde_json::from_slice(data).map_err(std::io::Error::other)?;
+    fn replace(&self, meta: &SnapshotMeta<NodeId, Member>, machine: M) -> std::io::Result<()> {
         let mut applied = self.write_lock();
         let mut batch = sled::Batch::default();
         for item in self.shared.tree.iter().keys() {
@@ -210,15 +211,19 @@ impl<M: Machine> StateMachineStore<M> {
 
 impl<M: Machine> RaftSnapshotBuilder<M::Types> for StateMachineStore<M> {
     async fn build_snapshot(&mut self) -> StorageResult<Snapshot<M::Types>> {
-        let (data, last_log_id, last_membership) = {
+        // Copy under the lock, serialize and write outside it and off the async workers:
+        // a large state must not stall apply, heartbeats or client requests meanwhile.
+        let (machine, last_log_id, last_membership) = {
             let applied = self
                 .shared
                 .applied
                 .read()
                 .expect("state machine lock poisoned");
-            let data = serde_json::to_vec(&applied.machine)
-                .map_err(|e| StorageIOError::read_state_machine(&e))?;
-            (data, applied.last_applied, applied.membership.clone())
+            (
+                applied.machine.clone(),
+                applied.last_applied,
+                applied.membership.clone(),
+            )
         };
         let snapshot_id = match last_log_id {
             Some(log_id) => format!("{}-{}", log_id.leader_id, log_id.index),
@@ -229,17 +234,26 @@ impl<M: Machine> RaftSnapshotBuilder<M::Types> for StateMachineStore<M> {
             last_membership,
             snapshot_id,
         };
+        let signature = Some(meta.signature());
         // The records must be durable up to the snapshot before openraft may purge the log
         // that could otherwise rebuild them.
         self.shared
             .flusher
             .flush()
             .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        self.shared
-            .snapshot
-            .write(&meta, &data)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+        let shared = self.shared.clone();
+        let (meta, data) = tokio::task::spawn_blocking(move || {
+            let data = serde_json::to_vec(&machine).map_err(std::io::Error::other)?;
+            shared
+                .snapshot
+                .write(&meta, &data)
+                .map_err(std::io::Error::other)?;
+            Ok::<_, std::io::Error>((meta, data))
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &std::io::Error::other(e)))?
+        .map_err(|e| StorageIOError::write_snapshot(signature, &e))?;
         tracing::info!(group = <M::Types as crate::GroupTypes>::NAME, snapshot = %meta.snapshot_id, bytes = data.len(), "built snapshot");
         Ok(Snapshot {
             meta,
@@ -317,15 +331,22 @@ impl<M: Machine> RaftStateMachine<M::Types> for StateMachineStore<M> {
     ) -> StorageResult<()> {
         let data = snapshot.into_inner();
         let signature = Some(meta.signature());
-        // Decode before touching anything, so a bad snapshot changes nothing.
-        serde_json::from_slice::<M>(&data)
-            .map_err(|e| StorageIOError::read_snapshot(signature.clone(), &e))?;
-        self.shared
-            .snapshot
-            .write(meta, &data)
-            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
-        self.replace(meta, &data)
-            .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
+        let store = self.clone();
+        let owned_meta = meta.clone();
+        // Decoding, writing and replacing every record is heavy: keep it off the async workers.
+        tokio::task::spawn_blocking(move || {
+            // Decode before touching anything, so a bad snapshot changes nothing.
+            let machine: M = serde_json::from_slice(&data).map_err(std::io::Error::other)?;
+            store
+                .shared
+                .snapshot
+                .write(&owned_meta, &data)
+                .map_err(std::io::Error::other)?;
+            store.replace(&owned_meta, machine)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &std::io::Error::other(e)))?
+        .map_err(|e| StorageIOError::write_snapshot(signature.clone(), &e))?;
         self.shared
             .flusher
             .flush()
@@ -336,10 +357,10 @@ impl<M: Machine> RaftStateMachine<M::Types> for StateMachineStore<M> {
     }
 
     async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<M::Types>>> {
-        let current = self
-            .shared
-            .snapshot
-            .read()
+        let shared = self.shared.clone();
+        let current = tokio::task::spawn_blocking(move || shared.snapshot.read())
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(None, &std::io::Error::other(e)))?
             .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         Ok(current.map(|(meta, data)| Snapshot {
             meta,

@@ -1,15 +1,20 @@
-//! The `control` group's state machine: what the cluster knows of its sites and members.
+//! The `control` group's state machine: the cluster's members and sites, and everything
+//! failover needs (topology, leases, health, routing, controls, audit; see [`failover`]).
 //!
-//! Each node registers itself (site, address) when it starts; the control group is
-//! separate from the `state` group so that a flood of service data can never delay it.
-//! `Ping` commits nothing but proves the control group can commit, and how fast.
+//! The control group is separate from the `state` group so that a flood of service data
+//! can never delay it. `Ping` commits nothing but proves the control group can commit.
+//! Every command that depends on time carries `at_ms`, stamped by the proposing leader,
+//! so that apply stays deterministic.
 //!
-//! Caveats: health, routing, controls and the audit log come with the failover work.
+//! [`failover`]: crate::failover
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::failover::{Actor, Evacuation, Failover, Freeze, Refusal, RouteChange, Rule};
+use crate::kv::MAX_COMMAND_BYTES;
+use crate::topology::Topology;
 use crate::{InvalidInput, Member, NodeId, Result, SiteId};
 
 /// Longest member address accepted (`host:port`).
@@ -24,6 +29,9 @@ pub struct ControlState {
     pub members: BTreeMap<NodeId, Member>,
     /// Count of pings committed: a cheap witness that the group commits.
     pub pings: u64,
+    /// Topology, leases, health, routing, controls and audit.
+    #[serde(default)]
+    pub failover: Failover,
 }
 
 /// What the control group knows of one site.
@@ -41,6 +49,47 @@ pub enum ControlCommand {
     RegisterMember { node_id: NodeId, member: Member },
     /// Commit a no-op, to measure or prove the control group's write path.
     Ping,
+    /// Replace the topology.
+    ApplyTopology {
+        topology: Topology,
+        actor: Actor,
+        at_ms: u64,
+    },
+    /// A site's node renews the site's liveness lease.
+    RenewLease { site: SiteId, at_ms: u64 },
+    /// A site's agent reports a health transition of a service's local instance.
+    ReportHealth {
+        service: String,
+        site: SiteId,
+        healthy: bool,
+        at_ms: u64,
+    },
+    /// Change where a service is served (automation, or an operator naming overrides).
+    Route(RouteChange),
+    /// Take a site out of every service until restored or expired.
+    Evacuate {
+        site: SiteId,
+        actor: Actor,
+        reason: String,
+        expires_at_ms: u64,
+        overrides: Vec<Rule>,
+        at_ms: u64,
+    },
+    /// Lift an evacuation.
+    Restore {
+        site: SiteId,
+        actor: Actor,
+        reason: String,
+        at_ms: u64,
+    },
+    /// Stop automation.
+    Freeze {
+        actor: Actor,
+        reason: String,
+        at_ms: u64,
+    },
+    /// Let automation act again.
+    Unfreeze { actor: Actor, at_ms: u64 },
 }
 
 /// What a control command did.
@@ -51,6 +100,10 @@ pub enum ControlResponse {
     Registered { changed: bool },
     /// The number of pings committed so far, this one included.
     Pong { pings: u64 },
+    /// The command took effect; a routing change reports the service's new epoch.
+    Done { epoch: Option<u64> },
+    /// The command was refused and changed nothing.
+    Refused(Refusal),
     /// A log entry that carries no command, or an invalid one that changed nothing.
     None,
 }
@@ -69,7 +122,20 @@ impl ControlCommand {
                 }
                 Ok(())
             }
-            ControlCommand::Ping => Ok(()),
+            ControlCommand::ApplyTopology { topology, .. } => {
+                topology.validate()?;
+                let encoded = serde_json::to_vec(self).map_or(usize::MAX, |b| b.len());
+                if encoded > MAX_COMMAND_BYTES {
+                    return Err(InvalidInput::new(
+                        "topology",
+                        format!(
+                            "{encoded} bytes once encoded exceed the limit of {MAX_COMMAND_BYTES}"
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -100,7 +166,82 @@ impl ControlState {
                 self.pings += 1;
                 ControlResponse::Pong { pings: self.pings }
             }
+            other => done(self.apply_failover(other)),
         }
+    }
+
+    fn apply_failover(
+        &mut self,
+        command: &ControlCommand,
+    ) -> std::result::Result<Option<u64>, Refusal> {
+        let f = &mut self.failover;
+        match command.clone() {
+            ControlCommand::ApplyTopology {
+                topology,
+                actor,
+                at_ms,
+            } => f.apply_topology(topology, &actor, at_ms).map(|_| None),
+            ControlCommand::RenewLease { site, at_ms } => {
+                f.renew_lease(&site, at_ms);
+                Ok(None)
+            }
+            ControlCommand::ReportHealth {
+                service,
+                site,
+                healthy,
+                at_ms,
+            } => f
+                .report_health(&service, &site, healthy, at_ms)
+                .map(|_| None),
+            ControlCommand::Route(change) => f.change_route(change).map(Some),
+            ControlCommand::Evacuate {
+                site,
+                actor,
+                reason,
+                expires_at_ms,
+                overrides,
+                at_ms,
+            } => f
+                .evacuate(
+                    &site,
+                    Evacuation {
+                        actor,
+                        reason,
+                        at_ms,
+                        expires_at_ms,
+                    },
+                    &overrides,
+                )
+                .map(|_| None),
+            ControlCommand::Restore {
+                site,
+                actor,
+                reason,
+                at_ms,
+            } => f.restore(&site, &actor, &reason, at_ms).map(|_| None),
+            ControlCommand::Freeze {
+                actor,
+                reason,
+                at_ms,
+            } => f
+                .freeze(Freeze {
+                    actor,
+                    reason,
+                    at_ms,
+                })
+                .map(|_| None),
+            ControlCommand::Unfreeze { actor, at_ms } => f.unfreeze(&actor, at_ms).map(|_| None),
+            ControlCommand::RegisterMember { .. } | ControlCommand::Ping => {
+                unreachable!("handled by apply")
+            }
+        }
+    }
+}
+
+fn done(result: std::result::Result<Option<u64>, Refusal>) -> ControlResponse {
+    match result {
+        Ok(epoch) => ControlResponse::Done { epoch },
+        Err(refusal) => ControlResponse::Refused(refusal),
     }
 }
 

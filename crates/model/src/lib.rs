@@ -10,13 +10,15 @@
 //! Time and inputs come in as arguments, so the same code runs in the node, in unit tests
 //! and in simulations, and every replica that applies the same log reaches the same state.
 //!
-//! Caveats: the control state holds only sites and members for now; health, routing,
-//! controls and the failover policy arrive with the failover work.
+//! `failover::decide` is the whole automatic failover policy as one pure function; the
+//! node's engine calls it on the control leader and proposes what it returns.
 
 pub mod control;
 pub mod error;
+pub mod failover;
 pub mod ids;
 pub mod kv;
+pub mod topology;
 pub mod watch;
 
 pub use error::{InvalidInput, Result};

@@ -7,9 +7,11 @@
 
 use std::collections::BTreeMap;
 
-use firebreak_model::control::{ControlCommand, ControlResponse, ControlState};
+use firebreak_model::control::{ControlCommand, ControlResponse, ControlState, SiteRecord};
+use firebreak_model::failover::{Evacuation, Freeze, Lease};
 use firebreak_model::kv::{KvCommand, KvEntry, KvResponse, KvStore};
 use firebreak_model::watch::KvEventKind;
+use firebreak_model::{Member, NodeId, SiteId};
 use openraft::RaftTypeConfig;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -123,15 +125,101 @@ impl Machine for KvStore {
     }
 }
 
-const CONTROL_STATE: &[u8] = b"state";
+// The control state is split into records so that none approaches sled's 128 KiB blob
+// threshold however long the audit log or the service list grows.
+const CONTROL_MEMBERS: &[u8] = b"members";
+const CONTROL_FAILOVER: &[u8] = b"failover";
+const CONTROL_TOPOLOGY: &[u8] = b"topology";
+const CONTROL_ROUTE: &str = "route:";
+const CONTROL_HEALTH: &str = "health:";
+const CONTROL_AUDIT: &str = "audit:";
+
+/// Members, sites and the ping count.
+#[derive(Serialize, serde::Deserialize, Default)]
+struct MembersRecord {
+    sites: BTreeMap<SiteId, SiteRecord>,
+    members: BTreeMap<NodeId, Member>,
+    pings: u64,
+}
+
+/// Failover state bounded by the number of sites.
+#[derive(Serialize, serde::Deserialize, Default)]
+struct FailoverRecord {
+    leases: BTreeMap<SiteId, Lease>,
+    evacuations: BTreeMap<SiteId, Evacuation>,
+    frozen: Option<Freeze>,
+    audit_archived: u64,
+}
+
+fn audit_key(seq: u64) -> String {
+    format!("{CONTROL_AUDIT}{seq:020}")
+}
+
+/// The records bounded by the number of sites and members.
+fn core_changes(state: &ControlState, changes: &mut Vec<Change>) {
+    let members = MembersRecord {
+        sites: state.sites.clone(),
+        members: state.members.clone(),
+        pings: state.pings,
+    };
+    changes.push(Change::put(CONTROL_MEMBERS, &members));
+    let f = &state.failover;
+    let failover = FailoverRecord {
+        leases: f.leases.clone(),
+        evacuations: f.evacuations.clone(),
+        frozen: f.frozen.clone(),
+        audit_archived: f.audit.archived,
+    };
+    changes.push(Change::put(CONTROL_FAILOVER, &failover));
+}
+
+/// Puts or removes `prefix + key` records where `before` and `after` differ.
+fn diff_records<V: Serialize + PartialEq>(
+    prefix: &str,
+    before: &BTreeMap<String, V>,
+    after: &BTreeMap<String, V>,
+    changes: &mut Vec<Change>,
+) {
+    for (key, value) in after {
+        if before.get(key) != Some(value) {
+            changes.push(Change::put(format!("{prefix}{key}"), value));
+        }
+    }
+    for key in before.keys().filter(|k| !after.contains_key(*k)) {
+        changes.push(Change {
+            key: format!("{prefix}{key}").into_bytes(),
+            value: None,
+        });
+    }
+}
 
 impl Machine for ControlState {
     type Types = ControlTypes;
 
     fn apply(&mut self, command: &ControlCommand, changes: &mut Vec<Change>) -> ControlResponse {
+        let routing = self.failover.routing.clone();
+        let health = self.failover.health.clone();
+        let (archived, next_seq) = (
+            self.failover.audit.archived,
+            self.failover.audit.archived + self.failover.audit.entries.len() as u64,
+        );
         let response = ControlState::apply(self, command);
-        // The control state is small: store it whole.
-        changes.push(Change::put(CONTROL_STATE, self));
+        core_changes(self, changes);
+        if matches!(command, ControlCommand::ApplyTopology { .. }) {
+            changes.push(Change::put(CONTROL_TOPOLOGY, &self.failover.topology));
+        }
+        diff_records(CONTROL_ROUTE, &routing, &self.failover.routing, changes);
+        diff_records(CONTROL_HEALTH, &health, &self.failover.health, changes);
+        let audit = &self.failover.audit;
+        for seq in archived..audit.archived {
+            changes.push(Change {
+                key: audit_key(seq).into_bytes(),
+                value: None,
+            });
+        }
+        for entry in audit.entries.iter().filter(|e| e.seq >= next_seq) {
+            changes.push(Change::put(audit_key(entry.seq), entry));
+        }
         response
     }
 
@@ -140,13 +228,146 @@ impl Machine for ControlState {
     }
 
     fn load(records: BTreeMap<Vec<u8>, Vec<u8>>) -> Result<Self, String> {
-        match records.get(CONTROL_STATE) {
-            Some(bytes) => serde_json::from_slice(bytes).map_err(|e| format!("control state: {e}")),
-            None => Ok(ControlState::default()),
+        let mut state = ControlState::default();
+        for (key, value) in records {
+            let key = String::from_utf8(key).map_err(|e| format!("control record key: {e}"))?;
+            let bad = |e: serde_json::Error| format!("control record {key}: {e}");
+            if key.as_bytes() == CONTROL_MEMBERS {
+                let m: MembersRecord = serde_json::from_slice(&value).map_err(bad)?;
+                (state.sites, state.members, state.pings) = (m.sites, m.members, m.pings);
+            } else if key.as_bytes() == CONTROL_FAILOVER {
+                let f: FailoverRecord = serde_json::from_slice(&value).map_err(bad)?;
+                let failover = &mut state.failover;
+                (failover.leases, failover.evacuations, failover.frozen) =
+                    (f.leases, f.evacuations, f.frozen);
+                failover.audit.archived = f.audit_archived;
+            } else if key.as_bytes() == CONTROL_TOPOLOGY {
+                state.failover.topology = serde_json::from_slice(&value).map_err(bad)?;
+            } else if let Some(service) = key.strip_prefix(CONTROL_ROUTE) {
+                let route = serde_json::from_slice(&value).map_err(bad)?;
+                state.failover.routing.insert(service.to_string(), route);
+            } else if let Some(service) = key.strip_prefix(CONTROL_HEALTH) {
+                let health = serde_json::from_slice(&value).map_err(bad)?;
+                state.failover.health.insert(service.to_string(), health);
+            } else if key.starts_with(CONTROL_AUDIT) {
+                // Keys sort by sequence number, so entries arrive in order.
+                state
+                    .failover
+                    .audit
+                    .entries
+                    .push_back(serde_json::from_slice(&value).map_err(bad)?);
+            } else {
+                return Err(format!("unknown control record {key}"));
+            }
         }
+        Ok(state)
     }
 
     fn dump(&self) -> Vec<Change> {
-        vec![Change::put(CONTROL_STATE, self)]
+        let mut out = Vec::new();
+        core_changes(self, &mut out);
+        out.push(Change::put(CONTROL_TOPOLOGY, &self.failover.topology));
+        diff_records(
+            CONTROL_ROUTE,
+            &BTreeMap::new(),
+            &self.failover.routing,
+            &mut out,
+        );
+        diff_records(
+            CONTROL_HEALTH,
+            &BTreeMap::new(),
+            &self.failover.health,
+            &mut out,
+        );
+        out.extend(
+            self.failover
+                .audit
+                .entries
+                .iter()
+                .map(|e| Change::put(audit_key(e.seq), e)),
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use firebreak_model::failover::{Actor, ActorKind};
+    use firebreak_model::topology::Topology;
+
+    fn topology() -> Topology {
+        serde_json::from_str(
+            r#"{"sites":[{"name":"pangyo"},{"name":"gasan"},{"name":"busan"}],
+                "services":[{"name":"messaging","mode":"active-active",
+                             "endpoints":{"pangyo":"http://a","gasan":"http://b"}}],
+                "policy":{"audit_keep":2}}"#,
+        )
+        .unwrap()
+    }
+
+    /// Applies commands, mirroring every change into a record map, as the store does.
+    fn apply_all(commands: &[ControlCommand]) -> (ControlState, BTreeMap<Vec<u8>, Vec<u8>>) {
+        let mut state = ControlState::default();
+        let mut records = BTreeMap::new();
+        for command in commands {
+            let mut changes = Vec::new();
+            Machine::apply(&mut state, command, &mut changes);
+            for Change { key, value } in changes {
+                match value {
+                    Some(v) => records.insert(key, v),
+                    None => records.remove(&key),
+                };
+            }
+        }
+        (state, records)
+    }
+
+    #[test]
+    fn control_records_rebuild_the_same_state_and_compact_the_audit() {
+        let ops = Actor {
+            kind: ActorKind::Manual,
+            name: "ops".into(),
+        };
+        let commands = vec![
+            ControlCommand::ApplyTopology {
+                topology: topology(),
+                actor: ops.clone(),
+                at_ms: 0,
+            },
+            ControlCommand::RenewLease {
+                site: "pangyo".into(),
+                at_ms: 10,
+            },
+            ControlCommand::Freeze {
+                actor: ops.clone(),
+                reason: "window".into(),
+                at_ms: 20,
+            },
+            ControlCommand::Unfreeze {
+                actor: ops.clone(),
+                at_ms: 30,
+            },
+            ControlCommand::ReportHealth {
+                service: "messaging".into(),
+                site: "gasan".into(),
+                healthy: false,
+                at_ms: 40,
+            },
+        ];
+        let (state, records) = apply_all(&commands);
+        // audit_keep is 2: three entries were written, one compacted away.
+        assert_eq!(state.failover.audit.archived, 1);
+        assert_eq!(
+            records.keys().filter(|k| k.starts_with(b"audit:")).count(),
+            2
+        );
+        assert_eq!(ControlState::load(records).unwrap(), state);
+        let dumped: BTreeMap<_, _> = state
+            .dump()
+            .into_iter()
+            .map(|c| (c.key, c.value.unwrap()))
+            .collect();
+        assert_eq!(ControlState::load(dumped).unwrap(), state);
     }
 }

@@ -64,6 +64,7 @@ fn configs(data_dir: &Path, port: u16) -> Vec<NodeConfig> {
             peers: peers.clone(),
             raft: RaftTimings::default(),
             api: ApiLimits::default(),
+            auth: Default::default(),
         })
         .collect()
 }

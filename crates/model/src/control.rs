@@ -140,6 +140,28 @@ impl ControlCommand {
     }
 }
 
+impl ControlCommand {
+    /// Sets the command's time, as the control leader does when it proposes it, so that
+    /// every time in the control state comes from one clock per leadership.
+    pub fn stamp(&mut self, now_ms: u64) {
+        match self {
+            ControlCommand::ApplyTopology { at_ms, .. }
+            | ControlCommand::RenewLease { at_ms, .. }
+            | ControlCommand::ReportHealth { at_ms, .. }
+            | ControlCommand::Restore { at_ms, .. }
+            | ControlCommand::Freeze { at_ms, .. }
+            | ControlCommand::Unfreeze { at_ms, .. } => *at_ms = now_ms,
+            ControlCommand::Route(change) => change.at_ms = now_ms,
+            ControlCommand::Evacuate { at_ms, expires_at_ms, .. } => {
+                // The expiry travels as a duration from the proposer's clock to the leader's.
+                *expires_at_ms = now_ms + expires_at_ms.saturating_sub(*at_ms);
+                *at_ms = now_ms;
+            }
+            ControlCommand::RegisterMember { .. } | ControlCommand::Ping => {}
+        }
+    }
+}
+
 impl ControlState {
     /// Applies a committed command.
     pub fn apply(&mut self, command: &ControlCommand) -> ControlResponse {

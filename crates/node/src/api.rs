@@ -25,7 +25,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use firebreak_model::control::{ControlCommand, ControlState};
+use firebreak_model::control::{ControlCommand, ControlResponse, ControlState};
 use firebreak_model::kv::{KvCommand, KvEntry, KvStore, Txn, MAX_RANGE_LIMIT};
 use firebreak_model::watch::{KvEvent, MAX_WATCH_EVENTS};
 use firebreak_model::{Member, NodeId};
@@ -34,7 +34,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+use crate::auth::Tokens;
 use crate::batch::StateWriter;
+use crate::metrics::Counters;
 use crate::group::{Group, GroupError, GroupInfo};
 use crate::NodeConfig;
 
@@ -54,13 +56,17 @@ pub struct Api {
     pub state: Group<KvStore>,
     /// The batched write path of the state group.
     pub state_writer: StateWriter,
+    /// Operator tokens.
+    pub tokens: Tokens,
+    /// Failovers and blocked changes, for /metrics.
+    pub counters: Counters,
     forward: reqwest::Client,
     watchers: Arc<Semaphore>,
 }
 
 impl Api {
     /// Builds the API state of a node.
-    pub fn new(config: NodeConfig, control: Group<ControlState>, state: Group<KvStore>) -> Self {
+    pub fn new(config: NodeConfig, control: Group<ControlState>, state: Group<KvStore>, tokens: Tokens) -> Self {
         let timeout =
             Duration::from_millis(config.api.write_timeout_ms.max(config.api.read_timeout_ms))
                 + Duration::from_secs(2);
@@ -77,8 +83,33 @@ impl Api {
             control,
             state,
             state_writer,
+            tokens,
+            counters: Counters::default(),
             forward,
             watchers,
+        }
+    }
+}
+
+impl Api {
+    /// Proposes a control command from any node: on the leader it is stamped with the
+    /// leader's clock and written; elsewhere it goes to the leader's internal endpoint,
+    /// which does the same.
+    pub async fn propose_control(&self, mut command: ControlCommand) -> Result<ControlResponse, GroupError> {
+        command.stamp(crate::failover::now_ms());
+        match self.control.write(command.clone()).await {
+            Err(GroupError::NotLeader { leader: Some((_, member)) }) => {
+                let url = format!("http://{}/v1/internal/control", member.addr);
+                let response = self.forward.post(url).json(&command).send().await.map_err(|e| {
+                    GroupError::Unavailable { reason: format!("leader at {} did not answer: {e}", member.addr) }
+                })?;
+                if !response.status().is_success() {
+                    let reason = format!("leader at {} answered {}", member.addr, response.status());
+                    return Err(GroupError::Unavailable { reason });
+                }
+                response.json().await.map_err(|e| GroupError::Unavailable { reason: e.to_string() })
+            }
+            other => other,
         }
     }
 }
@@ -93,6 +124,9 @@ pub fn routes(api: Arc<Api>) -> Router {
         .route("/v1/watch", get(watch))
         .route("/v1/cluster", get(cluster))
         .route("/v1/control/ping", post(control_ping))
+        .route("/v1/internal/control", post(internal_control))
+        .merge(crate::operator::routes())
+        .route("/metrics", get(crate::metrics::render))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -122,7 +156,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             kind,
@@ -131,7 +165,7 @@ impl ApiError {
         }
     }
 
-    fn invalid(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
     }
 }
@@ -183,9 +217,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
-async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> ApiResult<(Bytes, T)> {
+pub(crate) async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> ApiResult<(Bytes, T)> {
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -201,14 +235,14 @@ async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> ApiResult<(
     Ok((bytes, value))
 }
 
-fn query<T: DeserializeOwned>(uri: &Uri) -> ApiResult<T> {
+pub(crate) fn query<T: DeserializeOwned>(uri: &Uri) -> ApiResult<T> {
     Query::<T>::try_from_uri(uri)
         .map(|q| q.0)
         .map_err(|e| ApiError::invalid(format!("bad query string: {e}")))
 }
 
 /// Sends a request on to the leader once and relays its answer.
-async fn forward(
+pub(crate) async fn forward(
     api: &Api,
     err: GroupError,
     headers: &HeaderMap,
@@ -233,6 +267,9 @@ async fn forward(
         .request(method.clone(), url)
         .header(FORWARDED_HEADER, api.config.node_id.to_string())
         .header("content-type", "application/json");
+    if let Some(auth) = headers.get("authorization") {
+        request = request.header("authorization", auth.clone());
+    }
     if let Some(body) = body {
         request = request.body(body);
     }
@@ -583,4 +620,15 @@ async fn control_ping(
         .into_response()),
         Err(err) => forward(&api, err, &headers, Method::POST, &uri, None).await,
     }
+}
+
+/// Lease renewals and health reports forwarded by other nodes; stamped here, the leader.
+async fn internal_control(State(api): State<Arc<Api>>, body: Body) -> ApiResult<Response> {
+    let (_, mut command): (_, ControlCommand) = read_json(body, api.config.api.max_body_bytes).await?;
+    if !matches!(command, ControlCommand::RenewLease { .. } | ControlCommand::ReportHealth { .. }) {
+        return Err(ApiError::invalid("only lease renewals and health reports are accepted here"));
+    }
+    command.stamp(crate::failover::now_ms());
+    let response = api.control.write(command).await?;
+    Ok(Json(response).into_response())
 }

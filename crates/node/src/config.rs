@@ -40,6 +40,21 @@ pub struct NodeConfig {
     /// Client API bounds.
     #[serde(default)]
     pub api: ApiLimits,
+    /// Who may act as an operator.
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// Bearer tokens for the operator endpoints (evacuate, restore, freeze, topology apply).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// A file of `NAME TOKEN` lines (`#` starts a comment). The name is what the audit log
+    /// records. If unset, the tokens come from `FIREBREAK_NODE_TOKENS` (`NAME:TOKEN,...`);
+    /// with neither, operator endpoints refuse every request.
+    pub tokens_file: Option<PathBuf>,
+    /// Require a token for reads (status, routing, audit) too.
+    pub protect_reads: bool,
 }
 
 /// One member of the cluster as configured.

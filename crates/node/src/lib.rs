@@ -17,13 +17,17 @@
 //! network); membership is fixed at bootstrap (no add/remove commands yet).
 
 pub mod api;
+pub mod auth;
 pub mod batch;
 pub mod config;
 mod error;
+pub mod failover;
 pub mod group;
 mod identity;
+pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod operator;
 
 pub use config::NodeConfig;
 pub use error::{Error, Result};

@@ -44,6 +44,7 @@ pub struct RunningNode {
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
     registration: JoinHandle<()>,
+    failover: Vec<JoinHandle<()>>,
 }
 
 fn raft_config(config: &NodeConfig, group: &str) -> Result<Arc<openraft::Config>> {
@@ -128,7 +129,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     identity::claim(&config)?;
     let control = start_group::<ControlState>(&config).await?;
     let state = start_group::<KvStore>(&config).await?;
-    let api = Arc::new(Api::new(config.clone(), control.clone(), state.clone()));
+    let tokens = crate::auth::Tokens::load(&config.auth)?;
+    let api = Arc::new(Api::new(config.clone(), control.clone(), state.clone(), tokens));
     let router = api::routes(api.clone()).merge(
         network::routes(control.raft.clone())
             .merge(network::routes(state.raft.clone()))
@@ -168,6 +170,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     bootstrap(&control, &config).await?;
     bootstrap(&state, &config).await?;
     let registration = tokio::spawn(register(control.clone()));
+    let failover = crate::failover::spawn(api.clone());
     tracing::info!(node = %config.node_id, site = %config.site, %addr, "node serving");
     Ok(RunningNode {
         api,
@@ -175,6 +178,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         stop,
         server,
         registration,
+        failover,
     })
 }
 
@@ -229,6 +233,9 @@ impl RunningNode {
     /// Stops serving and shuts both Raft groups down; the stores flush as they close.
     pub async fn shutdown(self) {
         self.registration.abort();
+        for task in &self.failover {
+            task.abort();
+        }
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.server).await;
         for (name, result) in [

@@ -52,6 +52,7 @@ impl Cluster {
                 peers: peers.clone(),
                 raft: raft.clone(),
                 api: ApiLimits::default(),
+                auth: Default::default(),
             })
             .collect();
         let mut cluster = Cluster {

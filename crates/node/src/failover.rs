@@ -1,0 +1,161 @@
+//! The failover runtime: lease renewal, the health agent, and the engine that runs
+//! `decide` on the control leader.
+//!
+//! ```text
+//!   every node:   lease task ── RenewLease(own site) ──┐
+//!                 agent ─ probe own site's endpoints ──┼─► control leader ─► Raft
+//!                        (only fall/rise transitions)  │   (stamps at_ms)
+//!   leader only:  engine tick ─ decide(state, now) ────┘
+//! ```
+//!
+//! The engine runs only where the control group's leader has heard from a quorum within an
+//! election timeout (the same check that guards writes), so nothing is decided without a
+//! quorum; a new leader simply starts ticking on the replicated state. Every proposal goes
+//! through the state machine, which checks the safety rules again.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use firebreak_model::control::{ControlCommand, ControlResponse};
+use firebreak_model::failover::{decide, Actor, AutoCommand};
+use firebreak_model::topology::Policy;
+use firebreak_model::SiteId;
+use tokio::task::JoinHandle;
+
+use crate::api::Api;
+
+/// How often the engine runs `decide`.
+pub const ENGINE_TICK: Duration = Duration::from_millis(250);
+/// How often the agent checks which probes are due.
+const AGENT_TICK: Duration = Duration::from_millis(100);
+
+/// Milliseconds since the Unix epoch on this node's clock.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Starts the lease, agent and engine tasks; abort them to stop.
+pub fn spawn(api: Arc<Api>) -> Vec<JoinHandle<()>> {
+    vec![tokio::spawn(renew_leases(api.clone())), tokio::spawn(agent(api.clone())), tokio::spawn(engine(api))]
+}
+
+fn policy(api: &Api) -> Policy {
+    api.control.reader.read(|c| c.failover.topology.as_ref().map(|t| t.policy.clone())).unwrap_or_default()
+}
+
+async fn renew_leases(api: Arc<Api>) {
+    let site = api.config.site.clone();
+    loop {
+        let interval = Duration::from_millis(policy(&api).lease_interval_ms);
+        let started = tokio::time::Instant::now();
+        if let Err(err) = api.propose_control(ControlCommand::RenewLease { site: site.clone(), at_ms: 0 }).await {
+            tracing::debug!(cause = %err, "lease renewal not committed");
+        }
+        tokio::time::sleep_until(started + interval).await;
+    }
+}
+
+/// Consecutive probe results of one service in this site.
+#[derive(Default)]
+struct Probe {
+    next_due_ms: u64,
+    successes: u32,
+    failures: u32,
+}
+
+async fn agent(api: Arc<Api>) {
+    let site = api.config.site.clone();
+    let http = reqwest::Client::builder().build().expect("reqwest client builds with static options");
+    let mut probes: BTreeMap<String, Probe> = BTreeMap::new();
+    loop {
+        tokio::time::sleep(AGENT_TICK).await;
+        let Some(topology) = api.control.reader.read(|c| c.failover.topology.clone()) else { continue };
+        let now = now_ms();
+        probes.retain(|name, _| topology.service(name).is_some_and(|s| s.endpoints.contains_key(&site)));
+        let due: Vec<_> = topology
+            .services
+            .iter()
+            .filter(|s| s.endpoints.contains_key(&site))
+            .filter(|s| probes.get(&s.name).is_none_or(|p| p.next_due_ms <= now))
+            .collect();
+        let results = futures::future::join_all(due.iter().map(|service| {
+            let url = format!("{}{}", service.endpoints[&site].trim_end_matches('/'), service.health.path);
+            let request = http.get(url).timeout(Duration::from_millis(service.health.timeout_ms));
+            async move { matches!(request.send().await, Ok(r) if r.status().is_success()) }
+        }))
+        .await;
+        for (service, ok) in due.into_iter().zip(results) {
+            let probe = probes.entry(service.name.clone()).or_default();
+            probe.next_due_ms = now + service.health.interval_ms;
+            if ok {
+                (probe.successes, probe.failures) = (probe.successes + 1, 0);
+            } else {
+                (probe.successes, probe.failures) = (0, probe.failures + 1);
+            }
+            let verdict = if probe.failures >= service.health.fall {
+                Some(false)
+            } else if probe.successes >= service.health.rise {
+                Some(true)
+            } else {
+                None
+            };
+            // Report transitions only, against what the control group holds (no entry: healthy);
+            // a report that did not commit is simply made again after the next probe.
+            let committed = api.control.reader.read(|c| c.failover.healthy(&service.name, &site));
+            if verdict.is_some_and(|healthy| healthy != committed) {
+                report(&api, &service.name, &site, !committed).await;
+            }
+        }
+    }
+}
+
+async fn report(api: &Api, service: &str, site: &SiteId, healthy: bool) {
+    let command = ControlCommand::ReportHealth { service: service.into(), site: site.clone(), healthy, at_ms: 0 };
+    match api.propose_control(command).await {
+        Ok(_) => tracing::info!(service, %site, healthy, "reported health transition"),
+        Err(err) => tracing::warn!(service, %site, healthy, cause = %err, "health report not committed; will retry"),
+    }
+}
+
+async fn engine(api: Arc<Api>) {
+    let mut ticker = tokio::time::interval(ENGINE_TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        ticker.tick().await;
+        if !api.control.leads_with_quorum() {
+            continue;
+        }
+        let now = now_ms();
+        let decision = api.control.reader.read(|c| decide(&c.failover, now));
+        for (service, rule) in &decision.blocked {
+            api.counters.blocked(*rule);
+            tracing::debug!(service, rule = rule.name(), "automatic change blocked");
+        }
+        for command in decision.commands {
+            let mut command = match command {
+                AutoCommand::Route(change) => ControlCommand::Route(change),
+                AutoCommand::Restore { site, reason, at_ms } => {
+                    ControlCommand::Restore { site, actor: Actor::automation(), reason, at_ms }
+                }
+            };
+            command.stamp(now);
+            match api.control.write(command.clone()).await {
+                Ok(ControlResponse::Done { epoch }) => {
+                    if let ControlCommand::Route(change) = &command {
+                        api.counters.failovers.fetch_add(1, Ordering::Relaxed);
+                        let serving: Vec<_> = change.serving.iter().map(|s| s.to_string()).collect();
+                        tracing::warn!(service = %change.service, ?serving, ?epoch, reason = %change.reason, "failover: routing changed");
+                    }
+                }
+                Ok(ControlResponse::Refused(refusal)) => tracing::info!(%refusal, "automatic change refused by the state machine"),
+                Ok(other) => tracing::debug!(?other, "unexpected response to an automatic change"),
+                Err(err) => {
+                    tracing::debug!(cause = %err, "automatic change not committed");
+                    break;
+                }
+            }
+        }
+    }
+}

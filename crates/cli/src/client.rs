@@ -25,12 +25,35 @@ pub struct Nodes {
     /// Per-node request timeout in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub timeout_ms: u64,
+    /// File holding the operator token (else FIREBREAK_TOKEN).
+    #[arg(long)]
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+impl Nodes {
+    fn token(&self) -> Result<Option<String>> {
+        match &self.token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    fail(
+                        exit::USAGE,
+                        format!("failed to read --token-file {}: {e}", path.display()),
+                    )
+                })?;
+                Ok(Some(text.trim().to_string()))
+            }
+            None => Ok(std::env::var("FIREBREAK_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty())),
+        }
+    }
 }
 
 /// A client for a list of nodes.
 pub struct Client {
     nodes: Vec<String>,
     http: reqwest::Client,
+    token: Option<String>,
 }
 
 impl Client {
@@ -48,6 +71,7 @@ impl Client {
         Ok(Self {
             nodes: nodes.nodes.clone(),
             http,
+            token: nodes.token()?,
         })
     }
 
@@ -73,6 +97,9 @@ impl Client {
                 .request(method.clone(), format!("http://{node}{path_and_query}"));
             if let Some(body) = body {
                 request = request.json(body);
+            }
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
             }
             let response = match request.send().await {
                 Ok(response) => response,
@@ -103,6 +130,10 @@ impl Client {
                         exit::USAGE,
                         format!("{node} refused the request: {message}"),
                     ))
+                }
+                StatusCode::CONFLICT => return Err(fail(exit::BLOCKED, message)),
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                    return Err(fail(exit::UNAUTHORIZED, format!("{node}: {message}")))
                 }
                 _ => return Err(anyhow::anyhow!("{node} answered {status}: {message}")),
             }

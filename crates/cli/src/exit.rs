@@ -9,6 +9,8 @@
 //! | 4    | no node could serve the request: nothing was changed           |
 //! | 5    | outcome unknown: the write may or may not have committed       |
 //! | 6    | the data dir belongs to another node or cluster                |
+//! | 7    | a safety rule blocked the change (the message names it)        |
+//! | 8    | no valid operator token                                        |
 
 use std::fmt;
 
@@ -32,6 +34,8 @@ pub const NOT_FOUND: i32 = 3;
 pub const UNAVAILABLE: i32 = 4;
 pub const UNKNOWN: i32 = 5;
 pub const DATA_DIR: i32 = 6;
+pub const BLOCKED: i32 = 7;
+pub const UNAUTHORIZED: i32 = 8;
 
 /// Builds an error with an exit code.
 pub fn fail(code: i32, message: impl Into<String>) -> anyhow::Error {

@@ -6,10 +6,12 @@
 
 mod bench;
 mod client;
+mod control;
 mod exit;
 mod kv;
 mod node;
 mod status;
+mod topology;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +35,19 @@ enum Command {
     /// Read and write the state group's key-value store.
     #[command(subcommand)]
     Kv(kv::Command),
+    /// Apply or show the topology: sites, services, failover policy.
+    #[command(subcommand)]
+    Topology(topology::Command),
+    /// Take a site out of every service (needs a token).
+    Evacuate(control::EvacuateArgs),
+    /// Lift a site's evacuation (needs a token).
+    Restore(control::RestoreArgs),
+    /// Stop automatic failover (needs a token).
+    Freeze(control::FreezeArgs),
+    /// Let automatic failover act again (needs a token).
+    Unfreeze(control::UnfreezeArgs),
+    /// Every routing change and control, with actor, reason and overridden rules.
+    Audit(control::AuditArgs),
     /// Measure the cluster (or etcd, for comparison) under load.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -61,6 +76,12 @@ fn main() {
             Command::Status(args) => status::run(args).await,
             Command::Kv(command) => kv::run(command).await,
             Command::Bench(command) => bench::run(command).await,
+            Command::Topology(command) => topology::run(command).await,
+            Command::Evacuate(args) => control::evacuate(args).await,
+            Command::Restore(args) => control::restore(args).await,
+            Command::Freeze(args) => control::freeze(args).await,
+            Command::Unfreeze(args) => control::unfreeze(args).await,
+            Command::Audit(args) => control::audit(args).await,
             Command::Version => {
                 println!("firebreak {}", env!("CARGO_PKG_VERSION"));
                 Ok(())

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Result;
 use comfy_table::Table;
 use firebreak_node::api::ClusterInfo;
+use firebreak_node::operator::FailoverStatus;
 use futures::future::join_all;
 
 use crate::client::{Client, Nodes};
@@ -51,7 +52,83 @@ pub async fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     print_tables(&views);
+    print_failover(&client, &views).await;
     Ok(())
+}
+
+/// Sites and services from the first node that answers.
+async fn print_failover(client: &Client, views: &[(String, Result<ClusterInfo>)]) {
+    for (node, view) in views {
+        if view.is_err() {
+            continue;
+        }
+        let Ok(response) = client
+            .http()
+            .get(format!("http://{node}/v1/failover"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+        else {
+            continue;
+        };
+        let Ok(status) = response.json::<Option<FailoverStatus>>().await else {
+            continue;
+        };
+        let Some(status) = status else {
+            println!("\nno topology applied: firebreak topology apply FILE");
+            return;
+        };
+        println!(
+            "\nsites (as node at {node} sees them){}",
+            status
+                .frozen
+                .as_ref()
+                .map_or(String::new(), |f| format!(" -- AUTOMATION FROZEN: {f}"))
+        );
+        let mut table = Table::new();
+        table.load_preset(comfy_table::presets::NOTHING);
+        table.set_header(["site", "state", "lease age", "evacuated"]);
+        for site in &status.sites {
+            let state = if site.witness {
+                "witness"
+            } else if site.up {
+                "up"
+            } else {
+                "DOWN"
+            };
+            let age = site
+                .lease_age_ms
+                .map_or("-".to_string(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+            table.add_row([
+                site.name.clone(),
+                state.to_string(),
+                age,
+                site.evacuated.clone().unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        println!("{table}");
+        println!("\nservices");
+        let mut table = Table::new();
+        table.load_preset(comfy_table::presets::NOTHING);
+        table.set_header(["service", "mode", "serving", "primary", "epoch", "health"]);
+        for service in &status.services {
+            let health: Vec<String> = service
+                .health
+                .iter()
+                .map(|(site, ok)| format!("{site}:{}", if *ok { "ok" } else { "FAIL" }))
+                .collect();
+            table.add_row([
+                service.name.clone(),
+                service.mode.clone(),
+                service.serving.join(","),
+                service.primary.clone().unwrap_or_else(|| "-".into()),
+                service.epoch.to_string(),
+                health.join(" "),
+            ]);
+        }
+        println!("{table}");
+        return;
+    }
 }
 
 async fn fetch(client: &Client, node: &str) -> (String, Result<ClusterInfo>) {

@@ -64,7 +64,10 @@ fn configs(data_dir: &Path, port: u16) -> Vec<NodeConfig> {
             peers: peers.clone(),
             raft: RaftTimings::default(),
             api: ApiLimits::default(),
-            auth: Default::default(),
+            auth: firebreak_node::config::AuthConfig {
+                tokens_file: Some(data_dir.join("tokens")),
+                protect_reads: false,
+            },
         })
         .collect()
 }
@@ -72,6 +75,9 @@ fn configs(data_dir: &Path, port: u16) -> Vec<NodeConfig> {
 pub async fn run(args: Args) -> Result<()> {
     let data_dir = std::path::absolute(&args.data_dir).context("failed to resolve --data-dir")?;
     let exe = std::env::current_exe().context("failed to find the firebreak binary")?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("failed to create {}", data_dir.display()))?;
+    let token = operator_token(&data_dir)?;
     let mut sites = Vec::new();
     for (name, config) in SITES.iter().zip(configs(&data_dir, args.port)) {
         let dir = data_dir.join(name);
@@ -92,12 +98,33 @@ pub async fn run(args: Args) -> Result<()> {
             site.child = Some(spawn(&exe, &data_dir.join(site.name), &site.log)?);
         }
         wait_ready(&sites).await?;
-        print_sites(&sites, &data_dir);
+        print_sites(&sites, &data_dir, &token);
         supervise(&mut sites).await
     }
     .await;
     stop_all(&mut sites).await;
     result
+}
+
+/// The operator token of this local cluster: kept in `<data-dir>/tokens` (mode 0600) so that
+/// a restart of `up` keeps it.
+fn operator_token(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join("tokens");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Some(token) = text.lines().find_map(|l| l.strip_prefix("operator ")) {
+            return Ok(token.trim().to_string());
+        }
+    }
+    let mut bytes = [0u8; 16];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(
+        &path,
+        format!("# NAME TOKEN; the name is what the audit log records\noperator {token}\n"),
+    )
+    .with_context(|| format!("failed to write {}", path.display()))?;
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(token)
 }
 
 fn spawn(exe: &Path, dir: &Path, log: &Path) -> Result<Child> {
@@ -169,7 +196,7 @@ async fn wait_ready(sites: &[Site]) -> Result<()> {
     }
 }
 
-fn print_sites(sites: &[Site], data_dir: &Path) {
+fn print_sites(sites: &[Site], data_dir: &Path, token: &str) {
     println!(
         "firebreak-local is up: 3 sites, data in {}",
         data_dir.display()
@@ -194,6 +221,8 @@ fn print_sites(sites: &[Site], data_dir: &Path) {
         );
     }
     println!("\ntry: firebreak status    firebreak kv put hello world    firebreak kv get hello");
+    println!("operator commands (topology apply, evacuate, freeze...) need the token:");
+    println!("  export FIREBREAK_TOKEN={token}");
     println!("Ctrl-C stops these three nodes.");
 }
 

@@ -152,7 +152,11 @@ impl ControlCommand {
             | ControlCommand::Freeze { at_ms, .. }
             | ControlCommand::Unfreeze { at_ms, .. } => *at_ms = now_ms,
             ControlCommand::Route(change) => change.at_ms = now_ms,
-            ControlCommand::Evacuate { at_ms, expires_at_ms, .. } => {
+            ControlCommand::Evacuate {
+                at_ms,
+                expires_at_ms,
+                ..
+            } => {
                 // The expiry travels as a duration from the proposer's clock to the leader's.
                 *expires_at_ms = now_ms + expires_at_ms.saturating_sub(*at_ms);
                 *at_ms = now_ms;

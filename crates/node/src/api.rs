@@ -36,8 +36,8 @@ use tokio::sync::Semaphore;
 
 use crate::auth::Tokens;
 use crate::batch::StateWriter;
-use crate::metrics::Counters;
 use crate::group::{Group, GroupError, GroupInfo};
+use crate::metrics::Counters;
 use crate::NodeConfig;
 
 /// Header set on a request a node forwarded to the leader, so it is never forwarded again.
@@ -66,7 +66,12 @@ pub struct Api {
 
 impl Api {
     /// Builds the API state of a node.
-    pub fn new(config: NodeConfig, control: Group<ControlState>, state: Group<KvStore>, tokens: Tokens) -> Self {
+    pub fn new(
+        config: NodeConfig,
+        control: Group<ControlState>,
+        state: Group<KvStore>,
+        tokens: Tokens,
+    ) -> Self {
         let timeout =
             Duration::from_millis(config.api.write_timeout_ms.max(config.api.read_timeout_ms))
                 + Duration::from_secs(2);
@@ -95,19 +100,33 @@ impl Api {
     /// Proposes a control command from any node: on the leader it is stamped with the
     /// leader's clock and written; elsewhere it goes to the leader's internal endpoint,
     /// which does the same.
-    pub async fn propose_control(&self, mut command: ControlCommand) -> Result<ControlResponse, GroupError> {
+    pub async fn propose_control(
+        &self,
+        mut command: ControlCommand,
+    ) -> Result<ControlResponse, GroupError> {
         command.stamp(crate::failover::now_ms());
         match self.control.write(command.clone()).await {
-            Err(GroupError::NotLeader { leader: Some((_, member)) }) => {
+            Err(GroupError::NotLeader {
+                leader: Some((_, member)),
+            }) => {
                 let url = format!("http://{}/v1/internal/control", member.addr);
-                let response = self.forward.post(url).json(&command).send().await.map_err(|e| {
-                    GroupError::Unavailable { reason: format!("leader at {} did not answer: {e}", member.addr) }
-                })?;
+                let response = self
+                    .forward
+                    .post(url)
+                    .json(&command)
+                    .send()
+                    .await
+                    .map_err(|e| GroupError::Unavailable {
+                        reason: format!("leader at {} did not answer: {e}", member.addr),
+                    })?;
                 if !response.status().is_success() {
-                    let reason = format!("leader at {} answered {}", member.addr, response.status());
+                    let reason =
+                        format!("leader at {} answered {}", member.addr, response.status());
                     return Err(GroupError::Unavailable { reason });
                 }
-                response.json().await.map_err(|e| GroupError::Unavailable { reason: e.to_string() })
+                response.json().await.map_err(|e| GroupError::Unavailable {
+                    reason: e.to_string(),
+                })
             }
             other => other,
         }
@@ -123,6 +142,7 @@ pub fn routes(api: Arc<Api>) -> Router {
         .route("/v1/txn", post(txn))
         .route("/v1/watch", get(watch))
         .route("/v1/cluster", get(cluster))
+        .route("/v1/health", get(health))
         .route("/v1/control/ping", post(control_ping))
         .route("/v1/internal/control", post(internal_control))
         .merge(crate::operator::routes())
@@ -219,7 +239,10 @@ impl IntoResponse for ApiError {
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
-pub(crate) async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> ApiResult<(Bytes, T)> {
+pub(crate) async fn read_json<T: DeserializeOwned>(
+    body: Body,
+    limit: usize,
+) -> ApiResult<(Bytes, T)> {
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -624,11 +647,22 @@ async fn control_ping(
 
 /// Lease renewals and health reports forwarded by other nodes; stamped here, the leader.
 async fn internal_control(State(api): State<Arc<Api>>, body: Body) -> ApiResult<Response> {
-    let (_, mut command): (_, ControlCommand) = read_json(body, api.config.api.max_body_bytes).await?;
-    if !matches!(command, ControlCommand::RenewLease { .. } | ControlCommand::ReportHealth { .. }) {
-        return Err(ApiError::invalid("only lease renewals and health reports are accepted here"));
+    let (_, mut command): (_, ControlCommand) =
+        read_json(body, api.config.api.max_body_bytes).await?;
+    if !matches!(
+        command,
+        ControlCommand::RenewLease { .. } | ControlCommand::ReportHealth { .. }
+    ) {
+        return Err(ApiError::invalid(
+            "only lease renewals and health reports are accepted here",
+        ));
     }
     command.stamp(crate::failover::now_ms());
     let response = api.control.write(command).await?;
     Ok(Json(response).into_response())
+}
+
+/// Liveness of this node's HTTP server: 200 while it serves.
+async fn health(State(api): State<Arc<Api>>) -> Json<serde_json::Value> {
+    Json(json!({ "ok": true, "node": api.config.node_id, "site": api.config.site }))
 }

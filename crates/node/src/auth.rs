@@ -43,26 +43,45 @@ impl Tokens {
                 .filter(|(name, token)| !name.is_empty() && !token.is_empty())
                 .collect(),
         };
-        let by_secret = pairs.into_iter().take(MAX_TOKENS).map(|(name, token)| (token, name)).collect();
-        Ok(Self { by_secret, protect_reads: config.protect_reads })
+        let by_secret = pairs
+            .into_iter()
+            .take(MAX_TOKENS)
+            .map(|(name, token)| (token, name))
+            .collect();
+        Ok(Self {
+            by_secret,
+            protect_reads: config.protect_reads,
+        })
     }
 
     /// Tokens from pairs, for tests and `firebreak up`.
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
-        let by_secret = pairs.iter().map(|(name, token)| (token.to_string(), name.to_string())).collect();
-        Self { by_secret, protect_reads: false }
+        let by_secret = pairs
+            .iter()
+            .map(|(name, token)| (token.to_string(), name.to_string()))
+            .collect();
+        Self {
+            by_secret,
+            protect_reads: false,
+        }
     }
 
     /// The name behind the request's bearer token.
     pub fn check(&self, headers: &HeaderMap) -> Result<String, Denied> {
-        let value = headers.get("authorization").and_then(|v| v.to_str().ok()).ok_or(Denied::Missing)?;
+        let value = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .ok_or(Denied::Missing)?;
         let token = value.strip_prefix("Bearer ").ok_or(Denied::Missing)?.trim();
         self.by_secret.get(token).cloned().ok_or(Denied::Unknown)
     }
 }
 
 fn parse_file(path: &Path) -> Result<Vec<(String, String)>> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.split('#').next().unwrap_or("").trim();
@@ -71,7 +90,9 @@ fn parse_file(path: &Path) -> Result<Vec<(String, String)>> {
         }
         let mut parts = line.split_whitespace();
         match (parts.next(), parts.next(), parts.next()) {
-            (Some(name), Some(token), None) if token.len() >= 16 => out.push((name.to_string(), token.to_string())),
+            (Some(name), Some(token), None) if token.len() >= 16 => {
+                out.push((name.to_string(), token.to_string()))
+            }
             _ => {
                 return Err(Error::Config {
                     path: path.to_path_buf(),

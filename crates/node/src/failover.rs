@@ -33,16 +33,25 @@ const AGENT_TICK: Duration = Duration::from_millis(100);
 
 /// Milliseconds since the Unix epoch on this node's clock.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Starts the lease, agent and engine tasks; abort them to stop.
 pub fn spawn(api: Arc<Api>) -> Vec<JoinHandle<()>> {
-    vec![tokio::spawn(renew_leases(api.clone())), tokio::spawn(agent(api.clone())), tokio::spawn(engine(api))]
+    vec![
+        tokio::spawn(renew_leases(api.clone())),
+        tokio::spawn(agent(api.clone())),
+        tokio::spawn(engine(api)),
+    ]
 }
 
 fn policy(api: &Api) -> Policy {
-    api.control.reader.read(|c| c.failover.topology.as_ref().map(|t| t.policy.clone())).unwrap_or_default()
+    api.control
+        .reader
+        .read(|c| c.failover.topology.as_ref().map(|t| t.policy.clone()))
+        .unwrap_or_default()
 }
 
 async fn renew_leases(api: Arc<Api>) {
@@ -50,7 +59,13 @@ async fn renew_leases(api: Arc<Api>) {
     loop {
         let interval = Duration::from_millis(policy(&api).lease_interval_ms);
         let started = tokio::time::Instant::now();
-        if let Err(err) = api.propose_control(ControlCommand::RenewLease { site: site.clone(), at_ms: 0 }).await {
+        if let Err(err) = api
+            .propose_control(ControlCommand::RenewLease {
+                site: site.clone(),
+                at_ms: 0,
+            })
+            .await
+        {
             tracing::debug!(cause = %err, "lease renewal not committed");
         }
         tokio::time::sleep_until(started + interval).await;
@@ -67,13 +82,21 @@ struct Probe {
 
 async fn agent(api: Arc<Api>) {
     let site = api.config.site.clone();
-    let http = reqwest::Client::builder().build().expect("reqwest client builds with static options");
+    let http = reqwest::Client::builder()
+        .build()
+        .expect("reqwest client builds with static options");
     let mut probes: BTreeMap<String, Probe> = BTreeMap::new();
     loop {
         tokio::time::sleep(AGENT_TICK).await;
-        let Some(topology) = api.control.reader.read(|c| c.failover.topology.clone()) else { continue };
+        let Some(topology) = api.control.reader.read(|c| c.failover.topology.clone()) else {
+            continue;
+        };
         let now = now_ms();
-        probes.retain(|name, _| topology.service(name).is_some_and(|s| s.endpoints.contains_key(&site)));
+        probes.retain(|name, _| {
+            topology
+                .service(name)
+                .is_some_and(|s| s.endpoints.contains_key(&site))
+        });
         let due: Vec<_> = topology
             .services
             .iter()
@@ -81,8 +104,14 @@ async fn agent(api: Arc<Api>) {
             .filter(|s| probes.get(&s.name).is_none_or(|p| p.next_due_ms <= now))
             .collect();
         let results = futures::future::join_all(due.iter().map(|service| {
-            let url = format!("{}{}", service.endpoints[&site].trim_end_matches('/'), service.health.path);
-            let request = http.get(url).timeout(Duration::from_millis(service.health.timeout_ms));
+            let url = format!(
+                "{}{}",
+                service.endpoints[&site].trim_end_matches('/'),
+                service.health.path
+            );
+            let request = http
+                .get(url)
+                .timeout(Duration::from_millis(service.health.timeout_ms));
             async move { matches!(request.send().await, Ok(r) if r.status().is_success()) }
         }))
         .await;
@@ -103,7 +132,10 @@ async fn agent(api: Arc<Api>) {
             };
             // Report transitions only, against what the control group holds (no entry: healthy);
             // a report that did not commit is simply made again after the next probe.
-            let committed = api.control.reader.read(|c| c.failover.healthy(&service.name, &site));
+            let committed = api
+                .control
+                .reader
+                .read(|c| c.failover.healthy(&service.name, &site));
             if verdict.is_some_and(|healthy| healthy != committed) {
                 report(&api, &service.name, &site, !committed).await;
             }
@@ -112,10 +144,17 @@ async fn agent(api: Arc<Api>) {
 }
 
 async fn report(api: &Api, service: &str, site: &SiteId, healthy: bool) {
-    let command = ControlCommand::ReportHealth { service: service.into(), site: site.clone(), healthy, at_ms: 0 };
+    let command = ControlCommand::ReportHealth {
+        service: service.into(),
+        site: site.clone(),
+        healthy,
+        at_ms: 0,
+    };
     match api.propose_control(command).await {
         Ok(_) => tracing::info!(service, %site, healthy, "reported health transition"),
-        Err(err) => tracing::warn!(service, %site, healthy, cause = %err, "health report not committed; will retry"),
+        Err(err) => {
+            tracing::warn!(service, %site, healthy, cause = %err, "health report not committed; will retry")
+        }
     }
 }
 
@@ -136,20 +175,30 @@ async fn engine(api: Arc<Api>) {
         for command in decision.commands {
             let mut command = match command {
                 AutoCommand::Route(change) => ControlCommand::Route(change),
-                AutoCommand::Restore { site, reason, at_ms } => {
-                    ControlCommand::Restore { site, actor: Actor::automation(), reason, at_ms }
-                }
+                AutoCommand::Restore {
+                    site,
+                    reason,
+                    at_ms,
+                } => ControlCommand::Restore {
+                    site,
+                    actor: Actor::automation(),
+                    reason,
+                    at_ms,
+                },
             };
             command.stamp(now);
             match api.control.write(command.clone()).await {
                 Ok(ControlResponse::Done { epoch }) => {
                     if let ControlCommand::Route(change) = &command {
                         api.counters.failovers.fetch_add(1, Ordering::Relaxed);
-                        let serving: Vec<_> = change.serving.iter().map(|s| s.to_string()).collect();
+                        let serving: Vec<_> =
+                            change.serving.iter().map(|s| s.to_string()).collect();
                         tracing::warn!(service = %change.service, ?serving, ?epoch, reason = %change.reason, "failover: routing changed");
                     }
                 }
-                Ok(ControlResponse::Refused(refusal)) => tracing::info!(%refusal, "automatic change refused by the state machine"),
+                Ok(ControlResponse::Refused(refusal)) => {
+                    tracing::info!(%refusal, "automatic change refused by the state machine")
+                }
                 Ok(other) => tracing::debug!(?other, "unexpected response to an automatic change"),
                 Err(err) => {
                     tracing::debug!(cause = %err, "automatic change not committed");

@@ -130,7 +130,10 @@ impl<M: Machine> Group<M> {
     pub fn leads_with_quorum(&self) -> bool {
         let metrics = self.raft.metrics().borrow().clone();
         let limit = self.timings.election_timeout_max.as_millis() as u64;
-        metrics.state == ServerState::Leader && metrics.millis_since_quorum_ack.is_some_and(|ms| ms <= limit)
+        metrics.state == ServerState::Leader
+            && metrics
+                .millis_since_quorum_ack
+                .is_some_and(|ms| ms <= limit)
     }
 
     /// Checks that this node leads and has heard from a quorum within an election timeout.

@@ -43,16 +43,22 @@ pub async fn render(State(api): State<Arc<Api>>) -> impl IntoResponse {
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     metrics::with_local_recorder(&recorder, || record(&api));
-    ([("content-type", "text/plain; version=0.0.4")], handle.render())
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        handle.render(),
+    )
 }
 
 fn record(api: &Api) {
     for info in [api.control.info(), api.state.info()] {
         let group = info.name.clone();
-        gauge!("firebreak_raft_leader", "group" => group.clone()).set(info.leader.map_or(-1.0, |l| l.0 as f64));
+        gauge!("firebreak_raft_leader", "group" => group.clone())
+            .set(info.leader.map_or(-1.0, |l| l.0 as f64));
         gauge!("firebreak_raft_term", "group" => group.clone()).set(info.term as f64);
-        gauge!("firebreak_raft_committed_index", "group" => group.clone()).set(info.committed_index.unwrap_or(0) as f64);
-        gauge!("firebreak_raft_applied_index", "group" => group).set(info.applied_index.unwrap_or(0) as f64);
+        gauge!("firebreak_raft_committed_index", "group" => group.clone())
+            .set(info.committed_index.unwrap_or(0) as f64);
+        gauge!("firebreak_raft_applied_index", "group" => group)
+            .set(info.applied_index.unwrap_or(0) as f64);
     }
     let now = now_ms();
     api.control.reader.read(|c| {
@@ -60,18 +66,34 @@ fn record(api: &Api) {
         let Some(topology) = &f.topology else { return };
         for site in &topology.sites {
             let name = site.name.to_string();
-            gauge!("firebreak_site_up", "site" => name.clone()).set(if f.site_up(&site.name, now) { 1.0 } else { 0.0 });
+            gauge!("firebreak_site_up", "site" => name.clone())
+                .set(if f.site_up(&site.name, now) { 1.0 } else { 0.0 });
             if let Some(lease) = f.leases.get(&site.name) {
-                gauge!("firebreak_site_lease_age_seconds", "site" => name).set(now.saturating_sub(lease.renewed_at_ms) as f64 / 1000.0);
+                gauge!("firebreak_site_lease_age_seconds", "site" => name)
+                    .set(now.saturating_sub(lease.renewed_at_ms) as f64 / 1000.0);
             }
         }
         for service in &topology.services {
             let route = &f.routing[&service.name];
-            gauge!("firebreak_service_epoch", "service" => service.name.clone()).set(route.epoch as f64);
+            gauge!("firebreak_service_epoch", "service" => service.name.clone())
+                .set(route.epoch as f64);
             for site in service.endpoints.keys() {
-                let labels = [("service", service.name.clone()), ("site", site.to_string())];
-                gauge!("firebreak_service_serving", &labels).set(if route.serving.contains(site) { 1.0 } else { 0.0 });
-                gauge!("firebreak_service_healthy", &labels).set(if f.healthy(&service.name, site) { 1.0 } else { 0.0 });
+                let labels = [
+                    ("service", service.name.clone()),
+                    ("site", site.to_string()),
+                ];
+                gauge!("firebreak_service_serving", &labels).set(if route.serving.contains(site) {
+                    1.0
+                } else {
+                    0.0
+                });
+                gauge!("firebreak_service_healthy", &labels).set(
+                    if f.healthy(&service.name, site) {
+                        1.0
+                    } else {
+                        0.0
+                    },
+                );
             }
         }
     });
@@ -82,6 +104,7 @@ fn record(api: &Api) {
         (Rule::Dwell, &counters.blocked_dwell),
         (Rule::MaxSitesDown, &counters.blocked_max_sites_down),
     ] {
-        counter!("firebreak_changes_blocked_total", "rule" => rule.name()).absolute(value.load(Ordering::Relaxed));
+        counter!("firebreak_changes_blocked_total", "rule" => rule.name())
+            .absolute(value.load(Ordering::Relaxed));
     }
 }

@@ -130,7 +130,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let control = start_group::<ControlState>(&config).await?;
     let state = start_group::<KvStore>(&config).await?;
     let tokens = crate::auth::Tokens::load(&config.auth)?;
-    let api = Arc::new(Api::new(config.clone(), control.clone(), state.clone(), tokens));
+    let api = Arc::new(Api::new(
+        config.clone(),
+        control.clone(),
+        state.clone(),
+        tokens,
+    ));
     let router = api::routes(api.clone()).merge(
         network::routes(control.raft.clone())
             .merge(network::routes(state.raft.clone()))

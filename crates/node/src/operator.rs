@@ -17,7 +17,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use firebreak_model::control::{ControlCommand, ControlResponse};
-use firebreak_model::failover::{Actor, ActorKind, AuditEntry, Refusal, Route, Rule, MAX_EVACUATION_MS};
+use firebreak_model::failover::{
+    Actor, ActorKind, AuditEntry, Refusal, Route, Rule, MAX_EVACUATION_MS,
+};
 use firebreak_model::topology::Topology;
 use firebreak_model::SiteId;
 use serde::{Deserialize, Serialize};
@@ -64,14 +66,26 @@ fn authorize_read(api: &Api, headers: &HeaderMap) -> ApiResult<()> {
 }
 
 /// Proposes an operator command on the leader (forwarding if needed) and maps refusals.
-async fn operator_write(api: &Api, headers: &HeaderMap, uri: &Uri, body: Bytes, mut command: ControlCommand) -> ApiResult<Response> {
-    command.validate().map_err(|e| ApiError::invalid(e.to_string()))?;
+async fn operator_write(
+    api: &Api,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: Bytes,
+    mut command: ControlCommand,
+) -> ApiResult<Response> {
+    command
+        .validate()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
     command.stamp(now_ms());
     match api.control.write(command).await {
         Ok(ControlResponse::Refused(Refusal::Blocked { rule, detail })) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "blocked",
-            format!("blocked by rule {}: {detail}; to go ahead anyway, repeat with --override {}", rule.name(), rule.name()),
+            format!(
+                "blocked by rule {}: {detail}; to go ahead anyway, repeat with --override {}",
+                rule.name(),
+                rule.name()
+            ),
         )),
         Ok(ControlResponse::Refused(Refusal::Invalid(message))) => Err(ApiError::invalid(message)),
         Ok(response) => Ok(Json(response).into_response()),
@@ -79,11 +93,29 @@ async fn operator_write(api: &Api, headers: &HeaderMap, uri: &Uri, body: Bytes, 
     }
 }
 
-async fn apply_topology(State(api): State<Arc<Api>>, headers: HeaderMap, uri: Uri, body: Body) -> ApiResult<Response> {
+async fn apply_topology(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> ApiResult<Response> {
     let actor = authorize(&api, &headers)?;
     let (bytes, topology): (_, Topology) = read_json(body, api.config.api.max_body_bytes).await?;
-    topology.validate().map_err(|e| ApiError::invalid(e.to_string()))?;
-    operator_write(&api, &headers, &uri, bytes, ControlCommand::ApplyTopology { topology, actor, at_ms: 0 }).await
+    topology
+        .validate()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    operator_write(
+        &api,
+        &headers,
+        &uri,
+        bytes,
+        ControlCommand::ApplyTopology {
+            topology,
+            actor,
+            at_ms: 0,
+        },
+    )
+    .await
 }
 
 async fn show_topology(State(api): State<Arc<Api>>, headers: HeaderMap) -> ApiResult<Response> {
@@ -103,15 +135,29 @@ struct EvacuateBody {
     overrides: Vec<Rule>,
 }
 
-async fn evacuate(State(api): State<Arc<Api>>, headers: HeaderMap, uri: Uri, body: Body) -> ApiResult<Response> {
+async fn evacuate(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> ApiResult<Response> {
     let actor = authorize(&api, &headers)?;
     let (bytes, b): (_, EvacuateBody) = read_json(body, api.config.api.max_body_bytes).await?;
     let expires_in = b.expires_in_ms.unwrap_or(MAX_EVACUATION_MS);
     if expires_in == 0 || expires_in > MAX_EVACUATION_MS {
-        return Err(ApiError::invalid("expires_in_ms must be above 0 and at most 72 hours"));
+        return Err(ApiError::invalid(
+            "expires_in_ms must be above 0 and at most 72 hours",
+        ));
     }
     // at_ms 0 and the expiry as a duration: stamping turns both into the leader's clock.
-    let command = ControlCommand::Evacuate { site: b.site, actor, reason: b.reason, expires_at_ms: expires_in, overrides: b.overrides, at_ms: 0 };
+    let command = ControlCommand::Evacuate {
+        site: b.site,
+        actor,
+        reason: b.reason,
+        expires_at_ms: expires_in,
+        overrides: b.overrides,
+        at_ms: 0,
+    };
     operator_write(&api, &headers, &uri, bytes, command).await
 }
 
@@ -127,10 +173,27 @@ fn default_restore_reason() -> String {
     "restored by operator".into()
 }
 
-async fn restore(State(api): State<Arc<Api>>, headers: HeaderMap, uri: Uri, body: Body) -> ApiResult<Response> {
+async fn restore(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> ApiResult<Response> {
     let actor = authorize(&api, &headers)?;
     let (bytes, b): (_, RestoreBody) = read_json(body, api.config.api.max_body_bytes).await?;
-    operator_write(&api, &headers, &uri, bytes, ControlCommand::Restore { site: b.site, actor, reason: b.reason, at_ms: 0 }).await
+    operator_write(
+        &api,
+        &headers,
+        &uri,
+        bytes,
+        ControlCommand::Restore {
+            site: b.site,
+            actor,
+            reason: b.reason,
+            at_ms: 0,
+        },
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -139,16 +202,46 @@ struct FreezeBody {
     reason: String,
 }
 
-async fn freeze(State(api): State<Arc<Api>>, headers: HeaderMap, uri: Uri, body: Body) -> ApiResult<Response> {
+async fn freeze(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> ApiResult<Response> {
     let actor = authorize(&api, &headers)?;
     let (bytes, b): (_, FreezeBody) = read_json(body, api.config.api.max_body_bytes).await?;
-    operator_write(&api, &headers, &uri, bytes, ControlCommand::Freeze { actor, reason: b.reason, at_ms: 0 }).await
+    operator_write(
+        &api,
+        &headers,
+        &uri,
+        bytes,
+        ControlCommand::Freeze {
+            actor,
+            reason: b.reason,
+            at_ms: 0,
+        },
+    )
+    .await
 }
 
-async fn unfreeze(State(api): State<Arc<Api>>, headers: HeaderMap, uri: Uri, body: Body) -> ApiResult<Response> {
+async fn unfreeze(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Body,
+) -> ApiResult<Response> {
     let actor = authorize(&api, &headers)?;
-    let bytes = axum::body::to_bytes(body, api.config.api.max_body_bytes).await.unwrap_or_default();
-    operator_write(&api, &headers, &uri, bytes, ControlCommand::Unfreeze { actor, at_ms: 0 }).await
+    let bytes = axum::body::to_bytes(body, api.config.api.max_body_bytes)
+        .await
+        .unwrap_or_default();
+    operator_write(
+        &api,
+        &headers,
+        &uri,
+        bytes,
+        ControlCommand::Unfreeze { actor, at_ms: 0 },
+    )
+    .await
 }
 
 /// The routing table as gateways read it, from this node's replica.
@@ -177,8 +270,11 @@ fn routing_view(api: &Api) -> RoutingView {
 async fn routing(State(api): State<Arc<Api>>, headers: HeaderMap, uri: Uri) -> ApiResult<Response> {
     authorize_read(&api, &headers)?;
     let q: RoutingQuery = query(&uri)?;
-    let Some(after) = q.after_revision else { return Ok(Json(routing_view(&api)).into_response()) };
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(q.timeout_ms.unwrap_or(30_000)).min(MAX_ROUTING_WAIT);
+    let Some(after) = q.after_revision else {
+        return Ok(Json(routing_view(&api)).into_response());
+    };
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(q.timeout_ms.unwrap_or(30_000)).min(MAX_ROUTING_WAIT);
     let mut applied = api.control.reader.subscribe();
     loop {
         applied.borrow_and_update();
@@ -186,8 +282,15 @@ async fn routing(State(api): State<Arc<Api>>, headers: HeaderMap, uri: Uri) -> A
         if view.revision > after || tokio::time::Instant::now() >= deadline {
             return Ok(Json(view).into_response());
         }
-        if tokio::time::timeout_at(deadline, applied.changed()).await.is_ok_and(|r| r.is_err()) {
-            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "node is shutting down"));
+        if tokio::time::timeout_at(deadline, applied.changed())
+            .await
+            .is_ok_and(|r| r.is_err())
+        {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "node is shutting down",
+            ));
         }
     }
 }
@@ -235,8 +338,14 @@ async fn status(State(api): State<Arc<Api>>, headers: HeaderMap) -> ApiResult<Re
                 name: s.name.to_string(),
                 witness: s.witness,
                 up: f.site_up(&s.name, now),
-                lease_age_ms: f.leases.get(&s.name).map(|l| now.saturating_sub(l.renewed_at_ms)),
-                evacuated: f.evacuations.get(&s.name).map(|e| format!("{} by {}", e.reason, e.actor.name)),
+                lease_age_ms: f
+                    .leases
+                    .get(&s.name)
+                    .map(|l| now.saturating_sub(l.renewed_at_ms)),
+                evacuated: f
+                    .evacuations
+                    .get(&s.name)
+                    .map(|e| format!("{} by {}", e.reason, e.actor.name)),
             })
             .collect();
         let services = topology
@@ -246,16 +355,31 @@ async fn status(State(api): State<Arc<Api>>, headers: HeaderMap) -> ApiResult<Re
                 let route = &f.routing[&s.name];
                 ServiceStatus {
                     name: s.name.clone(),
-                    mode: serde_json::to_value(s.mode).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                    mode: serde_json::to_value(s.mode)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
                     serving: route.serving.iter().map(|x| x.to_string()).collect(),
                     primary: route.primary.as_ref().map(|p| p.to_string()),
                     epoch: route.epoch,
-                    health: s.endpoints.keys().map(|site| (site.to_string(), f.healthy(&s.name, site))).collect(),
+                    health: s
+                        .endpoints
+                        .keys()
+                        .map(|site| (site.to_string(), f.healthy(&s.name, site)))
+                        .collect(),
                 }
             })
             .collect();
-        let frozen = f.frozen.as_ref().map(|z| format!("{} by {}", z.reason, z.actor.name));
-        Some(FailoverStatus { now_ms: now, frozen, sites, services })
+        let frozen = f
+            .frozen
+            .as_ref()
+            .map(|z| format!("{} by {}", z.reason, z.actor.name));
+        Some(FailoverStatus {
+            now_ms: now,
+            frozen,
+            sites,
+            services,
+        })
     });
     Ok(Json(view).into_response())
 }
@@ -276,7 +400,10 @@ async fn audit(State(api): State<Arc<Api>>, headers: HeaderMap, uri: Uri) -> Api
         let all = &c.failover.audit;
         let matching: Vec<_> = all.entries.iter().filter(|e| e.at_ms >= since).collect();
         let skip = matching.len().saturating_sub(limit);
-        (matching.into_iter().skip(skip).cloned().collect(), all.archived)
+        (
+            matching.into_iter().skip(skip).cloned().collect(),
+            all.archived,
+        )
     });
     Ok(Json(serde_json::json!({ "entries": entries, "archived": archived })).into_response())
 }

@@ -16,6 +16,47 @@ use tempfile::TempDir;
 
 /// Sites of the test clusters, in node-id order.
 pub const SITES: [&str; 3] = ["pangyo", "gasan", "busan"];
+/// The operator token every test node accepts (as `tester`).
+pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";
+
+/// Runs the firebreak CLI against `nodes`; returns exit code, stdout and stderr.
+pub fn cli(args: &[&str], nodes: &[String], token: Option<&str>) -> (i32, String, String) {
+    let mut command = Command::new(binary());
+    command
+        .args(args)
+        .env("FIREBREAK_NODES", nodes.join(","))
+        .env_remove("FIREBREAK_TOKEN");
+    if let Some(token) = token {
+        command.env("FIREBREAK_TOKEN", token);
+    }
+    let out = command.output().expect("run firebreak");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+/// A topology whose one service per mode is the nodes' own HTTP API (`/v1/health`), so a
+/// dead node is a dead service instance.
+pub fn node_topology(cluster: &TestCluster) -> String {
+    let endpoints: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("      {}: http://{}\n", n.site, n.addr))
+        .collect();
+    let endpoints = endpoints.concat();
+    format!(
+        "sites:\n  - name: pangyo\n  - name: gasan\n  - name: busan\nservices:\n\
+         \x20 - name: api\n    mode: active-active\n    endpoints:\n{endpoints}\
+         \x20   health: {{ path: /v1/health, interval_ms: 500, timeout_ms: 250, fall: 3, rise: 2 }}\n\
+         \x20 - name: ledger\n    mode: active-passive\n    endpoints:\n{endpoints}\
+         \x20   priorities: [pangyo, gasan, busan]\n\
+         \x20   health: {{ path: /v1/health, interval_ms: 500, timeout_ms: 250, fall: 3, rise: 2 }}\n"
+    )
+}
+
 /// How long any wait in these tests may take before it fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -126,6 +167,7 @@ impl TestCluster {
             .args(["node", "--config"])
             .arg(&node.config)
             .env("FIREBREAK_LOG", "info,openraft=warn")
+            .env("FIREBREAK_NODE_TOKENS", format!("tester:{TEST_TOKEN}"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
             .stderr(log)
@@ -139,6 +181,13 @@ impl TestCluster {
         let mut child = self.nodes[i].child.take().expect("node is running");
         child.kill().expect("SIGKILL our own child");
         child.wait().expect("reap child");
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT) to node `i`'s process.
+    pub fn signal(&self, i: usize, signal: i32) {
+        let child = self.nodes[i].child.as_ref().expect("node is running");
+        // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
     }
 
     /// SIGTERMs node `i` and waits for it to exit; returns its exit code.

@@ -16,9 +16,11 @@
 //! - a service always keeps a serving site (`min-serving`): automation fails static;
 //! - two changes of one service are at least `dwell_ms` apart (`dwell`);
 //! - a manual action may break a rule only by naming it, and the audit records that.
+//!
 //! `decide` adds automation's own limits: it holds at most `max_sites_down_auto` sites out
 //! of a service (`max-sites-down`), fails static rather than empty a service, and proposes
 //! nothing while frozen. It runs only on a control leader that has a quorum.
+//!
 //! Precedence: an evacuation is lifted only by an actor of the same or higher precedence
 //! (manual > automatic > drill), and automation never serves an evacuated site.
 
@@ -148,6 +150,22 @@ pub struct AuditEntry {
     pub epoch: Option<u64>,
 }
 
+impl AuditEntry {
+    /// An entry without overrides or epoch; the log assigns `seq`.
+    pub fn new(at_ms: u64, actor: &Actor, action: &str, target: &str, reason: &str) -> Self {
+        Self {
+            seq: 0,
+            at_ms,
+            actor: actor.clone(),
+            action: action.into(),
+            target: target.into(),
+            reason: reason.into(),
+            overridden: Vec::new(),
+            epoch: None,
+        }
+    }
+}
+
 /// The append-only audit log, bounded by moving old entries to an archived count.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Audit {
@@ -213,26 +231,7 @@ impl Failover {
             .map_or(10_000, |t| t.policy.audit_keep)
     }
 
-    fn audit(
-        &mut self,
-        at_ms: u64,
-        actor: &Actor,
-        action: &str,
-        target: &str,
-        reason: &str,
-        overridden: &[Rule],
-        epoch: Option<u64>,
-    ) {
-        let entry = AuditEntry {
-            seq: 0,
-            at_ms,
-            actor: actor.clone(),
-            action: action.into(),
-            target: target.into(),
-            reason: reason.into(),
-            overridden: overridden.to_vec(),
-            epoch,
-        };
+    fn audit(&mut self, entry: AuditEntry) {
         let keep = self.keep();
         self.audit.push(entry, keep);
     }
@@ -287,7 +286,9 @@ impl Failover {
             topology.services.len()
         );
         self.topology = Some(topology);
-        self.audit(at_ms, actor, "topology", "cluster", &summary, &[], None);
+        self.audit(AuditEntry::new(
+            at_ms, actor, "topology", "cluster", &summary,
+        ));
         Ok(())
     }
 
@@ -395,15 +396,17 @@ impl Failover {
                 changed_at_ms: change.at_ms,
             },
         );
-        self.audit(
-            change.at_ms,
-            &change.actor,
-            "route",
-            &change.service,
-            &change.reason,
-            &change.overrides,
-            Some(epoch),
-        );
+        self.audit(AuditEntry {
+            overridden: change.overrides.clone(),
+            epoch: Some(epoch),
+            ..AuditEntry::new(
+                change.at_ms,
+                &change.actor,
+                "route",
+                &change.service,
+                &change.reason,
+            )
+        });
         Ok(epoch)
     }
 
@@ -475,7 +478,10 @@ impl Failover {
         }
         let (actor, reason) = (evacuation.actor.clone(), evacuation.reason.clone());
         next.evacuations.insert(site.clone(), evacuation);
-        next.audit(at_ms, &actor, "evacuate", &site.0, &reason, overrides, None);
+        next.audit(AuditEntry {
+            overridden: overrides.to_vec(),
+            ..AuditEntry::new(at_ms, &actor, "evacuate", &site.0, &reason)
+        });
         *self = next;
         Ok(())
     }
@@ -502,7 +508,7 @@ impl Failover {
             )));
         }
         self.evacuations.remove(site);
-        self.audit(at_ms, actor, "restore", &site.0, reason, &[], None);
+        self.audit(AuditEntry::new(at_ms, actor, "restore", &site.0, reason));
         Ok(())
     }
 
@@ -511,7 +517,13 @@ impl Failover {
         check_text("reason", &freeze.reason)?;
         let (actor, reason, at_ms) = (freeze.actor.clone(), freeze.reason.clone(), freeze.at_ms);
         self.frozen = Some(freeze);
-        self.audit(at_ms, &actor, "freeze", "automation", &reason, &[], None);
+        self.audit(AuditEntry::new(
+            at_ms,
+            &actor,
+            "freeze",
+            "automation",
+            &reason,
+        ));
         Ok(())
     }
 
@@ -528,7 +540,7 @@ impl Failover {
             )));
         }
         self.frozen = None;
-        self.audit(at_ms, actor, "unfreeze", "automation", "", &[], None);
+        self.audit(AuditEntry::new(at_ms, actor, "unfreeze", "automation", ""));
         Ok(())
     }
 

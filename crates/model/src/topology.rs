@@ -337,7 +337,8 @@ mod tests {
 
     #[test]
     fn each_rule_names_its_field() {
-        let cases: Vec<(Box<dyn Fn(&mut Topology)>, &str, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut Topology)>;
+        let cases: Vec<(Mutation, &str, &str)> = vec![
             (
                 Box::new(|t| t.sites.truncate(2)),
                 "sites",

@@ -1,0 +1,234 @@
+//! Guarded automatic failover with real processes: a healthy cluster makes no routing
+//! change for a minute; a paused site goes down and comes back only after its rise rounds;
+//! a SIGKILLed site leaves every service within 3 s. And operators' bad input changes
+//! nothing.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use firebreak_tests::{cli, node_topology, Api, TestCluster, DEADLINE, TEST_TOKEN};
+use serde_json::Value;
+
+/// The routing table as node `addr` holds it.
+async fn routing(api: &Api, addr: &str) -> Option<Value> {
+    let response = api
+        .http
+        .get(format!("http://{addr}/v1/routing"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .ok()?;
+    response.json().await.ok()
+}
+
+fn serving(view: &Value, service: &str) -> BTreeSet<String> {
+    view["routes"][service]["serving"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(String::from))
+        .collect()
+}
+
+/// Waits until `check` holds for node `addr`'s routing; returns how long it took.
+async fn wait_routing(
+    api: &Api,
+    addr: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        if let Some(view) = routing(api, addr).await {
+            if check(&view) {
+                return started.elapsed();
+            }
+        }
+        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn apply_topology(cluster: &TestCluster) {
+    let path = cluster.dir.path().join("topology.yaml");
+    std::fs::write(&path, node_topology(cluster)).unwrap();
+    let (code, out, err) = cli(
+        &["topology", "apply", path.to_str().unwrap()],
+        &cluster.addrs(),
+        Some(TEST_TOKEN),
+    );
+    assert_eq!(code, 0, "topology apply failed: {out}{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_is_quiet_when_healthy_and_fast_when_a_site_dies() {
+    let mut cluster = TestCluster::start("");
+    let api = Api::new();
+    let addrs = cluster.addrs();
+    api.wait_leader(&addrs, "control").await;
+    apply_topology(&cluster);
+    let all: BTreeSet<String> = ["pangyo", "gasan", "busan"].map(String::from).into();
+
+    // A healthy cluster, one minute: not one routing change.
+    let start = routing(&api, &addrs[0]).await.expect("routing answers");
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = routing(&api, &addrs[0]).await.expect("routing answers");
+        assert_eq!(
+            now["revision"],
+            start["revision"],
+            "a routing change without a fault:\n{now}\n{}",
+            cluster.logs()
+        );
+    }
+    assert_eq!(serving(&start, "api"), all);
+
+    // gasan pauses (SIGSTOP): its lease lapses and it leaves the active-active service.
+    cluster.signal(1, libc::SIGSTOP);
+    wait_routing(&api, &addrs[0], "gasan to leave api", |v| {
+        !serving(v, "api").contains("gasan")
+    })
+    .await;
+    cluster.signal(1, libc::SIGCONT);
+    let resumed = Instant::now();
+    // It comes back only after site_rise (3) renewals in a row and the dwell time (5 s).
+    wait_routing(&api, &addrs[0], "gasan to serve api again", |v| {
+        serving(v, "api").contains("gasan")
+    })
+    .await;
+    let back_after = resumed.elapsed();
+    eprintln!("gasan back in service {back_after:?} after it resumed");
+    assert!(
+        back_after >= Duration::from_millis(1000),
+        "gasan came back after {back_after:?}, before its rise rounds"
+    );
+
+    // Let the dwell time pass, then SIGKILL the control leader's site: every service drops
+    // it within 3 s, measured from the kill to the survivors' routing table.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let leader = api.wait_leader(&addrs, "control").await as usize - 1;
+    let victim = cluster.nodes[leader].site.to_string();
+    let survivor = (leader + 1) % 3;
+    let killed_at = Instant::now();
+    cluster.kill(leader);
+    wait_routing(
+        &api,
+        &addrs[survivor],
+        "the dead site to leave every service",
+        |v| !serving(v, "api").contains(&victim) && !serving(v, "ledger").contains(&victim),
+    )
+    .await;
+    let took = killed_at.elapsed();
+    eprintln!("site {victim} (control leader) SIGKILLed: routing dropped it after {took:?}");
+    assert!(
+        took <= Duration::from_secs(3),
+        "failover took {took:?}\n{}",
+        cluster.logs()
+    );
+    let view = routing(&api, &addrs[survivor]).await.unwrap();
+    assert!(view["routes"]["ledger"]["epoch"].as_u64().unwrap() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_mistakes_get_clear_errors_and_change_nothing() {
+    let cluster = TestCluster::start("");
+    let api = Api::new();
+    let addrs = cluster.addrs();
+    api.wait_leader(&addrs, "control").await;
+    apply_topology(&cluster);
+    let audit_len = || {
+        let (code, out, err) = cli(&["audit", "--output", "json"], &addrs, None);
+        assert_eq!(code, 0, "{err}");
+        out.lines().count()
+    };
+    let before = audit_len();
+
+    // An invalid topology file: two sites.
+    let bad = cluster.dir.path().join("bad.yaml");
+    std::fs::write(&bad, "sites:\n  - name: pangyo\n  - name: gasan\n").unwrap();
+    let (code, _, err) = cli(
+        &["topology", "apply", bad.to_str().unwrap()],
+        &addrs,
+        Some(TEST_TOKEN),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bad.yaml") && err.contains("quorum"), "{err}");
+
+    // A YAML mistake names its line.
+    std::fs::write(&bad, "sites:\n  - name: pangyo\n    colour: red\n").unwrap();
+    let (code, _, err) = cli(
+        &["topology", "apply", bad.to_str().unwrap()],
+        &addrs,
+        Some(TEST_TOKEN),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("bad.yaml:3:") && err.contains("colour"),
+        "{err}"
+    );
+
+    // An unknown site.
+    let (code, _, err) = cli(
+        &[
+            "evacuate",
+            "mars",
+            "--reason",
+            "typo",
+            "--override",
+            "dwell",
+        ],
+        &addrs,
+        Some(TEST_TOKEN),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("unknown site mars"), "{err}");
+
+    // No token, and a wrong one.
+    let (code, _, err) = cli(&["freeze", "--reason", "x"], &addrs, None);
+    assert_eq!(code, 8, "{err}");
+    assert!(err.contains("Authorization"), "{err}");
+    let (code, _, err) = cli(
+        &["freeze", "--reason", "x"],
+        &addrs,
+        Some("not-a-token-at-all"),
+    );
+    assert_eq!(code, 8, "{err}");
+
+    // Evacuating two sites would leave the active-passive service with one, then none.
+    let (code, _, err) = cli(
+        &["evacuate", "pangyo", "--reason", "a", "--override", "dwell"],
+        &addrs,
+        Some(TEST_TOKEN),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cli(
+        &["evacuate", "gasan", "--reason", "b", "--override", "dwell"],
+        &addrs,
+        Some(TEST_TOKEN),
+    );
+    assert_eq!(code, 0, "{err}");
+    let after_two = audit_len();
+    let (code, _, err) = cli(
+        &["evacuate", "busan", "--reason", "c", "--override", "dwell"],
+        &addrs,
+        Some(TEST_TOKEN),
+    );
+    assert_eq!(code, 7, "{err}");
+    assert!(
+        err.contains("min-serving") && err.contains("--override min-serving"),
+        "{err}"
+    );
+
+    // Only the two accepted evacuations reached the audit log (each with its route changes).
+    assert!(after_two > before);
+    assert_eq!(
+        audit_len(),
+        after_two,
+        "refused commands must not be audited or applied"
+    );
+    let (_, out, _) = cli(&["audit"], &addrs, None);
+    assert!(
+        out.contains("manual:tester evacuate pangyo override=dwell"),
+        "{out}"
+    );
+}

@@ -1,6 +1,7 @@
 //! Guarded automatic failover with real processes: a healthy cluster makes no routing
 //! change for a minute; a paused site goes down and comes back only after its rise rounds;
-//! a SIGKILLed site leaves every service within 3 s. And operators' bad input changes
+//! a SIGKILLed site leaves every service within 3 s; an unhealthy instance leaves after
+//! its fall count and returns after its rise count. And operators' bad input changes
 //! nothing.
 
 use std::collections::BTreeSet;
@@ -231,4 +232,68 @@ async fn operator_mistakes_get_clear_errors_and_change_nothing() {
         out.contains("manual:tester evacuate pangyo override=dwell"),
         "{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unhealthy_instance_leaves_after_fall_and_returns_after_rise() {
+    use std::sync::atomic::Ordering;
+    let cluster = TestCluster::start("");
+    let api = Api::new();
+    let addrs = cluster.addrs();
+    api.wait_leader(&addrs, "control").await;
+    let endpoints: Vec<firebreak_tests::FakeEndpoint> = (0..3)
+        .map(|_| firebreak_tests::FakeEndpoint::start())
+        .collect();
+    let topology = format!(
+        "sites: [{{name: pangyo}}, {{name: gasan}}, {{name: busan}}]\nservices:\n  - name: web\n    mode: active-active\n    \
+         endpoints: {{pangyo: \"{}\", gasan: \"{}\", busan: \"{}\"}}\n    \
+         health: {{path: /health, interval_ms: 300, timeout_ms: 200, fall: 3, rise: 2}}\npolicy: {{dwell_ms: 2000}}\n",
+        endpoints[0].url, endpoints[1].url, endpoints[2].url
+    );
+    let path = cluster.dir.path().join("web.yaml");
+    std::fs::write(&path, topology).unwrap();
+    let (code, out, err) = cli(
+        &["topology", "apply", path.to_str().unwrap()],
+        &addrs,
+        Some(TEST_TOKEN),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    endpoints[2].healthy.store(false, Ordering::Relaxed);
+    wait_routing(
+        &api,
+        &addrs[0],
+        "busan's unhealthy instance to leave web",
+        |v| !serving(v, "web").contains("busan"),
+    )
+    .await;
+    let (_, audit, _) = cli(&["audit"], &addrs, None);
+    assert!(
+        audit.contains("automatic:failover route web") && audit.contains("busan unhealthy"),
+        "{audit}"
+    );
+    let metrics = api
+        .http
+        .get(format!("http://{}/metrics", addrs[0]))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("firebreak_service_healthy{service=\"web\",site=\"busan\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("firebreak_service_serving{service=\"web\",site=\"busan\"} 0"),
+        "{metrics}"
+    );
+
+    endpoints[2].healthy.store(true, Ordering::Relaxed);
+    wait_routing(&api, &addrs[0], "busan to serve web again", |v| {
+        serving(v, "web").contains("busan")
+    })
+    .await;
 }

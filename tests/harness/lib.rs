@@ -359,3 +359,65 @@ pub async fn put(http: &reqwest::Client, addr: &str, key: &str, value: &str) -> 
         Err(_) => Outcome::Unknown,
     }
 }
+
+/// A stand-in service instance in the test process: answers every request with 200 while
+/// `healthy` is set and 503 otherwise. Stops (and joins its thread) when dropped.
+pub struct FakeEndpoint {
+    pub url: String,
+    pub healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeEndpoint {
+    pub fn start() -> Self {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake endpoint");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let healthy = Arc::new(AtomicBool::new(true));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (h, s) = (healthy.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+                        let mut buf = [0u8; 4096];
+                        let _ = stream.read(&mut buf);
+                        let status = if h.load(Ordering::Relaxed) {
+                            "200 OK"
+                        } else {
+                            "503 Service Unavailable"
+                        };
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        );
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self {
+            url,
+            healthy,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for FakeEndpoint {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

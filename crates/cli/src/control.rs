@@ -26,6 +26,9 @@ pub struct EvacuateArgs {
     /// A safety rule to override: min-serving, dwell (repeatable).
     #[arg(long = "override")]
     overrides: Vec<String>,
+    /// `table` for people, `json` for scripts (the cluster's answer).
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    output: String,
     #[command(flatten)]
     nodes: Nodes,
 }
@@ -35,6 +38,9 @@ pub struct RestoreArgs {
     site: String,
     #[arg(long, default_value = "restored by operator")]
     reason: String,
+    /// `table` for people, `json` for scripts (the cluster's answer).
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    output: String,
     #[command(flatten)]
     nodes: Nodes,
 }
@@ -43,12 +49,18 @@ pub struct RestoreArgs {
 pub struct FreezeArgs {
     #[arg(long)]
     reason: String,
+    /// `table` for people, `json` for scripts (the cluster's answer).
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    output: String,
     #[command(flatten)]
     nodes: Nodes,
 }
 
 #[derive(clap::Args)]
 pub struct UnfreezeArgs {
+    /// `table` for people, `json` for scripts (the cluster's answer).
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    output: String,
     #[command(flatten)]
     nodes: Nodes,
 }
@@ -108,43 +120,56 @@ pub async fn evacuate(args: EvacuateArgs) -> Result<()> {
     if let Some(expires) = expires {
         body["expires_in_ms"] = json!(expires.as_millis() as u64);
     }
-    Client::new(&args.nodes)?
+    let answer = Client::new(&args.nodes)?
         .send(Method::POST, "/v1/evacuate", Some(&body))
         .await?;
-    println!("evacuated {}", args.site);
+    say(&args.output, &answer, &format!("evacuated {}", args.site));
     Ok(())
 }
 
 pub async fn restore(args: RestoreArgs) -> Result<()> {
     let body = json!({ "site": args.site, "reason": args.reason });
-    Client::new(&args.nodes)?
+    let answer = Client::new(&args.nodes)?
         .send(Method::POST, "/v1/restore", Some(&body))
         .await?;
-    println!(
-        "restored {}: automation serves it again once it is up and healthy",
-        args.site
+    say(
+        &args.output,
+        &answer,
+        &format!(
+            "restored {}: automation serves it again once it is up and healthy",
+            args.site
+        ),
     );
     Ok(())
 }
 
 pub async fn freeze(args: FreezeArgs) -> Result<()> {
-    Client::new(&args.nodes)?
+    let answer = Client::new(&args.nodes)?
         .send(
             Method::POST,
             "/v1/freeze",
             Some(&json!({ "reason": args.reason })),
         )
         .await?;
-    println!("automation frozen");
+    say(&args.output, &answer, "automation frozen");
     Ok(())
 }
 
 pub async fn unfreeze(args: UnfreezeArgs) -> Result<()> {
-    Client::new(&args.nodes)?
+    let answer = Client::new(&args.nodes)?
         .send(Method::POST, "/v1/unfreeze", Some(&json!({})))
         .await?;
-    println!("automation unfrozen");
+    say(&args.output, &answer, "automation unfrozen");
     Ok(())
+}
+
+/// Prints the cluster's answer as JSON, or a sentence for people.
+fn say(output: &str, answer: &serde_json::Value, sentence: &str) {
+    if output == "json" {
+        println!("{answer}");
+    } else {
+        println!("{sentence}");
+    }
 }
 
 pub async fn audit(args: AuditArgs) -> Result<()> {

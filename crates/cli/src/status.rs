@@ -48,7 +48,9 @@ pub async fn run(args: Args) -> Result<()> {
                 (node.clone(), value)
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        let failover = first_failover(&client, &views).await;
+        let out = serde_json::json!({ "nodes": json, "failover": failover });
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     print_tables(&views);
@@ -56,24 +58,35 @@ pub async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Sites and services from the first node that answers.
-async fn print_failover(client: &Client, views: &[(String, Result<ClusterInfo>)]) {
+/// Sites and services as the first node that answers sees them (`None`: no topology).
+async fn first_failover(
+    client: &Client,
+    views: &[(String, Result<ClusterInfo>)],
+) -> Option<(String, Option<FailoverStatus>)> {
     for (node, view) in views {
         if view.is_err() {
             continue;
         }
+        let url = format!("http://{node}/v1/failover");
         let Ok(response) = client
             .http()
-            .get(format!("http://{node}/v1/failover"))
+            .get(url)
             .timeout(Duration::from_secs(2))
             .send()
             .await
         else {
             continue;
         };
-        let Ok(status) = response.json::<Option<FailoverStatus>>().await else {
-            continue;
-        };
+        if let Ok(status) = response.json::<Option<FailoverStatus>>().await {
+            return Some((node.clone(), status));
+        }
+    }
+    None
+}
+
+/// Sites and services from the first node that answers.
+async fn print_failover(client: &Client, views: &[(String, Result<ClusterInfo>)]) {
+    if let Some((node, status)) = first_failover(client, views).await {
         let Some(status) = status else {
             println!("\nno topology applied: firebreak topology apply FILE");
             return;
@@ -127,7 +140,6 @@ async fn print_failover(client: &Client, views: &[(String, Result<ClusterInfo>)]
             ]);
         }
         println!("{table}");
-        return;
     }
 }
 

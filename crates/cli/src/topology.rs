@@ -18,11 +18,16 @@ pub enum Command {
     /// Validate a topology YAML file and make it the cluster's (needs a token).
     Apply {
         file: PathBuf,
+        /// `table` for people, `json` for scripts (the cluster's answer).
+        #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+        output: String,
         #[command(flatten)]
         nodes: Nodes,
     },
-    /// Print the cluster's topology as YAML.
+    /// Print the cluster's topology as YAML (or JSON).
     Show {
+        #[arg(long, default_value = "yaml", value_parser = ["yaml", "json"])]
+        output: String,
         #[command(flatten)]
         nodes: Nodes,
     },
@@ -50,20 +55,27 @@ pub fn load(file: &PathBuf) -> Result<Topology> {
 
 pub async fn run(command: Command) -> Result<()> {
     match command {
-        Command::Apply { file, nodes } => {
+        Command::Apply {
+            file,
+            output,
+            nodes,
+        } => {
             let topology = load(&file)?;
             let body = serde_json::to_value(&topology)?;
-            Client::new(&nodes)?
+            let answer = Client::new(&nodes)?
                 .send(Method::POST, "/v1/topology", Some(&body))
                 .await?;
-            println!(
-                "applied {}: {} sites, {} services",
-                file.display(),
-                topology.sites.len(),
-                topology.services.len()
-            );
+            if output == "json" {
+                println!("{answer}");
+            } else {
+                let (sites, services) = (topology.sites.len(), topology.services.len());
+                println!(
+                    "applied {}: {sites} sites, {services} services",
+                    file.display()
+                );
+            }
         }
-        Command::Show { nodes } => {
+        Command::Show { output, nodes } => {
             let answer = Client::new(&nodes)?
                 .send(Method::GET, "/v1/topology", None)
                 .await?;
@@ -73,7 +85,11 @@ pub async fn run(command: Command) -> Result<()> {
                     "no topology applied yet: firebreak topology apply FILE",
                 ));
             }
-            print!("{}", serde_yaml::to_string(&answer)?);
+            if output == "json" {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                print!("{}", serde_yaml::to_string(&answer)?);
+            }
         }
     }
     Ok(())

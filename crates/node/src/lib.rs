@@ -13,8 +13,13 @@
 //! service data (the `state` group) cannot delay failover decisions (the `control` group).
 //! The pure logic lives in `firebreak_model`; this crate is the I/O around it.
 //!
-//! Caveats: no TLS or authentication on the Raft and client APIs yet (bind to a private
-//! network); membership is fixed at bootstrap (no add/remove commands yet).
+//! The failover runtime (`failover`) renews this site's lease, probes its endpoints and,
+//! on the control leader, runs `firebreak_model::failover::decide`; `operator` serves the
+//! controls and views, `metrics` the Prometheus text.
+//!
+//! Caveats: no TLS, and no authentication on the Raft, key-value and internal endpoints
+//! (only operator endpoints take tokens): bind to a private network. Membership is fixed
+//! at bootstrap (no add/remove commands yet).
 
 pub mod api;
 pub mod auth;

@@ -363,11 +363,9 @@ impl Failover {
                 change.service
             )));
         }
-        let route = self
-            .routing
-            .get(&change.service)
-            .cloned()
-            .expect("every service of the topology has a route");
+        let route = self.routing.get(&change.service).cloned().ok_or_else(|| {
+            Refusal::Invalid(format!("service {} has no route yet", change.service))
+        })?;
         let overridden =
             |rule| change.actor.kind == ActorKind::Manual && change.overrides.contains(&rule);
         if change.serving.is_empty() && !overridden(Rule::MinServing) {
@@ -450,7 +448,9 @@ impl Failover {
         let mut next = self.clone();
         let services: Vec<_> = topology.services.clone();
         for service in services {
-            let route = &next.routing[&service.name];
+            let Some(route) = next.routing.get(&service.name) else {
+                continue;
+            };
             if !route.serving.contains(site) {
                 continue;
             }
@@ -617,7 +617,9 @@ pub fn decide(state: &Failover, now_ms: u64) -> Decision {
         }
     }
     for service in &topology.services {
-        let route = &state.routing[&service.name];
+        let Some(route) = state.routing.get(&service.name) else {
+            continue;
+        };
         let ranked: Vec<SiteId> = Topology::ranked_sites(service)
             .into_iter()
             .filter(|s| !state.evacuations.contains_key(s))

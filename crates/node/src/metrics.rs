@@ -74,7 +74,9 @@ fn record(api: &Api) {
             }
         }
         for service in &topology.services {
-            let route = &f.routing[&service.name];
+            let Some(route) = f.routing.get(&service.name) else {
+                continue;
+            };
             gauge!("firebreak_service_epoch", "service" => service.name.clone())
                 .set(route.epoch as f64);
             for site in service.endpoints.keys() {

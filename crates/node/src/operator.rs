@@ -351,9 +351,9 @@ async fn status(State(api): State<Arc<Api>>, headers: HeaderMap) -> ApiResult<Re
         let services = topology
             .services
             .iter()
-            .map(|s| {
-                let route = &f.routing[&s.name];
-                ServiceStatus {
+            .filter_map(|s| {
+                let route = f.routing.get(&s.name)?;
+                Some(ServiceStatus {
                     name: s.name.clone(),
                     mode: serde_json::to_value(s.mode)
                         .ok()
@@ -367,7 +367,7 @@ async fn status(State(api): State<Arc<Api>>, headers: HeaderMap) -> ApiResult<Re
                         .keys()
                         .map(|site| (site.to_string(), f.healthy(&s.name, site)))
                         .collect(),
-                }
+                })
             })
             .collect();
         let frozen = f

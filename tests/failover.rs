@@ -155,6 +155,20 @@ async fn operator_mistakes_get_clear_errors_and_change_nothing() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("bad.yaml") && err.contains("quorum"), "{err}");
 
+    // A valid topology naming a site with no node.
+    std::fs::write(
+        &bad,
+        "sites:\n  - name: pangyo\n  - name: gasan\n  - name: mars\n",
+    )
+    .unwrap();
+    let (code, _, err) = cli(
+        &["topology", "apply", bad.to_str().unwrap()],
+        &addrs,
+        Some(TEST_TOKEN),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("site mars has no node"), "{err}");
+
     // A YAML mistake names its line.
     std::fs::write(&bad, "sites:\n  - name: pangyo\n    colour: red\n").unwrap();
     let (code, _, err) = cli(

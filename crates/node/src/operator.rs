@@ -104,6 +104,22 @@ async fn apply_topology(
     topology
         .validate()
         .map_err(|e| ApiError::invalid(e.to_string()))?;
+    // A site without a node never renews its lease: it would be down forever.
+    let mut known: Vec<String> = api
+        .control
+        .info()
+        .members
+        .into_iter()
+        .map(|m| m.site)
+        .collect();
+    known.dedup();
+    if let Some(site) = topology.sites.iter().find(|s| !known.contains(&s.name.0)) {
+        return Err(ApiError::invalid(format!(
+            "site {} has no node in this cluster (nodes are in {}); a site without a node is always down",
+            site.name,
+            known.join(", ")
+        )));
+    }
     operator_write(
         &api,
         &headers,

@@ -10,6 +10,7 @@ mod control;
 mod exit;
 mod kv;
 mod node;
+mod serve;
 mod status;
 mod topology;
 mod up;
@@ -48,6 +49,9 @@ enum Command {
     Unfreeze(control::UnfreezeArgs),
     /// Every routing change and control, with actor, reason and overridden rules.
     Audit(control::AuditArgs),
+    /// Run a reference service (payments) against the cluster.
+    #[command(subcommand)]
+    Serve(serve::Command),
     /// Measure the cluster (or etcd, for comparison) under load.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -76,6 +80,7 @@ fn main() {
             Command::Status(args) => status::run(args).await,
             Command::Kv(command) => kv::run(command).await,
             Command::Bench(command) => bench::run(command).await,
+            Command::Serve(command) => serve::run(command).await,
             Command::Topology(command) => topology::run(command).await,
             Command::Evacuate(args) => control::evacuate(args).await,
             Command::Restore(args) => control::restore(args).await,

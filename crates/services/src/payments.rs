@@ -1,0 +1,373 @@
+//! The payments service: accounts with balances, and transfers that never charge twice.
+//!
+//! ```text
+//!   POST /payments/transfers {idempotency_key, from, to, amount}
+//!     read  accounts/{from}, accounts/{to}, transfers/{key}   (one read-only txn)
+//!     key recorded?        ─► answer the first result again
+//!     from < amount        ─► record "insufficient_funds", 409
+//!     otherwise one txn:  compare both balances' mod_revision and the key's absence
+//!                         ─► put both balances and the key's result, atomically
+//!                         (a lost race re-reads and tries again, a bounded number of times)
+//! ```
+//!
+//! Invariants: no balance goes negative; the sum of all balances never changes; a transfer
+//! with a given idempotency key is applied at most once and every retry gets its first
+//! result. The service keeps no state of its own: everything is in the state group.
+//!
+//! Load shedding: at most `max_concurrent` requests at once; beyond, 503 with Retry-After.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use firebreak_model::kv::{Compare, CompareOp, CompareTarget, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::state::{StateClient, StateError};
+
+/// Key prefix of account balances.
+const ACCOUNTS: &str = "payments/accounts/";
+/// Key prefix of transfer results, by idempotency key.
+const TRANSFERS: &str = "payments/transfers/";
+/// Compare-and-swap attempts before a transfer gives up under contention (503).
+const MAX_CAS_ATTEMPTS: usize = 32;
+/// Largest amount one transfer moves, and largest opening balance.
+pub const MAX_AMOUNT: u64 = 1_000_000_000_000;
+/// Longest account id or idempotency key.
+const MAX_ID_BYTES: usize = 64;
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The site's node first, then the others.
+    pub nodes: Vec<String>,
+    /// Requests served at once; beyond it, 503 with Retry-After.
+    pub max_concurrent: usize,
+    /// Timeout of one call to the state group.
+    pub state_timeout: Duration,
+}
+
+struct Service {
+    state: StateClient,
+    permits: Semaphore,
+}
+
+/// The service's router.
+pub fn router(config: Config) -> Router {
+    let service = Arc::new(Service {
+        state: StateClient::new(config.nodes, config.state_timeout),
+        permits: Semaphore::new(config.max_concurrent),
+    });
+    Router::new()
+        .route("/payments/accounts", post(create_account))
+        .route("/payments/accounts/{id}", get(balance))
+        .route("/payments/transfers", post(transfer))
+        .route("/payments/total", get(total))
+        .route("/health", get(|| async { Json(json!({ "ok": true })) }))
+        .with_state(service)
+}
+
+/// Serves on `listen` until the returned task is aborted; returns the bound address.
+pub async fn spawn(
+    listen: SocketAddr,
+    config: Config,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let app = router(config);
+    let task = tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            tracing::error!(cause = %err, "payments server failed");
+        }
+    });
+    Ok((addr, task))
+}
+
+/// An error answer.
+struct Failure(StatusCode, &'static str, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.0,
+            Json(json!({ "error": { "kind": self.1, "message": self.2 } })),
+        )
+            .into_response();
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<StateError> for Failure {
+    fn from(err: StateError) -> Self {
+        match err {
+            StateError::Unavailable(m) => {
+                Failure(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+            }
+            StateError::OutcomeUnknown(m) => Failure(
+                StatusCode::GATEWAY_TIMEOUT,
+                "outcome_unknown",
+                format!("{m}; retry with the same idempotency key"),
+            ),
+            StateError::Invalid(m) => Failure(StatusCode::BAD_REQUEST, "invalid_input", m),
+        }
+    }
+}
+
+fn check_id(field: &str, id: &str) -> Result<(), Failure> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID_BYTES
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            format!("{field} must be 1 to {MAX_ID_BYTES} of a-z, A-Z, 0-9, - and _"),
+        ))
+    }
+}
+
+fn shed(service: &Service) -> Result<tokio::sync::SemaphorePermit<'_>, Failure> {
+    service.permits.try_acquire().map_err(|_| {
+        Failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests in flight".into(),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAccount {
+    id: String,
+    balance: u64,
+}
+
+async fn create_account(
+    State(service): State<Arc<Service>>,
+    Json(body): Json<NewAccount>,
+) -> Result<Response, Failure> {
+    let _permit = shed(&service)?;
+    check_id("id", &body.id)?;
+    if body.balance > MAX_AMOUNT {
+        return Err(Failure(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            format!("balance must be at most {MAX_AMOUNT}"),
+        ));
+    }
+    let key = format!("{ACCOUNTS}{}", body.id);
+    let txn = Txn {
+        compare: vec![Compare {
+            key: key.clone(),
+            op: CompareOp::Eq,
+            target: CompareTarget::ModRevision(0),
+        }],
+        success: vec![TxnOp::Put {
+            key,
+            value: body.balance.to_string(),
+        }],
+        failure: vec![],
+    };
+    let (created, _) = service.state.txn(&txn).await?;
+    if !created {
+        return Err(Failure(
+            StatusCode::CONFLICT,
+            "exists",
+            format!("account {} already exists", body.id),
+        ));
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": body.id, "balance": body.balance })),
+    )
+        .into_response())
+}
+
+async fn balance(
+    State(service): State<Arc<Service>>,
+    Path(id): Path<String>,
+) -> Result<Response, Failure> {
+    let _permit = shed(&service)?;
+    check_id("id", &id)?;
+    let entry = service
+        .state
+        .get_many(&[format!("{ACCOUNTS}{id}")])
+        .await?
+        .remove(0);
+    let entry = entry.ok_or_else(|| {
+        Failure(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no account {id}"),
+        )
+    })?;
+    Ok(Json(json!({ "id": id, "balance": parse_balance(&entry.value)? })).into_response())
+}
+
+async fn total(State(service): State<Arc<Service>>) -> Result<Response, Failure> {
+    let _permit = shed(&service)?;
+    let entries = service.state.range(ACCOUNTS, 10_000).await?;
+    let mut sum: u128 = 0;
+    for (_, entry) in &entries {
+        sum += u128::from(parse_balance(&entry.value)?);
+    }
+    Ok(Json(json!({ "accounts": entries.len(), "total": sum as u64 })).into_response())
+}
+
+fn parse_balance(value: &str) -> Result<u64, Failure> {
+    value.parse().map_err(|_| {
+        Failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "corrupt",
+            format!("stored balance {value:?} is not a number"),
+        )
+    })
+}
+
+/// A transfer request.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferRequest {
+    idempotency_key: String,
+    from: String,
+    to: String,
+    amount: u64,
+}
+
+/// What a transfer did; stored under its idempotency key and returned to every retry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferResult {
+    /// `ok` or `insufficient_funds`.
+    pub status: String,
+    pub from: String,
+    pub to: String,
+    pub amount: u64,
+}
+
+async fn transfer(
+    State(service): State<Arc<Service>>,
+    Json(req): Json<TransferRequest>,
+) -> Result<Response, Failure> {
+    let _permit = shed(&service)?;
+    check_id("idempotency_key", &req.idempotency_key)?;
+    check_id("from", &req.from)?;
+    check_id("to", &req.to)?;
+    if req.from == req.to {
+        return Err(Failure(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "from and to must differ".into(),
+        ));
+    }
+    if req.amount == 0 || req.amount > MAX_AMOUNT {
+        return Err(Failure(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            format!("amount must be 1 to {MAX_AMOUNT}"),
+        ));
+    }
+    let keys = [
+        format!("{ACCOUNTS}{}", req.from),
+        format!("{ACCOUNTS}{}", req.to),
+        format!("{TRANSFERS}{}", req.idempotency_key),
+    ];
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        let entries = service.state.get_many(&keys).await?;
+        if let Some(done) = &entries[2] {
+            let result: TransferResult = serde_json::from_str(&done.value).map_err(|e| {
+                Failure(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", e.to_string())
+            })?;
+            return Ok(answer(result));
+        }
+        let (Some(from), Some(to)) = (&entries[0], &entries[1]) else {
+            return Err(Failure(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "both accounts must exist".into(),
+            ));
+        };
+        let (from_balance, to_balance) = (parse_balance(&from.value)?, parse_balance(&to.value)?);
+        let funded = from_balance >= req.amount;
+        let result = TransferResult {
+            status: if funded { "ok" } else { "insufficient_funds" }.into(),
+            from: req.from.clone(),
+            to: req.to.clone(),
+            amount: req.amount,
+        };
+        let record = TxnOp::Put {
+            key: keys[2].clone(),
+            value: serde_json::to_string(&result).expect("serializes"),
+        };
+        let mut compare = vec![
+            Compare {
+                key: keys[2].clone(),
+                op: CompareOp::Eq,
+                target: CompareTarget::ModRevision(0),
+            },
+            Compare {
+                key: keys[0].clone(),
+                op: CompareOp::Eq,
+                target: CompareTarget::ModRevision(from.mod_revision),
+            },
+        ];
+        let mut success = vec![record];
+        if funded {
+            compare.push(Compare {
+                key: keys[1].clone(),
+                op: CompareOp::Eq,
+                target: CompareTarget::ModRevision(to.mod_revision),
+            });
+            success.push(TxnOp::Put {
+                key: keys[0].clone(),
+                value: (from_balance - req.amount).to_string(),
+            });
+            success.push(TxnOp::Put {
+                key: keys[1].clone(),
+                value: (to_balance + req.amount).to_string(),
+            });
+        }
+        let (applied, _) = service
+            .state
+            .txn(&Txn {
+                compare,
+                success,
+                failure: vec![],
+            })
+            .await?;
+        if applied {
+            return Ok(answer(result));
+        }
+        // Someone else changed a balance or recorded this key first: read again.
+    }
+    Err(Failure(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "contention",
+        format!("gave up after {MAX_CAS_ATTEMPTS} conflicting attempts"),
+    ))
+}
+
+fn answer(result: TransferResult) -> Response {
+    let status = if result.status == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::CONFLICT
+    };
+    (status, Json(result)).into_response()
+}

@@ -1,0 +1,151 @@
+//! The services' client for the node's `state` group (the key-value store), trying every
+//! given node in turn so that a service never depends on one site.
+//!
+//! Outcomes are kept apart as the node reports them: refused (nothing written; safe to
+//! retry anywhere), unknown (it may have committed; retry only what is idempotent).
+
+use std::time::Duration;
+
+use firebreak_model::kv::{KvEntry, KvResponse, Txn, TxnOp, TxnOpResult};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+/// Why a state-group call did not give an answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StateError {
+    /// No node could serve it; nothing was written.
+    #[error("no node could serve the request: {0}")]
+    Unavailable(String),
+    /// A write may or may not have committed.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    /// The request itself was refused as invalid.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// A client of the state group.
+#[derive(Clone)]
+pub struct StateClient {
+    nodes: Vec<String>,
+    http: reqwest::Client,
+}
+
+impl StateClient {
+    /// A client of the nodes at `nodes` (`host:port`), tried in order.
+    pub fn new(nodes: Vec<String>, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .tcp_nodelay(true)
+            .build()
+            .expect("reqwest client builds with static options");
+        Self { nodes, http }
+    }
+
+    /// Runs a transaction (linearizable: it goes through the leader and the log).
+    pub async fn txn(&self, txn: &Txn) -> Result<(bool, Vec<TxnOpResult>), StateError> {
+        let body = serde_json::to_value(txn).expect("a txn serializes");
+        let mut refused = Vec::new();
+        for node in &self.nodes {
+            let response = match self
+                .http
+                .post(format!("http://{node}/v1/txn"))
+                .json(&body)
+                .send()
+                .await
+            {
+                Ok(response) => response,
+                Err(err) if err.is_connect() => {
+                    refused.push(format!("{node}: {err}"));
+                    continue;
+                }
+                Err(err) => return Err(StateError::OutcomeUnknown(format!("{node}: {err}"))),
+            };
+            let status = response.status();
+            let value: Value = response.json().await.unwrap_or(Value::Null);
+            let message = value["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            match status {
+                s if s.is_success() => {
+                    let parsed: KvResponse = serde_json::from_value(value).map_err(|e| {
+                        StateError::OutcomeUnknown(format!("{node}: unreadable answer: {e}"))
+                    })?;
+                    return match parsed {
+                        KvResponse::Txn {
+                            succeeded, results, ..
+                        } => Ok((succeeded, results)),
+                        other => Err(StateError::OutcomeUnknown(format!(
+                            "{node}: unexpected answer {other:?}"
+                        ))),
+                    };
+                }
+                StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
+                    refused.push(format!("{node}: {message}"))
+                }
+                StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => {
+                    return Err(StateError::Invalid(message))
+                }
+                _ => {
+                    return Err(StateError::OutcomeUnknown(format!(
+                        "{node} answered {status}: {message}"
+                    )))
+                }
+            }
+        }
+        Err(StateError::Unavailable(refused.join("; ")))
+    }
+
+    /// Reads keys at one revision, through the log (a read-only transaction).
+    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<KvEntry>>, StateError> {
+        let txn = Txn {
+            success: keys.iter().map(|k| TxnOp::Get { key: k.clone() }).collect(),
+            ..Txn::default()
+        };
+        let (_, results) = self.txn(&txn).await?;
+        Ok(results
+            .into_iter()
+            .map(|r| match r {
+                TxnOpResult::Get { entry, .. } => entry,
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Every key under `prefix` (linearizable), up to `limit`.
+    pub async fn range(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, KvEntry)>, StateError> {
+        let mut refused = Vec::new();
+        for node in &self.nodes {
+            let request = self
+                .http
+                .get(format!("http://{node}/v1/kv"))
+                .query(&[("prefix", prefix), ("limit", &limit.to_string())]);
+            match request.send().await {
+                Ok(response) if response.status().is_success() => {
+                    let value: Value = response
+                        .json()
+                        .await
+                        .map_err(|e| StateError::Unavailable(e.to_string()))?;
+                    let entries = value["entries"].as_array().cloned().unwrap_or_default();
+                    return Ok(entries
+                        .into_iter()
+                        .filter_map(|e| {
+                            Some((
+                                e["key"].as_str()?.to_string(),
+                                serde_json::from_value(e).ok()?,
+                            ))
+                        })
+                        .collect());
+                }
+                Ok(response) => refused.push(format!("{node}: {}", response.status())),
+                Err(err) => refused.push(format!("{node}: {err}")),
+            }
+        }
+        Err(StateError::Unavailable(refused.join("; ")))
+    }
+}

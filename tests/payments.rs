@@ -1,0 +1,165 @@
+//! The payments service's promises against a real three-node cluster: a transfer retried
+//! ten times moves the money once; concurrent transfers keep the total and never push a
+//! balance below zero; insufficient funds is a 409 that changes nothing.
+
+use std::time::Duration;
+
+use firebreak_services::payments;
+use firebreak_tests::{Api, TestCluster};
+use serde_json::{json, Value};
+
+async fn start() -> (
+    TestCluster,
+    String,
+    reqwest::Client,
+    tokio::task::JoinHandle<()>,
+) {
+    let cluster = TestCluster::start("");
+    let api = Api::new();
+    api.wait_leader(&cluster.addrs(), "state").await;
+    let config = payments::Config {
+        nodes: cluster.addrs(),
+        max_concurrent: 256,
+        state_timeout: Duration::from_secs(5),
+    };
+    let (addr, task) = payments::spawn("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    (
+        cluster,
+        format!("http://{addr}"),
+        reqwest::Client::new(),
+        task,
+    )
+}
+
+async fn open(http: &reqwest::Client, base: &str, id: &str, balance: u64) {
+    let response = http
+        .post(format!("{base}/payments/accounts"))
+        .json(&json!({ "id": id, "balance": balance }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+}
+
+async fn balance(http: &reqwest::Client, base: &str, id: &str) -> u64 {
+    let value: Value = http
+        .get(format!("{base}/payments/accounts/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    value["balance"].as_u64().unwrap()
+}
+
+async fn transfer(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    from: &str,
+    to: &str,
+    amount: u64,
+) -> (u16, Value) {
+    let body = json!({ "idempotency_key": key, "from": from, "to": to, "amount": amount });
+    let response = http
+        .post(format!("{base}/payments/transfers"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (
+        response.status().as_u16(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_retried_ten_times_moves_the_money_once() {
+    let (_cluster, base, http, task) = start().await;
+    open(&http, &base, "alice", 100).await;
+    open(&http, &base, "bob", 0).await;
+    let first = transfer(&http, &base, "t-1", "alice", "bob", 30).await;
+    assert_eq!(first.0, 200, "{first:?}");
+    for _ in 0..9 {
+        assert_eq!(
+            transfer(&http, &base, "t-1", "alice", "bob", 30).await,
+            first,
+            "a retry returns the first result"
+        );
+    }
+    assert_eq!(
+        (
+            balance(&http, &base, "alice").await,
+            balance(&http, &base, "bob").await
+        ),
+        (70, 30)
+    );
+
+    // Insufficient funds: 409, nothing moves, and a retry gets the same answer.
+    let refused = transfer(&http, &base, "t-2", "bob", "alice", 31).await;
+    assert_eq!(refused.0, 409, "{refused:?}");
+    assert_eq!(refused.1["status"], "insufficient_funds");
+    assert_eq!(
+        transfer(&http, &base, "t-2", "bob", "alice", 31).await,
+        refused
+    );
+    assert_eq!(balance(&http, &base, "bob").await, 30);
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_transfers_keep_the_total_and_no_balance_goes_negative() {
+    let (_cluster, base, http, task) = start().await;
+    let accounts = ["a", "b", "c", "d"];
+    for id in accounts {
+        open(&http, &base, id, 100).await;
+    }
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let (http, base) = (http.clone(), base.clone());
+            tokio::spawn(async move {
+                let mut ok = 0;
+                for i in 0..25 {
+                    let (from, to) = (accounts[(c + i) % 4], accounts[(c + 2 * i + 1) % 4]);
+                    if from == to {
+                        continue;
+                    }
+                    let (status, _) = transfer(
+                        &http,
+                        &base,
+                        &format!("c{c}-{i}"),
+                        from,
+                        to,
+                        7 + (i as u64 % 13),
+                    )
+                    .await;
+                    assert!(status == 200 || status == 409, "transfer answered {status}");
+                    ok += usize::from(status == 200);
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut moved = 0;
+    for client in clients {
+        moved += client.await.unwrap();
+    }
+    let total: Value = http
+        .get(format!("{base}/payments/total"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(total["total"], 400, "the sum of balances changed: {total}");
+    for id in accounts {
+        // u64 balances cannot be negative; an underflow would have failed the parse or the sum.
+        assert!(balance(&http, &base, id).await <= 400);
+    }
+    assert!(moved > 50, "only {moved} transfers succeeded");
+    task.abort();
+}

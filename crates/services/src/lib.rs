@@ -12,5 +12,7 @@
 //! typed client that retries across gateways come next (issue 4 is not finished).
 
 pub mod backoff;
+pub mod login;
+pub mod messaging;
 pub mod payments;
 pub mod state;

@@ -223,7 +223,7 @@ async fn balance(
 
 async fn total(State(service): State<Arc<Service>>) -> Result<Response, Failure> {
     let _permit = shed(&service)?;
-    let entries = service.state.range(ACCOUNTS, 10_000).await?;
+    let (entries, _) = service.state.range(ACCOUNTS, None, 10_000).await?;
     let mut sum: u128 = 0;
     for (_, entry) in &entries {
         sum += u128::from(parse_balance(&entry.value)?);

@@ -7,8 +7,12 @@
 use std::time::Duration;
 
 use firebreak_model::kv::{KvEntry, KvResponse, Txn, TxnOp, TxnOpResult};
+use firebreak_model::watch::KvEvent;
 use reqwest::StatusCode;
 use serde_json::Value;
+
+/// Longest wait of one read or watch call.
+const LONG_POLL_TIMEOUT: Duration = Duration::from_secs(65);
 
 /// Why a state-group call did not give an answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -113,34 +117,78 @@ impl StateClient {
             .collect())
     }
 
-    /// Every key under `prefix` (linearizable), up to `limit`.
+    /// Keys under `prefix` after `start_after` (linearizable), up to `limit`, with the
+    /// store's revision at the read.
     pub async fn range(
         &self,
         prefix: &str,
+        start_after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<(String, KvEntry)>, StateError> {
+    ) -> Result<(Vec<(String, KvEntry)>, u64), StateError> {
+        let mut query = vec![("prefix", prefix.to_string()), ("limit", limit.to_string())];
+        if let Some(after) = start_after {
+            query.push(("start_after", after.to_string()));
+        }
+        let value = self.get_json("/v1/kv", &query).await?;
+        let entries = value["entries"].as_array().cloned().unwrap_or_default();
+        let entries = entries
+            .into_iter()
+            .filter_map(|e| {
+                Some((
+                    e["key"].as_str()?.to_string(),
+                    serde_json::from_value(e).ok()?,
+                ))
+            })
+            .collect();
+        Ok((entries, value["revision"].as_u64().unwrap_or(0)))
+    }
+
+    /// Waits up to `timeout` for changes under `prefix` from `from_revision`, on the first
+    /// node that answers (its local replica). `Ok(None)` means the revision is compacted
+    /// there: re-read, then watch from the new revision.
+    pub async fn watch(
+        &self,
+        prefix: &str,
+        from_revision: u64,
+        timeout: Duration,
+    ) -> Result<Option<(Vec<KvEvent>, u64)>, StateError> {
+        let query = [
+            ("prefix", prefix.to_string()),
+            ("from_revision", from_revision.to_string()),
+            ("timeout_ms", timeout.as_millis().to_string()),
+        ];
+        match self.get_json("/v1/watch", &query).await {
+            Ok(value) => {
+                let events = serde_json::from_value(value["events"].clone()).unwrap_or_default();
+                Ok(Some((
+                    events,
+                    value["next_revision"].as_u64().unwrap_or(from_revision),
+                )))
+            }
+            Err(StateError::Invalid(message)) if message.contains("compacted") => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// A GET on the first node that answers it, with a per-call timeout long enough for
+    /// a long-poll.
+    async fn get_json(&self, path: &str, query: &[(&str, String)]) -> Result<Value, StateError> {
         let mut refused = Vec::new();
         for node in &self.nodes {
             let request = self
                 .http
-                .get(format!("http://{node}/v1/kv"))
-                .query(&[("prefix", prefix), ("limit", &limit.to_string())]);
+                .get(format!("http://{node}{path}"))
+                .query(query)
+                .timeout(LONG_POLL_TIMEOUT);
             match request.send().await {
                 Ok(response) if response.status().is_success() => {
-                    let value: Value = response
+                    return response
                         .json()
                         .await
-                        .map_err(|e| StateError::Unavailable(e.to_string()))?;
-                    let entries = value["entries"].as_array().cloned().unwrap_or_default();
-                    return Ok(entries
-                        .into_iter()
-                        .filter_map(|e| {
-                            Some((
-                                e["key"].as_str()?.to_string(),
-                                serde_json::from_value(e).ok()?,
-                            ))
-                        })
-                        .collect());
+                        .map_err(|e| StateError::Unavailable(e.to_string()));
+                }
+                Ok(response) if response.status() == StatusCode::GONE => {
+                    return Err(StateError::Invalid("compacted".into()));
                 }
                 Ok(response) => refused.push(format!("{node}: {}", response.status())),
                 Err(err) => refused.push(format!("{node}: {err}")),

@@ -1,0 +1,358 @@
+//! The login service: accounts with salted slow password hashes (argon2), sessions with an
+//! expiry, kept in the state group so that a session made in one site is valid in all.
+//!
+//! ```text
+//!   POST /login/users {user, password}        register (argon2id hash, random salt)
+//!   POST /login/sessions {user, password}     log in ─► {token, expires_at_ms}
+//!   GET  /login/sessions/{token}              validate ─► {user, expires_at_ms} or 401
+//!   DELETE /login/sessions/{token}            log out
+//! ```
+//!
+//! Hashing is deliberately slow and CPU-bound: it runs on blocking threads, at most
+//! `max_hashing` at once; beyond that, and beyond `max_concurrent` requests, the service
+//! sheds load with 503 and Retry-After. Caveat: expired sessions are refused but their
+//! keys are not yet swept from the state group.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use firebreak_model::kv::{Compare, CompareOp, CompareTarget, Txn, TxnOp};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::Semaphore;
+
+use crate::state::{StateClient, StateError};
+
+const USERS: &str = "login/users/";
+const SESSIONS: &str = "login/sessions/";
+/// Longest user name.
+const MAX_USER_BYTES: usize = 64;
+/// Password length bounds (bytes).
+const MIN_PASSWORD_BYTES: usize = 8;
+const MAX_PASSWORD_BYTES: usize = 256;
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub nodes: Vec<String>,
+    pub max_concurrent: usize,
+    /// Password hashes computed at once.
+    pub max_hashing: usize,
+    pub session_ttl: Duration,
+    pub state_timeout: Duration,
+}
+
+struct Service {
+    state: StateClient,
+    permits: Semaphore,
+    hashing: Arc<Semaphore>,
+    session_ttl: Duration,
+}
+
+/// The stored user record.
+#[derive(Serialize, Deserialize)]
+struct UserRecord {
+    /// PHC string: algorithm, parameters, salt and hash.
+    hash: String,
+}
+
+/// The stored session record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub user: String,
+    pub expires_at_ms: u64,
+}
+
+/// The service's router.
+pub fn router(config: Config) -> Router {
+    let service = Arc::new(Service {
+        state: StateClient::new(config.nodes, config.state_timeout),
+        permits: Semaphore::new(config.max_concurrent),
+        hashing: Arc::new(Semaphore::new(config.max_hashing)),
+        session_ttl: config.session_ttl,
+    });
+    Router::new()
+        .route("/login/users", post(register))
+        .route("/login/sessions", post(log_in))
+        .route("/login/sessions/{token}", get(validate).delete(log_out))
+        .route("/health", get(|| async { Json(json!({ "ok": true })) }))
+        .with_state(service)
+}
+
+/// Serves on `listen` until the returned task is aborted; returns the bound address.
+pub async fn spawn(
+    listen: SocketAddr,
+    config: Config,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let app = router(config);
+    let task = tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            tracing::error!(cause = %err, "login server failed");
+        }
+    });
+    Ok((addr, task))
+}
+
+struct Failure(StatusCode, &'static str, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.0,
+            Json(json!({ "error": { "kind": self.1, "message": self.2 } })),
+        )
+            .into_response();
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<StateError> for Failure {
+    fn from(err: StateError) -> Self {
+        match err {
+            StateError::Unavailable(m) => {
+                Failure(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+            }
+            StateError::OutcomeUnknown(m) => {
+                Failure(StatusCode::GATEWAY_TIMEOUT, "outcome_unknown", m)
+            }
+            StateError::Invalid(m) => Failure(StatusCode::BAD_REQUEST, "invalid_input", m),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn check_user(user: &str) -> Result<(), Failure> {
+    let ok = !user.is_empty()
+        && user.len() <= MAX_USER_BYTES
+        && user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    ok.then_some(()).ok_or_else(|| {
+        Failure(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            format!("user must be 1 to {MAX_USER_BYTES} of a-z, A-Z, 0-9, '.', '-', '_'"),
+        )
+    })
+}
+
+fn check_password(password: &str) -> Result<(), Failure> {
+    if (MIN_PASSWORD_BYTES..=MAX_PASSWORD_BYTES).contains(&password.len()) {
+        Ok(())
+    } else {
+        Err(Failure(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            format!("password must be {MIN_PASSWORD_BYTES} to {MAX_PASSWORD_BYTES} bytes"),
+        ))
+    }
+}
+
+fn shed(service: &Service) -> Result<tokio::sync::SemaphorePermit<'_>, Failure> {
+    service.permits.try_acquire().map_err(|_| {
+        Failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests in flight".into(),
+        )
+    })
+}
+
+/// Runs a slow hash job on a blocking thread, within the hashing bound.
+async fn hashing<T: Send + 'static>(
+    service: &Service,
+    job: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Failure> {
+    let permit = service.hashing.clone().try_acquire_owned().map_err(|_| {
+        Failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many password checks in flight".into(),
+        )
+    })?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        job()
+    })
+    .await
+    .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Credentials {
+    user: String,
+    password: String,
+}
+
+async fn register(
+    State(service): State<Arc<Service>>,
+    Json(c): Json<Credentials>,
+) -> Result<Response, Failure> {
+    let _permit = shed(&service)?;
+    check_user(&c.user)?;
+    check_password(&c.password)?;
+    let hash = hashing(&service, move || {
+        let mut salt = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut salt);
+        let salt = SaltString::encode_b64(&salt).expect("16 bytes is a valid salt");
+        Argon2::default()
+            .hash_password(c.password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+    })
+    .await?
+    .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let key = format!("{USERS}{}", c.user);
+    let record = serde_json::to_string(&UserRecord { hash }).expect("serializes");
+    let txn = Txn {
+        compare: vec![Compare {
+            key: key.clone(),
+            op: CompareOp::Eq,
+            target: CompareTarget::ModRevision(0),
+        }],
+        success: vec![TxnOp::Put { key, value: record }],
+        failure: vec![],
+    };
+    let (created, _) = service.state.txn(&txn).await?;
+    if !created {
+        return Err(Failure(
+            StatusCode::CONFLICT,
+            "exists",
+            format!("user {} already exists", c.user),
+        ));
+    }
+    Ok((StatusCode::CREATED, Json(json!({ "user": c.user }))).into_response())
+}
+
+async fn log_in(
+    State(service): State<Arc<Service>>,
+    Json(c): Json<Credentials>,
+) -> Result<Response, Failure> {
+    let _permit = shed(&service)?;
+    check_user(&c.user)?;
+    let denied = || {
+        Failure(
+            StatusCode::UNAUTHORIZED,
+            "denied",
+            "unknown user or wrong password".into(),
+        )
+    };
+    let entry = service
+        .state
+        .get_many(&[format!("{USERS}{}", c.user)])
+        .await?
+        .remove(0)
+        .ok_or_else(denied)?;
+    let record: UserRecord = serde_json::from_str(&entry.value)
+        .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", e.to_string()))?;
+    let password = c.password;
+    let verified = hashing(&service, move || {
+        PasswordHash::new(&record.hash).is_ok_and(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+    })
+    .await?;
+    if !verified {
+        return Err(denied());
+    }
+    let mut bytes = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let session = Session {
+        user: c.user,
+        expires_at_ms: now_ms() + service.session_ttl.as_millis() as u64,
+    };
+    let txn = Txn {
+        success: vec![TxnOp::Put {
+            key: format!("{SESSIONS}{token}"),
+            value: serde_json::to_string(&session).expect("serializes"),
+        }],
+        ..Txn::default()
+    };
+    service.state.txn(&txn).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({ "token": token, "user": session.user, "expires_at_ms": session.expires_at_ms }),
+        ),
+    )
+        .into_response())
+}
+
+fn check_token(token: &str) -> Result<(), Failure> {
+    if token.len() == 48 && token.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(Failure(
+            StatusCode::UNAUTHORIZED,
+            "denied",
+            "no such session".into(),
+        ))
+    }
+}
+
+async fn validate(
+    State(service): State<Arc<Service>>,
+    Path(token): Path<String>,
+) -> Result<Response, Failure> {
+    let _permit = shed(&service)?;
+    check_token(&token)?;
+    let denied = || {
+        Failure(
+            StatusCode::UNAUTHORIZED,
+            "denied",
+            "no such session, or it expired".into(),
+        )
+    };
+    let entry = service
+        .state
+        .get_many(&[format!("{SESSIONS}{token}")])
+        .await?
+        .remove(0)
+        .ok_or_else(denied)?;
+    let session: Session = serde_json::from_str(&entry.value)
+        .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", e.to_string()))?;
+    if session.expires_at_ms <= now_ms() {
+        return Err(denied());
+    }
+    Ok(Json(session).into_response())
+}
+
+async fn log_out(
+    State(service): State<Arc<Service>>,
+    Path(token): Path<String>,
+) -> Result<Response, Failure> {
+    let _permit = shed(&service)?;
+    check_token(&token)?;
+    let txn = Txn {
+        success: vec![TxnOp::Delete {
+            key: format!("{SESSIONS}{token}"),
+        }],
+        ..Txn::default()
+    };
+    service.state.txn(&txn).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,416 @@
+//! The messaging service: conversations with per-conversation sequence numbers, resends
+//! made harmless by `client_msg_id`, and push streams (server-sent events) that resume
+//! after any reconnect, to any site, with nothing lost and nothing twice.
+//!
+//! ```text
+//!   POST /messaging/conversations/{c}/messages {client_msg_id, sender, body}
+//!        read seq/{c} and ids/{c}/{client_msg_id}; known id ─► its first seq again
+//!        else one txn: seq/{c} unchanged and id absent ─► seq = n+1, msg/{c}/{n+1}, id
+//!   GET  /messaging/conversations/{c}/messages?after=N          (catch up, paged)
+//!   GET  /messaging/conversations/{c}/stream   (Last-Event-ID: N, or ?after=N)
+//!        backlog after N from the log, then the node's watch from that read's revision;
+//!        every event has `id: seq`, so a client that reconnects resumes exactly there
+//! ```
+//!
+//! Push, not polling: a stream costs one idle connection and a keepalive comment every
+//! `keepalive` (several minutes by default, short in drills). Open streams are bounded;
+//! beyond the bound the service answers 503 with Retry-After.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use firebreak_model::kv::{Compare, CompareOp, CompareTarget, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use crate::state::{StateClient, StateError};
+
+const SEQ: &str = "messaging/seq/";
+const MSG: &str = "messaging/msg/";
+const IDS: &str = "messaging/ids/";
+/// Longest conversation id, client message id or sender.
+const MAX_ID_BYTES: usize = 64;
+/// Longest message body.
+pub const MAX_BODY_BYTES: usize = 4096;
+/// Compare-and-swap attempts before a send gives up under contention (503).
+const MAX_CAS_ATTEMPTS: usize = 32;
+/// Messages read per page.
+const PAGE: usize = 500;
+/// Events buffered per stream before the stream task waits for the client.
+const STREAM_BUFFER: usize = 64;
+/// How long one watch call waits for news before asking again.
+const WATCH_WAIT: Duration = Duration::from_secs(25);
+
+/// How the service runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub nodes: Vec<String>,
+    pub max_concurrent: usize,
+    /// Open push streams at once.
+    pub max_streams: usize,
+    /// Interval of the keepalive comment on idle streams.
+    pub keepalive: Duration,
+    pub state_timeout: Duration,
+}
+
+struct Service {
+    state: StateClient,
+    permits: Semaphore,
+    streams: Arc<Semaphore>,
+    keepalive: Duration,
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub seq: u64,
+    pub client_msg_id: String,
+    pub sender: String,
+    pub body: String,
+    pub at_ms: u64,
+}
+
+/// The service's router.
+pub fn router(config: Config) -> Router {
+    let service = Arc::new(Service {
+        state: StateClient::new(config.nodes, config.state_timeout),
+        permits: Semaphore::new(config.max_concurrent),
+        streams: Arc::new(Semaphore::new(config.max_streams)),
+        keepalive: config.keepalive,
+    });
+    Router::new()
+        .route(
+            "/messaging/conversations/{conversation}/messages",
+            post(send).get(read),
+        )
+        .route(
+            "/messaging/conversations/{conversation}/stream",
+            get(stream),
+        )
+        .route("/health", get(|| async { Json(json!({ "ok": true })) }))
+        .with_state(service)
+}
+
+/// Serves on `listen` until the returned task is aborted; returns the bound address.
+pub async fn spawn(
+    listen: SocketAddr,
+    config: Config,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let app = router(config);
+    let task = tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            tracing::error!(cause = %err, "messaging server failed");
+        }
+    });
+    Ok((addr, task))
+}
+
+struct Failure(StatusCode, &'static str, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.0,
+            Json(json!({ "error": { "kind": self.1, "message": self.2 } })),
+        )
+            .into_response();
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<StateError> for Failure {
+    fn from(err: StateError) -> Self {
+        match err {
+            StateError::Unavailable(m) => {
+                Failure(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+            }
+            StateError::OutcomeUnknown(m) => Failure(
+                StatusCode::GATEWAY_TIMEOUT,
+                "outcome_unknown",
+                format!("{m}; resend with the same client_msg_id"),
+            ),
+            StateError::Invalid(m) => Failure(StatusCode::BAD_REQUEST, "invalid_input", m),
+        }
+    }
+}
+
+fn check_id(field: &str, id: &str) -> Result<(), Failure> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID_BYTES
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    ok.then_some(()).ok_or_else(|| {
+        Failure(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            format!("{field} must be 1 to {MAX_ID_BYTES} of a-z, A-Z, 0-9, - and _"),
+        )
+    })
+}
+
+fn msg_key(conversation: &str, seq: u64) -> String {
+    format!("{MSG}{conversation}/{seq:020}")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendRequest {
+    client_msg_id: String,
+    sender: String,
+    body: String,
+}
+
+async fn send(
+    State(service): State<Arc<Service>>,
+    Path(conversation): Path<String>,
+    Json(req): Json<SendRequest>,
+) -> Result<Response, Failure> {
+    let _permit = service.permits.try_acquire().map_err(|_| overloaded())?;
+    check_id("conversation", &conversation)?;
+    check_id("client_msg_id", &req.client_msg_id)?;
+    check_id("sender", &req.sender)?;
+    if req.body.len() > MAX_BODY_BYTES {
+        return Err(Failure(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            format!("body is over {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    let seq_key = format!("{SEQ}{conversation}");
+    let id_key = format!("{IDS}{conversation}/{}", req.client_msg_id);
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        let entries = service
+            .state
+            .get_many(&[seq_key.clone(), id_key.clone()])
+            .await?;
+        if let Some(known) = &entries[1] {
+            return Ok(Json(
+                json!({ "seq": known.value.parse::<u64>().unwrap_or(0), "duplicate": true }),
+            )
+            .into_response());
+        }
+        let (last, revision) = entries[0].as_ref().map_or((0, 0), |e| {
+            (e.value.parse::<u64>().unwrap_or(0), e.mod_revision)
+        });
+        let seq = last + 1;
+        let message = Message {
+            seq,
+            client_msg_id: req.client_msg_id.clone(),
+            sender: req.sender.clone(),
+            body: req.body.clone(),
+            at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        };
+        let txn = Txn {
+            compare: vec![
+                Compare {
+                    key: seq_key.clone(),
+                    op: CompareOp::Eq,
+                    target: CompareTarget::ModRevision(revision),
+                },
+                Compare {
+                    key: id_key.clone(),
+                    op: CompareOp::Eq,
+                    target: CompareTarget::ModRevision(0),
+                },
+            ],
+            success: vec![
+                TxnOp::Put {
+                    key: seq_key.clone(),
+                    value: seq.to_string(),
+                },
+                TxnOp::Put {
+                    key: msg_key(&conversation, seq),
+                    value: serde_json::to_string(&message).expect("serializes"),
+                },
+                TxnOp::Put {
+                    key: id_key.clone(),
+                    value: seq.to_string(),
+                },
+            ],
+            failure: vec![],
+        };
+        if service.state.txn(&txn).await?.0 {
+            return Ok((
+                StatusCode::CREATED,
+                Json(json!({ "seq": seq, "duplicate": false })),
+            )
+                .into_response());
+        }
+    }
+    Err(Failure(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "contention",
+        format!("gave up after {MAX_CAS_ATTEMPTS} conflicting attempts"),
+    ))
+}
+
+fn overloaded() -> Failure {
+    Failure(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "too many requests in flight".into(),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct After {
+    #[serde(default)]
+    after: u64,
+}
+
+/// Messages after `seq`, in order, one page.
+async fn page(
+    state: &StateClient,
+    conversation: &str,
+    after: u64,
+) -> Result<(Vec<Message>, u64), StateError> {
+    let prefix = format!("{MSG}{conversation}/");
+    let start = msg_key(conversation, after);
+    let (entries, revision) = state.range(&prefix, Some(&start), PAGE).await?;
+    let messages = entries
+        .into_iter()
+        .filter_map(|(_, e)| serde_json::from_str(&e.value).ok())
+        .collect();
+    Ok((messages, revision))
+}
+
+async fn read(
+    State(service): State<Arc<Service>>,
+    Path(conversation): Path<String>,
+    Query(q): Query<After>,
+) -> Result<Response, Failure> {
+    let _permit = service.permits.try_acquire().map_err(|_| overloaded())?;
+    check_id("conversation", &conversation)?;
+    let (messages, _) = page(&service.state, &conversation, q.after).await?;
+    Ok(Json(json!({ "messages": messages })).into_response())
+}
+
+async fn stream(
+    State(service): State<Arc<Service>>,
+    Path(conversation): Path<String>,
+    Query(q): Query<After>,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
+    check_id("conversation", &conversation)?;
+    let permit = service.streams.clone().try_acquire_owned().map_err(|_| {
+        Failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many open streams".into(),
+        )
+    })?;
+    // Last-Event-ID (set by every SSE client on reconnect) wins over ?after=.
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(q.after);
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    tokio::spawn(follow(
+        service.state.clone(),
+        conversation,
+        after,
+        tx,
+        permit,
+    ));
+    let events = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(service.keepalive))
+        .into_response())
+}
+
+/// Feeds one stream: the backlog after `after`, then every new message, until the client
+/// goes away or the state group cannot be reached (the client then reconnects, possibly
+/// to another site, and resumes from its Last-Event-ID).
+async fn follow(
+    state: StateClient,
+    conversation: String,
+    mut after: u64,
+    tx: mpsc::Sender<Event>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let prefix = format!("{MSG}{conversation}/");
+    'reread: loop {
+        let (messages, mut revision) = match page(&state, &conversation, after).await {
+            Ok(page) => page,
+            Err(err) => {
+                tracing::info!(cause = %err, conversation, "stream ends: state group unreachable");
+                return;
+            }
+        };
+        let full_page = messages.len() == PAGE;
+        for message in messages {
+            if !deliver(&tx, &mut after, message).await {
+                return;
+            }
+        }
+        if full_page {
+            continue;
+        }
+        loop {
+            let watched = tokio::select! {
+                watched = state.watch(&prefix, revision + 1, WATCH_WAIT) => watched,
+                _ = tx.closed() => return,
+            };
+            match watched {
+                Ok(Some((events, next))) => {
+                    for event in events {
+                        let Some(entry) = event.entry else { continue };
+                        let Ok(message) = serde_json::from_str::<Message>(&entry.value) else {
+                            continue;
+                        };
+                        if message.seq > after + 1 {
+                            // A gap in what the watch saw: read the log again.
+                            continue 'reread;
+                        }
+                        if !deliver(&tx, &mut after, message).await {
+                            return;
+                        }
+                    }
+                    revision = next - 1;
+                }
+                Ok(None) => continue 'reread,
+                Err(err) => {
+                    tracing::info!(cause = %err, conversation, "stream ends: state group unreachable");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sends a message newer than `after`; false when the client is gone.
+async fn deliver(tx: &mpsc::Sender<Event>, after: &mut u64, message: Message) -> bool {
+    if message.seq <= *after {
+        return true;
+    }
+    *after = message.seq;
+    let event = Event::default()
+        .id(message.seq.to_string())
+        .event("message")
+        .json_data(&message)
+        .expect("serializes");
+    tx.send(event).await.is_ok()
+}

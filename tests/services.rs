@@ -1,0 +1,212 @@
+//! The messaging and login services' promises against a real three-node cluster: a resent
+//! message is stored once; a push stream resumed after a cut delivers every later message
+//! exactly once and in order; a session made through one instance is valid through
+//! another and after the instance that made it is gone.
+
+use std::time::Duration;
+
+use firebreak_services::{login, messaging};
+use firebreak_tests::{Api, TestCluster, DEADLINE};
+use serde_json::{json, Value};
+
+async fn cluster() -> TestCluster {
+    let cluster = TestCluster::start("");
+    Api::new().wait_leader(&cluster.addrs(), "state").await;
+    cluster
+}
+
+async fn messaging_at(cluster: &TestCluster) -> (String, tokio::task::JoinHandle<()>) {
+    let config = messaging::Config {
+        nodes: cluster.addrs(),
+        max_concurrent: 64,
+        max_streams: 16,
+        keepalive: Duration::from_secs(1),
+        state_timeout: Duration::from_secs(5),
+    };
+    let (addr, task) = messaging::spawn("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    (format!("http://{addr}"), task)
+}
+
+async fn send(http: &reqwest::Client, base: &str, id: &str, body: &str) -> Value {
+    let request = json!({ "client_msg_id": id, "sender": "alice", "body": body });
+    let response = http
+        .post(format!("{base}/messaging/conversations/room1/messages"))
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "send answered {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
+/// Reads SSE events (id, data) until `count` arrived or the deadline passes.
+async fn read_events(response: &mut reqwest::Response, count: usize) -> Vec<(u64, Value)> {
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while events.len() < count {
+        let chunk = tokio::time::timeout_at(deadline, response.chunk())
+            .await
+            .expect("events in time")
+            .unwrap()
+            .expect("stream open");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let id = block
+                .lines()
+                .find_map(|l| l.strip_prefix("id:"))
+                .map(|v| v.trim().parse::<u64>().unwrap());
+            let data = block
+                .lines()
+                .find_map(|l| l.strip_prefix("data:"))
+                .map(|v| serde_json::from_str(v.trim()).unwrap());
+            if let (Some(id), Some(data)) = (id, data) {
+                events.push((id, data));
+            }
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resends_are_stored_once_and_streams_resume_exactly_once_in_order() {
+    let cluster = cluster().await;
+    let (base, task) = messaging_at(&cluster).await;
+    let http = reqwest::Client::new();
+
+    let first = send(&http, &base, "m1", "hello").await;
+    let again = send(&http, &base, "m1", "hello").await;
+    assert_eq!(
+        (first["seq"].clone(), again["duplicate"].clone()),
+        (json!(1), json!(true))
+    );
+    assert_eq!(again["seq"], 1, "a resend keeps the first seq");
+
+    let mut stream = http
+        .get(format!("{base}/messaging/conversations/room1/stream"))
+        .send()
+        .await
+        .unwrap();
+    for i in 2..=5 {
+        send(&http, &base, &format!("m{i}"), "x").await;
+    }
+    let seen = read_events(&mut stream, 5).await;
+    assert_eq!(
+        seen.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    drop(stream); // the cut
+
+    for i in 6..=10 {
+        send(&http, &base, &format!("m{i}"), "while away").await;
+    }
+    // Reconnect (to a second instance: another site) and resume from the last event seen.
+    let (other, other_task) = messaging_at(&cluster).await;
+    let mut resumed = http
+        .get(format!("{other}/messaging/conversations/room1/stream"))
+        .header("last-event-id", "5")
+        .send()
+        .await
+        .unwrap();
+    let backlog = read_events(&mut resumed, 5).await;
+    assert_eq!(
+        backlog.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        vec![6, 7, 8, 9, 10]
+    );
+    send(&http, &base, "m11", "live").await;
+    send(&http, &base, "m1", "hello").await; // a late resend is still stored once
+    let live = read_events(&mut resumed, 1).await;
+    assert_eq!(live[0].0, 11);
+    assert_eq!(live[0].1["body"], "live");
+    task.abort();
+    other_task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_made_in_one_instance_is_valid_in_another_after_the_first_is_gone() {
+    let cluster = cluster().await;
+    let http = reqwest::Client::new();
+    let config = login::Config {
+        nodes: cluster.addrs(),
+        max_concurrent: 64,
+        max_hashing: 2,
+        session_ttl: Duration::from_secs(3600),
+        state_timeout: Duration::from_secs(5),
+    };
+    let (first, first_task) = login::spawn("127.0.0.1:0".parse().unwrap(), config.clone())
+        .await
+        .unwrap();
+    let credentials = json!({ "user": "alice", "password": "correct horse battery" });
+    let created = http
+        .post(format!("http://{first}/login/users"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let again = http
+        .post(format!("http://{first}/login/users"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409, "a user is registered once");
+    let wrong = json!({ "user": "alice", "password": "wrong password!" });
+    assert_eq!(
+        http.post(format!("http://{first}/login/sessions"))
+            .json(&wrong)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let session: Value = http
+        .post(format!("http://{first}/login/sessions"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = session["token"].as_str().unwrap().to_string();
+    first_task.abort(); // the instance that made the session is gone
+
+    let (second, second_task) = login::spawn("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let valid: Value = http
+        .get(format!("http://{second}/login/sessions/{token}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(valid["user"], "alice");
+    assert_eq!(
+        http.delete(format!("http://{second}/login/sessions/{token}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        http.get(format!("http://{second}/login/sessions/{token}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    second_task.abort();
+}

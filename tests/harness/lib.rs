@@ -93,6 +93,8 @@ pub struct TestNode {
 pub struct TestCluster {
     pub dir: TempDir,
     pub nodes: Vec<TestNode>,
+    /// Service processes, with the index of their site's node.
+    services: Vec<(usize, Child)>,
 }
 
 fn free_port() -> u16 {
@@ -138,7 +140,11 @@ impl TestCluster {
                 child: None,
             });
         }
-        let mut cluster = TestCluster { dir, nodes };
+        let mut cluster = TestCluster {
+            dir,
+            nodes,
+            services: Vec::new(),
+        };
         for i in 0..3 {
             cluster.spawn(i);
         }
@@ -174,6 +180,75 @@ impl TestCluster {
             .spawn()
             .expect("spawn firebreak node");
         node.child = Some(child);
+    }
+
+    /// Starts `firebreak serve SERVICE` in site `i` (its node first in `--nodes`) on a free
+    /// port; returns the service's base URL.
+    pub fn spawn_service(&mut self, i: usize, service: &str, extra: &[&str]) -> String {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut nodes: Vec<String> = vec![self.nodes[i].addr.clone()];
+        nodes.extend(
+            self.nodes
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, n)| n.addr.clone()),
+        );
+        let log_path = self
+            .dir
+            .path()
+            .join(format!("{}-{service}.log", self.nodes[i].site));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("open log");
+        let mut command = Command::new(binary());
+        command
+            .args([
+                "serve",
+                service,
+                "--listen",
+                &addr,
+                "--nodes",
+                &nodes.join(","),
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe and touches only the child being exec'ed.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        self.services
+            .push((i, command.spawn().expect("spawn firebreak serve")));
+        format!("http://{addr}")
+    }
+
+    /// SIGKILLs every process of site `i` at once: its node and its services.
+    pub fn kill_site(&mut self, i: usize) {
+        let node = self.nodes[i].child.as_ref().map(|c| c.id());
+        let services: Vec<u32> = self
+            .services
+            .iter()
+            .filter(|(s, _)| *s == i)
+            .map(|(_, c)| c.id())
+            .collect();
+        for pid in node.into_iter().chain(services) {
+            // SAFETY: kill(2) on PIDs of children we spawned and have not reaped.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.wait();
+        }
+        for (_, child) in self.services.iter_mut().filter(|(s, _)| *s == i) {
+            let _ = child.wait();
+        }
+        self.services.retain(|(s, _)| *s != i);
     }
 
     /// SIGKILLs node `i`: no shutdown, no flush, like a power cut to the process.
@@ -234,6 +309,10 @@ impl TestCluster {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        for (_, child) in &mut self.services {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         for node in &mut self.nodes {
             if let Some(mut child) = node.child.take() {
                 let _ = child.kill();

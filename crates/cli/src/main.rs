@@ -49,7 +49,7 @@ enum Command {
     Unfreeze(control::UnfreezeArgs),
     /// Every routing change and control, with actor, reason and overridden rules.
     Audit(control::AuditArgs),
-    /// Run a reference service (payments) against the cluster.
+    /// Run a reference service (messaging, payments, login) against the cluster.
     #[command(subcommand)]
     Serve(serve::Command),
     /// Measure the cluster (or etcd, for comparison) under load.

@@ -1,42 +1,110 @@
-//! `firebreak serve payments`: run a reference service against its site's node.
+//! `firebreak serve messaging|payments|login`: run a reference service against its site's
+//! node (the site's node first in `--nodes`, then the others). The services keep no state
+//! of their own: everything is in the state group.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use firebreak_services::{login, messaging, payments};
 
 use crate::client::DEFAULT_NODES;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Accounts and transfers with idempotency keys, stored in the state group.
-    Payments(Args),
+    /// Conversations with sequence numbers and push streams (server-sent events).
+    Messaging {
+        #[command(flatten)]
+        common: Common,
+        /// Open push streams at once; beyond it, 503 with Retry-After.
+        #[arg(long, default_value_t = 10_000)]
+        max_streams: usize,
+        /// Keepalive interval on idle streams, in seconds.
+        #[arg(long, default_value_t = 240)]
+        keepalive_secs: u64,
+    },
+    /// Accounts and transfers with idempotency keys.
+    Payments {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Accounts with argon2 password hashes, and sessions valid in every site.
+    Login {
+        #[command(flatten)]
+        common: Common,
+        /// Session lifetime, in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        session_ttl_secs: u64,
+    },
 }
 
 #[derive(clap::Args)]
-pub struct Args {
+pub struct Common {
     /// Where the service listens.
-    #[arg(long, default_value = "127.0.1.1:8002")]
+    #[arg(long)]
     listen: SocketAddr,
     /// Nodes to store state through: this site's node first, then the others.
     #[arg(long, env = "FIREBREAK_NODES", default_value = DEFAULT_NODES, value_delimiter = ',')]
     nodes: Vec<String>,
-    /// Requests served at once; beyond it the service answers 503 with Retry-After.
+    /// Requests served at once; beyond it, 503 with Retry-After.
     #[arg(long, default_value_t = 256)]
     max_concurrent: usize,
 }
 
+const STATE_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub async fn run(command: Command) -> Result<()> {
-    let Command::Payments(args) = command;
-    let config = firebreak_services::payments::Config {
-        nodes: args.nodes,
-        max_concurrent: args.max_concurrent,
-        state_timeout: Duration::from_secs(5),
+    let (name, listen, spawned) = match command {
+        Command::Messaging {
+            common,
+            max_streams,
+            keepalive_secs,
+        } => {
+            let config = messaging::Config {
+                nodes: common.nodes,
+                max_concurrent: common.max_concurrent,
+                max_streams,
+                keepalive: Duration::from_secs(keepalive_secs.max(1)),
+                state_timeout: STATE_TIMEOUT,
+            };
+            (
+                "messaging",
+                common.listen,
+                messaging::spawn(common.listen, config).await,
+            )
+        }
+        Command::Payments { common } => {
+            let config = payments::Config {
+                nodes: common.nodes,
+                max_concurrent: common.max_concurrent,
+                state_timeout: STATE_TIMEOUT,
+            };
+            (
+                "payments",
+                common.listen,
+                payments::spawn(common.listen, config).await,
+            )
+        }
+        Command::Login {
+            common,
+            session_ttl_secs,
+        } => {
+            let config = login::Config {
+                nodes: common.nodes,
+                max_concurrent: common.max_concurrent,
+                max_hashing: 4,
+                session_ttl: Duration::from_secs(session_ttl_secs),
+                state_timeout: STATE_TIMEOUT,
+            };
+            (
+                "login",
+                common.listen,
+                login::spawn(common.listen, config).await,
+            )
+        }
     };
-    let (addr, task) = firebreak_services::payments::spawn(args.listen, config)
-        .await
-        .with_context(|| format!("failed to listen on {}", args.listen))?;
-    tracing::info!(%addr, "payments serving");
+    let (addr, task) = spawned.with_context(|| format!("failed to listen on {listen}"))?;
+    tracing::info!(service = name, %addr, "serving");
     crate::node::shutdown_signal().await;
     task.abort();
     Ok(())

@@ -61,6 +61,8 @@ pub struct Api {
     /// Failovers and blocked changes, for /metrics.
     pub counters: Counters,
     forward: reqwest::Client,
+    /// The gateway's pool to service instances (no overall timeout: streams pass through).
+    pub(crate) gateway: reqwest::Client,
     watchers: Arc<Semaphore>,
 }
 
@@ -91,6 +93,11 @@ impl Api {
             tokens,
             counters: Counters::default(),
             forward,
+            gateway: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(1))
+                .tcp_nodelay(true)
+                .build()
+                .expect("reqwest client builds with static options"),
             watchers,
         }
     }
@@ -147,6 +154,10 @@ pub fn routes(api: Arc<Api>) -> Router {
         .route("/v1/internal/control", post(internal_control))
         .merge(crate::operator::routes())
         .route("/metrics", get(crate::metrics::render))
+        .route(
+            "/{service}/{*rest}",
+            axum::routing::any(crate::gateway::forward),
+        )
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

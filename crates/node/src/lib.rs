@@ -27,6 +27,7 @@ pub mod batch;
 pub mod config;
 mod error;
 pub mod failover;
+pub mod gateway;
 pub mod group;
 mod identity;
 pub mod metrics;

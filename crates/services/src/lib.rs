@@ -6,12 +6,19 @@
 //!                                                    (no state of its own)
 //! ```
 //!
-//! So far: `payments` (accounts, transfers with idempotency keys as one compare-and-swap
-//! transaction), `state` (the services' client of the state group), `backoff` (the retry
-//! policy). Caveats: messaging with push streams, login, the site-aware gateway and the
-//! typed client that retries across gateways come next (issue 4 is not finished).
+//! - `messaging`: conversations, per-conversation sequence numbers, `client_msg_id`
+//!   dedupe, server-sent-event push streams that resume from `Last-Event-ID`;
+//! - `payments`: accounts, transfers with idempotency keys as one compare-and-swap txn;
+//! - `login`: argon2 password hashes, sessions valid in every site;
+//! - `client`: the typed client over every gateway, with `backoff` (full jitter,
+//!   Retry-After) and honest outcomes; `state`: the services' client of the state group.
+//!
+//! The gateway that routes `/{service}/...` to a serving site lives in the node.
+//! Caveat: the typed client does not yet reconnect push streams by itself (the messaging
+//! tests do it with Last-Event-ID).
 
 pub mod backoff;
+pub mod client;
 pub mod login;
 pub mod messaging;
 pub mod payments;

@@ -1,0 +1,143 @@
+//! The site-aware gateway: `/{service}/...` on any node goes to an instance of the service
+//! in a site that serves it now, following the routing table of the local replica.
+//!
+//! ```text
+//!   request ─► routing[service].serving ─► own site first, then topology priority
+//!           ─► forward (method, headers, bounded body; the response streams through,
+//!              so push streams work) ─► response + x-firebreak-site, x-firebreak-epoch
+//!   instance unreachable ─► next serving site, only when safe: a connection that was
+//!              never made, a GET, or a request with an Idempotency-Key header
+//! ```
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use firebreak_model::topology::Topology;
+use firebreak_model::SiteId;
+
+use crate::api::{Api, ApiError, ApiResult};
+
+/// Largest request body the gateway forwards.
+const MAX_GATEWAY_BODY_BYTES: usize = 256 * 1024;
+/// Hop-by-hop headers not forwarded.
+const HOP_HEADERS: [&str; 6] = [
+    "host",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// The instances to try for `service`, best first, with the service's epoch.
+fn candidates(api: &Api, service: &str) -> Option<(Vec<(SiteId, String)>, u64)> {
+    api.control.reader.read(|c| {
+        let f = &c.failover;
+        let spec = f.topology.as_ref()?.service(service)?;
+        let route = f.routing.get(service)?;
+        let own = &api.config.site;
+        let mut sites: Vec<SiteId> = Topology::ranked_sites(spec)
+            .into_iter()
+            .filter(|s| route.serving.contains(s))
+            .collect();
+        if let Some(i) = sites.iter().position(|s| s == own) {
+            let mine = sites.remove(i);
+            sites.insert(0, mine);
+        }
+        let out = sites
+            .into_iter()
+            .map(|s| (s.clone(), spec.endpoints[&s].clone()))
+            .collect();
+        Some((out, route.epoch))
+    })
+}
+
+/// `/{service}/{*rest}`: forwards to a serving instance.
+pub async fn forward(
+    State(api): State<Arc<Api>>,
+    Path((service, _rest)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let (targets, epoch) = candidates(&api, &service).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no service {service} in the topology"),
+        )
+    })?;
+    if targets.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("no site serves {service} now"),
+        ));
+    }
+    let body = axum::body::to_bytes(body, MAX_GATEWAY_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_input",
+                format!("request body is over {MAX_GATEWAY_BODY_BYTES} bytes"),
+            )
+        })?;
+    let safe =
+        method == Method::GET || method == Method::HEAD || headers.contains_key("idempotency-key");
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut tried = Vec::new();
+    for (site, endpoint) in &targets {
+        let mut request = api.gateway.request(
+            method.clone(),
+            format!("{}{path}", endpoint.trim_end_matches('/')),
+        );
+        for (name, value) in &headers {
+            if !HOP_HEADERS.contains(&name.as_str()) {
+                request = request.header(name, value);
+            }
+        }
+        match request.body(body.clone()).send().await {
+            Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE && safe => {
+                tried.push(format!("{site}: 503"));
+            }
+            Ok(response) => return Ok(relay(response, site, epoch)),
+            Err(err) if err.is_connect() || safe => tried.push(format!("{site}: {err}")),
+            Err(err) => {
+                return Err(ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "outcome_unknown",
+                    format!("instance in {site} took the request but did not answer ({err}); retry with an Idempotency-Key"),
+                ))
+            }
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        format!("no instance of {service} answered: {}", tried.join("; ")),
+    ))
+}
+
+fn relay(response: reqwest::Response, site: &SiteId, epoch: u64) -> Response {
+    let status =
+        StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut headers = HeaderMap::new();
+    for (name, value) in response.headers() {
+        if !HOP_HEADERS.contains(&name.as_str()) {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    let mut out = (status, Body::from_stream(response.bytes_stream())).into_response();
+    out.headers_mut().extend(headers);
+    if let Ok(value) = HeaderValue::from_str(&site.0) {
+        out.headers_mut().insert("x-firebreak-site", value);
+    }
+    out.headers_mut()
+        .insert("x-firebreak-epoch", HeaderValue::from(epoch));
+    out
+}

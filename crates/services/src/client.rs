@@ -1,0 +1,262 @@
+//! The client library: every gateway known (like a DNS answer with several addresses),
+//! per-request timeouts, retries with capped exponential backoff and full jitter that
+//! honour `Retry-After`, and an honest outcome: a request whose fate is unknown is
+//! reported as unknown, never as failed.
+//!
+//! ```text
+//!   request ─► gateway i ─ 2xx / 4xx ─────────────► Done { status, body }
+//!                        ─ 429 / 503 ─► wait(backoff, Retry-After) ─► gateway i+1
+//!                        ─ no connection ─► (nothing sent) ─► next gateway
+//!                        ─ 504 / lost answer ─► idempotent? retry : Unknown
+//!   attempts exhausted ─► Failed (nothing applied) or Unknown (something may have been)
+//! ```
+//!
+//! Idempotent requests are GETs and writes that carry a key the service deduplicates on
+//! (`client_msg_id`, `idempotency_key`); the key also travels as `Idempotency-Key`, which
+//! tells the gateway it may retry on another site.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::backoff::{parse_retry_after, Backoff};
+
+/// What became of a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A definitive answer (2xx, or a 4xx other than 429).
+    Done { status: u16, body: Value },
+    /// Refused every time: nothing was applied.
+    Failed(String),
+    /// It may or may not have been applied.
+    Unknown(String),
+}
+
+impl Outcome {
+    /// The body of a 2xx answer.
+    pub fn ok(&self) -> Option<&Value> {
+        match self {
+            Outcome::Done { status, body } if (200..300).contains(status) => Some(body),
+            _ => None,
+        }
+    }
+}
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Every gateway (`host:port`).
+    pub gateways: Vec<String>,
+    pub timeout: Duration,
+    pub backoff: Backoff,
+    /// Attempts per request, the first included.
+    pub max_attempts: u32,
+    /// Seed of the jitter, so that a run can be repeated.
+    pub seed: u64,
+}
+
+/// A client of the services through their gateways.
+pub struct Client {
+    config: ClientConfig,
+    http: reqwest::Client,
+    rng: Mutex<rand::rngs::StdRng>,
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Self {
+        assert!(
+            !config.gateways.is_empty(),
+            "a client needs at least one gateway"
+        );
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(1)))
+            .build()
+            .expect("reqwest client builds with static options");
+        let rng = Mutex::new(rand::rngs::StdRng::seed_from_u64(config.seed));
+        Self { config, http, rng }
+    }
+
+    fn jitter(&self) -> f64 {
+        self.rng.lock().expect("rng lock").gen::<f64>()
+    }
+
+    /// Sends a request with retries; `key` marks it idempotent.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        key: Option<&str>,
+    ) -> Outcome {
+        let idempotent = key.is_some() || method == Method::GET;
+        let mut maybe_applied = None;
+        let mut last = String::new();
+        let start = (self.jitter() * self.config.gateways.len() as f64) as usize;
+        for attempt in 0..self.config.max_attempts {
+            let gateway =
+                &self.config.gateways[(start + attempt as usize) % self.config.gateways.len()];
+            let mut request = self
+                .http
+                .request(method.clone(), format!("http://{gateway}{path}"));
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            if let Some(key) = key {
+                request = request.header("idempotency-key", key);
+            }
+            let retry_after = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let retry_after = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_retry_after);
+                    let body: Value = response.json().await.unwrap_or(Value::Null);
+                    last = format!(
+                        "{gateway}: {status} {}",
+                        body["error"]["message"].as_str().unwrap_or("")
+                    );
+                    match status {
+                        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                            retry_after
+                        }
+                        StatusCode::GATEWAY_TIMEOUT | StatusCode::BAD_GATEWAY => {
+                            maybe_applied = Some(last.clone());
+                            if !idempotent {
+                                return Outcome::Unknown(last);
+                            }
+                            None
+                        }
+                        _ => {
+                            return Outcome::Done {
+                                status: status.as_u16(),
+                                body,
+                            }
+                        }
+                    }
+                }
+                Err(err) if err.is_connect() => {
+                    last = format!("{gateway}: {err}");
+                    None
+                }
+                Err(err) => {
+                    last = format!("{gateway}: {err}");
+                    maybe_applied = Some(last.clone());
+                    if !idempotent {
+                        return Outcome::Unknown(last);
+                    }
+                    None
+                }
+            };
+            if attempt + 1 < self.config.max_attempts {
+                tokio::time::sleep(
+                    self.config
+                        .backoff
+                        .delay(attempt, self.jitter(), retry_after),
+                )
+                .await;
+            }
+        }
+        match maybe_applied {
+            Some(reason) => Outcome::Unknown(reason),
+            None => Outcome::Failed(last),
+        }
+    }
+
+    /// Sends a message; resending with the same `client_msg_id` is harmless.
+    pub async fn send_message(
+        &self,
+        conversation: &str,
+        client_msg_id: &str,
+        sender: &str,
+        body: &str,
+    ) -> Outcome {
+        let request = json!({ "client_msg_id": client_msg_id, "sender": sender, "body": body });
+        let path = format!("/messaging/conversations/{conversation}/messages");
+        self.request(Method::POST, &path, Some(&request), Some(client_msg_id))
+            .await
+    }
+
+    /// Messages of a conversation after `after`.
+    pub async fn messages(&self, conversation: &str, after: u64) -> Outcome {
+        self.request(
+            Method::GET,
+            &format!("/messaging/conversations/{conversation}/messages?after={after}"),
+            None,
+            None,
+        )
+        .await
+    }
+
+    /// Opens an account (a retry after an unknown outcome may answer 409 `exists`).
+    pub async fn open_account(&self, id: &str, balance: u64) -> Outcome {
+        let body = json!({ "id": id, "balance": balance });
+        self.request(
+            Method::POST,
+            "/payments/accounts",
+            Some(&body),
+            Some(&format!("open-{id}")),
+        )
+        .await
+    }
+
+    /// Moves money once per `idempotency_key`, however often it is retried.
+    pub async fn transfer(
+        &self,
+        idempotency_key: &str,
+        from: &str,
+        to: &str,
+        amount: u64,
+    ) -> Outcome {
+        let body =
+            json!({ "idempotency_key": idempotency_key, "from": from, "to": to, "amount": amount });
+        self.request(
+            Method::POST,
+            "/payments/transfers",
+            Some(&body),
+            Some(idempotency_key),
+        )
+        .await
+    }
+
+    /// The sum of every balance.
+    pub async fn total(&self) -> Outcome {
+        self.request(Method::GET, "/payments/total", None, None)
+            .await
+    }
+
+    /// Registers a user.
+    pub async fn register(&self, user: &str, password: &str) -> Outcome {
+        let body = json!({ "user": user, "password": password });
+        self.request(
+            Method::POST,
+            "/login/users",
+            Some(&body),
+            Some(&format!("register-{user}")),
+        )
+        .await
+    }
+
+    /// Logs in; a retry only makes another session, so it is safe.
+    pub async fn log_in(&self, user: &str, password: &str) -> Outcome {
+        let body = json!({ "user": user, "password": password });
+        self.request(
+            Method::POST,
+            "/login/sessions",
+            Some(&body),
+            Some(&format!("login-{user}")),
+        )
+        .await
+    }
+
+    /// Checks a session token.
+    pub async fn validate(&self, token: &str) -> Outcome {
+        self.request(Method::GET, &format!("/login/sessions/{token}"), None, None)
+            .await
+    }
+}

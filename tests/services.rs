@@ -210,3 +210,80 @@ async fn a_session_made_in_one_instance_is_valid_in_another_after_the_first_is_g
     );
     second_task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_waits_as_long_as_retry_after_asks() {
+    use firebreak_services::backoff::Backoff;
+    use firebreak_services::client::{Client, ClientConfig};
+    use std::sync::atomic::Ordering;
+    let endpoint = firebreak_tests::FakeEndpoint::start();
+    endpoint.healthy.store(false, Ordering::Relaxed); // 503 with Retry-After: 1
+    let client = Client::new(ClientConfig {
+        gateways: vec![endpoint.url.trim_start_matches("http://").to_string()],
+        timeout: Duration::from_secs(2),
+        // A tiny backoff: only Retry-After can explain a wait of a second.
+        backoff: Backoff {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(2),
+        },
+        max_attempts: 2,
+        seed: 7,
+    });
+    let healthy = endpoint.healthy.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        healthy.store(true, Ordering::Relaxed);
+    });
+    let started = std::time::Instant::now();
+    let outcome = client
+        .request(reqwest::Method::GET, "/health", None, None)
+        .await;
+    assert!(
+        matches!(
+            outcome,
+            firebreak_services::client::Outcome::Done { status: 200, .. }
+        ),
+        "{outcome:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "retried after {:?}, before Retry-After",
+        started.elapsed()
+    );
+}
+
+/// What an idle push stream costs: the keepalive's bytes as received, measured over a few
+/// intervals, turned into bytes per hour at the default keepalive (TCP/IP headers added:
+/// 52 bytes for the segment and 52 for its ACK, IPv4 with timestamps).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_push_stream_costs_a_few_hundred_bytes_an_hour() {
+    let cluster = cluster().await;
+    let (base, task) = messaging_at(&cluster).await; // keepalive every second
+    let http = reqwest::Client::new();
+    let mut stream = http
+        .get(format!("{base}/messaging/conversations/quiet/stream"))
+        .send()
+        .await
+        .unwrap();
+    let mut bytes = 0usize;
+    let mut keepalives = 0usize;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(4500);
+    while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(deadline, stream.chunk()).await {
+        bytes += chunk.len();
+        keepalives += 1;
+    }
+    assert!(
+        keepalives >= 3,
+        "expected a keepalive a second, got {keepalives}"
+    );
+    let per_keepalive = bytes as f64 / keepalives as f64 + 104.0;
+    let default_interval_secs = 900.0;
+    let per_hour = per_keepalive * 3600.0 / default_interval_secs;
+    let per_month_mb = per_hour * 24.0 * 30.0 / 1e6;
+    eprintln!("idle stream: {per_keepalive:.0} bytes per keepalive on the wire; at 900 s: {per_hour:.0} B/hour, {per_month_mb:.2} MB/month (2011: 4.6 MB/month)");
+    assert!(
+        per_month_mb < 0.46,
+        "an idle stream costs {per_month_mb:.2} MB a month, over a tenth of 2011's 4.6 MB"
+    );
+    task.abort();
+}

@@ -57,7 +57,7 @@ async fn losing_a_whole_site_loses_no_acknowledged_write() {
     assert_eq!(code, 0, "{out}{err}");
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let client = Client::new(ClientConfig {
+    let client = std::sync::Arc::new(Client::new(ClientConfig {
         gateways: addrs.clone(),
         timeout: Duration::from_secs(3),
         backoff: Backoff {
@@ -66,7 +66,7 @@ async fn losing_a_whole_site_loses_no_acknowledged_write() {
         },
         max_attempts: 12,
         seed: SEED,
-    });
+    }));
     assert!(client.open_account("a", 1000).await.ok().is_some());
     assert!(client.open_account("b", 1000).await.ok().is_some());
     assert!(client
@@ -75,6 +75,9 @@ async fn losing_a_whole_site_loses_no_acknowledged_write() {
         .ok()
         .is_some());
 
+    // A recipient holds a push stream through pangyo's gateway (its first), so the fire
+    // cuts it; it must reconnect elsewhere by itself and resume.
+    let mut pushed = client.follow("room", 0, 50);
     let mut messages = BTreeMap::new();
     let mut transfers = BTreeMap::new();
     let mut sessions = Vec::new();
@@ -148,6 +151,21 @@ async fn losing_a_whole_site_loses_no_acknowledged_write() {
             _ => assert_eq!(copies, 0, "refused {id} was stored"),
         }
     }
+
+    // The recipient got every stored message once, in order, across its reconnects.
+    let mut delivered = Vec::new();
+    let deadline = tokio::time::Instant::now() + firebreak_tests::DEADLINE;
+    while delivered.len() < stored.len() {
+        let message = tokio::time::timeout_at(deadline, pushed.recv())
+            .await
+            .expect("push delivery in time")
+            .expect("stream open");
+        delivered.push(message["seq"].as_u64().unwrap());
+    }
+    assert_eq!(
+        delivered, seqs,
+        "push delivery must be every message once, in order"
+    );
 
     // Every acknowledged transfer applied once; unknown ones once or never; total conserved.
     let acked = transfers.values().filter(|o| o.ok().is_some()).count() as u64;

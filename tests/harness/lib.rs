@@ -440,7 +440,7 @@ pub async fn put(http: &reqwest::Client, addr: &str, key: &str, value: &str) -> 
 }
 
 /// A stand-in service instance in the test process: answers every request with 200 while
-/// `healthy` is set and 503 otherwise. Stops (and joins its thread) when dropped.
+/// `healthy` is set and 503 with `Retry-After: 1` otherwise. Stops (and joins its thread) when dropped.
 pub struct FakeEndpoint {
     pub url: String,
     pub healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -469,14 +469,14 @@ impl FakeEndpoint {
                         let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
                         let mut buf = [0u8; 4096];
                         let _ = stream.read(&mut buf);
-                        let status = if h.load(Ordering::Relaxed) {
-                            "200 OK"
+                        let (status, extra) = if h.load(Ordering::Relaxed) {
+                            ("200 OK", "")
                         } else {
-                            "503 Service Unavailable"
+                            ("503 Service Unavailable", "retry-after: 1\r\n")
                         };
                         let _ = write!(
                             stream,
-                            "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                            "HTTP/1.1 {status}\r\n{extra}content-length: 0\r\nconnection: close\r\n\r\n"
                         );
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),

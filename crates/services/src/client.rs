@@ -259,4 +259,87 @@ impl Client {
         self.request(Method::GET, &format!("/login/sessions/{token}"), None, None)
             .await
     }
+
+    /// Follows a conversation's push stream from after `after`, reconnecting through every
+    /// gateway in turn with backoff and full jitter and resuming with `Last-Event-ID`, so
+    /// the receiver gets every message once and in order. Stops when the receiver is dropped
+    /// or after `max_reconnects` failed connections in a row.
+    pub fn follow(
+        self: &std::sync::Arc<Self>,
+        conversation: &str,
+        after: u64,
+        max_reconnects: u32,
+    ) -> tokio::sync::mpsc::Receiver<Value> {
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let client = self.clone();
+        let conversation = conversation.to_string();
+        tokio::spawn(async move {
+            let mut last = after;
+            let mut failures = 0u32;
+            // Streams start at the first (nearest) gateway and move on only when it fails.
+            let mut gateway = 0usize;
+            let mut reconnects = 0u32;
+            while failures < max_reconnects && !tx.is_closed() {
+                let url = format!(
+                    "http://{}/messaging/conversations/{conversation}/stream",
+                    client.config.gateways[gateway % client.config.gateways.len()]
+                );
+                if reconnects > 0 {
+                    tracing::info!(reconnects, last, "push stream reconnecting");
+                }
+                reconnects += 1;
+                // No overall timeout on a stream: it lives as long as the connection.
+                let streaming = reqwest::Client::new()
+                    .get(url)
+                    .header("last-event-id", last.to_string())
+                    .send()
+                    .await;
+                let mut retry_after = None;
+                match streaming {
+                    Ok(mut response) if response.status().is_success() => {
+                        failures = 0;
+                        let mut buffer = String::new();
+                        while let Ok(Some(chunk)) = response.chunk().await {
+                            buffer.push_str(&String::from_utf8_lossy(&chunk));
+                            while let Some(end) = buffer.find("\n\n") {
+                                let block: String = buffer.drain(..end + 2).collect();
+                                let data = block.lines().find_map(|l| l.strip_prefix("data:"));
+                                let Some(message) =
+                                    data.and_then(|d| serde_json::from_str::<Value>(d.trim()).ok())
+                                else {
+                                    continue;
+                                };
+                                let seq = message["seq"].as_u64().unwrap_or(0);
+                                if seq <= last {
+                                    continue;
+                                }
+                                last = seq;
+                                if tx.send(message).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    Ok(response) => {
+                        retry_after = response
+                            .headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(parse_retry_after);
+                    }
+                    Err(_) => {}
+                }
+                // Whatever ended this connection, the next one goes to another gateway.
+                gateway += 1;
+                tokio::time::sleep(client.config.backoff.delay(
+                    failures,
+                    client.jitter(),
+                    retry_after,
+                ))
+                .await;
+                failures += 1;
+            }
+        });
+        rx
+    }
 }

@@ -14,8 +14,6 @@
 //!   Retry-After) and honest outcomes; `state`: the services' client of the state group.
 //!
 //! The gateway that routes `/{service}/...` to a serving site lives in the node.
-//! Caveat: the typed client does not yet reconnect push streams by itself (the messaging
-//! tests do it with Last-Event-ID).
 
 pub mod backoff;
 pub mod client;

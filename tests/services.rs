@@ -287,3 +287,55 @@ async fn an_idle_push_stream_costs_a_few_hundred_bytes_an_hour() {
     );
     task.abort();
 }
+
+/// Streams share one watch per instance: twelve streams work on nodes that allow only
+/// four watchers each (one watch per stream would be refused with 429).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_streams_share_one_watch_on_the_node() {
+    let cluster = TestCluster::start("api:\n  max_watchers: 4\n");
+    Api::new().wait_leader(&cluster.addrs(), "state").await;
+    let (base, task) = messaging_at(&cluster).await;
+    let http = reqwest::Client::new();
+    let mut streams = Vec::new();
+    for c in 0..12 {
+        streams.push(
+            http.get(format!("{base}/messaging/conversations/c{c}/stream"))
+                .send()
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for c in 0..12 {
+        let request =
+            json!({ "client_msg_id": "only", "sender": "bob", "body": format!("to c{c}") });
+        let sent = http
+            .post(format!("{base}/messaging/conversations/c{c}/messages"))
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        assert!(sent.status().is_success());
+    }
+    for (c, stream) in streams.iter_mut().enumerate() {
+        let events = read_events(stream, 1).await;
+        assert_eq!(events[0].1["body"], format!("to c{c}"));
+    }
+    // The instance allows 16 open streams; the 17th is shed with 503 and Retry-After.
+    for c in 12..16 {
+        streams.push(
+            http.get(format!("{base}/messaging/conversations/c{c}/stream"))
+                .send()
+                .await
+                .unwrap(),
+        );
+    }
+    let shed = http
+        .get(format!("{base}/messaging/conversations/c99/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shed.status(), 503);
+    assert_eq!(shed.headers()["retry-after"], "1");
+    task.abort();
+}

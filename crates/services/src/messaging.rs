@@ -8,8 +8,9 @@
 //!        else one txn: seq/{c} unchanged and id absent ─► seq = n+1, msg/{c}/{n+1}, id
 //!   GET  /messaging/conversations/{c}/messages?after=N          (catch up, paged)
 //!   GET  /messaging/conversations/{c}/stream   (Last-Event-ID: N, or ?after=N)
-//!        backlog after N from the log, then the node's watch from that read's revision;
-//!        every event has `id: seq`, so a client that reconnects resumes exactly there
+//!        backlog after N from the log, then what the instance's one shared watch hears
+//!        (re-reading the log on any gap); every event has `id: seq`, so a client that
+//!        reconnects resumes exactly there
 //! ```
 //!
 //! Push, not polling: a stream costs one idle connection and a keepalive comment every
@@ -49,6 +50,10 @@ const PAGE: usize = 500;
 const STREAM_BUFFER: usize = 64;
 /// How long one watch call waits for news before asking again.
 const WATCH_WAIT: Duration = Duration::from_secs(25);
+/// News buffered per stream in the hub; a stream further behind re-reads the log.
+const HUB_BUFFER: usize = 256;
+/// Pause before the hub retries an unreachable state group.
+const HUB_RETRY: Duration = Duration::from_millis(500);
 
 /// How the service runs.
 #[derive(Debug, Clone)]
@@ -64,6 +69,7 @@ pub struct Config {
 
 struct Service {
     state: StateClient,
+    hub: Arc<Hub>,
     permits: Semaphore,
     streams: Arc<Semaphore>,
     keepalive: Duration,
@@ -81,8 +87,12 @@ pub struct Message {
 
 /// The service's router.
 pub fn router(config: Config) -> Router {
+    let state = StateClient::new(config.nodes, config.state_timeout);
+    let hub = Arc::new(Hub::default());
+    tokio::spawn(run_hub(state.clone(), Arc::downgrade(&hub)));
     let service = Arc::new(Service {
-        state: StateClient::new(config.nodes, config.state_timeout),
+        state,
+        hub,
         permits: Semaphore::new(config.max_concurrent),
         streams: Arc::new(Semaphore::new(config.max_streams)),
         keepalive: config.keepalive,
@@ -327,6 +337,7 @@ async fn stream(
         .unwrap_or(q.after);
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     tokio::spawn(follow(
+        service.hub.clone(),
         service.state.clone(),
         conversation,
         after,
@@ -341,61 +352,158 @@ async fn stream(
         .into_response())
 }
 
-/// Feeds one stream: the backlog after `after`, then every new message, until the client
-/// goes away or the state group cannot be reached (the client then reconnects, possibly
-/// to another site, and resumes from its Last-Event-ID).
+/// What the hub tells a stream.
+#[derive(Debug, Clone)]
+enum News {
+    /// A message committed to the stream's conversation.
+    Message(Message),
+    /// The hub may have missed changes: read the log again.
+    Resync,
+}
+
+/// One watch per service instance, fanned out to every open stream by conversation, so
+/// that ten thousand idle streams cost one long-poll on the node, not ten thousand.
+#[derive(Default)]
+struct Hub {
+    subscribers: std::sync::Mutex<std::collections::HashMap<String, Vec<mpsc::Sender<News>>>>,
+}
+
+impl Hub {
+    fn subscribe(&self, conversation: &str) -> mpsc::Receiver<News> {
+        let (tx, rx) = mpsc::channel(HUB_BUFFER);
+        self.subscribers
+            .lock()
+            .expect("hub lock")
+            .entry(conversation.to_string())
+            .or_default()
+            .push(tx);
+        rx
+    }
+
+    /// Delivers news to a conversation's streams; a stream too far behind is dropped from
+    /// the hub (its receiver closes) and re-reads the log when it notices.
+    fn publish(&self, conversation: &str, news: &News) {
+        let mut subscribers = self.subscribers.lock().expect("hub lock");
+        if let Some(list) = subscribers.get_mut(conversation) {
+            list.retain(|tx| tx.try_send(news.clone()).is_ok());
+        }
+    }
+
+    fn resync_all(&self) {
+        let mut subscribers = self.subscribers.lock().expect("hub lock");
+        for list in subscribers.values_mut() {
+            list.retain(|tx| tx.try_send(News::Resync).is_ok());
+        }
+    }
+
+    /// Forgets streams that ended.
+    fn sweep(&self) {
+        let mut subscribers = self.subscribers.lock().expect("hub lock");
+        subscribers.retain(|_, list| {
+            list.retain(|tx| !tx.is_closed());
+            !list.is_empty()
+        });
+    }
+}
+
+/// The hub's one watch on every conversation, for as long as the service lives.
+async fn run_hub(state: StateClient, hub: std::sync::Weak<Hub>) {
+    let mut from: Option<u64> = None;
+    loop {
+        let Some(strong) = hub.upgrade() else { return };
+        let start = match from {
+            Some(revision) => revision,
+            None => match state.range(MSG, None, 1).await {
+                Ok((_, revision)) => {
+                    // Whatever happened before this revision, streams read from the log.
+                    strong.resync_all();
+                    revision + 1
+                }
+                Err(err) => {
+                    tracing::debug!(cause = %err, "messaging hub cannot read the state group");
+                    drop(strong);
+                    tokio::time::sleep(HUB_RETRY).await;
+                    continue;
+                }
+            },
+        };
+        drop(strong);
+        let watched = state.watch(MSG, start, WATCH_WAIT).await;
+        let Some(strong) = hub.upgrade() else { return };
+        match watched {
+            Ok(Some((events, next))) => {
+                for event in events {
+                    let Some(entry) = event.entry else { continue };
+                    let Some(conversation) = event
+                        .key
+                        .strip_prefix(MSG)
+                        .and_then(|k| k.split('/').next())
+                    else {
+                        continue;
+                    };
+                    if let Ok(message) = serde_json::from_str::<Message>(&entry.value) {
+                        strong.publish(conversation, &News::Message(message));
+                    }
+                }
+                strong.sweep();
+                from = Some(next);
+            }
+            Ok(None) => from = None,
+            Err(err) => {
+                tracing::debug!(cause = %err, "messaging hub watch failed");
+                from = None;
+                tokio::time::sleep(HUB_RETRY).await;
+            }
+        }
+    }
+}
+
+/// Feeds one stream: the backlog after `after`, then every new message the hub hears of,
+/// re-reading the log on any doubt (a gap, a resync, a drop), until the client goes away or
+/// the state group cannot be read (the client then reconnects, possibly to another site,
+/// and resumes from its Last-Event-ID).
 async fn follow(
+    hub: Arc<Hub>,
     state: StateClient,
     conversation: String,
     mut after: u64,
     tx: mpsc::Sender<Event>,
     _permit: OwnedSemaphorePermit,
 ) {
-    let prefix = format!("{MSG}{conversation}/");
-    'reread: loop {
-        let (messages, mut revision) = match page(&state, &conversation, after).await {
-            Ok(page) => page,
-            Err(err) => {
-                tracing::info!(cause = %err, conversation, "stream ends: state group unreachable");
-                return;
-            }
-        };
-        let full_page = messages.len() == PAGE;
-        for message in messages {
-            if !deliver(&tx, &mut after, message).await {
-                return;
-            }
-        }
-        if full_page {
-            continue;
-        }
+    'resubscribe: loop {
+        // Subscribe before reading: whatever commits after the read reaches the hub.
+        let mut news = hub.subscribe(&conversation);
         loop {
-            let watched = tokio::select! {
-                watched = state.watch(&prefix, revision + 1, WATCH_WAIT) => watched,
-                _ = tx.closed() => return,
-            };
-            match watched {
-                Ok(Some((events, next))) => {
-                    for event in events {
-                        let Some(entry) = event.entry else { continue };
-                        let Ok(message) = serde_json::from_str::<Message>(&entry.value) else {
-                            continue;
-                        };
-                        if message.seq > after + 1 {
-                            // A gap in what the watch saw: read the log again.
-                            continue 'reread;
-                        }
-                        if !deliver(&tx, &mut after, message).await {
-                            return;
-                        }
-                    }
-                    revision = next - 1;
-                }
-                Ok(None) => continue 'reread,
+            let messages = match page(&state, &conversation, after).await {
+                Ok((messages, _)) => messages,
                 Err(err) => {
                     tracing::info!(cause = %err, conversation, "stream ends: state group unreachable");
                     return;
                 }
+            };
+            let full_page = messages.len() == PAGE;
+            for message in messages {
+                if !deliver(&tx, &mut after, message).await {
+                    return;
+                }
+            }
+            if !full_page {
+                break;
+            }
+        }
+        loop {
+            let item = tokio::select! {
+                item = news.recv() => item,
+                _ = tx.closed() => return,
+            };
+            match item {
+                Some(News::Message(message)) if message.seq <= after + 1 => {
+                    if !deliver(&tx, &mut after, message).await {
+                        return;
+                    }
+                }
+                // A gap, a resync, or the hub dropped us: read the log again.
+                Some(_) | None => continue 'resubscribe,
             }
         }
     }

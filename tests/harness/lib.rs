@@ -229,6 +229,15 @@ impl TestCluster {
         format!("http://{addr}")
     }
 
+    /// SIGKILLs the service processes of site `i` (its node keeps running).
+    pub fn kill_site_services(&mut self, i: usize) {
+        for (_, child) in self.services.iter_mut().filter(|(s, _)| *s == i) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.services.retain(|(s, _)| *s != i);
+    }
+
     /// SIGKILLs every process of site `i` at once: its node and its services.
     pub fn kill_site(&mut self, i: usize) {
         let node = self.nodes[i].child.as_ref().map(|c| c.id());

@@ -270,6 +270,23 @@ impl Client {
         after: u64,
         max_reconnects: u32,
     ) -> tokio::sync::mpsc::Receiver<Value> {
+        self.follow_observed(
+            conversation,
+            after,
+            max_reconnects,
+            std::sync::Arc::new(|| {}),
+        )
+    }
+
+    /// [`Client::follow`], calling `on_attempt` at every connection attempt (for measuring
+    /// reconnect storms).
+    pub fn follow_observed(
+        self: &std::sync::Arc<Self>,
+        conversation: &str,
+        after: u64,
+        max_reconnects: u32,
+        on_attempt: std::sync::Arc<dyn Fn() + Send + Sync>,
+    ) -> tokio::sync::mpsc::Receiver<Value> {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let client = self.clone();
         let conversation = conversation.to_string();
@@ -285,8 +302,9 @@ impl Client {
                     client.config.gateways[gateway % client.config.gateways.len()]
                 );
                 if reconnects > 0 {
-                    tracing::info!(reconnects, last, "push stream reconnecting");
+                    tracing::debug!(reconnects, last, "push stream reconnecting");
                 }
+                on_attempt();
                 reconnects += 1;
                 // No overall timeout on a stream: it lives as long as the connection.
                 let streaming = reqwest::Client::new()

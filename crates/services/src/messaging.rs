@@ -288,15 +288,23 @@ struct After {
     after: u64,
 }
 
-/// Messages after `seq`, in order, one page.
+/// Messages after `seq`, in order, one page. Streams read their node's replica (`stale`):
+/// a message it has not applied yet reaches the stream through the hub, and any gap makes
+/// the stream read again, so nothing is lost, and a reconnect storm costs the leader
+/// nothing.
 async fn page(
     state: &StateClient,
     conversation: &str,
     after: u64,
+    stale: bool,
 ) -> Result<(Vec<Message>, u64), StateError> {
     let prefix = format!("{MSG}{conversation}/");
     let start = msg_key(conversation, after);
-    let (entries, revision) = state.range(&prefix, Some(&start), PAGE).await?;
+    let (entries, revision) = if stale {
+        state.range_stale(&prefix, Some(&start), PAGE).await?
+    } else {
+        state.range(&prefix, Some(&start), PAGE).await?
+    };
     let messages = entries
         .into_iter()
         .filter_map(|(_, e)| serde_json::from_str(&e.value).ok())
@@ -311,7 +319,7 @@ async fn read(
 ) -> Result<Response, Failure> {
     let _permit = service.permits.try_acquire().map_err(|_| overloaded())?;
     check_id("conversation", &conversation)?;
-    let (messages, _) = page(&service.state, &conversation, q.after).await?;
+    let (messages, _) = page(&service.state, &conversation, q.after, false).await?;
     Ok(Json(json!({ "messages": messages })).into_response())
 }
 
@@ -474,7 +482,7 @@ async fn follow(
         // Subscribe before reading: whatever commits after the read reaches the hub.
         let mut news = hub.subscribe(&conversation);
         loop {
-            let messages = match page(&state, &conversation, after).await {
+            let messages = match page(&state, &conversation, after, true).await {
                 Ok((messages, _)) => messages,
                 Err(err) => {
                     tracing::info!(cause = %err, conversation, "stream ends: state group unreachable");

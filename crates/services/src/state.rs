@@ -125,7 +125,31 @@ impl StateClient {
         start_after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<(String, KvEntry)>, u64), StateError> {
+        self.range_with(prefix, start_after, limit, false).await
+    }
+
+    /// [`StateClient::range`] from the first node's own replica, without asking the
+    /// leader: cheap, maybe behind; pair it with a watch from the returned revision.
+    pub async fn range_stale(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<(String, KvEntry)>, u64), StateError> {
+        self.range_with(prefix, start_after, limit, true).await
+    }
+
+    async fn range_with(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        stale: bool,
+    ) -> Result<(Vec<(String, KvEntry)>, u64), StateError> {
         let mut query = vec![("prefix", prefix.to_string()), ("limit", limit.to_string())];
+        if stale {
+            query.push(("consistency", "stale".to_string()));
+        }
         if let Some(after) = start_after {
             query.push(("start_after", after.to_string()));
         }

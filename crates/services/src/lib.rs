@@ -17,6 +17,7 @@
 
 pub mod backoff;
 pub mod client;
+mod http;
 pub mod login;
 pub mod messaging;
 pub mod payments;

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -30,7 +30,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::state::{StateClient, StateError};
+use crate::http::Failure;
+use crate::state::StateClient;
 
 const USERS: &str = "login/users/";
 const SESSIONS: &str = "login/sessions/";
@@ -93,47 +94,7 @@ pub async fn spawn(
     listen: SocketAddr,
     config: Config,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
-    let app = router(config);
-    let task = tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, app).await {
-            tracing::error!(cause = %err, "login server failed");
-        }
-    });
-    Ok((addr, task))
-}
-
-struct Failure(StatusCode, &'static str, String);
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        let mut response = (
-            self.0,
-            Json(json!({ "error": { "kind": self.1, "message": self.2 } })),
-        )
-            .into_response();
-        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
-        }
-        response
-    }
-}
-
-impl From<StateError> for Failure {
-    fn from(err: StateError) -> Self {
-        match err {
-            StateError::Unavailable(m) => {
-                Failure(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
-            }
-            StateError::OutcomeUnknown(m) => {
-                Failure(StatusCode::GATEWAY_TIMEOUT, "outcome_unknown", m)
-            }
-            StateError::Invalid(m) => Failure(StatusCode::BAD_REQUEST, "invalid_input", m),
-        }
-    }
+    crate::http::serve(listen, router(config), "login").await
 }
 
 fn now_ms() -> u64 {
@@ -170,13 +131,10 @@ fn check_password(password: &str) -> Result<(), Failure> {
 }
 
 fn shed(service: &Service) -> Result<tokio::sync::SemaphorePermit<'_>, Failure> {
-    service.permits.try_acquire().map_err(|_| {
-        Failure(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "too many requests in flight".into(),
-        )
-    })
+    service
+        .permits
+        .try_acquire()
+        .map_err(|_| Failure::overloaded("requests"))
 }
 
 /// Runs a slow hash job on a blocking thread, within the hashing bound.
@@ -184,13 +142,11 @@ async fn hashing<T: Send + 'static>(
     service: &Service,
     job: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Failure> {
-    let permit = service.hashing.clone().try_acquire_owned().map_err(|_| {
-        Failure(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "too many password checks in flight".into(),
-        )
-    })?;
+    let permit = service
+        .hashing
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Failure::overloaded("password checks"))?;
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
         job()

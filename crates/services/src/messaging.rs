@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -33,13 +33,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
+use crate::http::{check_id, Failure};
 use crate::state::{StateClient, StateError};
 
 const SEQ: &str = "messaging/seq/";
 const MSG: &str = "messaging/msg/";
 const IDS: &str = "messaging/ids/";
-/// Longest conversation id, client message id or sender.
-const MAX_ID_BYTES: usize = 64;
 /// Longest message body.
 pub const MAX_BODY_BYTES: usize = 4096;
 /// Compare-and-swap attempts before a send gives up under contention (503).
@@ -52,6 +51,8 @@ const STREAM_BUFFER: usize = 64;
 const WATCH_WAIT: Duration = Duration::from_secs(25);
 /// News buffered per stream in the hub; a stream further behind re-reads the log.
 const HUB_BUFFER: usize = 256;
+/// Silence after which a stream reads the log again anyway.
+const IDLE_REREAD: Duration = Duration::from_secs(60);
 /// Pause before the hub retries an unreachable state group.
 const HUB_RETRY: Duration = Duration::from_millis(500);
 
@@ -115,64 +116,7 @@ pub async fn spawn(
     listen: SocketAddr,
     config: Config,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
-    let app = router(config);
-    let task = tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, app).await {
-            tracing::error!(cause = %err, "messaging server failed");
-        }
-    });
-    Ok((addr, task))
-}
-
-struct Failure(StatusCode, &'static str, String);
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        let mut response = (
-            self.0,
-            Json(json!({ "error": { "kind": self.1, "message": self.2 } })),
-        )
-            .into_response();
-        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
-        }
-        response
-    }
-}
-
-impl From<StateError> for Failure {
-    fn from(err: StateError) -> Self {
-        match err {
-            StateError::Unavailable(m) => {
-                Failure(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
-            }
-            StateError::OutcomeUnknown(m) => Failure(
-                StatusCode::GATEWAY_TIMEOUT,
-                "outcome_unknown",
-                format!("{m}; resend with the same client_msg_id"),
-            ),
-            StateError::Invalid(m) => Failure(StatusCode::BAD_REQUEST, "invalid_input", m),
-        }
-    }
-}
-
-fn check_id(field: &str, id: &str) -> Result<(), Failure> {
-    let ok = !id.is_empty()
-        && id.len() <= MAX_ID_BYTES
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    ok.then_some(()).ok_or_else(|| {
-        Failure(
-            StatusCode::BAD_REQUEST,
-            "invalid_input",
-            format!("{field} must be 1 to {MAX_ID_BYTES} of a-z, A-Z, 0-9, - and _"),
-        )
-    })
+    crate::http::serve(listen, router(config), "messaging").await
 }
 
 fn msg_key(conversation: &str, seq: u64) -> String {
@@ -192,7 +136,10 @@ async fn send(
     Path(conversation): Path<String>,
     Json(req): Json<SendRequest>,
 ) -> Result<Response, Failure> {
-    let _permit = service.permits.try_acquire().map_err(|_| overloaded())?;
+    let _permit = service
+        .permits
+        .try_acquire()
+        .map_err(|_| Failure::overloaded("requests"))?;
     check_id("conversation", &conversation)?;
     check_id("client_msg_id", &req.client_msg_id)?;
     check_id("sender", &req.sender)?;
@@ -273,14 +220,6 @@ async fn send(
     ))
 }
 
-fn overloaded() -> Failure {
-    Failure(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "overloaded",
-        "too many requests in flight".into(),
-    )
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct After {
@@ -317,7 +256,10 @@ async fn read(
     Path(conversation): Path<String>,
     Query(q): Query<After>,
 ) -> Result<Response, Failure> {
-    let _permit = service.permits.try_acquire().map_err(|_| overloaded())?;
+    let _permit = service
+        .permits
+        .try_acquire()
+        .map_err(|_| Failure::overloaded("requests"))?;
     check_id("conversation", &conversation)?;
     let (messages, _) = page(&service.state, &conversation, q.after, false).await?;
     Ok(Json(json!({ "messages": messages })).into_response())
@@ -330,13 +272,11 @@ async fn stream(
     headers: HeaderMap,
 ) -> Result<Response, Failure> {
     check_id("conversation", &conversation)?;
-    let permit = service.streams.clone().try_acquire_owned().map_err(|_| {
-        Failure(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "too many open streams".into(),
-        )
-    })?;
+    let permit = service
+        .streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Failure::overloaded("open streams"))?;
     // Last-Event-ID (set by every SSE client on reconnect) wins over ?after=.
     let after = headers
         .get("last-event-id")
@@ -421,7 +361,9 @@ async fn run_hub(state: StateClient, hub: std::sync::Weak<Hub>) {
         let Some(strong) = hub.upgrade() else { return };
         let start = match from {
             Some(revision) => revision,
-            None => match state.range(MSG, None, 1).await {
+            // Start from the revision of the replica the hub watches (the same one streams
+            // read): every message that replica applies later reaches the hub.
+            None => match state.range_stale(MSG, None, 1).await {
                 Ok((_, revision)) => {
                     // Whatever happened before this revision, streams read from the log.
                     strong.resync_all();
@@ -503,6 +445,9 @@ async fn follow(
             let item = tokio::select! {
                 item = news.recv() => item,
                 _ = tx.closed() => return,
+                // A safety net: after a long silence, look at the log once more, in case
+                // the hub's watch and this stream's read met different replicas.
+                _ = tokio::time::sleep(IDLE_REREAD) => Some(News::Resync),
             };
             match item {
                 Some(News::Message(message)) if message.seq <= after + 1 => {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -30,7 +30,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::state::{StateClient, StateError};
+use crate::http::{check_id, Failure};
+use crate::state::StateClient;
 
 /// Key prefix of account balances.
 const ACCOUNTS: &str = "payments/accounts/";
@@ -40,8 +41,6 @@ const TRANSFERS: &str = "payments/transfers/";
 const MAX_CAS_ATTEMPTS: usize = 32;
 /// Largest amount one transfer moves, and largest opening balance.
 pub const MAX_AMOUNT: u64 = 1_000_000_000_000;
-/// Longest account id or idempotency key.
-const MAX_ID_BYTES: usize = 64;
 
 /// How the service runs.
 #[derive(Debug, Clone)]
@@ -79,77 +78,14 @@ pub async fn spawn(
     listen: SocketAddr,
     config: Config,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
-    let app = router(config);
-    let task = tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, app).await {
-            tracing::error!(cause = %err, "payments server failed");
-        }
-    });
-    Ok((addr, task))
-}
-
-/// An error answer.
-struct Failure(StatusCode, &'static str, String);
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        let mut response = (
-            self.0,
-            Json(json!({ "error": { "kind": self.1, "message": self.2 } })),
-        )
-            .into_response();
-        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
-        }
-        response
-    }
-}
-
-impl From<StateError> for Failure {
-    fn from(err: StateError) -> Self {
-        match err {
-            StateError::Unavailable(m) => {
-                Failure(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
-            }
-            StateError::OutcomeUnknown(m) => Failure(
-                StatusCode::GATEWAY_TIMEOUT,
-                "outcome_unknown",
-                format!("{m}; retry with the same idempotency key"),
-            ),
-            StateError::Invalid(m) => Failure(StatusCode::BAD_REQUEST, "invalid_input", m),
-        }
-    }
-}
-
-fn check_id(field: &str, id: &str) -> Result<(), Failure> {
-    let ok = !id.is_empty()
-        && id.len() <= MAX_ID_BYTES
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(Failure(
-            StatusCode::BAD_REQUEST,
-            "invalid_input",
-            format!("{field} must be 1 to {MAX_ID_BYTES} of a-z, A-Z, 0-9, - and _"),
-        ))
-    }
+    crate::http::serve(listen, router(config), "payments").await
 }
 
 fn shed(service: &Service) -> Result<tokio::sync::SemaphorePermit<'_>, Failure> {
-    service.permits.try_acquire().map_err(|_| {
-        Failure(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "too many requests in flight".into(),
-        )
-    })
+    service
+        .permits
+        .try_acquire()
+        .map_err(|_| Failure::overloaded("requests"))
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,92 @@
+//! What the three services share at their HTTP edge: error answers, id checks, load
+//! shedding answers and serving a router.
+
+use std::net::SocketAddr;
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::state::StateError;
+
+/// Longest id a service accepts (account, conversation, message id, idempotency key).
+pub const MAX_ID_BYTES: usize = 64;
+
+/// An error answer: status, kind, message. 503 answers carry `Retry-After: 1`.
+pub(crate) struct Failure(pub StatusCode, pub &'static str, pub String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.0,
+            Json(json!({ "error": { "kind": self.1, "message": self.2 } })),
+        )
+            .into_response();
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<StateError> for Failure {
+    fn from(err: StateError) -> Self {
+        match err {
+            StateError::Unavailable(m) => {
+                Failure(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+            }
+            StateError::OutcomeUnknown(m) => Failure(
+                StatusCode::GATEWAY_TIMEOUT,
+                "outcome_unknown",
+                format!("{m}; retrying with the same idempotency key or message id is safe"),
+            ),
+            StateError::Invalid(m) => Failure(StatusCode::BAD_REQUEST, "invalid_input", m),
+        }
+    }
+}
+
+impl Failure {
+    /// The answer when a bound on work in flight is reached.
+    pub(crate) fn overloaded(what: &str) -> Self {
+        Failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            format!("too many {what} in flight"),
+        )
+    }
+}
+
+/// Checks an id: 1 to [`MAX_ID_BYTES`] of a-z, A-Z, 0-9, `-` and `_`.
+pub(crate) fn check_id(field: &str, id: &str) -> Result<(), Failure> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID_BYTES
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    ok.then_some(()).ok_or_else(|| {
+        Failure(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            format!("{field} must be 1 to {MAX_ID_BYTES} of a-z, A-Z, 0-9, - and _"),
+        )
+    })
+}
+
+/// Serves `router` on `listen` until the returned task is aborted; returns the bound address.
+pub(crate) async fn serve(
+    listen: SocketAddr,
+    router: Router,
+    name: &'static str,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, router).await {
+            tracing::error!(service = name, cause = %err, "server failed");
+        }
+    });
+    Ok((addr, task))
+}

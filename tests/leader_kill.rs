@@ -42,9 +42,17 @@ async fn sigkill_of_the_leader_loses_no_acknowledged_write() {
         count(Outcome::Failed),
         count(Outcome::Unknown)
     );
+    // Enough acknowledged writes on both sides of the kill for the checks to mean something.
+    let acked_after_kill = outcomes
+        .iter()
+        .filter(|(k, (o, _))| {
+            *o == Outcome::Ok && k.as_str() >= format!("key{KILL_AT:04}").as_str()
+        })
+        .count();
     assert!(
-        count(Outcome::Ok) >= KEYS * 9 / 10,
-        "most writes should succeed around one leader loss\n{}",
+        count(Outcome::Ok) >= KEYS / 2 && acked_after_kill >= 100,
+        "too few acknowledged writes ({} in all, {acked_after_kill} after the kill)\n{}",
+        count(Outcome::Ok),
         cluster.logs()
     );
 

@@ -6,6 +6,10 @@
 //! children: SIGTERM by PID, then SIGKILL after a grace period. A child that dies while
 //! the cluster runs (say, killed to try a site loss) is reported and left down. If `up` is
 //! itself SIGKILLed, the kernel sends its children SIGTERM (PR_SET_PDEATHSIG).
+//!
+//! With `--services`, every site also runs messaging, payments and login (ports 8001-8003
+//! on its address, pid files beside the node's), and `up` applies a topology that keeps
+//! them alive, so every node's gateway serves them at once.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -34,13 +38,26 @@ pub struct Args {
     /// Port every node listens on, on its own loopback address.
     #[arg(long, default_value_t = 7001)]
     port: u16,
+    /// Also run messaging, payments and login in every site (ports 8001-8003) and apply a
+    /// topology that keeps them alive, reachable through every node's gateway.
+    #[arg(long)]
+    services: bool,
 }
+
+/// The reference services `--services` runs, with their ports and modes.
+const SERVICES: [(&str, u16, &str); 3] = [
+    ("messaging", 8001, "active-active"),
+    ("payments", 8002, "active-passive"),
+    ("login", 8003, "active-active"),
+];
 
 struct Site {
     name: &'static str,
     config: NodeConfig,
     log: PathBuf,
     child: Option<Child>,
+    /// Service processes of this site, by service name.
+    services: Vec<(&'static str, Child)>,
 }
 
 fn configs(data_dir: &Path, port: u16) -> Vec<NodeConfig> {
@@ -91,13 +108,25 @@ pub async fn run(args: Args) -> Result<()> {
             config,
             log: dir.join("node.log"),
             child: None,
+            services: Vec::new(),
         });
     }
     let result = async {
         for site in &mut sites {
-            site.child = Some(spawn(&exe, &data_dir.join(site.name), &site.log)?);
+            let dir = data_dir.join(site.name);
+            let config = dir.join("node.yaml");
+            let args = vec![
+                "node".to_string(),
+                "--config".to_string(),
+                config.display().to_string(),
+            ];
+            site.child = Some(spawn(&exe, &args, &site.log, &dir.join("node.pid"))?);
         }
         wait_ready(&sites).await?;
+        if args.services {
+            start_services(&exe, &mut sites, &data_dir)?;
+            apply_topology(&sites, &token).await?;
+        }
         print_sites(&sites, &data_dir, &token);
         supervise(&mut sites).await
     }
@@ -127,7 +156,93 @@ fn operator_token(data_dir: &Path) -> Result<String> {
     Ok(token)
 }
 
-fn spawn(exe: &Path, dir: &Path, log: &Path) -> Result<Child> {
+/// Starts every site's messaging, payments and login on its loopback address; each talks
+/// to its own site's node first.
+fn start_services(exe: &Path, sites: &mut [Site], data_dir: &Path) -> Result<()> {
+    let nodes: Vec<String> = sites.iter().map(|s| s.config.listen.to_string()).collect();
+    for (i, site) in sites.iter_mut().enumerate() {
+        let mut order = vec![nodes[i].clone()];
+        order.extend(
+            nodes
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, n)| n.clone()),
+        );
+        for (service, port, _) in SERVICES {
+            let listen = format!("{}:{port}", site.config.listen.ip());
+            let args: Vec<String> = [
+                "serve",
+                service,
+                "--listen",
+                &listen,
+                "--nodes",
+                &order.join(","),
+            ]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+            let dir = data_dir.join(site.name);
+            let child = spawn(
+                exe,
+                &args,
+                &dir.join(format!("{service}.log")),
+                &dir.join(format!("{service}.pid")),
+            )?;
+            site.services.push((service, child));
+        }
+    }
+    Ok(())
+}
+
+/// Applies the topology of the three sites and services through the first node.
+async fn apply_topology(sites: &[Site], token: &str) -> Result<()> {
+    let mut services = Vec::new();
+    for (service, port, mode) in SERVICES {
+        let endpoints: serde_json::Map<String, serde_json::Value> = sites
+            .iter()
+            .map(|s| {
+                (
+                    s.name.to_string(),
+                    serde_json::json!(format!("http://{}:{port}", s.config.listen.ip())),
+                )
+            })
+            .collect();
+        services.push(serde_json::json!({
+            "name": service, "mode": mode, "endpoints": endpoints, "priorities": SITES,
+            "health": { "path": "/health", "interval_ms": 500, "timeout_ms": 250, "fall": 3, "rise": 2 },
+        }));
+    }
+    let topology = serde_json::json!({ "sites": SITES.map(|s| serde_json::json!({ "name": s })), "services": services });
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let url = format!("http://{}/v1/topology", sites[0].config.listen);
+        let response = http
+            .post(url)
+            .bearer_auth(token)
+            .json(&topology)
+            .send()
+            .await;
+        match response {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) if tokio::time::Instant::now() >= deadline => {
+                return Err(anyhow::anyhow!(
+                    "the cluster refused the services' topology: {}",
+                    r.text().await.unwrap_or_default()
+                ))
+            }
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(anyhow::anyhow!("failed to apply the topology: {e}"))
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+fn spawn(exe: &Path, args: &[String], log: &Path, pid_file: &Path) -> Result<Child> {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -143,9 +258,7 @@ fn spawn(exe: &Path, dir: &Path, log: &Path) -> Result<Child> {
         });
     }
     let child = command
-        .arg("node")
-        .arg("--config")
-        .arg(dir.join("node.yaml"))
+        .args(args)
         .stdin(Stdio::null())
         .stdout(out.try_clone()?)
         .stderr(out)
@@ -153,7 +266,7 @@ fn spawn(exe: &Path, dir: &Path, log: &Path) -> Result<Child> {
         .spawn()
         .with_context(|| format!("failed to start {}", exe.display()))?;
     if let Some(pid) = child.id() {
-        std::fs::write(dir.join("node.pid"), format!("{pid}\n"))?;
+        std::fs::write(pid_file, format!("{pid}\n"))?;
     }
     Ok(child)
 }
@@ -223,7 +336,15 @@ fn print_sites(sites: &[Site], data_dir: &Path, token: &str) {
     println!("\ntry: firebreak status    firebreak kv put hello world    firebreak kv get hello");
     println!("operator commands (topology apply, evacuate, freeze...) need the token:");
     println!("  export FIREBREAK_TOKEN={token}");
-    println!("Ctrl-C stops these three nodes.");
+    if sites.iter().any(|s| !s.services.is_empty()) {
+        println!("services: messaging, payments, login in every site, through any node's gateway:");
+        println!("  curl -s http://{}/payments/total", sites[0].config.listen);
+        println!(
+            "  a whole-site fire: kill -9 $(cat {}/pangyo/*.pid)",
+            data_dir.display()
+        );
+    }
+    println!("Ctrl-C stops everything this command started.");
 }
 
 /// Waits for Ctrl-C or SIGTERM; reports children that exit meanwhile.
@@ -249,6 +370,17 @@ async fn supervise(sites: &mut [Site]) -> Result<()> {
                 }
             }
         }
+        for site in sites.iter_mut() {
+            let name = site.name;
+            site.services
+                .retain_mut(|(service, child)| match child.try_wait() {
+                    Ok(Some(status)) => {
+                        eprintln!("site {name} {service} exited: {status}");
+                        false
+                    }
+                    _ => true,
+                });
+        }
         if sites.iter().all(|s| s.child.is_none()) {
             return Err(anyhow::anyhow!(
                 "every node exited; see the logs under the data dir"
@@ -260,9 +392,30 @@ async fn supervise(sites: &mut [Site]) -> Result<()> {
 /// Stops exactly the children this command started: SIGTERM, then SIGKILL after a grace.
 async fn stop_all(sites: &mut [Site]) {
     for site in sites.iter() {
-        if let Some(pid) = site.child.as_ref().and_then(|c| c.id()) {
+        let services = site.services.iter().filter_map(|(_, c)| c.id());
+        for pid in site
+            .child
+            .as_ref()
+            .and_then(|c| c.id())
+            .into_iter()
+            .chain(services)
+        {
             // SAFETY: kill(2) on a PID we spawned and have not yet reaped.
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        }
+    }
+    for site in sites.iter_mut() {
+        for (service, mut child) in site.services.drain(..) {
+            if tokio::time::timeout(STOP_GRACE, child.wait())
+                .await
+                .is_err()
+            {
+                eprintln!(
+                    "site {} {service} did not stop within {STOP_GRACE:?}; killing it",
+                    site.name
+                );
+                let _ = child.kill().await;
+            }
         }
     }
     for site in sites.iter_mut() {

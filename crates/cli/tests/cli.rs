@@ -65,3 +65,90 @@ fn commands_fail_over_across_nodes_and_report_unavailable() {
         "{err}"
     );
 }
+
+/// The README's first command: `firebreak up --services` brings up three sites with the
+/// services behind every gateway, and SIGTERM stops every process it started.
+#[test]
+fn up_with_services_serves_through_every_gateway_and_stops_everything() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut up = Command::new(env!("CARGO_BIN_EXE_firebreak"))
+        .args(["up", "--services", "--port", "7391", "--data-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run firebreak up");
+    let stdout = up.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut ready = false;
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) if line.contains("Ctrl-C stops everything") => {
+                ready = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let pids: Vec<i32> = std::fs::read_dir(dir.path().join("pangyo"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.trim().parse().ok())
+        .collect();
+    let answered = ready && {
+        // Any node's gateway serves the services; retry while health checks settle.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if http_get("127.0.3.1:7391", "/payments/total")
+                .is_some_and(|r| r.starts_with("HTTP/1.1 200") && r.contains("total"))
+            {
+                break true;
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // SAFETY: kill(2) on the PID of the child this test spawned.
+    unsafe { libc::kill(up.id() as i32, libc::SIGTERM) };
+    let status = up.wait().unwrap();
+    assert!(ready, "up did not report ready");
+    assert!(answered, "the gateway did not serve payments");
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(pids.len(), 4, "pangyo runs a node and three services");
+    for pid in pids {
+        // SAFETY: signal 0 only checks whether the process exists.
+        assert_ne!(
+            unsafe { libc::kill(pid, 0) },
+            0,
+            "process {pid} outlived up"
+        );
+    }
+}
+
+/// A plain HTTP/1.1 GET over a socket; the whole response, or None.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}

@@ -50,24 +50,13 @@ async fn wait_routing(
     }
 }
 
-fn apply_topology(cluster: &TestCluster) {
-    let path = cluster.dir.path().join("topology.yaml");
-    std::fs::write(&path, node_topology(cluster)).unwrap();
-    let (code, out, err) = cli(
-        &["topology", "apply", path.to_str().unwrap()],
-        &cluster.addrs(),
-        Some(TEST_TOKEN),
-    );
-    assert_eq!(code, 0, "topology apply failed: {out}{err}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_is_quiet_when_healthy_and_fast_when_a_site_dies() {
     let mut cluster = TestCluster::start("");
     let api = Api::new();
     let addrs = cluster.addrs();
     api.wait_leader(&addrs, "control").await;
-    apply_topology(&cluster);
+    firebreak_tests::apply_topology(&cluster, "topology.yaml", &node_topology(&cluster));
     let all: BTreeSet<String> = ["pangyo", "gasan", "busan"].map(String::from).into();
 
     // A healthy cluster, one minute: not one routing change.
@@ -136,7 +125,7 @@ async fn operator_mistakes_get_clear_errors_and_change_nothing() {
     let api = Api::new();
     let addrs = cluster.addrs();
     api.wait_leader(&addrs, "control").await;
-    apply_topology(&cluster);
+    firebreak_tests::apply_topology(&cluster, "topology.yaml", &node_topology(&cluster));
     let audit_len = || {
         let (code, out, err) = cli(&["audit", "--output", "json"], &addrs, None);
         assert_eq!(code, 0, "{err}");
@@ -264,14 +253,7 @@ async fn an_unhealthy_instance_leaves_after_fall_and_returns_after_rise() {
          health: {{path: /health, interval_ms: 300, timeout_ms: 200, fall: 3, rise: 2}}\npolicy: {{dwell_ms: 2000}}\n",
         endpoints[0].url, endpoints[1].url, endpoints[2].url
     );
-    let path = cluster.dir.path().join("web.yaml");
-    std::fs::write(&path, topology).unwrap();
-    let (code, out, err) = cli(
-        &["topology", "apply", path.to_str().unwrap()],
-        &addrs,
-        Some(TEST_TOKEN),
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    firebreak_tests::apply_topology(&cluster, "web.yaml", &topology);
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     endpoints[2].healthy.store(false, Ordering::Relaxed);

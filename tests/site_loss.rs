@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use firebreak_services::backoff::Backoff;
 use firebreak_services::client::{Client, ClientConfig, Outcome};
-use firebreak_tests::{cli, Api, TestCluster, TEST_TOKEN};
+use firebreak_tests::{Api, TestCluster};
 use serde_json::Value;
 
 const ROUNDS: usize = 60;
@@ -47,14 +47,7 @@ async fn losing_a_whole_site_loses_no_acknowledged_write() {
         service("payments", "active-passive", &endpoints["payments"]),
         service("login", "active-active", &endpoints["login"]),
     );
-    let path = cluster.dir.path().join("topology.yaml");
-    std::fs::write(&path, topology).unwrap();
-    let (code, out, err) = cli(
-        &["topology", "apply", path.to_str().unwrap()],
-        &addrs,
-        Some(TEST_TOKEN),
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    firebreak_tests::apply_topology(&cluster, "topology.yaml", &topology);
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let client = std::sync::Arc::new(Client::new(ClientConfig {

@@ -38,6 +38,18 @@ pub fn cli(args: &[&str], nodes: &[String], token: Option<&str>) -> (i32, String
     )
 }
 
+/// Writes `yaml` to `name` in the cluster's dir and applies it with the CLI, as an operator.
+pub fn apply_topology(cluster: &TestCluster, name: &str, yaml: &str) {
+    let path = cluster.dir.path().join(name);
+    std::fs::write(&path, yaml).expect("write topology");
+    let (code, out, err) = cli(
+        &["topology", "apply", path.to_str().unwrap()],
+        &cluster.addrs(),
+        Some(TEST_TOKEN),
+    );
+    assert_eq!(code, 0, "topology apply failed: {out}{err}");
+}
+
 /// A topology whose one service per mode is the nodes' own HTTP API (`/v1/health`), so a
 /// dead node is a dead service instance.
 pub fn node_topology(cluster: &TestCluster) -> String {

@@ -568,9 +568,7 @@ async fn watch(State(api): State<Arc<Api>>, uri: Uri) -> ApiResult<Response> {
     let from = q
         .from_revision
         .unwrap_or_else(|| reader.read(|kv| kv.revision()) + 1);
-    let mut applied = reader.subscribe();
-    loop {
-        applied.borrow_and_update();
+    let response = long_poll(reader.subscribe(), deadline, |expired| {
         let (result, revision) = reader.read(|kv| {
             (
                 kv.history().since(from, &q.prefix, MAX_WATCH_EVENTS),
@@ -579,17 +577,35 @@ async fn watch(State(api): State<Arc<Api>>, uri: Uri) -> ApiResult<Response> {
         });
         let events =
             result.map_err(|c| ApiError::new(StatusCode::GONE, "compacted", c.to_string()))?;
-        if !events.is_empty() || tokio::time::Instant::now() >= deadline {
-            let next_revision = match events.last() {
-                Some(last) => last.revision + 1,
-                None => from.max(revision + 1),
-            };
-            return Ok(Json(WatchResponse {
-                events,
-                next_revision,
-                revision,
-            })
-            .into_response());
+        if events.is_empty() && !expired {
+            return Ok(None);
+        }
+        let next_revision = match events.last() {
+            Some(last) => last.revision + 1,
+            None => from.max(revision + 1),
+        };
+        Ok(Some(WatchResponse {
+            events,
+            next_revision,
+            revision,
+        }))
+    })
+    .await?;
+    Ok(Json(response).into_response())
+}
+
+/// Answers a long-poll from a replica: calls `poll` now and after every applied entry until
+/// it returns an answer; at the deadline `poll` is told the wait expired and must answer.
+pub(crate) async fn long_poll<T>(
+    mut applied: tokio::sync::watch::Receiver<u64>,
+    deadline: tokio::time::Instant,
+    mut poll: impl FnMut(bool) -> ApiResult<Option<T>>,
+) -> ApiResult<T> {
+    loop {
+        applied.borrow_and_update();
+        let expired = tokio::time::Instant::now() >= deadline;
+        if let Some(answer) = poll(expired)? {
+            return Ok(answer);
         }
         if tokio::time::timeout_at(deadline, applied.changed())
             .await

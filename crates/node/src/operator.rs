@@ -24,7 +24,7 @@ use firebreak_model::topology::Topology;
 use firebreak_model::SiteId;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{forward, query, read_json, Api, ApiError, ApiResult};
+use crate::api::{forward, long_poll, query, read_json, Api, ApiError, ApiResult};
 use crate::auth::Denied;
 use crate::failover::now_ms;
 
@@ -93,17 +93,27 @@ async fn operator_write(
     }
 }
 
+/// Authorizes the operator, parses the JSON body, and proposes the command `build` makes
+/// of it (on the leader, forwarding if needed).
+async fn operator_json<T: serde::de::DeserializeOwned>(
+    api: &Api,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: Body,
+    build: impl FnOnce(T, Actor) -> ApiResult<ControlCommand>,
+) -> ApiResult<Response> {
+    let actor = authorize(api, headers)?;
+    let (bytes, parsed) = read_json(body, api.config.api.max_body_bytes).await?;
+    let command = build(parsed, actor)?;
+    operator_write(api, headers, uri, bytes, command).await
+}
+
 async fn apply_topology(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
     uri: Uri,
     body: Body,
 ) -> ApiResult<Response> {
-    let actor = authorize(&api, &headers)?;
-    let (bytes, topology): (_, Topology) = read_json(body, api.config.api.max_body_bytes).await?;
-    topology
-        .validate()
-        .map_err(|e| ApiError::invalid(e.to_string()))?;
     // A site without a node never renews its lease: it would be down forever.
     let mut known: Vec<String> = api
         .control
@@ -112,25 +122,18 @@ async fn apply_topology(
         .into_iter()
         .map(|m| m.site)
         .collect();
+    known.sort();
     known.dedup();
-    if let Some(site) = topology.sites.iter().find(|s| !known.contains(&s.name.0)) {
-        return Err(ApiError::invalid(format!(
-            "site {} has no node in this cluster (nodes are in {}); a site without a node is always down",
-            site.name,
-            known.join(", ")
-        )));
-    }
-    operator_write(
-        &api,
-        &headers,
-        &uri,
-        bytes,
-        ControlCommand::ApplyTopology {
-            topology,
-            actor,
-            at_ms: 0,
-        },
-    )
+    operator_json(&api, &headers, &uri, body, |topology: Topology, actor| {
+        if let Some(site) = topology.sites.iter().find(|s| !known.contains(&s.name.0)) {
+            return Err(ApiError::invalid(format!(
+                "site {} has no node in this cluster (nodes are in {}); a site without a node is always down",
+                site.name,
+                known.join(", ")
+            )));
+        }
+        Ok(ControlCommand::ApplyTopology { topology, actor, at_ms: 0 })
+    })
     .await
 }
 
@@ -157,24 +160,24 @@ async fn evacuate(
     uri: Uri,
     body: Body,
 ) -> ApiResult<Response> {
-    let actor = authorize(&api, &headers)?;
-    let (bytes, b): (_, EvacuateBody) = read_json(body, api.config.api.max_body_bytes).await?;
-    let expires_in = b.expires_in_ms.unwrap_or(MAX_EVACUATION_MS);
-    if expires_in == 0 || expires_in > MAX_EVACUATION_MS {
-        return Err(ApiError::invalid(
-            "expires_in_ms must be above 0 and at most 72 hours",
-        ));
-    }
-    // at_ms 0 and the expiry as a duration: stamping turns both into the leader's clock.
-    let command = ControlCommand::Evacuate {
-        site: b.site,
-        actor,
-        reason: b.reason,
-        expires_at_ms: expires_in,
-        overrides: b.overrides,
-        at_ms: 0,
-    };
-    operator_write(&api, &headers, &uri, bytes, command).await
+    operator_json(&api, &headers, &uri, body, |b: EvacuateBody, actor| {
+        let expires_in = b.expires_in_ms.unwrap_or(MAX_EVACUATION_MS);
+        if expires_in == 0 || expires_in > MAX_EVACUATION_MS {
+            return Err(ApiError::invalid(
+                "expires_in_ms must be above 0 and at most 72 hours",
+            ));
+        }
+        // at_ms 0 and the expiry as a duration: stamping turns both into the leader's clock.
+        Ok(ControlCommand::Evacuate {
+            site: b.site,
+            actor,
+            reason: b.reason,
+            expires_at_ms: expires_in,
+            overrides: b.overrides,
+            at_ms: 0,
+        })
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -195,20 +198,14 @@ async fn restore(
     uri: Uri,
     body: Body,
 ) -> ApiResult<Response> {
-    let actor = authorize(&api, &headers)?;
-    let (bytes, b): (_, RestoreBody) = read_json(body, api.config.api.max_body_bytes).await?;
-    operator_write(
-        &api,
-        &headers,
-        &uri,
-        bytes,
-        ControlCommand::Restore {
+    operator_json(&api, &headers, &uri, body, |b: RestoreBody, actor| {
+        Ok(ControlCommand::Restore {
             site: b.site,
             actor,
             reason: b.reason,
             at_ms: 0,
-        },
-    )
+        })
+    })
     .await
 }
 
@@ -224,19 +221,13 @@ async fn freeze(
     uri: Uri,
     body: Body,
 ) -> ApiResult<Response> {
-    let actor = authorize(&api, &headers)?;
-    let (bytes, b): (_, FreezeBody) = read_json(body, api.config.api.max_body_bytes).await?;
-    operator_write(
-        &api,
-        &headers,
-        &uri,
-        bytes,
-        ControlCommand::Freeze {
+    operator_json(&api, &headers, &uri, body, |b: FreezeBody, actor| {
+        Ok(ControlCommand::Freeze {
             actor,
             reason: b.reason,
             at_ms: 0,
-        },
-    )
+        })
+    })
     .await
 }
 
@@ -291,24 +282,12 @@ async fn routing(State(api): State<Arc<Api>>, headers: HeaderMap, uri: Uri) -> A
     };
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(q.timeout_ms.unwrap_or(30_000)).min(MAX_ROUTING_WAIT);
-    let mut applied = api.control.reader.subscribe();
-    loop {
-        applied.borrow_and_update();
+    let view = long_poll(api.control.reader.subscribe(), deadline, |expired| {
         let view = routing_view(&api);
-        if view.revision > after || tokio::time::Instant::now() >= deadline {
-            return Ok(Json(view).into_response());
-        }
-        if tokio::time::timeout_at(deadline, applied.changed())
-            .await
-            .is_ok_and(|r| r.is_err())
-        {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "node is shutting down",
-            ));
-        }
-    }
+        Ok((view.revision > after || expired).then_some(view))
+    })
+    .await?;
+    Ok(Json(view).into_response())
 }
 
 /// Sites and services as this node's replica sees them, for `firebreak status`.

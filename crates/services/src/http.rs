@@ -59,6 +59,15 @@ impl Failure {
     }
 }
 
+/// A permit from a service's bound on requests in flight, or the 503 that sheds the load.
+pub(crate) fn shed(
+    permits: &tokio::sync::Semaphore,
+) -> Result<tokio::sync::SemaphorePermit<'_>, Failure> {
+    permits
+        .try_acquire()
+        .map_err(|_| Failure::overloaded("requests"))
+}
+
 /// Checks an id: 1 to [`MAX_ID_BYTES`] of a-z, A-Z, 0-9, `-` and `_`.
 pub(crate) fn check_id(field: &str, id: &str) -> Result<(), Failure> {
     let ok = !id.is_empty()

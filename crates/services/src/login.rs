@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::http::Failure;
+use crate::http::{shed, Failure};
 use crate::state::StateClient;
 
 const USERS: &str = "login/users/";
@@ -130,13 +130,6 @@ fn check_password(password: &str) -> Result<(), Failure> {
     }
 }
 
-fn shed(service: &Service) -> Result<tokio::sync::SemaphorePermit<'_>, Failure> {
-    service
-        .permits
-        .try_acquire()
-        .map_err(|_| Failure::overloaded("requests"))
-}
-
 /// Runs a slow hash job on a blocking thread, within the hashing bound.
 async fn hashing<T: Send + 'static>(
     service: &Service,
@@ -166,7 +159,7 @@ async fn register(
     State(service): State<Arc<Service>>,
     Json(c): Json<Credentials>,
 ) -> Result<Response, Failure> {
-    let _permit = shed(&service)?;
+    let _permit = shed(&service.permits)?;
     check_user(&c.user)?;
     check_password(&c.password)?;
     let hash = hashing(&service, move || {
@@ -205,7 +198,7 @@ async fn log_in(
     State(service): State<Arc<Service>>,
     Json(c): Json<Credentials>,
 ) -> Result<Response, Failure> {
-    let _permit = shed(&service)?;
+    let _permit = shed(&service.permits)?;
     check_user(&c.user)?;
     let denied = || {
         Failure(
@@ -274,7 +267,7 @@ async fn validate(
     State(service): State<Arc<Service>>,
     Path(token): Path<String>,
 ) -> Result<Response, Failure> {
-    let _permit = shed(&service)?;
+    let _permit = shed(&service.permits)?;
     check_token(&token)?;
     let denied = || {
         Failure(
@@ -301,7 +294,7 @@ async fn log_out(
     State(service): State<Arc<Service>>,
     Path(token): Path<String>,
 ) -> Result<Response, Failure> {
-    let _permit = shed(&service)?;
+    let _permit = shed(&service.permits)?;
     check_token(&token)?;
     let txn = Txn {
         success: vec![TxnOp::Delete {

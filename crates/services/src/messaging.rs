@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use crate::http::{check_id, Failure};
+use crate::http::{check_id, shed, Failure};
 use crate::state::{StateClient, StateError};
 
 const SEQ: &str = "messaging/seq/";
@@ -136,10 +136,7 @@ async fn send(
     Path(conversation): Path<String>,
     Json(req): Json<SendRequest>,
 ) -> Result<Response, Failure> {
-    let _permit = service
-        .permits
-        .try_acquire()
-        .map_err(|_| Failure::overloaded("requests"))?;
+    let _permit = shed(&service.permits)?;
     check_id("conversation", &conversation)?;
     check_id("client_msg_id", &req.client_msg_id)?;
     check_id("sender", &req.sender)?;
@@ -256,10 +253,7 @@ async fn read(
     Path(conversation): Path<String>,
     Query(q): Query<After>,
 ) -> Result<Response, Failure> {
-    let _permit = service
-        .permits
-        .try_acquire()
-        .map_err(|_| Failure::overloaded("requests"))?;
+    let _permit = shed(&service.permits)?;
     check_id("conversation", &conversation)?;
     let (messages, _) = page(&service.state, &conversation, q.after, false).await?;
     Ok(Json(json!({ "messages": messages })).into_response())

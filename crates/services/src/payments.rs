@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::http::{check_id, Failure};
+use crate::http::{check_id, shed, Failure};
 use crate::state::StateClient;
 
 /// Key prefix of account balances.
@@ -81,13 +81,6 @@ pub async fn spawn(
     crate::http::serve(listen, router(config), "payments").await
 }
 
-fn shed(service: &Service) -> Result<tokio::sync::SemaphorePermit<'_>, Failure> {
-    service
-        .permits
-        .try_acquire()
-        .map_err(|_| Failure::overloaded("requests"))
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewAccount {
@@ -99,7 +92,7 @@ async fn create_account(
     State(service): State<Arc<Service>>,
     Json(body): Json<NewAccount>,
 ) -> Result<Response, Failure> {
-    let _permit = shed(&service)?;
+    let _permit = shed(&service.permits)?;
     check_id("id", &body.id)?;
     if body.balance > MAX_AMOUNT {
         return Err(Failure(
@@ -140,7 +133,7 @@ async fn balance(
     State(service): State<Arc<Service>>,
     Path(id): Path<String>,
 ) -> Result<Response, Failure> {
-    let _permit = shed(&service)?;
+    let _permit = shed(&service.permits)?;
     check_id("id", &id)?;
     let entry = service
         .state
@@ -158,7 +151,7 @@ async fn balance(
 }
 
 async fn total(State(service): State<Arc<Service>>) -> Result<Response, Failure> {
-    let _permit = shed(&service)?;
+    let _permit = shed(&service.permits)?;
     let (entries, _) = service.state.range(ACCOUNTS, None, 10_000).await?;
     let mut sum: u128 = 0;
     for (_, entry) in &entries {
@@ -201,7 +194,7 @@ async fn transfer(
     State(service): State<Arc<Service>>,
     Json(req): Json<TransferRequest>,
 ) -> Result<Response, Failure> {
-    let _permit = shed(&service)?;
+    let _permit = shed(&service.permits)?;
     check_id("idempotency_key", &req.idempotency_key)?;
     check_id("from", &req.from)?;
     check_id("to", &req.to)?;

@@ -1,7 +1,34 @@
-//! The drill harness (`firebreak drill PLAYBOOK`): playbook model, site drivers, faults,
-//! workload, history, checkers and report.
+//! The drill harness (`firebreak drill PLAYBOOK`): it brings up sites, runs real traffic,
+//! breaks sites on a timeline, and proves with checkers that nothing acknowledged was lost.
 //!
-//! Empty for now: it arrives with the drill issue, which builds on the control plane
-//! (`firebreak-node`), the failover engine and the reference services. The crate exists
-//! already so that the workspace has the shape DESIGN.md describes and dependencies keep
-//! pointing one way (cli → chaos, node, services → store → model).
+//! ```text
+//!   playbook ─► driver (sites as child processes) ─► topology applied, services serving
+//!            ─► workload (open-loop, seeded) ──────► history (invoke / ok / fail / unknown,
+//!            ─► timeline (faults on the driver)      deliveries, faults, leaders, routes)
+//!            ─► observer (leaders, routing) ───────►    │
+//!            ─► read-back (messages, balances,           ▼
+//!               transfers, sessions) ─────────────► checkers ─► verdict, report, exit code
+//! ```
+//!
+//! Every checker is a pure function of the history, in its own file under `checkers/`, so
+//! it can be proven on hand-made histories. The driver stops whatever it started when the
+//! drill ends, fails or is interrupted; children also get SIGKILL from the kernel if the
+//! drill itself dies (PR_SET_PDEATHSIG).
+//!
+//! Caveats: the local driver runs every site on one machine (loopback addresses), so it
+//! cannot cut networks (the netns driver will); the workload runs in the drill's process,
+//! so on a small machine the client competes with the sites for CPU.
+
+pub mod checkers;
+pub mod driver;
+pub mod error;
+pub mod history;
+pub mod observer;
+pub mod playbook;
+pub mod report;
+pub mod runner;
+pub mod workload;
+
+pub use error::{Error, Result};
+pub use playbook::Playbook;
+pub use runner::{run, DrillOptions, DrillOutcome};

@@ -11,6 +11,9 @@
 //! | 6    | the data dir belongs to another node or cluster                |
 //! | 7    | a safety rule blocked the change (the message names it)        |
 //! | 8    | no valid operator token                                        |
+//! | 9    | a drill ran and an expectation failed (the verdict says which) |
+//! | 10   | a drill could not run (ports taken, sites never came up) or    |
+//! |      | was interrupted: no verdict                                    |
 
 use std::fmt;
 
@@ -36,6 +39,8 @@ pub const UNKNOWN: i32 = 5;
 pub const DATA_DIR: i32 = 6;
 pub const BLOCKED: i32 = 7;
 pub const UNAUTHORIZED: i32 = 8;
+pub const DRILL_FAILED: i32 = 9;
+pub const DRILL_NOT_RUN: i32 = 10;
 
 /// Builds an error with an exit code.
 pub fn fail(code: i32, message: impl Into<String>) -> anyhow::Error {

@@ -7,6 +7,7 @@
 mod bench;
 mod client;
 mod control;
+mod drill;
 mod exit;
 mod kv;
 mod node;
@@ -49,6 +50,8 @@ enum Command {
     Unfreeze(control::UnfreezeArgs),
     /// Every routing change and control, with actor, reason and overridden rules.
     Audit(control::AuditArgs),
+    /// Run a drill: bring up sites, run traffic, break them, judge the history.
+    Drill(drill::Args),
     /// Run a reference service (messaging, payments, login) against the cluster.
     #[command(subcommand)]
     Serve(serve::Command),
@@ -81,6 +84,7 @@ fn main() {
             Command::Kv(command) => kv::run(command).await,
             Command::Bench(command) => bench::run(command).await,
             Command::Serve(command) => serve::run(command).await,
+            Command::Drill(args) => drill::run(args).await,
             Command::Topology(command) => topology::run(command).await,
             Command::Evacuate(args) => control::evacuate(args).await,
             Command::Restore(args) => control::restore(args).await,

@@ -12,14 +12,11 @@
 //! them alive, so every node's gateway serves them at once.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use firebreak_model::{NodeId, SiteId};
-use firebreak_node::config::{ApiLimits, Peer, RaftTimings};
 use firebreak_node::NodeConfig;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use crate::exit::{self, fail};
 
@@ -61,32 +58,13 @@ struct Site {
 }
 
 fn configs(data_dir: &Path, port: u16) -> Vec<NodeConfig> {
-    let peers: Vec<Peer> = SITES
-        .iter()
-        .enumerate()
-        .map(|(i, site)| Peer {
-            id: NodeId(i as u64 + 1),
-            site: SiteId::from(*site),
-            addr: format!("127.0.{}.1:{port}", i + 1),
-        })
-        .collect();
-    peers
-        .iter()
-        .map(|peer| NodeConfig {
-            cluster: "firebreak-local".into(),
-            node_id: peer.id,
-            site: peer.site.clone(),
-            listen: peer.addr.parse().expect("loopback address parses"),
-            data_dir: data_dir.join(&peer.site.0).join("data"),
-            peers: peers.clone(),
-            raft: RaftTimings::default(),
-            api: ApiLimits::default(),
-            auth: firebreak_node::config::AuthConfig {
-                tokens_file: Some(data_dir.join("tokens")),
-                protect_reads: false,
-            },
-        })
-        .collect()
+    firebreak_chaos::driver::node_configs(
+        "firebreak-local",
+        data_dir,
+        &SITES,
+        port,
+        &data_dir.join("tokens"),
+    )
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -243,28 +221,9 @@ async fn apply_topology(sites: &[Site], token: &str) -> Result<()> {
 }
 
 fn spawn(exe: &Path, args: &[String], log: &Path, pid_file: &Path) -> Result<Child> {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
-    let mut command = Command::new(exe);
     // If `up` itself dies without a chance to stop its children (SIGKILL), the kernel sends
     // each of them SIGTERM: no node outlives the command that started it.
-    // SAFETY: prctl is async-signal-safe and touches only the child being exec'ed.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
-    let child = command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("failed to start {}", exe.display()))?;
+    let child = firebreak_chaos::driver::spawn_child(exe, args, log, libc::SIGTERM)?;
     if let Some(pid) = child.id() {
         std::fs::write(pid_file, format!("{pid}\n"))?;
     }

@@ -43,6 +43,11 @@ pub struct NodeConfig {
     /// Who may act as an operator.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// The nodes that vote in the state group; every peer when unset. Fewer voters than
+    /// sites is a deliberate weakness: a drill uses it to prove that its checkers catch the
+    /// writes lost when the only voter burns. Non-voters forward writes to the voters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_voters: Option<Vec<NodeId>>,
 }
 
 /// Bearer tokens for the operator endpoints (evacuate, restore, freeze, topology apply).
@@ -206,6 +211,15 @@ impl NodeConfig {
             .collect()
     }
 
+    /// The state group's voters, for bootstrap (every member unless `state_voters` says).
+    pub fn state_members(&self) -> std::collections::BTreeMap<NodeId, Member> {
+        let mut members = self.members();
+        if let Some(voters) = &self.state_voters {
+            members.retain(|id, _| voters.contains(id));
+        }
+        members
+    }
+
     /// Checks the rules serde cannot; returns the field at fault and why.
     pub fn validate(&self) -> std::result::Result<(), (String, String)> {
         let fail = |field: &str, message: String| Err((field.to_string(), message));
@@ -248,6 +262,17 @@ impl NodeConfig {
                 )
             }
             Some(_) => {}
+        }
+        if let Some(voters) = &self.state_voters {
+            if voters.is_empty() {
+                return fail("state_voters", "must name at least one node".into());
+            }
+            if let Some(stranger) = voters.iter().find(|v| !ids.contains(v)) {
+                return fail(
+                    "state_voters",
+                    format!("node {stranger} is not listed in peers"),
+                );
+            }
         }
         let t = &self.raft;
         if t.heartbeat_interval_ms == 0 {

@@ -22,6 +22,7 @@ use std::time::Duration;
 use axum::serve::ListenerExt;
 use firebreak_model::control::{ControlCommand, ControlState};
 use firebreak_model::kv::KvStore;
+use firebreak_model::{Member, NodeId};
 use firebreak_store::{GroupTypes, Machine};
 use openraft::error::{InitializeError, RaftError};
 use openraft::{Raft, SnapshotPolicy};
@@ -103,14 +104,22 @@ async fn start_group<M: Machine>(config: &NodeConfig) -> Result<Group<M>> {
     ))
 }
 
-async fn bootstrap<M: Machine>(group: &Group<M>, config: &NodeConfig) -> Result<()> {
-    match group.raft.initialize(config.members()).await {
+async fn bootstrap<M: Machine>(
+    group: &Group<M>,
+    members: std::collections::BTreeMap<NodeId, Member>,
+    me: NodeId,
+) -> Result<()> {
+    if !members.contains_key(&me) {
+        tracing::info!(
+            group = group.name(),
+            "not a voter of this group: requests go to its voters"
+        );
+        return Ok(());
+    }
+    let count = members.len();
+    match group.raft.initialize(members).await {
         Ok(()) => {
-            tracing::info!(
-                group = group.name(),
-                members = config.peers.len(),
-                "initialized cluster"
-            );
+            tracing::info!(group = group.name(), members = count, "initialized cluster");
             Ok(())
         }
         Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
@@ -172,8 +181,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
             tracing::error!(cause = %err, "http server failed");
         }
     });
-    bootstrap(&control, &config).await?;
-    bootstrap(&state, &config).await?;
+    bootstrap(&control, config.members(), config.node_id).await?;
+    bootstrap(&state, config.state_members(), config.node_id).await?;
     let registration = tokio::spawn(register(control.clone()));
     let failover = crate::failover::spawn(api.clone());
     tracing::info!(node = %config.node_id, site = %config.site, %addr, "node serving");

@@ -53,6 +53,7 @@ impl Cluster {
                 raft: raft.clone(),
                 api: ApiLimits::default(),
                 auth: Default::default(),
+                state_voters: None,
             })
             .collect();
         let mut cluster = Cluster {

@@ -27,8 +27,13 @@ use crate::backoff::{parse_retry_after, Backoff};
 /// What became of a request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// A definitive answer (2xx, or a 4xx other than 429).
-    Done { status: u16, body: Value },
+    /// A definitive answer (2xx, or a 4xx other than 429), with the site that served it
+    /// when a gateway said so (`x-firebreak-site`).
+    Done {
+        status: u16,
+        body: Value,
+        site: Option<String>,
+    },
     /// Refused every time: nothing was applied.
     Failed(String),
     /// It may or may not have been applied.
@@ -39,7 +44,7 @@ impl Outcome {
     /// The body of a 2xx answer.
     pub fn ok(&self) -> Option<&Value> {
         match self {
-            Outcome::Done { status, body } if (200..300).contains(status) => Some(body),
+            Outcome::Done { status, body, .. } if (200..300).contains(status) => Some(body),
             _ => None,
         }
     }
@@ -116,6 +121,11 @@ impl Client {
                         .get("retry-after")
                         .and_then(|v| v.to_str().ok())
                         .and_then(parse_retry_after);
+                    let site = response
+                        .headers()
+                        .get("x-firebreak-site")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
                     let body: Value = response.json().await.unwrap_or(Value::Null);
                     last = format!(
                         "{gateway}: {status} {}",
@@ -136,6 +146,7 @@ impl Client {
                             return Outcome::Done {
                                 status: status.as_u16(),
                                 body,
+                                site,
                             }
                         }
                     }
@@ -222,6 +233,18 @@ impl Client {
             Some(idempotency_key),
         )
         .await
+    }
+
+    /// The recorded result of a transfer (404 if it never applied); never applies it.
+    pub async fn transfer_record(&self, idempotency_key: &str) -> Outcome {
+        let path = format!("/payments/transfers/{idempotency_key}");
+        self.request(Method::GET, &path, None, None).await
+    }
+
+    /// An account's balance.
+    pub async fn balance(&self, id: &str) -> Outcome {
+        let path = format!("/payments/accounts/{id}");
+        self.request(Method::GET, &path, None, None).await
     }
 
     /// The sum of every balance.

@@ -1,6 +1,8 @@
 //! The payments service: accounts with balances, and transfers that never charge twice.
 //!
 //! ```text
+//!   GET  /payments/transfers/{key}  the recorded result of a transfer, or 404 if it never
+//!                                   applied (how a drill learns what an unknown outcome did)
 //!   POST /payments/transfers {idempotency_key, from, to, amount}
 //!     read  accounts/{from}, accounts/{to}, transfers/{key}   (one read-only txn)
 //!     key recorded?        ─► answer the first result again
@@ -68,6 +70,7 @@ pub fn router(config: Config) -> Router {
         .route("/payments/accounts", post(create_account))
         .route("/payments/accounts/{id}", get(balance))
         .route("/payments/transfers", post(transfer))
+        .route("/payments/transfers/{key}", get(transfer_record))
         .route("/payments/total", get(total))
         .route("/health", get(|| async { Json(json!({ "ok": true })) }))
         .with_state(service)
@@ -148,6 +151,30 @@ async fn balance(
         )
     })?;
     Ok(Json(json!({ "id": id, "balance": parse_balance(&entry.value)? })).into_response())
+}
+
+/// The recorded result of a transfer; reading it never applies anything.
+async fn transfer_record(
+    State(service): State<Arc<Service>>,
+    Path(key): Path<String>,
+) -> Result<Response, Failure> {
+    let _permit = shed(&service.permits)?;
+    check_id("idempotency_key", &key)?;
+    let entry = service
+        .state
+        .get_many(&[format!("{TRANSFERS}{key}")])
+        .await?
+        .remove(0)
+        .ok_or_else(|| {
+            Failure(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no transfer {key}"),
+            )
+        })?;
+    let result: TransferResult = serde_json::from_str(&entry.value)
+        .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", e.to_string()))?;
+    Ok(Json(result).into_response())
 }
 
 async fn total(State(service): State<Arc<Service>>) -> Result<Response, Failure> {

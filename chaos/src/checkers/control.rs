@@ -1,0 +1,205 @@
+//! Control plane: at most one leader per term in each Raft group (Raft's election
+//! safety), no routing change before the first fault (a healthy cluster must not flap;
+//! in a drill without faults, none at all), and the sites the playbook names serve every
+//! active-active service again by the end.
+//!
+//! The observer polls every node for the leader it knows per group and term, and the
+//! routing table; a node that names a different leader for a term than another node did
+//! means two leaders were elected in one term: split brain.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{secs, Finding};
+use crate::history::{workload_start_ms, Event};
+use crate::playbook::{Mode, Playbook};
+
+pub const PROPERTY: &str =
+    "at most one leader per term; no routing change without a fault; named sites serve again by the end";
+
+/// Checks the control-plane property over a history.
+pub fn check(playbook: &Playbook, events: &[Event]) -> Finding {
+    let mut finding = Finding::new("control", PROPERTY);
+    let mut leaders: BTreeMap<(&str, u64), BTreeSet<u64>> = BTreeMap::new();
+    for event in events {
+        if let Event::Leader {
+            group,
+            term,
+            leader,
+            ..
+        } = event
+        {
+            if *leader != 0 {
+                leaders.entry((group, *term)).or_default().insert(*leader);
+            }
+        }
+    }
+    finding.count("terms_seen", leaders.len() as u64);
+    for ((group, term), nodes) in &leaders {
+        if nodes.len() > 1 {
+            finding.violation(format!(
+                "{group} group: nodes {nodes:?} were each called leader of term {term}"
+            ));
+        }
+    }
+    let start = workload_start_ms(events);
+    let first_fault = playbook
+        .first_fault_secs()
+        .map_or(u64::MAX, |s| start + (s * 1000.0) as u64);
+    let mut last: BTreeMap<&str, (u64, &Vec<String>)> = BTreeMap::new();
+    for event in events {
+        let Event::Route {
+            at_ms,
+            service,
+            serving,
+            epoch,
+        } = event
+        else {
+            continue;
+        };
+        if let Some((previous, _)) = last.get(service.as_str()) {
+            if epoch != previous {
+                finding.count("routing_changes", 1);
+                if *at_ms < first_fault && *at_ms >= start {
+                    finding.violation(format!(
+                        "{service}: routing changed to {serving:?} at {} with no fault yet",
+                        secs(at_ms - start)
+                    ));
+                }
+            }
+        }
+        last.insert(service, (*epoch, serving));
+    }
+    for spec in &playbook.topology.services {
+        if spec.mode != Mode::ActiveActive {
+            continue;
+        }
+        let serving = last
+            .get(spec.name.name())
+            .map(|(_, s)| s.as_slice())
+            .unwrap_or_default();
+        for site in &playbook.expect.serving_at_end {
+            if !serving.contains(site) {
+                finding.violation(format!(
+                    "{}: {site} does not serve it at the end (serving: {serving:?})",
+                    spec.name
+                ));
+            }
+        }
+    }
+    finding
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn playbook(timeline: &str) -> Playbook {
+        let text = format!(
+            "name: t\ndescription: d\ntopology:\n  sites: [a, b, c]\n  services: [{{ name: login, mode: active-active }}]\nworkload: {{ seed: 1, rate_per_sec: 1, duration_secs: 60, users: 2, mix: {{ login: 1 }} }}\ntimeline: {timeline}\nexpect:\n  serving_at_end: [a]\n"
+        );
+        Playbook::parse("t.yaml", &text).unwrap()
+    }
+
+    fn leader(node: u64, term: u64, leader: u64) -> Event {
+        Event::Leader {
+            at_ms: 0,
+            node,
+            group: "control".into(),
+            term,
+            leader,
+        }
+    }
+
+    fn route(at_ms: u64, epoch: u64, serving: &[&str]) -> Event {
+        Event::Route {
+            at_ms,
+            service: "login".into(),
+            serving: serving.iter().map(|s| s.to_string()).collect(),
+            epoch,
+        }
+    }
+
+    fn start() -> Event {
+        Event::Phase {
+            at_ms: 1_000,
+            name: "workload".into(),
+        }
+    }
+
+    #[test]
+    fn a_clean_history_passes() {
+        let events = [
+            start(),
+            leader(1, 2, 1),
+            leader(2, 2, 1),
+            leader(3, 3, 2),
+            route(1_000, 1, &["a", "b", "c"]),
+        ];
+        let f = check(&playbook("[]"), &events);
+        assert!(f.passed, "{:?}", f.violations);
+    }
+
+    #[test]
+    fn two_leaders_in_one_term_are_caught() {
+        let events = [
+            start(),
+            leader(1, 2, 1),
+            leader(3, 2, 3),
+            route(1_000, 1, &["a"]),
+        ];
+        let f = check(&playbook("[]"), &events);
+        assert!(!f.passed);
+        assert!(f.violations[0].contains("term 2"), "{:?}", f.violations);
+    }
+
+    #[test]
+    fn a_routing_change_without_a_fault_is_caught() {
+        let events = [
+            start(),
+            route(1_000, 1, &["a", "b", "c"]),
+            route(5_000, 2, &["a", "b"]),
+            route(9_000, 3, &["a", "b", "c"]),
+        ];
+        let f = check(&playbook("[]"), &events);
+        assert!(!f.passed);
+        assert!(
+            f.violations[0].contains("no fault yet"),
+            "{:?}",
+            f.violations
+        );
+    }
+
+    #[test]
+    fn a_routing_change_after_a_fault_is_expected() {
+        let events = [
+            start(),
+            route(1_000, 1, &["a", "b", "c"]),
+            route(5_000, 2, &["b", "c"]),
+            route(9_000, 3, &["a", "b", "c"]),
+        ];
+        let f = check(
+            &playbook("[{ at_secs: 3, fault: site-loss, target: a }]"),
+            &events,
+        );
+        assert!(f.passed, "{:?}", f.violations);
+    }
+
+    #[test]
+    fn a_site_not_serving_at_the_end_is_caught() {
+        let events = [
+            start(),
+            route(1_000, 1, &["a", "b", "c"]),
+            route(5_000, 2, &["b", "c"]),
+        ];
+        let f = check(
+            &playbook("[{ at_secs: 3, fault: site-loss, target: a }]"),
+            &events,
+        );
+        assert!(!f.passed);
+        assert!(
+            f.violations[0].contains("a does not serve"),
+            "{:?}",
+            f.violations
+        );
+    }
+}

@@ -1,0 +1,248 @@
+//! Payments: every acknowledged transfer applied exactly once, an unknown one once or
+//! never, a refused one never; every balance is what the applied transfers make it, and
+//! the total never changes.
+//!
+//! This is the promise of an idempotent compare-and-set transfer (DESIGN.md): a retry
+//! never charges twice and money is neither created nor destroyed, whatever failed over.
+//! The read-back gives each transfer's record (what the service says it applied, by
+//! idempotency key), every balance and the total. A transfer applied twice leaves the
+//! records unchanged but moves the balances twice, so balances are recomputed from the
+//! opening balances and the records and compared.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::Finding;
+use crate::history::{Completion, Event, Op, Operation};
+
+pub const PROPERTY: &str =
+    "every acknowledged transfer applied exactly once, unknown ones once or never, the total conserved";
+
+/// Checks the payments property over a history.
+pub fn check(events: &[Event], ops: &[Operation]) -> Finding {
+    let mut finding = Finding::new("payments", PROPERTY);
+    let mut opening: BTreeMap<&str, i128> = BTreeMap::new();
+    for o in ops {
+        if let (Op::OpenAccount { account, balance }, true) = (&o.op, o.is_ok()) {
+            opening.insert(account, i128::from(*balance));
+        }
+    }
+    let mut records: BTreeMap<&str, &Option<Value>> = BTreeMap::new();
+    let mut balances: BTreeMap<&str, i128> = BTreeMap::new();
+    let mut total = None;
+    for event in events {
+        match event {
+            Event::TransferRecord { key, record, .. } => {
+                records.insert(key, record);
+            }
+            Event::Balance {
+                account, balance, ..
+            } => {
+                balances.insert(account, i128::from(*balance));
+            }
+            Event::Total { total: t, .. } => total = Some(i128::from(*t)),
+            _ => {}
+        }
+    }
+    let mut expected = opening.clone();
+    for o in ops {
+        let Op::Transfer {
+            key,
+            from,
+            to,
+            amount,
+        } = &o.op
+        else {
+            continue;
+        };
+        let record = match records.get(key.as_str()) {
+            Some(record) => record.as_ref(),
+            None => {
+                finding.violation(format!("transfer {key}: never read back, so unverified"));
+                continue;
+            }
+        };
+        judge_transfer(&mut finding, o, key, record);
+        if record.is_some_and(|r| r["status"] == "ok") {
+            *expected.entry(from).or_default() -= i128::from(*amount);
+            *expected.entry(to).or_default() += i128::from(*amount);
+        }
+    }
+    for (account, want) in &expected {
+        match balances.get(account) {
+            None => finding.violation(format!("account {account}: balance never read back")),
+            Some(have) if have != want => {
+                finding.count("balances_off", 1);
+                finding.violation(format!(
+                    "account {account}: balance {have}, but its opening balance and applied transfers make {want} (a transfer applied twice, or money from nowhere)"
+                ));
+            }
+            Some(_) => {}
+        }
+        if *want < 0 {
+            finding.violation(format!(
+                "account {account}: the applied transfers overdraw it to {want}"
+            ));
+        }
+    }
+    let opened: i128 = opening.values().sum();
+    match total {
+        Some(t) if t != opened => finding.violation(format!(
+            "the total is {t} but the accounts opened with {opened}: money was created or destroyed"
+        )),
+        None if !opening.is_empty() => finding.violation("the total was never read back"),
+        _ => {}
+    }
+    finding
+}
+
+fn judge_transfer(finding: &mut Finding, o: &Operation, key: &str, record: Option<&Value>) {
+    match (&o.completion, record) {
+        (Some(Completion::Ok { body, .. }), Some(record)) => {
+            finding.count("acknowledged", 1);
+            if body["status"] != record["status"] {
+                finding.violation(format!(
+                    "transfer {key}: answered {} but recorded {}",
+                    body["status"], record["status"]
+                ));
+            }
+        }
+        (Some(Completion::Ok { .. }), None) => {
+            finding.count("acknowledged", 1);
+            finding.count("lost", 1);
+            finding.violation(format!(
+                "transfer {key}: acknowledged but never applied (lost)"
+            ));
+        }
+        (Some(Completion::Fail(error)), Some(_)) => {
+            finding.violation(format!("transfer {key}: refused ({error}) but applied"))
+        }
+        (Some(Completion::Fail(_)), None) => finding.count("refused", 1),
+        (Some(Completion::Unknown(_)) | None, applied) => {
+            finding.count("unknown", 1);
+            if applied.is_some() {
+                finding.count("unknown_applied", 1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::history::operations;
+
+    /// Accounts a and b open with 100 each; t1 moves 10 from a to b (acknowledged).
+    fn history(balance_a: u64, balance_b: u64, total: u64, record: bool) -> Vec<Event> {
+        let mut events = Vec::new();
+        for (id, account) in [(1, "a"), (2, "b")] {
+            events.push(Event::Invoke {
+                at_ms: 0,
+                id,
+                op: Op::OpenAccount {
+                    account: account.into(),
+                    balance: 100,
+                },
+            });
+            events.push(Event::Ok {
+                at_ms: 1,
+                id,
+                status: 201,
+                body: json!({}),
+                site: None,
+            });
+        }
+        events.push(Event::Invoke {
+            at_ms: 10,
+            id: 3,
+            op: Op::Transfer {
+                key: "t1".into(),
+                from: "a".into(),
+                to: "b".into(),
+                amount: 10,
+            },
+        });
+        events.push(Event::Ok {
+            at_ms: 20,
+            id: 3,
+            status: 200,
+            body: json!({ "status": "ok" }),
+            site: Some("gasan".into()),
+        });
+        events.push(Event::TransferRecord {
+            at_ms: 30,
+            key: "t1".into(),
+            record: record.then(|| json!({ "status": "ok", "from": "a", "to": "b", "amount": 10 })),
+        });
+        events.push(Event::Balance {
+            at_ms: 31,
+            account: "a".into(),
+            balance: balance_a,
+        });
+        events.push(Event::Balance {
+            at_ms: 31,
+            account: "b".into(),
+            balance: balance_b,
+        });
+        events.push(Event::Total { at_ms: 32, total });
+        events
+    }
+
+    fn run(events: &[Event]) -> Finding {
+        check(events, &operations(events))
+    }
+
+    #[test]
+    fn a_clean_history_passes() {
+        let f = run(&history(90, 110, 200, true));
+        assert!(f.passed, "{:?}", f.violations);
+        assert_eq!(f.get("acknowledged"), 1);
+    }
+
+    #[test]
+    fn a_transfer_applied_twice_is_caught() {
+        let f = run(&history(80, 120, 200, true));
+        assert!(!f.passed);
+        assert_eq!(f.get("balances_off"), 2);
+    }
+
+    #[test]
+    fn a_drifting_total_is_caught() {
+        let f = run(&history(90, 120, 210, true));
+        assert!(!f.passed);
+        assert!(
+            f.violations
+                .iter()
+                .any(|v| v.contains("created or destroyed")),
+            "{:?}",
+            f.violations
+        );
+    }
+
+    #[test]
+    fn an_acknowledged_transfer_never_applied_is_lost() {
+        let f = run(&history(100, 100, 200, false));
+        assert!(!f.passed);
+        assert_eq!(f.get("lost"), 1);
+    }
+
+    #[test]
+    fn an_unknown_transfer_may_apply_once() {
+        let mut events = history(90, 110, 200, true);
+        events.retain(|e| !matches!(e, Event::Ok { id: 3, .. }));
+        events.insert(
+            5,
+            Event::Unknown {
+                at_ms: 20,
+                id: 3,
+                error: "timed out".into(),
+            },
+        );
+        let f = run(&events);
+        assert!(f.passed, "{:?}", f.violations);
+        assert_eq!(f.get("unknown_applied"), 1);
+    }
+}

@@ -1,0 +1,481 @@
+//! The local site driver: each site is a group of child processes (a node and its
+//! services) on its own loopback address (127.0.N.1) with its own data dir, and faults are
+//! signals to exactly those processes.
+//!
+//! ```text
+//!   dir/
+//!     tokens                      operator token of this run (mode 0600)
+//!     <site>/node.yaml, data/     the node's config and Raft data
+//!     <site>/<process>.log        stdout and stderr of every process, appended across restarts
+//! ```
+//!
+//! Invariants: the driver signals only PIDs it spawned and has not reaped; every child
+//! gets SIGKILL from the kernel if the drill dies (PR_SET_PDEATHSIG) and from `Drop`
+//! otherwise, so no process outlives a drill however it ends. A site loss sends SIGKILL to
+//! every process of the site before reaping any of them, so they die together.
+//!
+//! It does not touch the network: partitions, latency and loss need the netns driver.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use firebreak_model::{NodeId, SiteId};
+use firebreak_node::config::{ApiLimits, AuthConfig, Peer, RaftTimings};
+use firebreak_node::NodeConfig;
+use tokio::process::{Child, Command};
+
+use crate::error::{Error, Result};
+use crate::playbook::{ProcessKind, ServiceKind};
+
+/// How long a process gets to stop after SIGTERM before SIGKILL.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// What the driver starts.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// The `firebreak` binary (the drill's own, normally).
+    pub exe: PathBuf,
+    /// Where configs, data and logs go.
+    pub dir: PathBuf,
+    /// The nodes' port on every site's address; services use the next three.
+    pub port: u16,
+    pub sites: Vec<String>,
+    /// Sites whose node votes in the state group (all when `None`).
+    pub state_voters: Option<Vec<String>>,
+    pub services: Vec<ServiceKind>,
+}
+
+/// The port a service listens on, next to the node's.
+pub fn service_port(node_port: u16, service: ServiceKind) -> u16 {
+    node_port
+        + match service {
+            ServiceKind::Messaging => 1,
+            ServiceKind::Payments => 2,
+            ServiceKind::Login => 3,
+        }
+}
+
+/// The loopback address of the `index`-th site (0-based).
+pub fn site_ip(index: usize) -> String {
+    format!("127.0.{}.1", index + 1)
+}
+
+/// Node configs for local sites on 127.0.N.1:`port`, data under `dir/<site>/data`.
+pub fn node_configs(
+    cluster: &str,
+    dir: &Path,
+    sites: &[&str],
+    port: u16,
+    tokens_file: &Path,
+) -> Vec<NodeConfig> {
+    let peers: Vec<Peer> = sites
+        .iter()
+        .enumerate()
+        .map(|(i, site)| Peer {
+            id: NodeId(i as u64 + 1),
+            site: SiteId::from(*site),
+            addr: format!("{}:{port}", site_ip(i)),
+        })
+        .collect();
+    peers
+        .iter()
+        .map(|peer| NodeConfig {
+            cluster: cluster.into(),
+            node_id: peer.id,
+            site: peer.site.clone(),
+            listen: peer.addr.parse().expect("loopback address parses"),
+            data_dir: dir.join(&peer.site.0).join("data"),
+            peers: peers.clone(),
+            raft: RaftTimings::default(),
+            api: ApiLimits::default(),
+            auth: AuthConfig {
+                tokens_file: Some(tokens_file.to_path_buf()),
+                protect_reads: false,
+            },
+            state_voters: None,
+        })
+        .collect()
+}
+
+/// Spawns `exe args` with output appended to `log`; the kernel sends the child `on_orphan`
+/// if this process dies first.
+pub fn spawn_child(
+    exe: &Path,
+    args: &[String],
+    log: &Path,
+    on_orphan: libc::c_int,
+) -> Result<Child> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| Error::CouldNotRun(format!("failed to open {}: {e}", log.display())))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| Error::CouldNotRun(format!("failed to open {}: {e}", log.display())))?;
+    let mut command = Command::new(exe);
+    // SAFETY: prctl is async-signal-safe and touches only the child being exec'ed.
+    unsafe {
+        command.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, on_orphan);
+            Ok(())
+        });
+    }
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Error::CouldNotRun(format!("failed to start {}: {e}", exe.display())))
+}
+
+/// One process of a site.
+struct Process {
+    kind: ProcessKind,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl Process {
+    fn pid(&self) -> Option<libc::pid_t> {
+        self.child
+            .as_ref()
+            .and_then(|c| c.id())
+            .map(|p| p as libc::pid_t)
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: kill(2) on a PID we spawned and have not reaped.
+            unsafe { libc::kill(pid, signal) };
+        }
+    }
+}
+
+struct Site {
+    name: String,
+    data_dir: PathBuf,
+    processes: Vec<Process>,
+}
+
+/// The running sites of one drill.
+pub struct LocalSites {
+    config: DriverConfig,
+    sites: Vec<Site>,
+    /// The operator token written to `dir/tokens`.
+    pub token: String,
+    node_addrs: Vec<String>,
+}
+
+impl LocalSites {
+    /// Writes configs and starts every site's node and services.
+    pub fn start(config: DriverConfig) -> Result<Self> {
+        let io = |what: &str, path: &Path, e: std::io::Error| {
+            Error::CouldNotRun(format!("failed to {what} {}: {e}", path.display()))
+        };
+        std::fs::create_dir_all(&config.dir).map_err(|e| io("create", &config.dir, e))?;
+        let tokens_file = config.dir.join("tokens");
+        let token = random_token();
+        std::fs::write(&tokens_file, format!("drill {token}\n"))
+            .map_err(|e| io("write", &tokens_file, e))?;
+        std::fs::set_permissions(
+            &tokens_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .map_err(|e| io("protect", &tokens_file, e))?;
+        let names: Vec<&str> = config.sites.iter().map(String::as_str).collect();
+        let mut configs = node_configs(
+            "firebreak-drill",
+            &config.dir,
+            &names,
+            config.port,
+            &tokens_file,
+        );
+        if let Some(voters) = &config.state_voters {
+            let ids: Vec<NodeId> = configs
+                .iter()
+                .filter(|c| voters.contains(&c.site.0))
+                .map(|c| c.node_id)
+                .collect();
+            for c in &mut configs {
+                c.state_voters = Some(ids.clone());
+            }
+        }
+        let node_addrs: Vec<String> = configs.iter().map(|c| c.listen.to_string()).collect();
+        let mut sites = Vec::new();
+        for (i, node) in configs.iter().enumerate() {
+            let dir = config.dir.join(&node.site.0);
+            std::fs::create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+            let path = dir.join("node.yaml");
+            let yaml = serde_yaml::to_string(node).expect("a node config serializes");
+            std::fs::write(&path, yaml).map_err(|e| io("write", &path, e))?;
+            let mut processes = vec![Process {
+                kind: ProcessKind::Node,
+                args: strings(&["node", "--config", &path.display().to_string()]),
+                log: dir.join("node.log"),
+                child: None,
+                paused: false,
+            }];
+            // Services talk to their own site's node first, then the others.
+            let mut nodes = vec![node_addrs[i].clone()];
+            nodes.extend(node_addrs.iter().filter(|a| **a != node_addrs[i]).cloned());
+            for service in &config.services {
+                let listen = format!("{}:{}", site_ip(i), service_port(config.port, *service));
+                processes.push(Process {
+                    kind: ProcessKind::Service(*service),
+                    args: strings(&[
+                        "serve",
+                        service.name(),
+                        "--listen",
+                        &listen,
+                        "--nodes",
+                        &nodes.join(","),
+                    ]),
+                    log: dir.join(format!("{service}.log")),
+                    child: None,
+                    paused: false,
+                });
+            }
+            sites.push(Site {
+                name: node.site.0.clone(),
+                data_dir: node.data_dir.clone(),
+                processes,
+            });
+        }
+        let mut driver = Self {
+            config,
+            sites,
+            token,
+            node_addrs,
+        };
+        for i in 0..driver.sites.len() {
+            driver.start_stopped(i)?;
+        }
+        Ok(driver)
+    }
+
+    /// Every node's `host:port`, in site order.
+    pub fn node_addrs(&self) -> &[String] {
+        &self.node_addrs
+    }
+
+    /// A service's URL in a site.
+    pub fn service_url(&self, site: usize, service: ServiceKind) -> String {
+        format!(
+            "http://{}:{}",
+            site_ip(site),
+            service_port(self.config.port, service)
+        )
+    }
+
+    /// The logs of every process, for error messages.
+    pub fn logs(&self) -> String {
+        self.config.dir.join("*/*.log").display().to_string()
+    }
+
+    fn site(&mut self, name: &str) -> &mut Site {
+        self.sites
+            .iter_mut()
+            .find(|s| s.name == name)
+            .expect("playbook validation: targets name sites")
+    }
+
+    fn index(&self, name: &str) -> usize {
+        self.sites
+            .iter()
+            .position(|s| s.name == name)
+            .expect("validated site")
+    }
+
+    /// SIGKILLs every process of a site at once; with `wipe`, its data dir goes too.
+    pub async fn kill_site(&mut self, name: &str, wipe: bool) {
+        let site = self.site(name);
+        for p in &site.processes {
+            p.signal(libc::SIGKILL);
+        }
+        for p in &mut site.processes {
+            if let Some(mut child) = p.child.take() {
+                let _ = child.wait().await;
+            }
+            p.paused = false;
+        }
+        if wipe {
+            let _ = std::fs::remove_dir_all(&site.data_dir);
+        }
+    }
+
+    /// Starts every stopped process of a site again.
+    pub fn restore_site(&mut self, name: &str) -> Result<()> {
+        let index = self.index(name);
+        self.start_stopped(index)
+    }
+
+    fn start_stopped(&mut self, index: usize) -> Result<()> {
+        let exe = self.config.exe.clone();
+        for p in &mut self.sites[index].processes {
+            if p.child.is_none() {
+                p.child = Some(spawn_child(&exe, &p.args, &p.log, libc::SIGKILL)?);
+            }
+        }
+        Ok(())
+    }
+
+    fn process(&mut self, site: &str, kind: ProcessKind) -> &mut Process {
+        self.site(site)
+            .processes
+            .iter_mut()
+            .find(|p| p.kind == kind)
+            .expect("playbook validation: process targets exist")
+    }
+
+    /// SIGKILLs one process.
+    pub async fn kill_process(&mut self, site: &str, kind: ProcessKind) {
+        let p = self.process(site, kind);
+        p.signal(libc::SIGKILL);
+        if let Some(mut child) = p.child.take() {
+            let _ = child.wait().await;
+        }
+        p.paused = false;
+    }
+
+    /// Starts one process again if it is down.
+    pub fn start_process(&mut self, site: &str, kind: ProcessKind) -> Result<()> {
+        let exe = self.config.exe.clone();
+        let p = self.process(site, kind);
+        if p.child.is_none() {
+            p.child = Some(spawn_child(&exe, &p.args, &p.log, libc::SIGKILL)?);
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, wait for a clean stop (SIGKILL after [`STOP_GRACE`]), start again.
+    pub async fn restart_process(&mut self, site: &str, kind: ProcessKind) -> Result<()> {
+        let p = self.process(site, kind);
+        stop(p).await;
+        self.start_process(site, kind)
+    }
+
+    /// SIGSTOP (`pause`) or SIGCONT one process.
+    pub fn pause_process(&mut self, site: &str, kind: ProcessKind, pause: bool) {
+        let p = self.process(site, kind);
+        p.signal(if pause { libc::SIGSTOP } else { libc::SIGCONT });
+        p.paused = pause;
+    }
+
+    /// Whether every process of every site is running (not killed, not paused).
+    pub fn all_running(&mut self) -> bool {
+        self.sites.iter_mut().all(|s| {
+            s.processes.iter_mut().all(|p| {
+                !p.paused
+                    && p.child
+                        .as_mut()
+                        .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+            })
+        })
+    }
+
+    /// Processes that exited without the drill asking, as "site/process: status".
+    pub fn unexpected_exits(&mut self) -> Vec<String> {
+        let mut exits = Vec::new();
+        for site in &mut self.sites {
+            for p in &mut site.processes {
+                if let Some(Ok(Some(status))) = p.child.as_mut().map(|c| c.try_wait()) {
+                    exits.push(format!("{}/{}: {status}", site.name, p.kind.name()));
+                    p.child = None;
+                }
+            }
+        }
+        exits
+    }
+
+    /// Heals (SIGCONT) and stops every process: SIGTERM, then SIGKILL after a grace.
+    pub async fn shutdown(&mut self) {
+        for site in &mut self.sites {
+            for p in &mut site.processes {
+                if p.paused {
+                    p.signal(libc::SIGCONT);
+                    p.paused = false;
+                }
+                p.signal(libc::SIGTERM);
+            }
+        }
+        for site in &mut self.sites {
+            for p in &mut site.processes {
+                stop(p).await;
+            }
+        }
+    }
+}
+
+impl Drop for LocalSites {
+    fn drop(&mut self) {
+        for site in &self.sites {
+            for p in &site.processes {
+                p.signal(libc::SIGCONT);
+                p.signal(libc::SIGKILL);
+            }
+        }
+    }
+}
+
+async fn stop(p: &mut Process) {
+    if p.paused {
+        p.signal(libc::SIGCONT);
+        p.paused = false;
+    }
+    p.signal(libc::SIGTERM);
+    if let Some(mut child) = p.child.take() {
+        if tokio::time::timeout(STOP_GRACE, child.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                process = p.kind.name(),
+                "did not stop after SIGTERM; killing it"
+            );
+            let _ = child.kill().await;
+        }
+    }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+/// A random operator token (128 bits from the OS).
+pub fn random_token() -> String {
+    let bytes: [u8; 16] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks that every address the drill will listen on is free, so a clash is reported
+/// plainly instead of as a node that never comes up.
+pub fn check_ports_free(sites: usize, port: u16, services: &[ServiceKind]) -> Result<()> {
+    for i in 0..sites {
+        let ports = std::iter::once(port).chain(services.iter().map(|s| service_port(port, *s)));
+        for p in ports {
+            let addr = format!("{}:{p}", site_ip(i));
+            if let Err(e) = std::net::TcpListener::bind(&addr) {
+                return Err(Error::CouldNotRun(format!(
+                    "{addr} is not free ({e}): another drill or `firebreak up` may be running; pass --port to use others"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sites by name → index, for the runner.
+pub fn site_indexes(sites: &[String]) -> BTreeMap<String, usize> {
+    sites
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.clone(), i))
+        .collect()
+}

@@ -1,0 +1,127 @@
+//! The observer: polls every node for the leader and term it knows per Raft group, and the
+//! routing table, and records what changed in the history (for the control checker and
+//! the report's timeline).
+//!
+//! It records a `Leader` event only when a node's (term, leader) for a group changes, and a
+//! `Route` event only when a service's epoch changes, so the history stays small. A node
+//! that does not answer within [`POLL_TIMEOUT`] is skipped for that round (it may be dead
+//! or paused: that is the drill's business, not the observer's).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::history::{Event, History};
+
+/// How often every node is asked.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// How long one answer may take.
+pub const POLL_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Polls until `stop` turns true.
+pub async fn observe(nodes: Vec<String>, history: History, mut stop: watch::Receiver<bool>) {
+    let http = reqwest::Client::builder()
+        .timeout(POLL_TIMEOUT)
+        .build()
+        .expect("reqwest client builds with static options");
+    let mut leaders: BTreeMap<(u64, String), (u64, u64)> = BTreeMap::new();
+    let mut epochs: BTreeMap<String, u64> = BTreeMap::new();
+    loop {
+        let round = futures_round(&http, &nodes).await;
+        for (cluster, routing) in round {
+            if let Some(info) = cluster {
+                record_leaders(&info, &history, &mut leaders);
+            }
+            if let Some(routing) = routing {
+                record_routes(&routing, &history, &mut epochs);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
+/// Asks every node at once for `/v1/cluster` and `/v1/routing`.
+async fn futures_round(
+    http: &reqwest::Client,
+    nodes: &[String],
+) -> Vec<(Option<Value>, Option<Value>)> {
+    let mut tasks = Vec::new();
+    for node in nodes {
+        let http = http.clone();
+        let node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            let get = |path: &str| {
+                let url = format!("http://{node}{path}");
+                let http = http.clone();
+                async move {
+                    match http.get(url).send().await {
+                        Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
+                        _ => None,
+                    }
+                }
+            };
+            (get("/v1/cluster").await, get("/v1/routing").await)
+        }));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        if let Ok(answer) = task.await {
+            answers.push(answer);
+        }
+    }
+    answers
+}
+
+fn record_leaders(info: &Value, history: &History, seen: &mut BTreeMap<(u64, String), (u64, u64)>) {
+    let node = info["node_id"].as_u64().unwrap_or(0);
+    for group in info["groups"].as_array().into_iter().flatten() {
+        let name = group["name"].as_str().unwrap_or("?").to_string();
+        let term = group["term"].as_u64().unwrap_or(0);
+        let leader = group["leader"].as_u64().unwrap_or(0);
+        if leader == 0 {
+            continue;
+        }
+        if seen.insert((node, name.clone()), (term, leader)) != Some((term, leader)) {
+            history.record(Event::Leader {
+                at_ms: history.now_ms(),
+                node,
+                group: name,
+                term,
+                leader,
+            });
+        }
+    }
+}
+
+fn record_routes(routing: &Value, history: &History, epochs: &mut BTreeMap<String, u64>) {
+    let Some(routes) = routing["routes"].as_object() else {
+        return;
+    };
+    for (service, route) in routes {
+        let epoch = route["epoch"].as_u64().unwrap_or(0);
+        if epochs.get(service).is_some_and(|e| *e >= epoch) {
+            continue; // a lagging replica: not news
+        }
+        epochs.insert(service.clone(), epoch);
+        let serving = route["serving"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect();
+        history.record(Event::Route {
+            at_ms: history.now_ms(),
+            service: service.clone(),
+            serving,
+            epoch,
+        });
+    }
+}

@@ -1,0 +1,884 @@
+//! Playbooks: one drill a YAML file, parsed strictly and checked before anything runs.
+//!
+//! ```text
+//!   text ─► serde_yaml (unknown fields, wrong types: file:line:column from serde_yaml)
+//!        ─► validate (sites named, times inside the run, durations where a fault needs one:
+//!                     file:line:column found by locating the field in the text)
+//!        ─► Playbook, ready to run
+//! ```
+//!
+//! A playbook names the sites and services, the workload (rate, mix, duration, seed), the
+//! steady state that must hold before the first fault and at the end, a timeline of faults,
+//! when to abort, and what to expect. Times are seconds from the start of the workload.
+//!
+//! Caveat: serde_yaml reports no position for a value that parsed but breaks a rule, so the
+//! validator finds the field in the text itself: the n-th `key:` after the section's start
+//! (comments stripped). A field written twice on one line is located at its first copy.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Largest playbook read.
+const MAX_PLAYBOOK_BYTES: u64 = 256 * 1024;
+/// Sites the local driver can run (127.0.1.1 to 127.0.9.1).
+pub const MAX_SITES: usize = 9;
+/// Bounds of the workload, so that a typo cannot melt the machine.
+const MAX_RATE_PER_SEC: u32 = 5_000;
+const MAX_DURATION_SECS: u32 = 3_600;
+const MAX_USERS: u32 = 1_000;
+/// Operations one drill may run: the history keeps them all in memory.
+const MAX_OPERATIONS: u64 = 500_000;
+
+/// One drill.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Playbook {
+    /// Names the drill in the report and its output.
+    pub name: String,
+    /// What the drill proves, for whoever reads the report.
+    pub description: String,
+    pub topology: TopologySpec,
+    pub workload: Workload,
+    #[serde(default)]
+    pub steady_state: SteadyState,
+    /// Faults in the order they happen.
+    #[serde(default)]
+    pub timeline: Vec<Step>,
+    /// When to give up early: the drill heals and is judged failed.
+    #[serde(default)]
+    pub stop: Option<StopWhen>,
+    pub expect: Expectations,
+}
+
+/// The sites and the services they run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologySpec {
+    /// Site names, in priority order (the first is the active-passive primary).
+    pub sites: Vec<String>,
+    pub services: Vec<ServiceSpec>,
+    /// Sites whose node votes in the state group (default: every site). Naming one site
+    /// makes a deliberately fragile setup, for proving that the checkers catch loss.
+    #[serde(default)]
+    pub state_voters: Option<Vec<String>>,
+    /// Least time between two routing changes of one service (the dwell rule).
+    #[serde(default = "default_dwell_ms")]
+    pub dwell_ms: u64,
+}
+
+fn default_dwell_ms() -> u64 {
+    2_000
+}
+
+/// A reference service and its mode.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub name: ServiceKind,
+    pub mode: Mode,
+}
+
+/// The reference services a drill can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceKind {
+    Messaging,
+    Payments,
+    Login,
+}
+
+impl ServiceKind {
+    pub const ALL: [ServiceKind; 3] = [Self::Messaging, Self::Payments, Self::Login];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Messaging => "messaging",
+            Self::Payments => "payments",
+            Self::Login => "login",
+        }
+    }
+}
+
+impl std::fmt::Display for ServiceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a service's sites share its traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    ActiveActive,
+    ActivePassive,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ActiveActive => "active-active",
+            Self::ActivePassive => "active-passive",
+        }
+    }
+}
+
+/// The traffic, open-loop: operations start at `rate_per_sec` whatever the answers do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Seeds every choice (operation, user, amount, jitter), so a run can be repeated.
+    pub seed: u64,
+    pub rate_per_sec: u32,
+    pub duration_secs: u32,
+    /// Users; each has an account, a login and a conversation with one push recipient.
+    pub users: u32,
+    /// Relative weights of the operations.
+    pub mix: Mix,
+    /// Per-attempt timeout of a request.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Operations in flight at once; beyond, new ones are recorded as failed at once
+    /// (the client is saturated) rather than queued without bound.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: u32,
+}
+
+fn default_timeout_ms() -> u64 {
+    2_000
+}
+
+fn default_max_in_flight() -> u32 {
+    512
+}
+
+/// Weights of messaging sends, payments transfers and logins (with a validation of a
+/// session made earlier).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mix {
+    #[serde(default)]
+    pub messaging: u32,
+    #[serde(default)]
+    pub payments: u32,
+    #[serde(default)]
+    pub login: u32,
+}
+
+/// What "healthy" means: it must hold in the window before the first fault and in the last
+/// window of the drill.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SteadyState {
+    /// Share of operations that succeed, per service (0 to 1).
+    pub availability_min: f64,
+    pub latency_p99_ms_max: u64,
+    pub window_secs: u32,
+}
+
+impl Default for SteadyState {
+    fn default() -> Self {
+        Self {
+            availability_min: 0.99,
+            latency_p99_ms_max: 1_000,
+            window_secs: 5,
+        }
+    }
+}
+
+/// One fault of the timeline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Seconds from the start of the workload.
+    pub at_secs: f64,
+    pub fault: FaultKind,
+    /// A site (`pangyo`), or a site's process (`pangyo/node`, `gasan/payments`).
+    pub target: String,
+    /// How long the fault lasts: power-cycle's dark time, pause's stop, a killed
+    /// process's time down (without one it stays down until `site-restore`).
+    #[serde(default)]
+    pub duration_secs: Option<f64>,
+    /// With `site-loss`: the site's disks burn too, and it comes back empty.
+    #[serde(default)]
+    pub wipe_data: bool,
+}
+
+/// The faults of the local driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// SIGKILL every process of a site at once.
+    SiteLoss,
+    /// Start every stopped process of a site again, with its data.
+    SiteRestore,
+    /// Site loss, then restore after `duration_secs`.
+    SitePowerCycle,
+    /// SIGKILL one process (restarted after `duration_secs` if given).
+    ProcessKill,
+    /// SIGTERM one process and start it again once it has stopped: a clean restart.
+    ProcessRestart,
+    /// SIGSTOP one process for `duration_secs`, then SIGCONT.
+    ProcessPause,
+}
+
+impl FaultKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SiteLoss => "site-loss",
+            Self::SiteRestore => "site-restore",
+            Self::SitePowerCycle => "site-power-cycle",
+            Self::ProcessKill => "process-kill",
+            Self::ProcessRestart => "process-restart",
+            Self::ProcessPause => "process-pause",
+        }
+    }
+
+    /// Whether the target is one process rather than a site.
+    pub fn targets_process(self) -> bool {
+        matches!(
+            self,
+            Self::ProcessKill | Self::ProcessRestart | Self::ProcessPause
+        )
+    }
+
+    fn needs_duration(self) -> bool {
+        matches!(self, Self::SitePowerCycle | Self::ProcessPause)
+    }
+}
+
+/// Abort when any service's availability stays under a floor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopWhen {
+    pub availability_below: f64,
+    pub for_secs: u32,
+}
+
+/// What must hold for the drill to pass.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expectations {
+    /// Longest failover per service, first failure to steady success, at the client.
+    #[serde(default)]
+    pub failover_secs_max: BTreeMap<ServiceKind, f64>,
+    /// Most operations that may end failed or unknown, over the whole drill (none by
+    /// default means unlimited: a site loss fails some requests).
+    #[serde(default)]
+    pub failed_max: Option<u64>,
+    /// Sites that must serve every service again by the end.
+    #[serde(default)]
+    pub serving_at_end: Vec<String>,
+}
+
+/// A process of a site, as a fault target names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProcessKind {
+    Node,
+    Service(ServiceKind),
+}
+
+impl ProcessKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Node => "node",
+            Self::Service(s) => s.name(),
+        }
+    }
+}
+
+impl Step {
+    /// The target's site and, for a process fault, its process.
+    pub fn site_and_process(&self) -> (&str, Option<ProcessKind>) {
+        match self.target.split_once('/') {
+            Some((site, process)) => (site, parse_process(process)),
+            None => (&self.target, None),
+        }
+    }
+
+    /// When the fault's effect ends, if it ends by itself.
+    pub fn end_secs(&self) -> f64 {
+        self.at_secs + self.duration_secs.unwrap_or(0.0)
+    }
+}
+
+fn parse_process(name: &str) -> Option<ProcessKind> {
+    match name {
+        "node" => Some(ProcessKind::Node),
+        "messaging" => Some(ProcessKind::Service(ServiceKind::Messaging)),
+        "payments" => Some(ProcessKind::Service(ServiceKind::Payments)),
+        "login" => Some(ProcessKind::Service(ServiceKind::Login)),
+        _ => None,
+    }
+}
+
+impl Playbook {
+    /// Reads, parses and validates a playbook file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let file = path.display().to_string();
+        let meta = std::fs::metadata(path).map_err(|source| Error::Read {
+            file: file.clone(),
+            source,
+        })?;
+        if meta.len() > MAX_PLAYBOOK_BYTES {
+            return Err(Error::Playbook {
+                file,
+                line: 1,
+                column: 1,
+                message: format!("is {} bytes; the limit is {MAX_PLAYBOOK_BYTES}", meta.len()),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::parse(&file, &text)
+    }
+
+    /// Parses and validates playbook text; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Self> {
+        let playbook: Playbook = serde_yaml::from_str(text).map_err(|err| {
+            let (line, column) = err.location().map_or((1, 1), |l| (l.line(), l.column()));
+            Error::Playbook {
+                file: file.to_string(),
+                line,
+                column,
+                message: err.to_string(),
+            }
+        })?;
+        if let Err(problem) = playbook.validate() {
+            let (line, column) = locate(text, &problem.section, &problem.key, problem.nth);
+            return Err(Error::Playbook {
+                file: file.to_string(),
+                line,
+                column,
+                message: format!("{}: {}", problem.path, problem.message),
+            });
+        }
+        Ok(playbook)
+    }
+
+    /// The services the topology runs.
+    pub fn services(&self) -> Vec<ServiceKind> {
+        self.topology.services.iter().map(|s| s.name).collect()
+    }
+
+    /// Seconds from the workload's start to the first fault, if there is one.
+    pub fn first_fault_secs(&self) -> Option<f64> {
+        self.timeline.iter().map(|s| s.at_secs).reduce(f64::min)
+    }
+
+    fn validate(&self) -> std::result::Result<(), Problem> {
+        if self.name.is_empty() || self.name.len() > 64 {
+            return Err(Problem::at("name", "name", 0, "must be 1 to 64 characters"));
+        }
+        self.validate_topology()?;
+        self.validate_workload()?;
+        self.validate_timeline()?;
+        self.validate_expectations()
+    }
+
+    fn validate_topology(&self) -> std::result::Result<(), Problem> {
+        let t = &self.topology;
+        if t.sites.len() < 3 || t.sites.len() > MAX_SITES {
+            return Err(Problem::at(
+                "topology",
+                "sites",
+                0,
+                format!(
+                    "lists {} sites; a drill needs 3 to {MAX_SITES} (with 2, losing one loses the quorum)",
+                    t.sites.len()
+                ),
+            ));
+        }
+        for (i, site) in t.sites.iter().enumerate() {
+            if let Err(e) = firebreak_model::SiteId::from(site.as_str()).validate("site") {
+                return Err(Problem::at(
+                    "topology",
+                    "sites",
+                    0,
+                    format!("sites[{i}]: {}", e.reason),
+                ));
+            }
+            if t.sites[..i].contains(site) {
+                return Err(Problem::at(
+                    "topology",
+                    "sites",
+                    0,
+                    format!("{site} appears twice"),
+                ));
+            }
+        }
+        if t.services.is_empty() {
+            return Err(Problem::at(
+                "topology",
+                "services",
+                0,
+                "must name at least one service",
+            ));
+        }
+        for (i, service) in t.services.iter().enumerate() {
+            if t.services[..i].iter().any(|s| s.name == service.name) {
+                return Err(Problem::at(
+                    "topology",
+                    "name",
+                    i,
+                    format!("services[{i}]: {} appears twice", service.name),
+                ));
+            }
+        }
+        if let Some(voters) = &t.state_voters {
+            if voters.is_empty() {
+                return Err(Problem::at(
+                    "topology",
+                    "state_voters",
+                    0,
+                    "must name at least one site",
+                ));
+            }
+            if let Some(v) = voters.iter().find(|v| !t.sites.contains(v)) {
+                return Err(Problem::at(
+                    "topology",
+                    "state_voters",
+                    0,
+                    format!("{v} is not a site; the sites are {}", t.sites.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_workload(&self) -> std::result::Result<(), Problem> {
+        let w = &self.workload;
+        let bound = |key: &str, value: u64, max: u64| {
+            if value == 0 || value > max {
+                Err(Problem::at(
+                    "workload",
+                    key,
+                    0,
+                    format!("is {value}; must be 1 to {max}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        bound(
+            "rate_per_sec",
+            w.rate_per_sec.into(),
+            MAX_RATE_PER_SEC.into(),
+        )?;
+        bound(
+            "duration_secs",
+            w.duration_secs.into(),
+            MAX_DURATION_SECS.into(),
+        )?;
+        bound("users", w.users.into(), MAX_USERS.into())?;
+        if w.users < 2 {
+            return Err(Problem::at(
+                "workload",
+                "users",
+                0,
+                "must be at least 2 (transfers need two accounts)",
+            ));
+        }
+        let operations = u64::from(w.rate_per_sec) * u64::from(w.duration_secs);
+        if operations > MAX_OPERATIONS {
+            return Err(Problem::at(
+                "workload",
+                "rate_per_sec",
+                0,
+                format!("rate_per_sec x duration_secs is {operations} operations; the history holds at most {MAX_OPERATIONS}"),
+            ));
+        }
+        bound("timeout_ms", w.timeout_ms, 60_000)?;
+        bound("max_in_flight", w.max_in_flight.into(), 10_000)?;
+        let weights = [
+            (ServiceKind::Messaging, w.mix.messaging),
+            (ServiceKind::Payments, w.mix.payments),
+            (ServiceKind::Login, w.mix.login),
+        ];
+        if weights.iter().all(|(_, weight)| *weight == 0) {
+            return Err(Problem::at(
+                "workload",
+                "mix",
+                0,
+                "gives every operation weight 0",
+            ));
+        }
+        if let Some((service, _)) = weights
+            .iter()
+            .find(|(s, weight)| *weight > 0 && !self.services().contains(s))
+        {
+            return Err(Problem::at(
+                "workload",
+                service.name(),
+                0,
+                format!("mix.{service} has weight but the topology does not run {service}"),
+            ));
+        }
+        let s = &self.steady_state;
+        if !(0.0..=1.0).contains(&s.availability_min) {
+            return Err(Problem::at(
+                "steady_state",
+                "availability_min",
+                0,
+                "must be 0 to 1",
+            ));
+        }
+        if s.window_secs == 0 || s.window_secs > w.duration_secs {
+            return Err(Problem::at(
+                "steady_state",
+                "window_secs",
+                0,
+                format!(
+                    "must be 1 to the workload's duration ({} s)",
+                    w.duration_secs
+                ),
+            ));
+        }
+        if let Some(stop) = &self.stop {
+            if !(0.0..=1.0).contains(&stop.availability_below) {
+                return Err(Problem::at(
+                    "stop",
+                    "availability_below",
+                    0,
+                    "must be 0 to 1",
+                ));
+            }
+            if stop.for_secs == 0 {
+                return Err(Problem::at("stop", "for_secs", 0, "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_timeline(&self) -> std::result::Result<(), Problem> {
+        let end = f64::from(self.workload.duration_secs);
+        let mut durations_seen = 0;
+        for (i, step) in self.timeline.iter().enumerate() {
+            let path = |field: &str| format!("timeline[{i}].{field}");
+            if !(0.0..end).contains(&step.at_secs) {
+                return Err(Problem::at(
+                    "timeline",
+                    "at_secs",
+                    i,
+                    format!(
+                        "{}: {} is outside the workload's 0 to {end} s",
+                        path("at_secs"),
+                        step.at_secs
+                    ),
+                ));
+            }
+            if i > 0 && step.at_secs < self.timeline[i - 1].at_secs {
+                return Err(Problem::at(
+                    "timeline",
+                    "at_secs",
+                    i,
+                    format!("{}: steps must be in time order", path("at_secs")),
+                ));
+            }
+            let (site, process) = step.site_and_process();
+            if !self.topology.sites.iter().any(|s| s == site) {
+                return Err(Problem::at(
+                    "timeline",
+                    "target",
+                    i,
+                    format!(
+                        "{}: no site {site:?}; the sites are {}",
+                        path("target"),
+                        self.topology.sites.join(", ")
+                    ),
+                ));
+            }
+            let process_named = step.target.contains('/');
+            if step.fault.targets_process() != process_named || (process_named && process.is_none())
+            {
+                let wanted = if step.fault.targets_process() {
+                    "SITE/PROCESS, where PROCESS is node, messaging, payments or login"
+                } else {
+                    "a site name"
+                };
+                return Err(Problem::at(
+                    "timeline",
+                    "target",
+                    i,
+                    format!("{}: {} needs {wanted}", path("target"), step.fault.name()),
+                ));
+            }
+            if let Some(ProcessKind::Service(s)) = process {
+                if !self.services().contains(&s) {
+                    return Err(Problem::at(
+                        "timeline",
+                        "target",
+                        i,
+                        format!("{}: the topology does not run {s}", path("target")),
+                    ));
+                }
+            }
+            match step.duration_secs {
+                Some(d) => {
+                    if d <= 0.0 || step.at_secs + d >= end {
+                        return Err(Problem::at(
+                            "timeline",
+                            "duration_secs",
+                            durations_seen,
+                            format!(
+                                "{}: must be above 0 and end before the workload ({end} s)",
+                                path("duration_secs")
+                            ),
+                        ));
+                    }
+                    durations_seen += 1;
+                }
+                None if step.fault.needs_duration() => {
+                    return Err(Problem::at(
+                        "timeline",
+                        "fault",
+                        i,
+                        format!(
+                            "{}: {} needs duration_secs",
+                            path("fault"),
+                            step.fault.name()
+                        ),
+                    ));
+                }
+                None => {}
+            }
+            if step.wipe_data && step.fault != FaultKind::SiteLoss {
+                return Err(Problem::at(
+                    "timeline",
+                    "wipe_data",
+                    0,
+                    format!("{}: only site-loss can wipe data", path("wipe_data")),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_expectations(&self) -> std::result::Result<(), Problem> {
+        let e = &self.expect;
+        for (service, secs) in &e.failover_secs_max {
+            if !self.services().contains(service) {
+                return Err(Problem::at(
+                    "expect",
+                    service.name(),
+                    0,
+                    format!("failover_secs_max.{service}: the topology does not run {service}"),
+                ));
+            }
+            if *secs <= 0.0 {
+                return Err(Problem::at(
+                    "expect",
+                    service.name(),
+                    0,
+                    format!("failover_secs_max.{service}: must be above 0"),
+                ));
+            }
+        }
+        if let Some(site) = e
+            .serving_at_end
+            .iter()
+            .find(|s| !self.topology.sites.contains(s))
+        {
+            return Err(Problem::at(
+                "expect",
+                "serving_at_end",
+                0,
+                format!(
+                    "{site} is not a site; the sites are {}",
+                    self.topology.sites.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A rule a parsed playbook breaks, and where to look for it in the text.
+struct Problem {
+    section: String,
+    key: String,
+    nth: usize,
+    path: String,
+    message: String,
+}
+
+impl Problem {
+    fn at(section: &str, key: &str, nth: usize, message: impl Into<String>) -> Self {
+        let message = message.into();
+        // Messages that start with their own path keep it; others get section.key.
+        let (path, message) = match message.split_once(": ") {
+            Some((head, rest)) if head.contains('[') || head.contains('.') => {
+                (head.to_string(), rest.to_string())
+            }
+            _ => (format!("{section}.{key}"), message),
+        };
+        Self {
+            section: section.into(),
+            key: key.into(),
+            nth,
+            path,
+            message,
+        }
+    }
+}
+
+/// Line and column (1-based) of the value of the `nth` `key:` after the top-level
+/// `section:` line; the section's line if the key is not found.
+fn locate(text: &str, section: &str, key: &str, nth: usize) -> (usize, usize) {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with(&format!("{section}:")))
+        .unwrap_or(0);
+    let needle = format!("{key}:");
+    let mut seen = 0;
+    for (index, line) in lines.iter().enumerate().skip(start) {
+        if index > start && !line.starts_with([' ', '\t', '-', '#']) && !line.is_empty() {
+            break; // the next top-level section
+        }
+        let code = line.split(" #").next().unwrap_or(line);
+        let mut from = 0;
+        while let Some(found) = code[from..].find(&needle) {
+            let at = from + found;
+            let boundary = at == 0 || code[..at].ends_with([' ', '{', ',', '-']);
+            if boundary && (index > start || key == section) {
+                if seen == nth {
+                    let value = at + needle.len();
+                    let skip = code[value..].len() - code[value..].trim_start().len();
+                    return (index + 1, value + skip + 1);
+                }
+                seen += 1;
+            }
+            from = at + needle.len();
+        }
+    }
+    (start + 1, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+name: t
+description: a test
+topology:
+  sites: [a, b, c]
+  services:
+    - { name: payments, mode: active-passive }
+workload: { seed: 1, rate_per_sec: 10, duration_secs: 30, users: 4, mix: { payments: 1 } }
+timeline:
+  - { at_secs: 5, fault: site-loss, target: a }
+  - { at_secs: 10, fault: process-pause, target: b/node, duration_secs: 2 }
+  - at_secs: 12
+    fault: site-restore
+    target: a
+expect:
+  failover_secs_max: { payments: 5 }
+";
+
+    fn error(text: &str) -> String {
+        Playbook::parse("p.yaml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_good_playbook_parses() {
+        let p = Playbook::parse("p.yaml", GOOD).unwrap();
+        assert_eq!(p.timeline.len(), 3);
+        assert_eq!(p.first_fault_secs(), Some(5.0));
+        assert_eq!(
+            p.timeline[1].site_and_process(),
+            ("b", Some(ProcessKind::Node))
+        );
+    }
+
+    /// Each broken playbook names the file, the line and column, and what is wrong.
+    #[test]
+    fn errors_say_where_and_what() {
+        let cases = [
+            (
+                GOOD.replace("description: a test", "descripton: a test"),
+                "p.yaml:2:1",
+                "unknown field `descripton`",
+            ),
+            (
+                GOOD.replace("site-loss", "site-los"),
+                "p.yaml:9:",
+                "unknown variant `site-los`",
+            ),
+            (
+                GOOD.replace("target: a }", "target: x }"),
+                "p.yaml:9:45",
+                "timeline[0].target: no site \"x\"",
+            ),
+            (
+                GOOD.replace("    target: a\n", "    target: x\n"),
+                "p.yaml:13:13",
+                "timeline[2].target: no site \"x\"",
+            ),
+            (
+                GOOD.replace(", duration_secs: 2", ""),
+                "p.yaml:10:",
+                "process-pause needs duration_secs",
+            ),
+            (
+                GOOD.replace("b/node", "b"),
+                "p.yaml:10:",
+                "process-pause needs SITE/PROCESS",
+            ),
+            (
+                GOOD.replace("at_secs: 10", "at_secs: 99"),
+                "p.yaml:10:16",
+                "outside the workload",
+            ),
+            (
+                GOOD.replace("rate_per_sec: 10", "rate_per_sec: 0"),
+                "p.yaml:7:",
+                "workload.rate_per_sec: is 0",
+            ),
+            (
+                GOOD.replace("{ payments: 5 }", "{ login: 5 }"),
+                "p.yaml:15:",
+                "does not run login",
+            ),
+            (
+                GOOD.replace("[a, b, c]", "[a, b]"),
+                "p.yaml:4:10",
+                "a drill needs 3",
+            ),
+            (
+                GOOD.replace("mix: { payments: 1 }", "mix: { messaging: 1 }"),
+                "p.yaml:7:",
+                "does not run messaging",
+            ),
+        ];
+        for (text, place, what) in cases {
+            let err = error(&text);
+            assert!(err.starts_with(place), "{place}: got {err}");
+            assert!(err.contains(what), "{what}: got {err}");
+        }
+    }
+
+    #[test]
+    fn shipped_playbooks_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../playbooks");
+        let mut count = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                Playbook::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                count += 1;
+            }
+        }
+        assert!(
+            count >= 3,
+            "pangyo-fire, power-cycle and rolling-restart ship"
+        );
+    }
+}

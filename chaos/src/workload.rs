@@ -1,0 +1,339 @@
+//! The workload: open-loop traffic from a seed, through the services' client library,
+//! every operation recorded as invoke then ok, fail or unknown.
+//!
+//! ```text
+//!   setup: open an account and register a login per user (retried until they stick)
+//!   followers: one push recipient per user's conversation, each starting at a different
+//!              gateway, every delivery recorded
+//!   tick every 1/rate s ─► pick (seeded) send | transfer | login-or-validate
+//!                        ─► spawn it unless max_in_flight are running (then: fail at once)
+//! ```
+//!
+//! Open-loop means operations start on schedule whatever the answers do, as users do;
+//! a closed loop would slow down with the service and hide an outage. The seed fixes
+//! every choice the workload makes; which session a validation picks also depends on
+//! which logins have been acknowledged by then, so a rerun repeats the drill, not every
+//! byte of it.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use firebreak_services::backoff::Backoff;
+use firebreak_services::client::{Client, ClientConfig, Outcome};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+use crate::history::{Event, History, Op};
+use crate::playbook::{ServiceKind, Workload};
+
+/// Balance every account opens with.
+pub const OPENING_BALANCE: u64 = 1_000;
+/// Attempts per operation (the client's retries across gateways).
+const MAX_ATTEMPTS: u32 = 6;
+/// Failed connections in a row after which a push recipient gives up.
+const MAX_RECONNECTS: u32 = 300;
+/// Sessions kept for validations (the most recent).
+const MAX_SESSIONS: usize = 10_000;
+
+/// Names of a user's things.
+pub fn account(user: u32) -> String {
+    format!("acct-{user}")
+}
+pub fn user_name(user: u32) -> String {
+    format!("user-{user}")
+}
+pub fn password(user: u32) -> String {
+    format!("drill-password-{user}")
+}
+pub fn conversation(user: u32) -> String {
+    format!("room-{user}")
+}
+pub fn recipient(user: u32) -> String {
+    format!("reader-{user}")
+}
+
+/// Runs operations and records them.
+#[derive(Clone)]
+pub struct Runner {
+    client: Arc<Client>,
+    history: History,
+    next_id: Arc<AtomicU64>,
+    in_flight: Arc<AtomicUsize>,
+    sessions: Arc<Mutex<Vec<String>>>,
+}
+
+impl Runner {
+    pub fn new(gateways: Vec<String>, workload: &Workload, history: History) -> Self {
+        let client = Client::new(ClientConfig {
+            gateways,
+            timeout: Duration::from_millis(workload.timeout_ms),
+            backoff: Backoff {
+                base: Duration::from_millis(100),
+                cap: Duration::from_secs(1),
+            },
+            max_attempts: MAX_ATTEMPTS,
+            seed: workload.seed,
+        });
+        Self {
+            client: Arc::new(client),
+            history,
+            next_id: Arc::new(AtomicU64::new(1)),
+            in_flight: Arc::default(),
+            sessions: Arc::default(),
+        }
+    }
+
+    /// Operations running now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Invokes one operation, records its outcome, and says whether it ended ok.
+    pub async fn execute(&self, op: Op) -> bool {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.history.record(Event::Invoke {
+            at_ms: self.history.now_ms(),
+            id,
+            op: op.clone(),
+        });
+        let outcome = match &op {
+            Op::OpenAccount { account, balance } => {
+                self.client.open_account(account, *balance).await
+            }
+            Op::Register { user } => {
+                let index: u32 = user.trim_start_matches("user-").parse().unwrap_or(0);
+                self.client.register(user, &password(index)).await
+            }
+            Op::Send {
+                conversation,
+                client_msg_id,
+                sender,
+            } => {
+                self.client
+                    .send_message(
+                        conversation,
+                        client_msg_id,
+                        sender,
+                        &format!("drill {client_msg_id}"),
+                    )
+                    .await
+            }
+            Op::Transfer {
+                key,
+                from,
+                to,
+                amount,
+            } => self.client.transfer(key, from, to, *amount).await,
+            Op::Login { user } => {
+                let index: u32 = user.trim_start_matches("user-").parse().unwrap_or(0);
+                self.client.log_in(user, &password(index)).await
+            }
+            Op::Validate { token } => self.client.validate(token).await,
+        };
+        let at_ms = self.history.now_ms();
+        let (event, ok) = match outcome {
+            Outcome::Done { status, body, site } if definitive(&op, status, &body) => {
+                if let (Op::Login { .. }, Some(token)) = (&op, body["token"].as_str()) {
+                    let mut sessions = self.sessions.lock().expect("sessions lock");
+                    if sessions.len() >= MAX_SESSIONS {
+                        sessions.remove(0);
+                    }
+                    sessions.push(token.to_string());
+                }
+                (
+                    Event::Ok {
+                        at_ms,
+                        id,
+                        status,
+                        body,
+                        site,
+                    },
+                    true,
+                )
+            }
+            Outcome::Done { status, body, .. } => {
+                let error = format!(
+                    "{status} {}",
+                    body["error"]["message"].as_str().unwrap_or("")
+                );
+                (Event::Fail { at_ms, id, error }, false)
+            }
+            Outcome::Failed(error) => (Event::Fail { at_ms, id, error }, false),
+            Outcome::Unknown(error) => (Event::Unknown { at_ms, id, error }, false),
+        };
+        self.history.record(event);
+        ok
+    }
+
+    /// Opens every user's account and login, retrying each until it sticks or `deadline`.
+    pub async fn setup(&self, users: u32, deadline: tokio::time::Instant) -> Result<(), String> {
+        for user in 0..users {
+            for op in [
+                Op::OpenAccount {
+                    account: account(user),
+                    balance: OPENING_BALANCE,
+                },
+                Op::Register {
+                    user: user_name(user),
+                },
+            ] {
+                while !self.execute(op.clone()).await {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(format!("setup could not complete {op:?} in time"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts one push recipient per user's conversation; abort the handles to stop them.
+    pub fn follow(&self, gateways: &[String], workload: &Workload) -> Vec<JoinHandle<()>> {
+        (0..workload.users)
+            .map(|user| {
+                // Each recipient starts at a different gateway, so a site loss cuts some.
+                let mut order = gateways.to_vec();
+                order.rotate_left(user as usize % gateways.len());
+                let client = Arc::new(Client::new(ClientConfig {
+                    gateways: order,
+                    timeout: Duration::from_millis(workload.timeout_ms),
+                    backoff: Backoff {
+                        base: Duration::from_millis(100),
+                        cap: Duration::from_secs(1),
+                    },
+                    max_attempts: MAX_ATTEMPTS,
+                    seed: workload.seed.wrapping_add(u64::from(user) + 1),
+                }));
+                let history = self.history.clone();
+                tokio::spawn(async move {
+                    let (who, room) = (recipient(user), conversation(user));
+                    history.record(Event::Follow {
+                        at_ms: history.now_ms(),
+                        recipient: who.clone(),
+                        conversation: room.clone(),
+                    });
+                    let mut stream = client.follow(&room, 0, MAX_RECONNECTS);
+                    while let Some(message) = stream.recv().await {
+                        history.record(Event::Deliver {
+                            at_ms: history.now_ms(),
+                            recipient: who.clone(),
+                            conversation: room.clone(),
+                            seq: message["seq"].as_u64().unwrap_or(0),
+                            client_msg_id: message["client_msg_id"]
+                                .as_str()
+                                .unwrap_or("")
+                                .to_string(),
+                        });
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Runs the open-loop workload for its duration; returns once every operation it
+    /// started has ended.
+    pub async fn run(&self, workload: &Workload, services: &[ServiceKind]) {
+        let mut rng = StdRng::seed_from_u64(workload.seed);
+        let weights = [
+            (ServiceKind::Messaging, workload.mix.messaging),
+            (ServiceKind::Payments, workload.mix.payments),
+            (ServiceKind::Login, workload.mix.login),
+        ];
+        let weights: Vec<(ServiceKind, u32)> = weights
+            .into_iter()
+            .filter(|(s, w)| *w > 0 && services.contains(s))
+            .collect();
+        let total_weight: u32 = weights.iter().map(|(_, w)| w).sum();
+        let count = u64::from(workload.rate_per_sec) * u64::from(workload.duration_secs);
+        let interval = Duration::from_secs(1).div_f64(f64::from(workload.rate_per_sec));
+        let start = tokio::time::Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..count {
+            tokio::time::sleep_until(start + interval.mul_f64(n as f64)).await;
+            let mut pick = rng.gen_range(0..total_weight);
+            let service = weights
+                .iter()
+                .find(|(_, w)| {
+                    let hit = pick < *w;
+                    pick = pick.saturating_sub(*w);
+                    hit
+                })
+                .map(|(s, _)| *s)
+                .expect("weights sum to total_weight");
+            let op = self.choose(service, n, workload.users, &mut rng);
+            while tasks.try_join_next().is_some() {}
+            if self.in_flight() >= workload.max_in_flight as usize {
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                let at_ms = self.history.now_ms();
+                self.history.record(Event::Invoke { at_ms, id, op });
+                let error = format!(
+                    "client saturated: {} operations in flight",
+                    workload.max_in_flight
+                );
+                self.history.record(Event::Fail { at_ms, id, error });
+                continue;
+            }
+            let runner = self.clone();
+            self.in_flight.fetch_add(1, Ordering::Relaxed);
+            tasks.spawn(async move {
+                runner.execute(op).await;
+                runner.in_flight.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    fn choose(&self, service: ServiceKind, n: u64, users: u32, rng: &mut StdRng) -> Op {
+        let user = rng.gen_range(0..users);
+        match service {
+            ServiceKind::Messaging => Op::Send {
+                conversation: conversation(rng.gen_range(0..users)),
+                client_msg_id: format!("m-{n}"),
+                sender: user_name(user),
+            },
+            ServiceKind::Payments => {
+                let to = (user + rng.gen_range(1..users)) % users;
+                Op::Transfer {
+                    key: format!("t-{n}"),
+                    from: account(user),
+                    to: account(to),
+                    amount: rng.gen_range(1..=5),
+                }
+            }
+            ServiceKind::Login => {
+                let validate = rng.gen_bool(0.5);
+                let sessions = self.sessions.lock().expect("sessions lock");
+                match sessions.len() {
+                    len if validate && len > 0 => Op::Validate {
+                        token: sessions[rng.gen_range(0..len)].clone(),
+                    },
+                    _ => Op::Login {
+                        user: user_name(user),
+                    },
+                }
+            }
+        }
+    }
+
+    /// The client, for the read-back.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// Whether an answer is definitive for this operation: a 2xx, a transfer refused for
+/// insufficient funds (recorded, nothing moved), a session found invalid, an account or
+/// user that already exists (a retried setup step).
+fn definitive(op: &Op, status: u16, body: &Value) -> bool {
+    match (op, status) {
+        (_, 200..=299) => true,
+        (Op::Transfer { .. }, 409) => body["status"] == "insufficient_funds",
+        (Op::Validate { .. }, 401 | 404) => true,
+        (Op::OpenAccount { .. } | Op::Register { .. }, 409) => true,
+        _ => false,
+    }
+}

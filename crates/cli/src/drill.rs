@@ -1,0 +1,96 @@
+//! `firebreak drill PLAYBOOK`: bring up sites, run traffic, break them on the playbook's
+//! timeline, and judge the history. `--check` only validates the playbook.
+//!
+//! Exit status: 0 when every expectation held, 9 when one did not (the verdict says
+//! which), 10 when the drill could not run or was interrupted, 2 for a bad playbook.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use firebreak_chaos::{DrillOptions, Error, Playbook};
+
+use crate::exit::{self, fail};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The playbook (YAML), e.g. playbooks/pangyo-fire.yaml.
+    playbook: PathBuf,
+    /// Validate the playbook and print what it would do; run nothing.
+    #[arg(long)]
+    check: bool,
+    /// Seed of the workload (default: the playbook's), to repeat or vary a run.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Write history.jsonl, report.json, report.html and the sites' logs here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Port of every site's node on its 127.0.N.1 address; services use the next three.
+    #[arg(long, default_value_t = 7301)]
+    port: u16,
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let playbook = Playbook::load(&args.playbook).map_err(to_exit)?;
+    if args.check {
+        let operations =
+            u64::from(playbook.workload.rate_per_sec) * u64::from(playbook.workload.duration_secs);
+        println!(
+            "{}: valid: {}: {} sites, {} services, {} faults, {} s at {} operations/s ({operations} operations), seed {}",
+            args.playbook.display(),
+            playbook.name,
+            playbook.topology.sites.len(),
+            playbook.topology.services.len(),
+            playbook.timeline.len(),
+            playbook.workload.duration_secs,
+            playbook.workload.rate_per_sec,
+            args.seed.unwrap_or(playbook.workload.seed),
+        );
+        return Ok(());
+    }
+    let exe = std::env::current_exe().map_err(|e| {
+        fail(
+            exit::DRILL_NOT_RUN,
+            format!("failed to find the firebreak binary: {e}"),
+        )
+    })?;
+    let options = DrillOptions {
+        playbook_path: args.playbook.clone(),
+        playbook,
+        seed: args.seed,
+        out: args.out.clone(),
+        port: args.port,
+        exe,
+        live: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let outcome = firebreak_chaos::run(options, crate::node::shutdown_signal())
+        .await
+        .map_err(to_exit)?;
+    print!("{}", outcome.report.render_terminal());
+    if let Some(out) = &args.out {
+        println!("report: {}", out.join("report.html").display());
+    }
+    if let Some(dir) = outcome.sites_dir.filter(|_| !outcome.report.passed) {
+        println!("site logs: {}", dir.display());
+    }
+    if outcome.interrupted {
+        return Err(fail(
+            exit::DRILL_NOT_RUN,
+            "the drill was interrupted; every process it started is stopped",
+        ));
+    }
+    if !outcome.report.passed {
+        return Err(fail(
+            exit::DRILL_FAILED,
+            format!("drill {} failed its expectations", outcome.report.playbook),
+        ));
+    }
+    Ok(())
+}
+
+fn to_exit(err: Error) -> anyhow::Error {
+    let code = match err {
+        Error::Playbook { .. } | Error::Read { .. } => exit::USAGE,
+        Error::CouldNotRun(_) => exit::DRILL_NOT_RUN,
+    };
+    fail(code, err.to_string())
+}

@@ -21,6 +21,10 @@ use crate::checkers::{Finding, Judgement};
 use crate::history::{workload_start_ms, Event, FaultPhase};
 use crate::playbook::{Playbook, ServiceKind};
 
+/// Violations per checker shown in the terminal; report.json has up to
+/// [`crate::checkers::MAX_LISTED`].
+const TERMINAL_VIOLATIONS: usize = 5;
+
 /// A fault as the drill ran it, in seconds of the workload.
 #[derive(Debug, Clone, Serialize)]
 pub struct FaultWindow {
@@ -169,15 +173,12 @@ impl Report {
                 f.property,
                 counts.join(", ")
             );
-            for v in &f.violations {
+            for v in f.violations.iter().take(TERMINAL_VIOLATIONS) {
                 let _ = writeln!(out, "       - {v}");
             }
-            if f.more_violations > 0 {
-                let _ = writeln!(
-                    out,
-                    "       - and {} more (see report.json)",
-                    f.more_violations
-                );
+            let more = f.more_violations + f.violations.len().saturating_sub(TERMINAL_VIOLATIONS);
+            if more > 0 {
+                let _ = writeln!(out, "       - and {more} more (see report.json)");
             }
         }
         for incident in &self.incidents {

@@ -521,3 +521,123 @@ impl Drop for FakeEndpoint {
         }
     }
 }
+
+/// A `firebreak drill` run as a child process, killed (with its own children, through
+/// their PR_SET_PDEATHSIG) if the test ends before it does.
+pub struct DrillRun {
+    pub child: Child,
+    pub out: TempDir,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+/// How long a drill test may take before it is killed.
+pub const DRILL_DEADLINE: Duration = Duration::from_secs(300);
+
+impl DrillRun {
+    /// Starts `firebreak drill PLAYBOOK --out TMP --port PORT` from the workspace root.
+    pub fn start(playbook: &str, port: u16) -> Self {
+        let out = tempfile::tempdir().expect("temp dir");
+        let (stdout, stderr) = (out.path().join("stdout"), out.path().join("stderr"));
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let child = Command::new(binary())
+            .current_dir(&root)
+            .args(["drill", playbook, "--port", &port.to_string(), "--out"])
+            .arg(out.path().join("report"))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("firebreak drill starts");
+        Self {
+            child,
+            out,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Waits for the drill to end (killing it after [`DRILL_DEADLINE`]); returns its exit
+    /// code, stdout and stderr.
+    pub fn wait(&mut self) -> (i32, String, String) {
+        let deadline = Instant::now() + DRILL_DEADLINE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "the drill ran past {DRILL_DEADLINE:?}:\n{}",
+                    self.output().1
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let (stdout, stderr) = self.output();
+        (status.code().unwrap_or(-1), stdout, stderr)
+    }
+
+    fn output(&self) -> (String, String) {
+        (
+            std::fs::read_to_string(&self.stdout).unwrap_or_default(),
+            std::fs::read_to_string(&self.stderr).unwrap_or_default(),
+        )
+    }
+
+    /// The JSON report the drill wrote.
+    pub fn report(&self) -> Value {
+        let path = self.out.path().join("report/report.json");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).expect("report.json parses")
+    }
+
+    /// A file the drill wrote in its report dir.
+    pub fn file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.out.path().join("report").join(name)).unwrap_or_default()
+    }
+
+    /// PIDs whose parent is the drill: the site processes it started.
+    pub fn children(&self) -> Vec<u32> {
+        children_of(self.child.id())
+    }
+}
+
+impl Drop for DrillRun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// PIDs whose parent is `parent`, from /proc.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // Fields after the command name (which may hold spaces): state, ppid, ...
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(|s| s != "Z"))
+        })
+        .unwrap_or(false)
+}

@@ -45,6 +45,15 @@ pub fn check(events: &[Event], ops: &[Operation]) -> Finding {
             _ => {}
         }
     }
+    // The total first: it is the headline when money went missing.
+    let opened: i128 = opening.values().sum();
+    match total {
+        Some(t) if t != opened => finding.violation(format!(
+            "the total is {t} but the accounts opened with {opened}: money was created or destroyed"
+        )),
+        None if !opening.is_empty() => finding.violation("the total was never read back"),
+        _ => {}
+    }
     let mut expected = opening.clone();
     for o in ops {
         let Op::Transfer {
@@ -85,14 +94,6 @@ pub fn check(events: &[Event], ops: &[Operation]) -> Finding {
                 "account {account}: the applied transfers overdraw it to {want}"
             ));
         }
-    }
-    let opened: i128 = opening.values().sum();
-    match total {
-        Some(t) if t != opened => finding.violation(format!(
-            "the total is {t} but the accounts opened with {opened}: money was created or destroyed"
-        )),
-        None if !opening.is_empty() => finding.violation("the total was never read back"),
-        _ => {}
     }
     finding
 }

@@ -65,18 +65,21 @@ pub async fn run(args: Args) -> Result<()> {
     let outcome = firebreak_chaos::run(options, crate::node::shutdown_signal())
         .await
         .map_err(to_exit)?;
+    if outcome.interrupted {
+        if let Some(out) = &args.out {
+            eprintln!("partial history: {}", out.join("history.jsonl").display());
+        }
+        return Err(fail(
+            exit::DRILL_NOT_RUN,
+            "the drill was interrupted: no verdict; every process it started is stopped",
+        ));
+    }
     print!("{}", outcome.report.render_terminal());
     if let Some(out) = &args.out {
         println!("report: {}", out.join("report.html").display());
     }
     if let Some(dir) = outcome.sites_dir.filter(|_| !outcome.report.passed) {
         println!("site logs: {}", dir.display());
-    }
-    if outcome.interrupted {
-        return Err(fail(
-            exit::DRILL_NOT_RUN,
-            "the drill was interrupted; every process it started is stopped",
-        ));
     }
     if !outcome.report.passed {
         return Err(fail(

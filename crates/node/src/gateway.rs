@@ -65,11 +65,21 @@ pub async fn forward(
     body: Body,
 ) -> ApiResult<Response> {
     let (targets, epoch) = candidates(&api, &service).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no service {service} in the topology"),
-        )
+        // A replica without any topology is starting or catching up (a node restored on
+        // an empty disk): "no such service" would be a wrong definitive answer.
+        if api.control.reader.read(|c| c.failover.topology.is_none()) {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "this node has no topology yet (starting or catching up); try another node",
+            )
+        } else {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no service {service} in the topology"),
+            )
+        }
     })?;
     if targets.is_empty() {
         return Err(ApiError::new(

@@ -16,7 +16,6 @@
 //!
 //! It does not touch the network: partitions, latency and loss need the netns driver.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -140,6 +139,8 @@ struct Process {
     log: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// Set while a clean restart waits for the process to stop.
+    stopping: Option<std::time::Instant>,
 }
 
 impl Process {
@@ -221,6 +222,7 @@ impl LocalSites {
                 log: dir.join("node.log"),
                 child: None,
                 paused: false,
+                stopping: None,
             }];
             // Services talk to their own site's node first, then the others.
             let mut nodes = vec![node_addrs[i].clone()];
@@ -240,6 +242,7 @@ impl LocalSites {
                     log: dir.join(format!("{service}.log")),
                     child: None,
                     paused: false,
+                    stopping: None,
                 });
             }
             sites.push(Site {
@@ -354,11 +357,50 @@ impl LocalSites {
         Ok(())
     }
 
-    /// SIGTERM, wait for a clean stop (SIGKILL after [`STOP_GRACE`]), start again.
-    pub async fn restart_process(&mut self, site: &str, kind: ProcessKind) -> Result<()> {
+    /// Asks one process to stop cleanly (SIGTERM); [`LocalSites::poll_restarts`] starts
+    /// it again once it has stopped, so the drill's clock keeps running meanwhile.
+    pub fn begin_restart(&mut self, site: &str, kind: ProcessKind) {
         let p = self.process(site, kind);
-        stop(p).await;
-        self.start_process(site, kind)
+        if p.paused {
+            p.signal(libc::SIGCONT);
+            p.paused = false;
+        }
+        p.signal(libc::SIGTERM);
+        p.stopping = Some(std::time::Instant::now());
+    }
+
+    /// Starts again every process whose clean stop has finished (SIGKILL after
+    /// [`STOP_GRACE`]); returns them as `site/process`.
+    pub fn poll_restarts(&mut self) -> Result<Vec<String>> {
+        let exe = self.config.exe.clone();
+        let mut restarted = Vec::new();
+        for site in &mut self.sites {
+            for p in site.processes.iter_mut().filter(|p| p.stopping.is_some()) {
+                let child = p.child.as_mut().expect("a stopping process has a child");
+                let exited = matches!(child.try_wait(), Ok(Some(_)) | Err(_));
+                if !exited {
+                    if p.stopping.is_some_and(|since| since.elapsed() > STOP_GRACE) {
+                        tracing::warn!(
+                            process = p.kind.name(),
+                            "did not stop after SIGTERM; killing it"
+                        );
+                        p.signal(libc::SIGKILL);
+                    }
+                    continue;
+                }
+                p.stopping = None;
+                p.child = Some(spawn_child(&exe, &p.args, &p.log, libc::SIGKILL)?);
+                restarted.push(format!("{}/{}", site.name, p.kind.name()));
+            }
+        }
+        Ok(restarted)
+    }
+
+    /// Whether a clean restart is still waiting for its process to stop.
+    pub fn restarting(&self) -> bool {
+        self.sites
+            .iter()
+            .any(|s| s.processes.iter().any(|p| p.stopping.is_some()))
     }
 
     /// SIGSTOP (`pause`) or SIGCONT one process.
@@ -368,23 +410,11 @@ impl LocalSites {
         p.paused = pause;
     }
 
-    /// Whether every process of every site is running (not killed, not paused).
-    pub fn all_running(&mut self) -> bool {
-        self.sites.iter_mut().all(|s| {
-            s.processes.iter_mut().all(|p| {
-                !p.paused
-                    && p.child
-                        .as_mut()
-                        .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-            })
-        })
-    }
-
     /// Processes that exited without the drill asking, as "site/process: status".
     pub fn unexpected_exits(&mut self) -> Vec<String> {
         let mut exits = Vec::new();
         for site in &mut self.sites {
-            for p in &mut site.processes {
+            for p in site.processes.iter_mut().filter(|p| p.stopping.is_none()) {
                 if let Some(Ok(Some(status))) = p.child.as_mut().map(|c| c.try_wait()) {
                     exits.push(format!("{}/{}: {status}", site.name, p.kind.name()));
                     p.child = None;
@@ -469,13 +499,4 @@ pub fn check_ports_free(sites: usize, port: u16, services: &[ServiceKind]) -> Re
         }
     }
     Ok(())
-}
-
-/// Sites by name → index, for the runner.
-pub fn site_indexes(sites: &[String]) -> BTreeMap<String, usize> {
-    sites
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.clone(), i))
-        .collect()
 }

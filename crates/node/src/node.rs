@@ -250,8 +250,12 @@ impl RunningNode {
         for task in &self.failover {
             task.abort();
         }
+        // Stop taking connections, then step out of Raft at once rather than after the
+        // HTTP grace: a leader that no client can reach any more would hold its groups
+        // hostage for the whole grace (push streams keep the server busy until it ends),
+        // while a leader that stops lets the others elect within an election timeout.
+        // Requests still in flight fail over to other nodes (the services retry).
         let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.server).await;
         for (name, result) in [
             ("control", self.api.control.raft.shutdown().await),
             ("state", self.api.state.raft.shutdown().await),
@@ -260,6 +264,7 @@ impl RunningNode {
                 tracing::warn!(group = name, cause = %err, "raft shutdown failed");
             }
         }
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.server).await;
         tracing::info!("node stopped");
     }
 }

@@ -1,0 +1,175 @@
+//! Bringing a drill's sites into service: leaders elected, the playbook's topology
+//! applied, every service routed where the playbook says and answering through every
+//! gateway. Each wait has a deadline and names the logs when it runs out.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::driver::LocalSites;
+use crate::error::{Error, Result};
+use crate::playbook::{Mode, Playbook, ServiceKind};
+
+/// How long the sites get to elect leaders and serve.
+const BRING_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub(super) async fn wait_ready(nodes: &[String], sites: &LocalSites) -> Result<()> {
+    let http = http_client();
+    let deadline = tokio::time::Instant::now() + BRING_UP_TIMEOUT;
+    loop {
+        let mut control_led = 0;
+        let mut state_led = false;
+        for node in nodes {
+            let info: Option<Value> =
+                match http.get(format!("http://{node}/v1/cluster")).send().await {
+                    Ok(r) => r.json().await.ok(),
+                    Err(_) => None,
+                };
+            let groups = info
+                .as_ref()
+                .and_then(|i| i["groups"].as_array().cloned())
+                .unwrap_or_default();
+            let led = |name: &str| {
+                groups
+                    .iter()
+                    .any(|g| g["name"] == name && !g["leader"].is_null())
+            };
+            control_led += usize::from(led("control"));
+            state_led |= led("state");
+        }
+        if control_led == nodes.len() && state_led {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::CouldNotRun(format!(
+                "the sites elected no leaders within {BRING_UP_TIMEOUT:?}; see the logs: {}",
+                sites.logs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("reqwest client builds with static options")
+}
+
+/// The topology a playbook describes, as `/v1/topology` takes it.
+fn topology(playbook: &Playbook, sites: &LocalSites) -> Value {
+    let names = &playbook.topology.sites;
+    let services: Vec<Value> = playbook
+        .topology
+        .services
+        .iter()
+        .map(|s| {
+            let endpoints: serde_json::Map<String, Value> = names
+                .iter()
+                .enumerate()
+                .map(|(i, site)| (site.clone(), json!(sites.service_url(i, s.name))))
+                .collect();
+            json!({
+                "name": s.name.name(), "mode": s.mode.name(), "endpoints": endpoints, "priorities": names,
+                "health": { "path": "/health", "interval_ms": 500, "timeout_ms": 250, "fall": 2, "rise": 2 },
+            })
+        })
+        .collect();
+    json!({
+        "sites": names.iter().map(|s| json!({ "name": s })).collect::<Vec<_>>(),
+        "services": services,
+        "policy": { "dwell_ms": playbook.topology.dwell_ms },
+    })
+}
+
+pub(super) async fn apply_topology(playbook: &Playbook, sites: &LocalSites) -> Result<()> {
+    let http = http_client();
+    let body = topology(playbook, sites);
+    let deadline = tokio::time::Instant::now() + BRING_UP_TIMEOUT;
+    let mut last = String::new();
+    while tokio::time::Instant::now() < deadline {
+        for node in sites.node_addrs() {
+            let url = format!("http://{node}/v1/topology");
+            match http
+                .post(url)
+                .bearer_auth(&sites.token)
+                .json(&body)
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) => {
+                    last = format!(
+                        "{node}: {} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    )
+                }
+                Err(e) => last = format!("{node}: {e}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Err(Error::CouldNotRun(format!(
+        "the cluster did not take the drill's topology: {last}"
+    )))
+}
+
+/// Waits until routing has every service served where the playbook says, and every
+/// gateway answers for every service.
+pub(super) async fn wait_serving(
+    playbook: &Playbook,
+    nodes: &[String],
+    sites: &LocalSites,
+) -> Result<()> {
+    let http = http_client();
+    let deadline = tokio::time::Instant::now() + BRING_UP_TIMEOUT;
+    let wanted = |mode: Mode| match mode {
+        Mode::ActiveActive => playbook.topology.sites.len(),
+        Mode::ActivePassive => 1,
+    };
+    loop {
+        let routing: Option<Value> = match http
+            .get(format!("http://{}/v1/routing", nodes[0]))
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.ok(),
+            Err(_) => None,
+        };
+        let routed = routing.as_ref().is_some_and(|r| {
+            playbook.topology.services.iter().all(|s| {
+                r["routes"][s.name.name()]["serving"]
+                    .as_array()
+                    .is_some_and(|a| a.len() == wanted(s.mode))
+            })
+        });
+        let mut answering = routed;
+        for node in nodes.iter().filter(|_| routed) {
+            for service in playbook.services() {
+                let path = match service {
+                    ServiceKind::Messaging => "/messaging/conversations/warmup/messages?after=0",
+                    ServiceKind::Payments => "/payments/total",
+                    ServiceKind::Login => "/login/sessions/warmup",
+                };
+                let status = http
+                    .get(format!("http://{node}{path}"))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16());
+                answering &= matches!(status, Ok(200 | 401 | 404));
+            }
+        }
+        if answering {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::CouldNotRun(format!(
+                "the services were not served everywhere within {BRING_UP_TIMEOUT:?}; see the logs: {}",
+                sites.logs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,443 @@
+//! The drill runner: one playbook from bring-up to verdict.
+//!
+//! ```text
+//!   ports free? ─► start sites ─► leaders elected ─► topology applied ─► every service
+//!   serving everywhere ─► setup (accounts, users) ─► followers ─► workload + timeline
+//!   (faults at their times, progress each second, stop condition) ─► drain deliveries
+//!   ─► read-back (messages, transfers, balances, total, sessions) ─► stop every process
+//!   ─► checkers ─► report
+//! ```
+//!
+//! Interrupted (Ctrl-C, SIGTERM: the `shutdown` future), the runner stops the workload,
+//! stops every process it started, writes what history it has and returns an outcome
+//! marked interrupted. Whatever the drill does, its processes are gone when `run` returns,
+//! or when its future is dropped (the driver's `Drop` kills them).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+mod bring_up;
+mod progress;
+mod read_back;
+
+use bring_up::{apply_topology, wait_ready, wait_serving};
+use progress::Progress;
+
+use crate::checkers::judge;
+use crate::driver::{self, DriverConfig, LocalSites};
+use crate::error::{Error, Result};
+use crate::history::{Event, FaultPhase, History};
+use crate::playbook::{FaultKind, Playbook, ProcessKind, ServiceKind, Step};
+use crate::report::Report;
+use crate::workload::Runner;
+
+/// How long setup (accounts, users) may take.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How to run a drill.
+pub struct DrillOptions {
+    /// The playbook's path as the user gave it (for the repeat command).
+    pub playbook_path: PathBuf,
+    pub playbook: Playbook,
+    /// Overrides the playbook's seed.
+    pub seed: Option<u64>,
+    /// Where the history and reports go (and the sites' data and logs, under `sites/`).
+    pub out: Option<PathBuf>,
+    /// The nodes' port; services use the next three.
+    pub port: u16,
+    /// The `firebreak` binary to run the sites with.
+    pub exe: PathBuf,
+    /// Draw a progress bar (on a terminal) rather than a line every few seconds.
+    pub live: bool,
+}
+
+/// How a drill ended.
+pub struct DrillOutcome {
+    pub report: Report,
+    /// Interrupted by a signal: the verdict is incomplete.
+    pub interrupted: bool,
+    /// Where the sites' data and logs are (kept when the drill failed).
+    pub sites_dir: Option<PathBuf>,
+}
+
+/// Runs a drill; `shutdown` resolving interrupts it.
+pub async fn run(
+    options: DrillOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<DrillOutcome> {
+    let mut playbook = options.playbook.clone();
+    let seed = options.seed.unwrap_or(playbook.workload.seed);
+    playbook.workload.seed = seed;
+    let services = playbook.services();
+    driver::check_ports_free(playbook.topology.sites.len(), options.port, &services)?;
+    let (sites_dir, temp) = match &options.out {
+        Some(out) => (out.join("sites"), None),
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("firebreak-drill-")
+                .tempdir()
+                .map_err(|e| Error::CouldNotRun(format!("failed to create a temp dir: {e}")))?;
+            (temp.path().to_path_buf(), Some(temp))
+        }
+    };
+    if sites_dir.exists() {
+        std::fs::remove_dir_all(&sites_dir).map_err(|e| {
+            Error::CouldNotRun(format!("failed to clear {}: {e}", sites_dir.display()))
+        })?;
+    }
+    let mut sites = LocalSites::start(DriverConfig {
+        exe: options.exe.clone(),
+        dir: sites_dir.clone(),
+        port: options.port,
+        sites: playbook.topology.sites.clone(),
+        state_voters: playbook.topology.state_voters.clone(),
+        services: services.clone(),
+    })?;
+    eprintln!(
+        "drill {}: seed {seed}; {} sites on 127.0.N.1:{}; logs in {}",
+        playbook.name,
+        playbook.topology.sites.len(),
+        options.port,
+        sites.logs()
+    );
+    let history = History::new();
+    let drill = Drill {
+        playbook: &playbook,
+        history: history.clone(),
+        live: options.live,
+    };
+    let result = tokio::select! {
+        result = drill.run(&mut sites) => result.map(|(aborted, incidents)| (aborted, incidents, false)),
+        _ = shutdown => Ok((Some("interrupted by a signal".to_string()), Vec::new(), true)),
+    };
+    sites.shutdown().await;
+    let (aborted, incidents, interrupted) = result?;
+    let events = history.snapshot();
+    let repeat = format!(
+        "firebreak drill {} --seed {seed}",
+        options.playbook_path.display()
+    );
+    let report = Report::new(
+        &playbook,
+        seed,
+        repeat,
+        &events,
+        judge(&playbook, &events),
+        aborted,
+        incidents,
+    );
+    if let Some(out) = &options.out {
+        report.write(out, &events).map_err(|e| {
+            Error::CouldNotRun(format!(
+                "failed to write the report to {}: {e}",
+                out.display()
+            ))
+        })?;
+    }
+    let sites_dir = match temp {
+        Some(temp) if !report.passed => Some(temp.keep()),
+        Some(_) => None,
+        None => Some(sites_dir),
+    };
+    Ok(DrillOutcome {
+        report,
+        interrupted,
+        sites_dir,
+    })
+}
+
+struct Drill<'a> {
+    playbook: &'a Playbook,
+    history: History,
+    live: bool,
+}
+
+/// Why the drill stopped early, and processes that died unasked.
+type Ending = (Option<String>, Vec<String>);
+
+impl Drill<'_> {
+    async fn run(&self, sites: &mut LocalSites) -> Result<Ending> {
+        let nodes = sites.node_addrs().to_vec();
+        let phase = |name: &str| {
+            self.history.record(Event::Phase {
+                at_ms: self.history.now_ms(),
+                name: name.into(),
+            })
+        };
+        phase("bring_up");
+        wait_ready(&nodes, sites).await?;
+        apply_topology(self.playbook, sites).await?;
+        wait_serving(self.playbook, &nodes, sites).await?;
+        let (stop_observer, stopped) = watch::channel(false);
+        let observer = tokio::spawn(crate::observer::observe(
+            nodes.clone(),
+            self.history.clone(),
+            stopped,
+        ));
+        phase("setup");
+        let runner = Runner::new(nodes.clone(), &self.playbook.workload, self.history.clone());
+        runner
+            .setup(
+                self.playbook.workload.users,
+                tokio::time::Instant::now() + SETUP_TIMEOUT,
+            )
+            .await
+            .map_err(|e| Error::CouldNotRun(format!("{e}; see the logs: {}", sites.logs())))?;
+        let followers = if self.playbook.services().contains(&ServiceKind::Messaging) {
+            runner.follow(&nodes, &self.playbook.workload)
+        } else {
+            Vec::new()
+        };
+        phase("workload");
+        let workload = {
+            let (runner, w, services) = (
+                runner.clone(),
+                self.playbook.workload.clone(),
+                self.playbook.services(),
+            );
+            tokio::spawn(async move { runner.run(&w, &services).await })
+        };
+        let (aborted, mut incidents) = self.timeline(sites, &runner, workload).await?;
+        phase("drain");
+        heal_pauses(self.playbook, sites);
+        incidents.extend(sites.unexpected_exits());
+        if aborted.is_none() {
+            self.drain(&runner).await;
+            phase("read_back");
+            self.read_back(&runner).await;
+        }
+        for follower in followers {
+            follower.abort();
+        }
+        let _ = stop_observer.send(true);
+        let _ = observer.await;
+        Ok((aborted, incidents))
+    }
+
+    /// Runs the faults at their times while the workload runs; shows progress; enforces
+    /// the stop condition.
+    async fn timeline(
+        &self,
+        sites: &mut LocalSites,
+        runner: &Runner,
+        mut workload: tokio::task::JoinHandle<()>,
+    ) -> Result<Ending> {
+        let started = tokio::time::Instant::now();
+        let mut actions = plan(&self.playbook.timeline);
+        let mut progress = Progress::new(self.playbook, self.live);
+        let mut incidents = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = &mut workload => break,
+                _ = tick.tick() => {}
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            while actions.first().is_some_and(|(at, _)| *at <= elapsed) {
+                let (_, action) = actions.remove(0);
+                let what = self.act(sites, action).await?;
+                progress.note(&format!("[{elapsed:>5.1} s] {what}"));
+            }
+            for target in sites.poll_restarts()? {
+                self.history.record(Event::Fault {
+                    at_ms: self.history.now_ms(),
+                    fault: FaultKind::ProcessRestart.name().into(),
+                    target: target.clone(),
+                    phase: FaultPhase::End,
+                });
+                progress.note(&format!("[{elapsed:>5.1} s] {target} started again"));
+            }
+            for exit in sites.unexpected_exits() {
+                tracing::warn!(process = %exit, "a process died without the drill killing it");
+                incidents.push(format!("{exit} (not killed by the drill)"));
+            }
+            if let Some(reason) = progress.update(&self.history, elapsed, runner.in_flight()) {
+                workload.abort();
+                progress.finish();
+                self.history.record(Event::Phase {
+                    at_ms: self.history.now_ms(),
+                    name: "abort".into(),
+                });
+                for site in &self.playbook.topology.sites {
+                    sites.restore_site(site)?;
+                }
+                return Ok((Some(reason), incidents));
+            }
+        }
+        progress.finish();
+        // Faults planned after the workload's last operation still heal (a restore at the
+        // very end, say), so the read-back sees the intended end state.
+        for (_, action) in actions {
+            let what = self.act(sites, action).await?;
+            eprintln!("[ end of workload] {what}");
+        }
+        let deadline = tokio::time::Instant::now() + driver::STOP_GRACE + Duration::from_secs(1);
+        while sites.restarting() && tokio::time::Instant::now() < deadline {
+            sites.poll_restarts()?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok((None, incidents))
+    }
+
+    /// Runs one action; returns what it did, for the progress display.
+    async fn act(&self, sites: &mut LocalSites, action: Action<'_>) -> Result<String> {
+        let record = |fault: &str, target: &str, phase: FaultPhase| {
+            self.history.record(Event::Fault {
+                at_ms: self.history.now_ms(),
+                fault: fault.into(),
+                target: target.into(),
+                phase,
+            })
+        };
+        let (step, starting) = match action {
+            Action::Start(step) => (step, true),
+            Action::End(step) => (step, false),
+        };
+        let (site, process) = step.site_and_process();
+        let name = step.fault.name();
+        tracing::debug!(fault = name, target = %step.target, start = starting, "fault");
+        let led = self.leaders_in(site);
+        let led = match (process, led.is_empty()) {
+            (None | Some(ProcessKind::Node), false) => format!(" (it led {})", led.join(" and ")),
+            _ => String::new(),
+        };
+        let what = match (starting, step.fault) {
+            (true, FaultKind::SiteLoss) if step.wipe_data => {
+                format!("{name} {} (data wiped){led}", step.target)
+            }
+            (true, _) => format!("{name} {}{led}", step.target),
+            (false, FaultKind::ProcessPause) => format!("{} resumed (SIGCONT)", step.target),
+            (false, _) => format!("{} started again", step.target),
+        };
+        match (step.fault, starting, process) {
+            (FaultKind::SiteLoss | FaultKind::SitePowerCycle, true, _) => {
+                record(name, &step.target, FaultPhase::Start);
+                sites.kill_site(site, step.wipe_data).await;
+            }
+            (FaultKind::SitePowerCycle, false, _) | (FaultKind::SiteRestore, _, _) => {
+                sites.restore_site(site)?;
+                if step.fault == FaultKind::SiteRestore {
+                    record(name, &step.target, FaultPhase::Start);
+                    record(name, &step.target, FaultPhase::End);
+                    for open in ["site-loss", "site-power-cycle"] {
+                        record(open, site, FaultPhase::End);
+                    }
+                    for p in ["node", "messaging", "payments", "login"] {
+                        record("process-kill", &format!("{site}/{p}"), FaultPhase::End);
+                    }
+                } else {
+                    record(name, &step.target, FaultPhase::End);
+                }
+            }
+            (FaultKind::ProcessKill, true, Some(p)) => {
+                record(name, &step.target, FaultPhase::Start);
+                sites.kill_process(site, p).await;
+            }
+            (FaultKind::ProcessKill, false, Some(p)) => {
+                sites.start_process(site, p)?;
+                record(name, &step.target, FaultPhase::End);
+            }
+            (FaultKind::ProcessRestart, _, Some(p)) => {
+                record(name, &step.target, FaultPhase::Start);
+                sites.begin_restart(site, p);
+            }
+            (FaultKind::ProcessPause, pause, Some(p)) => {
+                sites.pause_process(site, p, pause);
+                let phase = if pause {
+                    FaultPhase::Start
+                } else {
+                    FaultPhase::End
+                };
+                record(name, &step.target, phase);
+            }
+            (fault, _, None) => unreachable!("validated: {} targets a process", fault.name()),
+            (FaultKind::SiteLoss, false, _) => unreachable!("a site loss ends with site-restore"),
+        }
+        Ok(what)
+    }
+
+    /// The Raft groups whose latest known leader is the node of `site`: what a fault there
+    /// takes down besides the site's own processes.
+    fn leaders_in(&self, site: &str) -> Vec<String> {
+        let Some(index) = self.playbook.topology.sites.iter().position(|s| s == site) else {
+            return Vec::new();
+        };
+        let node = index as u64 + 1; // the driver numbers nodes in site order
+        let mut latest: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for event in self.history.snapshot() {
+            if let Event::Leader {
+                group,
+                term,
+                leader,
+                ..
+            } = event
+            {
+                let known = latest.entry(group).or_default();
+                if term >= known.0 {
+                    *known = (term, leader);
+                }
+            }
+        }
+        latest
+            .into_iter()
+            .filter(|(_, (_, leader))| *leader == node)
+            .map(|(group, _)| format!("the {group} group"))
+            .collect()
+    }
+}
+
+/// A timeline action: a fault starts, or its effect ends by itself.
+#[derive(Clone, Copy)]
+enum Action<'a> {
+    Start(&'a Step),
+    End(&'a Step),
+}
+
+/// The timeline's actions, in time order (seconds of the workload).
+fn plan(timeline: &[Step]) -> Vec<(f64, Action<'_>)> {
+    let mut actions = Vec::new();
+    for step in timeline {
+        actions.push((step.at_secs, Action::Start(step)));
+        let ends_by_itself = matches!(
+            step.fault,
+            FaultKind::SitePowerCycle | FaultKind::ProcessPause
+        ) || (step.fault == FaultKind::ProcessKill
+            && step.duration_secs.is_some());
+        if ends_by_itself {
+            actions.push((step.end_secs(), Action::End(step)));
+        }
+    }
+    actions.sort_by(|a, b| a.0.total_cmp(&b.0));
+    actions
+}
+
+/// Resumes every paused process (for an abort or the end of the workload).
+fn heal_pauses(playbook: &Playbook, sites: &mut LocalSites) {
+    for step in playbook
+        .timeline
+        .iter()
+        .filter(|s| s.fault == FaultKind::ProcessPause)
+    {
+        let (site, process) = step.site_and_process();
+        if let Some(p) = process {
+            sites.pause_process(site, p, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_that_end_by_themselves_are_planned_twice() {
+        let text = "name: t\ndescription: d\ntopology:\n  sites: [a, b, c]\n  services: [{ name: login, mode: active-active }]\nworkload: { seed: 1, rate_per_sec: 1, duration_secs: 60, users: 2, mix: { login: 1 } }\ntimeline:\n  - { at_secs: 5, fault: site-power-cycle, target: a, duration_secs: 10 }\n  - { at_secs: 8, fault: process-pause, target: b/login, duration_secs: 1 }\n  - { at_secs: 20, fault: site-loss, target: c }\nexpect: {}\n";
+        let p = Playbook::parse("t.yaml", text).unwrap();
+        let times: Vec<f64> = plan(&p.timeline).iter().map(|(at, _)| *at).collect();
+        assert_eq!(times, vec![5.0, 8.0, 9.0, 15.0, 20.0]);
+    }
+}

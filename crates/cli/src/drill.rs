@@ -95,5 +95,11 @@ fn to_exit(err: Error) -> anyhow::Error {
         Error::Playbook { .. } | Error::Read { .. } => exit::USAGE,
         Error::CouldNotRun(_) => exit::DRILL_NOT_RUN,
     };
-    fail(code, err.to_string())
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    fail(code, message)
 }

@@ -152,3 +152,38 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
     stream.read_to_string(&mut response).ok()?;
     Some(response)
 }
+
+#[test]
+fn drill_check_validates_a_playbook_without_running_it() {
+    let root = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../playbooks/pangyo-fire.yaml"
+    );
+    let (code, out, err) = firebreak(&["drill", root, "--check", "--seed", "42"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("valid: pangyo-fire: 3 sites, 3 services, 2 faults")
+            && out.contains("seed 42"),
+        "{out}"
+    );
+
+    let dir = tempfile::TempDir::new().unwrap();
+    let broken = dir.path().join("broken.yaml");
+    let text = std::fs::read_to_string(root)
+        .unwrap()
+        .replace("target: pangyo }", "target: pangy }");
+    std::fs::write(&broken, text).unwrap();
+    let (code, out, err) = firebreak(&["drill", broken.to_str().unwrap(), "--check"]);
+    assert_eq!(code, 2, "a bad playbook is a usage error: {out}{err}");
+    assert!(
+        err.contains("broken.yaml:32:46: timeline[0].target: no site \"pangy\""),
+        "the error names file, line, column and field: {err}"
+    );
+
+    let (code, _, err) = firebreak(&["drill", "no/such/playbook.yaml", "--check"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("failed to read no/such/playbook.yaml"),
+        "{err}"
+    );
+}

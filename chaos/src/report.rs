@@ -318,7 +318,7 @@ fn draw(
             ("sans-serif", 16),
         )
         .margin(8)
-        .x_label_area_size(24)
+        .x_label_area_size(34)
         .y_label_area_size(48)
         .build_cartesian_2d(0.0..end, 0.0..most * 1.1)?;
     ops.configure_mesh()
@@ -336,6 +336,7 @@ fn draw(
     .label("failed or unknown")
     .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], RED));
     ops.configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()?;
@@ -352,7 +353,7 @@ fn draw(
             ("sans-serif", 16),
         )
         .margin(8)
-        .x_label_area_size(24)
+        .x_label_area_size(34)
         .y_label_area_size(48)
         .build_cartesian_2d(0.0..end, 0.0..slowest * 1.1)?;
     latency
@@ -374,6 +375,7 @@ fn draw(
         .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], MAGENTA));
     latency
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()?;

@@ -44,6 +44,38 @@ pub struct DriverConfig {
     /// Sites whose node votes in the state group (all when `None`).
     pub state_voters: Option<Vec<String>>,
     pub services: Vec<ServiceKind>,
+    /// Where the sites live on the network.
+    pub placement: Placement,
+}
+
+/// Where a driver's sites live: loopback addresses in the host's namespace, or one
+/// network namespace per site (the netns driver).
+#[derive(Debug, Clone)]
+pub enum Placement {
+    /// Site N on 127.0.N.1.
+    Loopback,
+    /// Site N on `ips[N]`, its processes inside the namespace at `namespaces[N]`.
+    Namespaces {
+        ips: Vec<String>,
+        namespaces: Vec<PathBuf>,
+    },
+}
+
+impl Placement {
+    /// The address of the `index`-th site.
+    pub fn ip(&self, index: usize) -> String {
+        match self {
+            Placement::Loopback => site_ip(index),
+            Placement::Namespaces { ips, .. } => ips[index].clone(),
+        }
+    }
+
+    fn namespace(&self, index: usize) -> Option<&Path> {
+        match self {
+            Placement::Loopback => None,
+            Placement::Namespaces { namespaces, .. } => Some(&namespaces[index]),
+        }
+    }
 }
 
 /// The port a service listens on, next to the node's.
@@ -61,21 +93,23 @@ pub fn site_ip(index: usize) -> String {
     format!("127.0.{}.1", index + 1)
 }
 
-/// Node configs for local sites on 127.0.N.1:`port`, data under `dir/<site>/data`.
+/// Node configs for sites on `ips[N]:port` (one per site), data under `dir/<site>/data`.
 pub fn node_configs(
     cluster: &str,
     dir: &Path,
     sites: &[&str],
+    ips: &[String],
     port: u16,
     tokens_file: &Path,
 ) -> Vec<NodeConfig> {
     let peers: Vec<Peer> = sites
         .iter()
+        .zip(ips)
         .enumerate()
-        .map(|(i, site)| Peer {
+        .map(|(i, (site, ip))| Peer {
             id: NodeId(i as u64 + 1),
             site: SiteId::from(*site),
-            addr: format!("{}:{port}", site_ip(i)),
+            addr: format!("{ip}:{port}"),
         })
         .collect();
     peers
@@ -98,14 +132,20 @@ pub fn node_configs(
         .collect()
 }
 
-/// Spawns `exe args` with output appended to `log`; the kernel sends the child `on_orphan`
-/// if this process dies first.
+/// Spawns `exe args` with output appended to `log`, inside the network namespace at
+/// `netns` if given; the kernel sends the child `on_orphan` if this process dies first.
 pub fn spawn_child(
     exe: &Path,
     args: &[String],
     log: &Path,
     on_orphan: libc::c_int,
+    netns: Option<&Path>,
 ) -> Result<Child> {
+    let namespace = netns
+        .map(std::fs::File::open)
+        .transpose()
+        .map_err(|e| Error::CouldNotRun(format!("failed to open the site's namespace: {e}")))?;
+    let namespace_fd = namespace.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -119,6 +159,11 @@ pub fn spawn_child(
     unsafe {
         command.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, on_orphan);
+            if let Some(fd) = namespace_fd {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
@@ -162,6 +207,8 @@ impl Process {
 struct Site {
     name: String,
     data_dir: PathBuf,
+    /// The site's network namespace (netns driver).
+    netns: Option<PathBuf>,
     processes: Vec<Process>,
 }
 
@@ -191,10 +238,12 @@ impl LocalSites {
         )
         .map_err(|e| io("protect", &tokens_file, e))?;
         let names: Vec<&str> = config.sites.iter().map(String::as_str).collect();
+        let ips: Vec<String> = (0..names.len()).map(|i| config.placement.ip(i)).collect();
         let mut configs = node_configs(
             "firebreak-drill",
             &config.dir,
             &names,
+            &ips,
             config.port,
             &tokens_file,
         );
@@ -228,7 +277,7 @@ impl LocalSites {
             let mut nodes = vec![node_addrs[i].clone()];
             nodes.extend(node_addrs.iter().filter(|a| **a != node_addrs[i]).cloned());
             for service in &config.services {
-                let listen = format!("{}:{}", site_ip(i), service_port(config.port, *service));
+                let listen = format!("{}:{}", ips[i], service_port(config.port, *service));
                 processes.push(Process {
                     kind: ProcessKind::Service(*service),
                     args: strings(&[
@@ -248,6 +297,7 @@ impl LocalSites {
             sites.push(Site {
                 name: node.site.0.clone(),
                 data_dir: node.data_dir.clone(),
+                netns: config.placement.namespace(i).map(Path::to_path_buf),
                 processes,
             });
         }
@@ -272,7 +322,7 @@ impl LocalSites {
     pub fn service_url(&self, site: usize, service: ServiceKind) -> String {
         format!(
             "http://{}:{}",
-            site_ip(site),
+            self.config.placement.ip(site),
             service_port(self.config.port, service)
         )
     }
@@ -321,9 +371,11 @@ impl LocalSites {
 
     fn start_stopped(&mut self, index: usize) -> Result<()> {
         let exe = self.config.exe.clone();
-        for p in &mut self.sites[index].processes {
+        let site = &mut self.sites[index];
+        for p in &mut site.processes {
             if p.child.is_none() {
-                p.child = Some(spawn_child(&exe, &p.args, &p.log, libc::SIGKILL)?);
+                let netns = site.netns.as_deref();
+                p.child = Some(spawn_child(&exe, &p.args, &p.log, libc::SIGKILL, netns)?);
             }
         }
         Ok(())
@@ -350,9 +402,16 @@ impl LocalSites {
     /// Starts one process again if it is down.
     pub fn start_process(&mut self, site: &str, kind: ProcessKind) -> Result<()> {
         let exe = self.config.exe.clone();
+        let netns = self.site(site).netns.clone();
         let p = self.process(site, kind);
         if p.child.is_none() {
-            p.child = Some(spawn_child(&exe, &p.args, &p.log, libc::SIGKILL)?);
+            p.child = Some(spawn_child(
+                &exe,
+                &p.args,
+                &p.log,
+                libc::SIGKILL,
+                netns.as_deref(),
+            )?);
         }
         Ok(())
     }
@@ -389,7 +448,8 @@ impl LocalSites {
                     continue;
                 }
                 p.stopping = None;
-                p.child = Some(spawn_child(&exe, &p.args, &p.log, libc::SIGKILL)?);
+                let netns = site.netns.as_deref();
+                p.child = Some(spawn_child(&exe, &p.args, &p.log, libc::SIGKILL, netns)?);
                 restarted.push(format!("{}/{}", site.name, p.kind.name()));
             }
         }

@@ -23,6 +23,7 @@ pub mod checkers;
 pub mod driver;
 pub mod error;
 pub mod history;
+pub mod netns;
 pub mod observer;
 pub mod playbook;
 pub mod report;

@@ -41,6 +41,9 @@ pub struct Playbook {
     pub name: String,
     /// What the drill proves, for whoever reads the report.
     pub description: String,
+    /// Which site driver runs the drill (`--driver` overrides).
+    #[serde(default)]
+    pub driver: Driver,
     pub topology: TopologySpec,
     pub workload: Workload,
     #[serde(default)]
@@ -52,6 +55,26 @@ pub struct Playbook {
     #[serde(default)]
     pub stop: Option<StopWhen>,
     pub expect: Expectations,
+}
+
+/// Site drivers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Driver {
+    /// Child processes on loopback addresses; no privileges.
+    #[default]
+    Local,
+    /// Child processes in network namespaces; root; network faults.
+    Netns,
+}
+
+impl Driver {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Netns => "netns",
+        }
+    }
 }
 
 /// The sites and the services they run.
@@ -205,9 +228,30 @@ pub struct Step {
     /// With `site-loss`: the site's disks burn too, and it comes back empty.
     #[serde(default)]
     pub wipe_data: bool,
+    /// Network faults: the sites on the other side (default: every site not in the
+    /// target). A site in neither the target nor the peers of a partition sees both sides.
+    #[serde(default)]
+    pub peers: Option<Vec<String>>,
+    /// Partition: cut only what the target sends to the peers.
+    #[serde(default)]
+    pub one_way: bool,
+    /// Loss: share of packets dropped, 1 to 100.
+    #[serde(default)]
+    pub percent: Option<u32>,
+    /// Latency: added delay and its jitter, milliseconds.
+    #[serde(default)]
+    pub delay_ms: Option<u32>,
+    #[serde(default)]
+    pub jitter_ms: Option<u32>,
+    /// Bandwidth: the cap, kilobits per second.
+    #[serde(default)]
+    pub rate_kbit: Option<u32>,
+    /// Link-flap: a full down-and-up cycle; the link is down the first half of each.
+    #[serde(default)]
+    pub period_secs: Option<f64>,
 }
 
-/// The faults of the local driver.
+/// The faults: the first six work with either driver, the rest need the netns driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FaultKind {
@@ -223,6 +267,16 @@ pub enum FaultKind {
     ProcessRestart,
     /// SIGSTOP one process for `duration_secs`, then SIGCONT.
     ProcessPause,
+    /// Drop traffic between the target sites (`a` or `a+b`) and their peers.
+    Partition,
+    /// Drop a share of what the target sends to its peers.
+    Loss,
+    /// Delay (and jitter) everything the target sends.
+    Latency,
+    /// Cap the bandwidth of everything the target sends.
+    Bandwidth,
+    /// The target's link down and up every `period_secs`, for `duration_secs`.
+    LinkFlap,
 }
 
 impl FaultKind {
@@ -234,7 +288,20 @@ impl FaultKind {
             Self::ProcessKill => "process-kill",
             Self::ProcessRestart => "process-restart",
             Self::ProcessPause => "process-pause",
+            Self::Partition => "partition",
+            Self::Loss => "loss",
+            Self::Latency => "latency",
+            Self::Bandwidth => "bandwidth",
+            Self::LinkFlap => "link-flap",
         }
+    }
+
+    /// Whether only the netns driver can inject it.
+    pub fn needs_netns(self) -> bool {
+        matches!(
+            self,
+            Self::Partition | Self::Loss | Self::Latency | Self::Bandwidth | Self::LinkFlap
+        )
     }
 
     /// Whether the target is one process rather than a site.
@@ -246,7 +313,10 @@ impl FaultKind {
     }
 
     fn needs_duration(self) -> bool {
-        matches!(self, Self::SitePowerCycle | Self::ProcessPause)
+        matches!(
+            self,
+            Self::SitePowerCycle | Self::ProcessPause | Self::LinkFlap
+        )
     }
 }
 
@@ -272,6 +342,10 @@ pub struct Expectations {
     /// Sites that must serve every service again by the end.
     #[serde(default)]
     pub serving_at_end: Vec<String>,
+    /// Most routing changes over the drill, all services together: a bound on flapping
+    /// (a failover storm).
+    #[serde(default)]
+    pub max_routing_changes: Option<u64>,
 }
 
 /// A process of a site, as a fault target names it.
@@ -297,6 +371,27 @@ impl Step {
         match self.target.split_once('/') {
             Some((site, process)) => (site, parse_process(process)),
             None => (&self.target, None),
+        }
+    }
+
+    /// The sites a fault targets: one, or several joined by `+` (a partition's side).
+    pub fn target_sites(&self) -> Vec<&str> {
+        let (site, _) = self.site_and_process();
+        site.split('+').collect()
+    }
+
+    /// The other side of a network fault: `peers`, or every site not targeted.
+    pub fn peer_sites<'a>(&'a self, sites: &'a [String]) -> Vec<&'a str> {
+        match &self.peers {
+            Some(peers) => peers.iter().map(String::as_str).collect(),
+            None => {
+                let targets = self.target_sites();
+                sites
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|s| !targets.contains(s))
+                    .collect()
+            }
         }
     }
 
@@ -581,16 +676,30 @@ impl Playbook {
                     format!("{}: steps must be in time order", path("at_secs")),
                 ));
             }
-            let (site, process) = step.site_and_process();
-            if !self.topology.sites.iter().any(|s| s == site) {
+            self.validate_network_step(i, step)?;
+            let (_, process) = step.site_and_process();
+            for site in step.target_sites() {
+                if !self.topology.sites.iter().any(|s| s == site) {
+                    return Err(Problem::at(
+                        "timeline",
+                        "target",
+                        i,
+                        format!(
+                            "{}: no site {site:?}; the sites are {}",
+                            path("target"),
+                            self.topology.sites.join(", ")
+                        ),
+                    ));
+                }
+            }
+            if step.target.contains('+') && step.fault != FaultKind::Partition {
                 return Err(Problem::at(
                     "timeline",
                     "target",
                     i,
                     format!(
-                        "{}: no site {site:?}; the sites are {}",
-                        path("target"),
-                        self.topology.sites.join(", ")
+                        "{}: only a partition takes several sites (a+b)",
+                        path("target")
                     ),
                 ));
             }
@@ -654,6 +763,99 @@ impl Playbook {
                     "wipe_data",
                     0,
                     format!("{}: only site-loss can wipe data", path("wipe_data")),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Network faults: the driver, their parameters and peers.
+    fn validate_network_step(&self, i: usize, step: &Step) -> std::result::Result<(), Problem> {
+        let path = |field: &str| format!("timeline[{i}].{field}");
+        let fault = step.fault;
+        if fault.needs_netns() && self.driver != Driver::Netns {
+            return Err(Problem::at(
+                "timeline",
+                "fault",
+                i,
+                format!(
+                    "{}: {} needs the netns driver (`driver: netns` or --driver netns; root, Linux)",
+                    path("fault"),
+                    fault.name()
+                ),
+            ));
+        }
+        let takes = |field: &str, present: bool, kinds: &[FaultKind]| {
+            if present && !kinds.contains(&fault) {
+                let names: Vec<&str> = kinds.iter().map(|k| k.name()).collect();
+                return Err(Problem::at(
+                    "timeline",
+                    field,
+                    0,
+                    format!("{}: only {} take {field}", path(field), names.join(", ")),
+                ));
+            }
+            Ok(())
+        };
+        use FaultKind::*;
+        takes("peers", step.peers.is_some(), &[Partition, Loss])?;
+        takes("one_way", step.one_way, &[Partition])?;
+        takes("percent", step.percent.is_some(), &[Loss])?;
+        takes("delay_ms", step.delay_ms.is_some(), &[Latency])?;
+        takes("jitter_ms", step.jitter_ms.is_some(), &[Latency])?;
+        takes("rate_kbit", step.rate_kbit.is_some(), &[Bandwidth])?;
+        takes("period_secs", step.period_secs.is_some(), &[LinkFlap])?;
+        let required = |field: &str, ok: bool, rule: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(Problem::at(
+                    "timeline",
+                    "fault",
+                    i,
+                    format!("{}: {} needs {field} {rule}", path("fault"), fault.name()),
+                ))
+            }
+        };
+        match fault {
+            Loss => required(
+                "percent",
+                step.percent.is_some_and(|p| (1..=100).contains(&p)),
+                "(1 to 100)",
+            )?,
+            Latency => {
+                let delay = step.delay_ms.unwrap_or(0);
+                required("delay_ms", (1..=10_000).contains(&delay), "(1 to 10000)")?;
+                required(
+                    "jitter_ms",
+                    step.jitter_ms.unwrap_or(0) <= delay,
+                    "(at most delay_ms)",
+                )?;
+            }
+            Bandwidth => required(
+                "rate_kbit",
+                step.rate_kbit.is_some_and(|r| r >= 8),
+                "(at least 8)",
+            )?,
+            LinkFlap => required(
+                "period_secs",
+                step.period_secs
+                    .is_some_and(|p| p >= 0.2 && p <= step.duration_secs.unwrap_or(0.0)),
+                "(0.2 s to duration_secs)",
+            )?,
+            _ => {}
+        }
+        for peer in step.peers.iter().flatten() {
+            if !self.topology.sites.contains(peer) || step.target_sites().contains(&peer.as_str()) {
+                return Err(Problem::at(
+                    "timeline",
+                    "peers",
+                    0,
+                    format!(
+                        "{}: {peer} must be a site outside the target; the sites are {}",
+                        path("peers"),
+                        self.topology.sites.join(", ")
+                    ),
                 ));
             }
         }

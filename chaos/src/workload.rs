@@ -31,8 +31,9 @@ use crate::playbook::{ServiceKind, Workload};
 
 /// Balance every account opens with.
 pub const OPENING_BALANCE: u64 = 1_000;
-/// Attempts per operation (the client's retries across gateways).
-const MAX_ATTEMPTS: u32 = 6;
+/// Attempts per operation: five rounds over three gateways (the client waits between
+/// rounds, honouring Retry-After).
+const MAX_ATTEMPTS: u32 = 15;
 /// Failed connections in a row after which a push recipient gives up.
 const MAX_RECONNECTS: u32 = 300;
 /// Sessions kept for validations (the most recent).

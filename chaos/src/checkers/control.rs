@@ -1,7 +1,8 @@
 //! Control plane: at most one leader per term in each Raft group (Raft's election
 //! safety), no routing change before the first fault (a healthy cluster must not flap;
-//! in a drill without faults, none at all), and the sites the playbook names serve every
-//! active-active service again by the end.
+//! in a drill without faults, none at all), no more routing changes than the playbook
+//! allows (a flapping link must not cause a failover storm), and the sites the playbook
+//! names serve every active-active service again by the end.
 //!
 //! The observer polls every node for the leader it knows per group and term, and the
 //! routing table; a node that names a different leader for a term than another node did
@@ -68,6 +69,14 @@ pub fn check(playbook: &Playbook, events: &[Event]) -> Finding {
             }
         }
         last.insert(service, (*epoch, serving));
+    }
+    let changes = finding.get("routing_changes");
+    if let Some(max) = playbook.expect.max_routing_changes {
+        if changes > max {
+            finding.violation(format!(
+                "{changes} routing changes, at most {max} expected: the routing flapped"
+            ));
+        }
     }
     for spec in &playbook.topology.services {
         if spec.mode != Mode::ActiveActive {
@@ -182,6 +191,30 @@ mod tests {
             &events,
         );
         assert!(f.passed, "{:?}", f.violations);
+    }
+
+    #[test]
+    fn a_failover_storm_is_caught() {
+        let mut p = playbook("[{ at_secs: 3, fault: site-loss, target: a }]");
+        p.expect.max_routing_changes = Some(2);
+        let mut events = vec![start()];
+        for epoch in 1..=5 {
+            let serving: &[&str] = if epoch % 2 == 1 {
+                &["a", "b", "c"]
+            } else {
+                &["b", "c"]
+            };
+            events.push(route(4_000 + epoch * 1_000, epoch, serving));
+        }
+        let f = check(&p, &events);
+        assert!(!f.passed);
+        assert!(
+            f.violations
+                .iter()
+                .any(|v| v.contains("4 routing changes, at most 2")),
+            "{:?}",
+            f.violations
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -28,10 +29,11 @@ use bring_up::{apply_topology, wait_ready, wait_serving};
 use progress::Progress;
 
 use crate::checkers::judge;
-use crate::driver::{self, DriverConfig, LocalSites};
+use crate::driver::{self, DriverConfig, LocalSites, Placement};
 use crate::error::{Error, Result};
 use crate::history::{Event, FaultPhase, History};
-use crate::playbook::{FaultKind, Playbook, ProcessKind, ServiceKind, Step};
+use crate::netns::{Network, Shaping};
+use crate::playbook::{Driver, FaultKind, Playbook, ProcessKind, ServiceKind, Step};
 use crate::report::Report;
 use crate::workload::Runner;
 
@@ -39,12 +41,15 @@ use crate::workload::Runner;
 const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How to run a drill.
+#[derive(Clone)]
 pub struct DrillOptions {
     /// The playbook's path as the user gave it (for the repeat command).
     pub playbook_path: PathBuf,
     pub playbook: Playbook,
     /// Overrides the playbook's seed.
     pub seed: Option<u64>,
+    /// Overrides the playbook's driver.
+    pub driver: Option<Driver>,
     /// Where the history and reports go (and the sites' data and logs, under `sites/`).
     pub out: Option<PathBuf>,
     /// The nodes' port; services use the next three.
@@ -69,11 +74,9 @@ pub async fn run(
     options: DrillOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<DrillOutcome> {
-    let mut playbook = options.playbook.clone();
-    let seed = options.seed.unwrap_or(playbook.workload.seed);
-    playbook.workload.seed = seed;
-    let services = playbook.services();
-    driver::check_ports_free(playbook.topology.sites.len(), options.port, &services)?;
+    let mut options = options;
+    options.playbook.workload.seed = options.seed.unwrap_or(options.playbook.workload.seed);
+    options.playbook.driver = options.driver.unwrap_or(options.playbook.driver);
     let (sites_dir, temp) = match &options.out {
         Some(out) => (out.join("sites"), None),
         None => {
@@ -89,55 +92,22 @@ pub async fn run(
             Error::CouldNotRun(format!("failed to clear {}: {e}", sites_dir.display()))
         })?;
     }
-    let mut sites = LocalSites::start(DriverConfig {
-        exe: options.exe.clone(),
-        dir: sites_dir.clone(),
-        port: options.port,
-        sites: playbook.topology.sites.clone(),
-        state_voters: playbook.topology.state_voters.clone(),
-        services: services.clone(),
-    })?;
-    eprintln!(
-        "drill {}: seed {seed}; {} sites on 127.0.N.1:{}; logs in {}",
-        playbook.name,
-        playbook.topology.sites.len(),
-        options.port,
-        sites.logs()
-    );
-    let history = History::new();
-    let drill = Drill {
-        playbook: &playbook,
-        history: history.clone(),
-        live: options.live,
+    let (report, interrupted) = match options.playbook.driver {
+        Driver::Local => {
+            let services = options.playbook.services();
+            let sites = options.playbook.topology.sites.len();
+            driver::check_ports_free(sites, options.port, &services)?;
+            run_sites(
+                options,
+                sites_dir.clone(),
+                Placement::Loopback,
+                None,
+                shutdown,
+            )
+            .await?
+        }
+        Driver::Netns => run_in_namespaces(options, sites_dir.clone(), shutdown).await?,
     };
-    let result = tokio::select! {
-        result = drill.run(&mut sites) => result.map(|(aborted, incidents)| (aborted, incidents, false)),
-        _ = shutdown => Ok((Some("interrupted by a signal".to_string()), Vec::new(), true)),
-    };
-    sites.shutdown().await;
-    let (aborted, incidents, interrupted) = result?;
-    let events = history.snapshot();
-    let repeat = format!(
-        "firebreak drill {} --seed {seed}",
-        options.playbook_path.display()
-    );
-    let report = Report::new(
-        &playbook,
-        seed,
-        repeat,
-        &events,
-        judge(&playbook, &events),
-        aborted,
-        incidents,
-    );
-    if let Some(out) = &options.out {
-        report.write(out, &events).map_err(|e| {
-            Error::CouldNotRun(format!(
-                "failed to write the report to {}: {e}",
-                out.display()
-            ))
-        })?;
-    }
     let sites_dir = match temp {
         Some(temp) if !report.passed => Some(temp.keep()),
         Some(_) => None,
@@ -150,10 +120,138 @@ pub async fn run(
     })
 }
 
+/// The netns driver: creates the drill's namespaces, then runs the drill on a thread (and
+/// a runtime) inside the clients' namespace, so every connection the drill opens comes
+/// from there; deletes the namespaces when the drill is over, however it ended.
+async fn run_in_namespaces(
+    options: DrillOptions,
+    sites_dir: PathBuf,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(Report, bool)> {
+    let run_id = driver::random_token()[..6].to_string();
+    let network = Arc::new(Network::create(&run_id, &options.playbook.topology.sites)?);
+    let count = options.playbook.topology.sites.len();
+    let placement = Placement::Namespaces {
+        ips: (0..count).map(|i| network.site_ip(i)).collect(),
+        namespaces: (0..count)
+            .map(|i| Network::ns_path(&network.site_ns(i)))
+            .collect(),
+    };
+    let clients = Network::ns_path(&network.clients_ns());
+    let (stop, stopped) = watch::channel(false);
+    let (done, finished) = tokio::sync::oneshot::channel();
+    let inner = network.clone();
+    std::thread::spawn(move || {
+        let result = (|| {
+            crate::netns::enter(&clients)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| Error::CouldNotRun(format!("failed to start a runtime: {e}")))?;
+            let mut stopped = stopped;
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            runtime.block_on(run_sites(
+                options,
+                sites_dir,
+                placement,
+                Some(inner),
+                shutdown,
+            ))
+        })();
+        let _ = done.send(result);
+    });
+    tokio::pin!(shutdown);
+    tokio::pin!(finished);
+    let result = tokio::select! {
+        result = &mut finished => result,
+        _ = &mut shutdown => {
+            let _ = stop.send(true);
+            finished.await
+        }
+    };
+    drop(network); // the last handle: the namespaces go now
+    result.map_err(|_| Error::CouldNotRun("the drill's thread died".into()))?
+}
+
+/// Starts the sites, runs the drill on them, stops them, judges and writes the report.
+async fn run_sites(
+    options: DrillOptions,
+    sites_dir: PathBuf,
+    placement: Placement,
+    network: Option<Arc<Network>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(Report, bool)> {
+    let playbook = &options.playbook;
+    let seed = playbook.workload.seed;
+    let place = match &network {
+        Some(n) => format!(
+            "in network namespaces {}{}-*, 10.251.0.N",
+            crate::netns::PREFIX,
+            n.run_id
+        ),
+        None => "on 127.0.N.1".into(),
+    };
+    let mut sites = LocalSites::start(DriverConfig {
+        exe: options.exe.clone(),
+        dir: sites_dir,
+        port: options.port,
+        sites: playbook.topology.sites.clone(),
+        state_voters: playbook.topology.state_voters.clone(),
+        services: playbook.services(),
+        placement,
+    })?;
+    eprintln!(
+        "drill {}: seed {seed}; {} sites {place}:{}; logs in {}",
+        playbook.name,
+        playbook.topology.sites.len(),
+        options.port,
+        sites.logs()
+    );
+    let history = History::new();
+    let drill = Drill {
+        playbook,
+        history: history.clone(),
+        live: options.live,
+        network,
+    };
+    let result = tokio::select! {
+        result = drill.run(&mut sites) => result.map(|(aborted, incidents)| (aborted, incidents, false)),
+        _ = shutdown => Ok((Some("interrupted by a signal".to_string()), Vec::new(), true)),
+    };
+    sites.shutdown().await;
+    let (aborted, incidents, interrupted) = result?;
+    let events = history.snapshot();
+    let mut repeat = format!(
+        "firebreak drill {} --seed {seed}",
+        options.playbook_path.display()
+    );
+    if options.driver.is_some() {
+        repeat.push_str(&format!(" --driver {}", playbook.driver.name()));
+    }
+    let judgement = judge(playbook, &events);
+    let report = Report::new(
+        playbook, seed, repeat, &events, judgement, aborted, incidents,
+    );
+    if let Some(out) = &options.out {
+        report.write(out, &events).map_err(|e| {
+            Error::CouldNotRun(format!(
+                "failed to write the report to {}: {e}",
+                out.display()
+            ))
+        })?;
+    }
+    Ok((report, interrupted))
+}
+
 struct Drill<'a> {
     playbook: &'a Playbook,
     history: History,
     live: bool,
+    /// The netns driver's network, for network faults.
+    network: Option<Arc<Network>>,
 }
 
 /// Why the drill stopped early, and processes that died unasked.
@@ -313,6 +411,16 @@ impl Drill<'_> {
             (false, FaultKind::ProcessPause) => format!("{} resumed (SIGCONT)", step.target),
             (false, _) => format!("{} started again", step.target),
         };
+        if step.fault.needs_netns() {
+            let phase = if starting {
+                FaultPhase::Start
+            } else {
+                FaultPhase::End
+            };
+            let what = self.act_on_network(step, starting)?;
+            record(name, &step.target, phase);
+            return Ok(what);
+        }
         match (step.fault, starting, process) {
             (FaultKind::SiteLoss | FaultKind::SitePowerCycle, true, _) => {
                 record(name, &step.target, FaultPhase::Start);
@@ -354,10 +462,69 @@ impl Drill<'_> {
                 };
                 record(name, &step.target, phase);
             }
+            (
+                FaultKind::Partition
+                | FaultKind::Loss
+                | FaultKind::Latency
+                | FaultKind::Bandwidth
+                | FaultKind::LinkFlap,
+                _,
+                _,
+            ) => unreachable!("network faults are handled above"),
             (fault, _, None) => unreachable!("validated: {} targets a process", fault.name()),
             (FaultKind::SiteLoss, false, _) => unreachable!("a site loss ends with site-restore"),
         }
         Ok(what)
+    }
+
+    /// Starts or ends a network fault (netns driver); returns what it did.
+    fn act_on_network(&self, step: &Step, starting: bool) -> Result<String> {
+        let network = self
+            .network
+            .as_ref()
+            .expect("validated: network faults run with the netns driver");
+        let sites = &self.playbook.topology.sites;
+        let index = |name: &str| {
+            sites
+                .iter()
+                .position(|s| s == name)
+                .expect("validated site")
+        };
+        let targets: Vec<usize> = step.target_sites().into_iter().map(index).collect();
+        let peer_names = step.peer_sites(sites);
+        let peers: Vec<usize> = peer_names.iter().map(|p| index(p)).collect();
+        let site = targets[0];
+        let fault = step.fault.name();
+        let target = &step.target;
+        match (step.fault, starting) {
+            (FaultKind::Partition, true) => network.partition(&targets, &peers, step.one_way)?,
+            (FaultKind::Partition, false) => {
+                network.heal_partition(&targets, &peers, step.one_way)?
+            }
+            (FaultKind::Loss, true) => network.loss(site, &peers, step.percent.unwrap_or(0))?,
+            (FaultKind::Loss, false) => network.clear_loss(site)?,
+            (FaultKind::Latency | FaultKind::Bandwidth, true) => network.shape(
+                site,
+                &Shaping {
+                    delay_ms: step.delay_ms.unwrap_or(0),
+                    jitter_ms: step.jitter_ms.unwrap_or(0),
+                    rate_kbit: step.rate_kbit.unwrap_or(0),
+                },
+            )?,
+            (FaultKind::Latency | FaultKind::Bandwidth, false) => network.clear_shape(site)?,
+            (FaultKind::LinkFlap, up) => network.link(site, !up)?,
+            (other, _) => unreachable!("{} is not a network fault", other.name()),
+        }
+        let arrow = if step.one_way { "->" } else { "<->" };
+        Ok(match (step.fault, starting) {
+            (FaultKind::Partition, true) => {
+                format!("{fault} {target} {arrow} {}", peer_names.join(", "))
+            }
+            (FaultKind::LinkFlap, true) => format!("{target} link down"),
+            (FaultKind::LinkFlap, false) => format!("{target} link up"),
+            (_, true) => format!("{fault} {target}"),
+            (_, false) => format!("{fault} {target} healed"),
+        })
     }
 
     /// The Raft groups whose latest known leader is the node of `site`: what a fault there
@@ -401,12 +568,23 @@ enum Action<'a> {
 fn plan(timeline: &[Step]) -> Vec<(f64, Action<'_>)> {
     let mut actions = Vec::new();
     for step in timeline {
+        if let (FaultKind::LinkFlap, Some(period)) = (step.fault, step.period_secs) {
+            // Down for the first half of every period, up for the second.
+            let mut at = step.at_secs;
+            while at < step.end_secs() {
+                actions.push((at, Action::Start(step)));
+                actions.push(((at + period / 2.0).min(step.end_secs()), Action::End(step)));
+                at += period;
+            }
+            continue;
+        }
         actions.push((step.at_secs, Action::Start(step)));
         let ends_by_itself = matches!(
             step.fault,
             FaultKind::SitePowerCycle | FaultKind::ProcessPause
-        ) || (step.fault == FaultKind::ProcessKill
-            && step.duration_secs.is_some());
+        ) || (matches!(step.fault, FaultKind::ProcessKill)
+            || step.fault.needs_netns())
+            && step.duration_secs.is_some();
         if ends_by_itself {
             actions.push((step.end_secs(), Action::End(step)));
         }

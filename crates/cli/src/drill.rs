@@ -1,5 +1,6 @@
 //! `firebreak drill PLAYBOOK`: bring up sites, run traffic, break them on the playbook's
-//! timeline, and judge the history. `--check` only validates the playbook.
+//! timeline, and judge the history. `--check` only validates the playbook;
+//! `firebreak drill heal` removes what crashed netns drills left (namespaces `fb-*`).
 //!
 //! Exit status: 0 when every expectation held, 9 when one did not (the verdict says
 //! which), 10 when the drill could not run or was interrupted, 2 for a bad playbook.
@@ -7,13 +8,15 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use firebreak_chaos::playbook::Driver;
 use firebreak_chaos::{DrillOptions, Error, Playbook};
 
 use crate::exit::{self, fail};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The playbook (YAML), e.g. playbooks/pangyo-fire.yaml.
+    /// The playbook (YAML), e.g. playbooks/pangyo-fire.yaml; or `heal` to remove what
+    /// crashed netns drills left (network namespaces named fb-*, and their processes).
     playbook: PathBuf,
     /// Validate the playbook and print what it would do; run nothing.
     #[arg(long)]
@@ -27,9 +30,22 @@ pub struct Args {
     /// Port of every site's node on its 127.0.N.1 address; services use the next three.
     #[arg(long, default_value_t = 7301)]
     port: u16,
+    /// Site driver, overriding the playbook's: local (loopback, no privileges) or netns
+    /// (network namespaces; root, Linux; needed for network faults).
+    #[arg(long, value_enum)]
+    driver: Option<DriverArg>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DriverArg {
+    Local,
+    Netns,
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    if args.playbook.as_os_str() == "heal" && !args.playbook.exists() {
+        return heal();
+    }
     let playbook = Playbook::load(&args.playbook).map_err(to_exit)?;
     if args.check {
         let operations =
@@ -57,6 +73,10 @@ pub async fn run(args: Args) -> Result<()> {
         playbook_path: args.playbook.clone(),
         playbook,
         seed: args.seed,
+        driver: args.driver.map(|d| match d {
+            DriverArg::Local => Driver::Local,
+            DriverArg::Netns => Driver::Netns,
+        }),
         out: args.out.clone(),
         port: args.port,
         exe,
@@ -86,6 +106,21 @@ pub async fn run(args: Args) -> Result<()> {
             exit::DRILL_FAILED,
             format!("drill {} failed its expectations", outcome.report.playbook),
         ));
+    }
+    Ok(())
+}
+
+/// Removes the namespaces (and processes in them) that crashed netns drills left.
+fn heal() -> Result<()> {
+    let healed = firebreak_chaos::netns::heal_leftovers().map_err(to_exit)?;
+    if healed.is_empty() {
+        println!(
+            "nothing to heal: no network namespace named {}*",
+            firebreak_chaos::netns::PREFIX
+        );
+    }
+    for name in healed {
+        println!("removed {name}");
     }
     Ok(())
 }

@@ -58,10 +58,14 @@ struct Site {
 }
 
 fn configs(data_dir: &Path, port: u16) -> Vec<NodeConfig> {
+    let ips: Vec<String> = (0..SITES.len())
+        .map(firebreak_chaos::driver::site_ip)
+        .collect();
     firebreak_chaos::driver::node_configs(
         "firebreak-local",
         data_dir,
         &SITES,
+        &ips,
         port,
         &data_dir.join("tokens"),
     )
@@ -223,7 +227,7 @@ async fn apply_topology(sites: &[Site], token: &str) -> Result<()> {
 fn spawn(exe: &Path, args: &[String], log: &Path, pid_file: &Path) -> Result<Child> {
     // If `up` itself dies without a chance to stop its children (SIGKILL), the kernel sends
     // each of them SIGTERM: no node outlives the command that started it.
-    let child = firebreak_chaos::driver::spawn_child(exe, args, log, libc::SIGTERM)?;
+    let child = firebreak_chaos::driver::spawn_child(exe, args, log, libc::SIGTERM, None)?;
     if let Some(pid) = child.id() {
         std::fs::write(pid_file, format!("{pid}\n"))?;
     }

@@ -8,6 +8,9 @@
 //!   instance unreachable ─► next serving site, only when safe: a connection that was
 //!              never made, a GET, or a request with an Idempotency-Key header
 //! ```
+//!
+//! A node cut off from its control group (no leader in reach) answers 503 at once: its
+//! routing may be stale and its site cannot commit, so the client should go elsewhere.
 
 use std::sync::Arc;
 
@@ -64,6 +67,15 @@ pub async fn forward(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
+    if !api.control.in_contact() {
+        // Cut off (or mid-election): this replica's routing may be stale, and what its
+        // site's services would write cannot commit. Send the client elsewhere at once.
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "this node is cut off from its control group (no leader in reach); try another node",
+        ));
+    }
     let (targets, epoch) = candidates(&api, &service).ok_or_else(|| {
         // A replica without any topology is starting or catching up (a node restored on
         // an empty disk): "no such service" would be a wrong definitive answer.

@@ -136,6 +136,17 @@ impl<M: Machine> Group<M> {
                 .is_some_and(|ms| ms <= limit)
     }
 
+    /// Whether this node is in touch with a working group: it leads with recent quorum
+    /// contact, or follows a leader it knows. A node cut off from the others loses this
+    /// within an election timeout (it becomes a candidate and forgets the leader).
+    pub fn in_contact(&self) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        match metrics.state {
+            ServerState::Leader => self.leads_with_quorum(),
+            _ => metrics.current_leader.is_some(),
+        }
+    }
+
     /// Checks that this node leads and has heard from a quorum within an election timeout.
     async fn check_leader_with_quorum(&self) -> Result<(), GroupError> {
         let limit = self.timings.election_timeout_max.as_millis() as u64;

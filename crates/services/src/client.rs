@@ -5,11 +5,16 @@
 //!
 //! ```text
 //!   request ─► gateway i ─ 2xx / 4xx ─────────────► Done { status, body }
-//!                        ─ 429 / 503 ─► wait(backoff, Retry-After) ─► gateway i+1
-//!                        ─ no connection ─► (nothing sent) ─► next gateway
-//!                        ─ 504 / lost answer ─► idempotent? retry : Unknown
+//!                        ─ 429 / 503 ──────► gateway i+1 at once
+//!                        ─ no connection ─► (nothing sent) ─► gateway i+1 at once
+//!                        ─ 504 / lost answer ─► idempotent? gateway i+1 : Unknown
+//!            after a round over every gateway ─► wait(backoff, largest Retry-After)
 //!   attempts exhausted ─► Failed (nothing applied) or Unknown (something may have been)
 //! ```
+//!
+//! A refusal from one gateway says nothing about the others (a site cut off answers 503
+//! with Retry-After while its neighbours serve), so the client waits only once every
+//! gateway has refused in a round; the backoff grows per round.
 //!
 //! Idempotent requests are GETs and writes that carry a key the service deduplicates on
 //! (`client_msg_id`, `idempotency_key`); the key also travels as `Idempotency-Key`, which
@@ -100,7 +105,9 @@ impl Client {
         let idempotent = key.is_some() || method == Method::GET;
         let mut maybe_applied = None;
         let mut last = String::new();
-        let start = (self.jitter() * self.config.gateways.len() as f64) as usize;
+        let gateways = self.config.gateways.len();
+        let start = (self.jitter() * gateways as f64) as usize;
+        let mut round_retry_after: Option<std::time::Duration> = None;
         for attempt in 0..self.config.max_attempts {
             let gateway =
                 &self.config.gateways[(start + attempt as usize) % self.config.gateways.len()];
@@ -164,13 +171,15 @@ impl Client {
                     None
                 }
             };
-            if attempt + 1 < self.config.max_attempts {
-                tokio::time::sleep(
+            round_retry_after = round_retry_after.max(retry_after);
+            let round_over = (attempt as usize + 1) % gateways == 0;
+            if round_over && attempt + 1 < self.config.max_attempts {
+                let round = attempt / gateways as u32;
+                let delay =
                     self.config
                         .backoff
-                        .delay(attempt, self.jitter(), retry_after),
-                )
-                .await;
+                        .delay(round, self.jitter(), round_retry_after.take());
+                tokio::time::sleep(delay).await;
             }
         }
         match maybe_applied {

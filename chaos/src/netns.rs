@@ -1,0 +1,376 @@
+//! The netns driver's network: every site a Linux network namespace with its own address,
+//! joined through a bridge in a router namespace; the drill's clients in a namespace of
+//! their own. Faults are real kernel state in those namespaces.
+//!
+//! ```text
+//!   fb-<run>-site-<name> (10.251.0.N, link fb<run>sN) ─┐
+//!   fb-<run>-site-<name> (10.251.0.M, link fb<run>sM) ─┼─ fb-<run>-router: bridge fb<run>br,
+//!   fb-<run>-clients     (10.251.0.100, fb<run>sc)    ─┘   ports fb<run>rN, fb<run>rc
+//! ```
+//!
+//! | fault | kernel state |
+//! |---|---|
+//! | partition (a site against the rest, two groups, one way) | blackhole routes to the other side's addresses in the cut-off side's namespace |
+//! | loss | an nftables table `fb_<run>` in the sender's namespace dropping a share of packets to the chosen peers |
+//! | latency, jitter, bandwidth | a netem or tbf qdisc on the sender's link |
+//! | link-flap | the site's bridge port set down and up |
+//!
+//! Invariants: everything created carries the run id (namespaces `fb-<run>-*`, links
+//! `fb<run>*`, nft table `fb_<run>`), lives inside the drill's own namespaces (nothing is
+//! added to the host's namespace; the veth pairs are created straight into theirs), and
+//! goes away with them: [`Network::destroy`] (also on `Drop`) deletes every namespace, which
+//! takes links, routes, qdiscs and rules along. [`heal_leftovers`] removes what a crashed run
+//! left and touches nothing without the `fb-` prefix. Addresses exist only inside the
+//! namespaces, so no packet leaves them.
+//!
+//! Caveat: latency and jitter need the kernel's netem qdisc; a kernel without it (some VM
+//! kernels ship without `sch_netem`) makes those faults refuse to start, with the reason.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::error::{Error, Result};
+
+/// Prefix of everything a drill creates.
+pub const PREFIX: &str = "fb-";
+/// The drill network, /24, only inside the drill's namespaces.
+const SUBNET: &str = "10.251.0";
+/// Host number of the clients' namespace.
+const CLIENTS_HOST: u32 = 100;
+
+/// A drill's namespaces and links.
+pub struct Network {
+    pub run_id: String,
+    sites: Vec<String>,
+    namespaces: Vec<String>,
+    destroyed: bool,
+}
+
+/// How a link misbehaves (netem / tbf parameters).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Shaping {
+    pub delay_ms: u32,
+    pub jitter_ms: u32,
+    pub rate_kbit: u32,
+}
+
+impl Network {
+    /// Creates the router, one namespace per site and one for the clients. Needs root.
+    pub fn create(run_id: &str, sites: &[String]) -> Result<Self> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(Error::CouldNotRun(
+                "the netns driver needs root (it creates network namespaces); run as root, or use the local driver".into(),
+            ));
+        }
+        let mut network = Self {
+            run_id: run_id.to_string(),
+            sites: sites.to_vec(),
+            namespaces: Vec::new(),
+            destroyed: false,
+        };
+        network.build().inspect_err(|_| network.destroy())?;
+        Ok(network)
+    }
+
+    fn build(&mut self) -> Result<()> {
+        let router = self.router_ns();
+        self.add_namespace(&router)?;
+        let bridge = format!("fb{}br", self.run_id);
+        ip(&["-n", &router, "link", "add", &bridge, "type", "bridge"])?;
+        ip(&["-n", &router, "link", "set", &bridge, "up"])?;
+        let mut members: Vec<(String, String, String)> = (0..self.sites.len())
+            .map(|i| (self.site_ns(i), i.to_string(), self.site_ip(i)))
+            .collect();
+        members.push((self.clients_ns(), "c".into(), self.clients_ip()));
+        for (ns, tag, address) in members {
+            self.add_namespace(&ns)?;
+            let inside = format!("fb{}s{tag}", self.run_id);
+            let port = format!("fb{}r{tag}", self.run_id);
+            ip(&[
+                "link", "add", &inside, "netns", &ns, "type", "veth", "peer", "name", &port,
+                "netns", &router,
+            ])?;
+            ip(&["-n", &router, "link", "set", &port, "master", &bridge, "up"])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{address}/24"),
+                "dev",
+                &inside,
+            ])?;
+            ip(&["-n", &ns, "link", "set", &inside, "up"])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(())
+    }
+
+    fn add_namespace(&mut self, name: &str) -> Result<()> {
+        ip(&["netns", "add", name])?;
+        self.namespaces.push(name.to_string());
+        Ok(())
+    }
+
+    pub fn router_ns(&self) -> String {
+        format!("{PREFIX}{}-router", self.run_id)
+    }
+
+    pub fn clients_ns(&self) -> String {
+        format!("{PREFIX}{}-clients", self.run_id)
+    }
+
+    pub fn site_ns(&self, site: usize) -> String {
+        format!("{PREFIX}{}-site-{}", self.run_id, self.sites[site])
+    }
+
+    pub fn site_ip(&self, site: usize) -> String {
+        format!("{SUBNET}.{}", site + 1)
+    }
+
+    pub fn clients_ip(&self) -> String {
+        format!("{SUBNET}.{CLIENTS_HOST}")
+    }
+
+    /// The file a process joins the namespace through (`setns`).
+    pub fn ns_path(name: &str) -> PathBuf {
+        PathBuf::from("/run/netns").join(name)
+    }
+
+    fn site_link(&self, site: usize) -> String {
+        format!("fb{}s{site}", self.run_id)
+    }
+
+    /// Cuts traffic from every site of `from` to every site of `to` (and back, unless
+    /// `one_way`): packets are dropped silently, as on a cut link, and established
+    /// connections stall rather than reset.
+    pub fn partition(&self, from: &[usize], to: &[usize], one_way: bool) -> Result<()> {
+        self.routes("add", from, to)?;
+        if !one_way {
+            self.routes("add", to, from)?;
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Network::partition`] with the same arguments.
+    pub fn heal_partition(&self, from: &[usize], to: &[usize], one_way: bool) -> Result<()> {
+        self.routes("del", from, to)?;
+        if !one_way {
+            self.routes("del", to, from)?;
+        }
+        Ok(())
+    }
+
+    fn routes(&self, verb: &str, from: &[usize], to: &[usize]) -> Result<()> {
+        for a in from {
+            for b in to.iter().filter(|b| *b != a) {
+                let target = format!("{}/32", self.site_ip(*b));
+                ip(&["-n", &self.site_ns(*a), "route", verb, "blackhole", &target])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops `percent` of the packets `site` sends to `peers` (an nftables rule).
+    pub fn loss(&self, site: usize, peers: &[usize], percent: u32) -> Result<()> {
+        let table = format!("fb_{}", self.run_id);
+        let ns = self.site_ns(site);
+        let addresses: Vec<String> = peers.iter().map(|p| self.site_ip(*p)).collect();
+        let rules = format!(
+            "table inet {table} {{ chain output {{ type filter hook output priority 0; ip daddr {{ {} }} numgen random mod 100 < {percent} drop; }} }}",
+            addresses.join(", ")
+        );
+        run("ip", &["netns", "exec", &ns, "nft", &rules])
+    }
+
+    /// Removes the loss rules of `site`.
+    pub fn clear_loss(&self, site: usize) -> Result<()> {
+        let table = format!("fb_{}", self.run_id);
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.site_ns(site),
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                &table,
+            ],
+        )
+    }
+
+    /// Delays (netem) or caps (tbf) everything `site` sends.
+    pub fn shape(&self, site: usize, shaping: &Shaping) -> Result<()> {
+        let link = self.site_link(site);
+        let mut args: Vec<String> = [
+            "netns",
+            "exec",
+            &self.site_ns(site),
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            &link,
+            "root",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if shaping.delay_ms > 0 || shaping.jitter_ms > 0 {
+            args.extend([
+                "netem".into(),
+                "delay".into(),
+                format!("{}ms", shaping.delay_ms),
+            ]);
+            if shaping.jitter_ms > 0 {
+                args.push(format!("{}ms", shaping.jitter_ms));
+            }
+            if shaping.rate_kbit > 0 {
+                args.extend(["rate".into(), format!("{}kbit", shaping.rate_kbit)]);
+            }
+        } else {
+            args.extend([
+                "tbf".into(),
+                "rate".into(),
+                format!("{}kbit", shaping.rate_kbit),
+                "burst".into(),
+                "32kbit".into(),
+                "latency".into(),
+                "400ms".into(),
+            ]);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        run("ip", &refs).map_err(|e| match e {
+            Error::CouldNotRun(m) if m.contains("qdisc kind is unknown") => Error::CouldNotRun(format!(
+                "this kernel has no netem qdisc (sch_netem), so latency and jitter cannot be injected here: {m}"
+            )),
+            other => other,
+        })
+    }
+
+    /// Removes the shaping of `site`.
+    pub fn clear_shape(&self, site: usize) -> Result<()> {
+        let link = self.site_link(site);
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.site_ns(site),
+                "tc",
+                "qdisc",
+                "del",
+                "dev",
+                &link,
+                "root",
+            ],
+        )
+    }
+
+    /// Sets a site's bridge port down (cut from everything, clients included) or up.
+    pub fn link(&self, site: usize, up: bool) -> Result<()> {
+        let port = format!("fb{}r{site}", self.run_id);
+        ip(&[
+            "-n",
+            &self.router_ns(),
+            "link",
+            "set",
+            &port,
+            if up { "up" } else { "down" },
+        ])
+    }
+
+    /// Deletes every namespace of the run (links, routes, qdiscs and rules go with them).
+    pub fn destroy(&mut self) {
+        if self.destroyed {
+            return;
+        }
+        for ns in self.namespaces.iter().rev() {
+            if let Err(e) = ip(&["netns", "del", ns]) {
+                tracing::warn!(namespace = %ns, cause = %e, "failed to delete a drill namespace; `firebreak drill heal` removes it");
+            }
+        }
+        self.destroyed = true;
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        self.destroy();
+    }
+}
+
+/// Namespaces whose name starts with [`PREFIX`]: what drills left.
+pub fn leftovers() -> Result<Vec<String>> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map_err(|e| Error::CouldNotRun(format!("failed to run ip: {e}")))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| name.starts_with(PREFIX))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Removes what crashed drills left: SIGKILL to the processes inside `fb-` namespaces
+/// (a crashed drill's sites), then the namespaces. Touches nothing else.
+pub fn heal_leftovers() -> Result<Vec<String>> {
+    let names = leftovers()?;
+    for name in &names {
+        let pids = Command::new("ip")
+            .args(["netns", "pids", name])
+            .output()
+            .map_err(|e| Error::CouldNotRun(format!("failed to run ip: {e}")))?;
+        for pid in String::from_utf8_lossy(&pids.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse::<libc::pid_t>().ok())
+        {
+            // SAFETY: kill(2) on a process inside a namespace a drill created.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        ip(&["netns", "del", name])?;
+    }
+    Ok(names)
+}
+
+/// Joins the network namespace at `path` on the calling thread.
+pub fn enter(path: &std::path::Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::CouldNotRun(format!("failed to open {}: {e}", path.display())))?;
+    // SAFETY: setns(2) with a namespace fd we hold open; affects only this thread.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(Error::CouldNotRun(format!(
+            "failed to join {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    run("ip", args)
+}
+
+fn run(program: &str, args: &[&str]) -> Result<()> {
+    let out = Command::new(program).args(args).output().map_err(|e| {
+        Error::CouldNotRun(format!(
+            "failed to run {program} (install iproute2 and nftables): {e}"
+        ))
+    })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::CouldNotRun(format!(
+            "`{program} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}

@@ -172,7 +172,7 @@ impl Client {
                 }
             };
             round_retry_after = round_retry_after.max(retry_after);
-            let round_over = (attempt as usize + 1) % gateways == 0;
+            let round_over = (attempt as usize + 1).is_multiple_of(gateways);
             if round_over && attempt + 1 < self.config.max_attempts {
                 let round = attempt / gateways as u32;
                 let delay =

@@ -128,12 +128,15 @@ pub enum Event {
         term: u64,
         leader: u64,
     },
-    /// A service's routing changed (or was first seen).
+    /// A service's routing changed (or was first seen); `changed_at_ms` is the control
+    /// leader's wall clock at the change.
     Route {
         at_ms: u64,
         service: String,
         serving: Vec<String>,
         epoch: u64,
+        #[serde(default)]
+        changed_at_ms: u64,
     },
     /// Read-back: a conversation as stored.
     Stored {

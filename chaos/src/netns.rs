@@ -20,7 +20,8 @@
 //! added to the host's namespace; the veth pairs are created straight into theirs), and
 //! goes away with them: [`Network::destroy`] (also on `Drop`) deletes every namespace, which
 //! takes links, routes, qdiscs and rules along. [`heal_leftovers`] removes what a crashed run
-//! left and touches nothing without the `fb-` prefix. Addresses exist only inside the
+//! left: it touches nothing without the `fb-` prefix, and nothing of a run whose drill is
+//! still alive (each run records its drill's PID in `/run/firebreak-drills/<run>`). Addresses exist only inside the
 //! namespaces, so no packet leaves them.
 //!
 //! Caveat: latency and jitter need the kernel's netem qdisc; a kernel without it (some VM
@@ -37,6 +38,9 @@ pub const PREFIX: &str = "fb-";
 const SUBNET: &str = "10.251.0";
 /// Host number of the clients' namespace.
 const CLIENTS_HOST: u32 = 100;
+/// Where each run records the PID of the drill that owns it, so that `heal` leaves the
+/// namespaces of a drill that is still running alone.
+const OWNERS_DIR: &str = "/run/firebreak-drills";
 
 /// A drill's namespaces and links.
 pub struct Network {
@@ -73,7 +77,16 @@ impl Network {
         Ok(network)
     }
 
+    /// The file naming the PID of the drill that owns a run's namespaces.
+    fn owner_file(run_id: &str) -> PathBuf {
+        PathBuf::from(OWNERS_DIR).join(run_id)
+    }
+
     fn build(&mut self) -> Result<()> {
+        let owner = Self::owner_file(&self.run_id);
+        std::fs::create_dir_all(OWNERS_DIR)
+            .and_then(|_| std::fs::write(&owner, format!("{}\n", std::process::id())))
+            .map_err(|e| Error::CouldNotRun(format!("failed to write {}: {e}", owner.display())))?;
         let router = self.router_ns();
         self.add_namespace(&router)?;
         let bridge = format!("fb{}br", self.run_id);
@@ -177,11 +190,17 @@ impl Network {
         let table = format!("fb_{}", self.run_id);
         let ns = self.site_ns(site);
         let addresses: Vec<String> = peers.iter().map(|p| self.site_ip(*p)).collect();
-        let rules = format!(
-            "table inet {table} {{ chain output {{ type filter hook output priority 0; ip daddr {{ {} }} numgen random mod 100 < {percent} drop; }} }}",
-            addresses.join(", ")
-        );
-        run("ip", &["netns", "exec", &ns, "nft", &rules])
+        let nft = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", ns.as_str(), "nft"];
+            all.extend_from_slice(args);
+            run("ip", &all)
+        };
+        nft(&["add", "table", "inet", &table])?;
+        nft(&["add", "chain", "inet", &table, "output", "{ type filter hook output priority 0 ; }"])?;
+        let set = format!("{{ {} }}", addresses.join(", "));
+        // numgen gives 0..=99; dropping when it is at most percent - 1 drops percent of them.
+        let below = percent.clamp(1, 100).saturating_sub(1).to_string();
+        nft(&["add", "rule", "inet", &table, "output", "ip", "daddr", &set, "numgen", "random", "mod", "100", "<=", &below, "drop"])
     }
 
     /// Removes the loss rules of `site`.
@@ -293,6 +312,7 @@ impl Network {
                 tracing::warn!(namespace = %ns, cause = %e, "failed to delete a drill namespace; `firebreak drill heal` removes it");
             }
         }
+        let _ = std::fs::remove_file(Self::owner_file(&self.run_id));
         self.destroyed = true;
     }
 }
@@ -317,11 +337,30 @@ pub fn leftovers() -> Result<Vec<String>> {
         .collect())
 }
 
+/// Whether the drill that created run `run_id` is still alive.
+fn owner_alive(run_id: &str) -> bool {
+    std::fs::read_to_string(Network::owner_file(run_id))
+        .ok()
+        .and_then(|pid| pid.trim().parse::<libc::pid_t>().ok())
+        // SAFETY: kill(2) with signal 0 only checks that the process exists.
+        .is_some_and(|pid| unsafe { libc::kill(pid, 0) } == 0)
+}
+
+/// The run id in a namespace name `fb-<run>-...`.
+fn run_of(name: &str) -> &str {
+    name.trim_start_matches(PREFIX).split('-').next().unwrap_or("")
+}
+
 /// Removes what crashed drills left: SIGKILL to the processes inside `fb-` namespaces
-/// (a crashed drill's sites), then the namespaces. Touches nothing else.
+/// (a crashed drill's sites), then the namespaces. Touches nothing without the prefix,
+/// and nothing of a drill whose process still runs.
 pub fn heal_leftovers() -> Result<Vec<String>> {
-    let names = leftovers()?;
+    let names: Vec<String> = leftovers()?
+        .into_iter()
+        .filter(|name| !owner_alive(run_of(name)))
+        .collect();
     for name in &names {
+        let _ = std::fs::remove_file(Network::owner_file(run_of(name)));
         let pids = Command::new("ip")
             .args(["netns", "pids", name])
             .output()

@@ -122,6 +122,7 @@ fn record_routes(routing: &Value, history: &History, epochs: &mut BTreeMap<Strin
             service: service.clone(),
             serving,
             epoch,
+            changed_at_ms: route["changed_at_ms"].as_u64().unwrap_or(0),
         });
     }
 }

@@ -342,8 +342,8 @@ pub struct Expectations {
     /// Sites that must serve every service again by the end.
     #[serde(default)]
     pub serving_at_end: Vec<String>,
-    /// Most routing changes over the drill, all services together: a bound on flapping
-    /// (a failover storm).
+    /// Most routing changes of any one service over the drill: a bound on flapping (a
+    /// failover storm).
     #[serde(default)]
     pub max_routing_changes: Option<u64>,
 }

@@ -46,38 +46,7 @@ pub fn check(playbook: &Playbook, events: &[Event]) -> Finding {
     let first_fault = playbook
         .first_fault_secs()
         .map_or(u64::MAX, |s| start + (s * 1000.0) as u64);
-    let mut last: BTreeMap<&str, (u64, &Vec<String>)> = BTreeMap::new();
-    for event in events {
-        let Event::Route {
-            at_ms,
-            service,
-            serving,
-            epoch,
-        } = event
-        else {
-            continue;
-        };
-        if let Some((previous, _)) = last.get(service.as_str()) {
-            if epoch != previous {
-                finding.count("routing_changes", 1);
-                if *at_ms < first_fault && *at_ms >= start {
-                    finding.violation(format!(
-                        "{service}: routing changed to {serving:?} at {} with no fault yet",
-                        secs(at_ms - start)
-                    ));
-                }
-            }
-        }
-        last.insert(service, (*epoch, serving));
-    }
-    let changes = finding.get("routing_changes");
-    if let Some(max) = playbook.expect.max_routing_changes {
-        if changes > max {
-            finding.violation(format!(
-                "{changes} routing changes, at most {max} expected: the routing flapped"
-            ));
-        }
-    }
+    let last = check_routing(&mut finding, playbook, events, start, first_fault);
     for spec in &playbook.topology.services {
         if spec.mode != Mode::ActiveActive {
             continue;
@@ -96,6 +65,68 @@ pub fn check(playbook: &Playbook, events: &[Event]) -> Finding {
         }
     }
     finding
+}
+
+/// Routing changes: none before the first fault; per service, no two closer than the
+/// dwell time (by the leader's `changed_at_ms`; a jump of several epochs between two polls
+/// means changes closer than the poll interval) and no more than `max_routing_changes`.
+/// Returns each service's last route.
+fn check_routing<'e>(
+    finding: &mut Finding,
+    playbook: &Playbook,
+    events: &'e [Event],
+    start: u64,
+    first_fault: u64,
+) -> BTreeMap<&'e str, (u64, &'e Vec<String>)> {
+    let dwell = playbook.topology.dwell_ms;
+    let mut last: BTreeMap<&str, (u64, &Vec<String>)> = BTreeMap::new();
+    let mut changed_at: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut per_service: BTreeMap<&str, u64> = BTreeMap::new();
+    for event in events {
+        let Event::Route {
+            at_ms,
+            service,
+            serving,
+            epoch,
+            changed_at_ms,
+        } = event
+        else {
+            continue;
+        };
+        if let Some((previous, _)) = last.get(service.as_str()) {
+            if epoch > previous {
+                let jump = epoch - previous;
+                finding.count("routing_changes", jump);
+                *per_service.entry(service).or_default() += jump;
+                if *at_ms < first_fault && *at_ms >= start {
+                    finding.violation(format!(
+                        "{service}: routing changed to {serving:?} at {} with no fault yet",
+                        secs(at_ms - start)
+                    ));
+                }
+                let gap = changed_at
+                    .get(service.as_str())
+                    .map(|t| changed_at_ms.saturating_sub(*t));
+                if jump > 1 || gap.is_some_and(|g| g < dwell) {
+                    finding.violation(format!(
+                        "{service}: routing changed again {} after the last change (epoch {epoch}), inside the dwell time of {}",
+                        gap.map_or("within one poll".into(), secs),
+                        secs(dwell)
+                    ));
+                }
+            }
+        }
+        changed_at.insert(service, *changed_at_ms);
+        last.insert(service, (*epoch, serving));
+    }
+    if let Some(max) = playbook.expect.max_routing_changes {
+        for (service, changes) in per_service.iter().filter(|(_, c)| **c > max) {
+            finding.violation(format!(
+                "{service}: {changes} routing changes, at most {max} expected: the routing flapped"
+            ));
+        }
+    }
+    last
 }
 
 #[cfg(test)]
@@ -125,6 +156,7 @@ mod tests {
             service: "login".into(),
             serving: serving.iter().map(|s| s.to_string()).collect(),
             epoch,
+            changed_at_ms: at_ms,
         }
     }
 
@@ -212,6 +244,26 @@ mod tests {
             f.violations
                 .iter()
                 .any(|v| v.contains("4 routing changes, at most 2")),
+            "{:?}",
+            f.violations
+        );
+    }
+
+    #[test]
+    fn a_change_inside_the_dwell_time_is_caught() {
+        let events = [
+            start(),
+            route(1_000, 1, &["a", "b", "c"]),
+            route(5_000, 2, &["b", "c"]),
+            route(5_500, 3, &["a", "b", "c"]),
+        ];
+        let f = check(
+            &playbook("[{ at_secs: 3, fault: site-loss, target: a }]"),
+            &events,
+        );
+        assert!(!f.passed);
+        assert!(
+            f.violations[0].contains("inside the dwell time"),
             "{:?}",
             f.violations
         );

@@ -10,8 +10,12 @@
 //!
 //! The engine runs only where the control group's leader has heard from a quorum within an
 //! election timeout (the same check that guards writes), so nothing is decided without a
-//! quorum; a new leader simply starts ticking on the replicated state. Every proposal goes
-//! through the state machine, which checks the safety rules again.
+//! quorum. A new leader waits two lease intervals before it decides anything: while there
+//! was no leader no lease could be renewed, so a lease that looks stale at the moment of
+//! election proves nothing until every live site has had the time to renew it with the new
+//! leader (a flapping link, which forces election after election, made leaders drop a
+//! healthy site before this wait). Every proposal goes through the state machine, which
+//! checks the safety rules again.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -161,10 +165,22 @@ async fn report(api: &Api, service: &str, site: &SiteId, healthy: bool) {
 async fn engine(api: Arc<Api>) {
     let mut ticker = tokio::time::interval(ENGINE_TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut leading_since: Option<tokio::time::Instant> = None;
     loop {
         ticker.tick().await;
         if !api.control.leads_with_quorum() {
+            leading_since = None;
             continue;
+        }
+        let since = *leading_since.get_or_insert_with(tokio::time::Instant::now);
+        let lease_interval = api.control.reader.read(|c| {
+            c.failover
+                .topology
+                .as_ref()
+                .map_or(Policy::default().lease_interval_ms, |t| t.policy.lease_interval_ms)
+        });
+        if since.elapsed() < Duration::from_millis(2 * lease_interval) {
+            continue; // let every live site renew its lease with this leader first
         }
         let now = now_ms();
         let decision = api.control.reader.read(|c| decide(&c.failover, now));

@@ -196,11 +196,21 @@ impl Network {
             run("ip", &all)
         };
         nft(&["add", "table", "inet", &table])?;
-        nft(&["add", "chain", "inet", &table, "output", "{ type filter hook output priority 0 ; }"])?;
+        nft(&[
+            "add",
+            "chain",
+            "inet",
+            &table,
+            "output",
+            "{ type filter hook output priority 0 ; }",
+        ])?;
         let set = format!("{{ {} }}", addresses.join(", "));
         // numgen gives 0..=99; dropping when it is at most percent - 1 drops percent of them.
         let below = percent.clamp(1, 100).saturating_sub(1).to_string();
-        nft(&["add", "rule", "inet", &table, "output", "ip", "daddr", &set, "numgen", "random", "mod", "100", "<=", &below, "drop"])
+        nft(&[
+            "add", "rule", "inet", &table, "output", "ip", "daddr", &set, "numgen", "random",
+            "mod", "100", "<=", &below, "drop",
+        ])
     }
 
     /// Removes the loss rules of `site`.
@@ -348,7 +358,10 @@ fn owner_alive(run_id: &str) -> bool {
 
 /// The run id in a namespace name `fb-<run>-...`.
 fn run_of(name: &str) -> &str {
-    name.trim_start_matches(PREFIX).split('-').next().unwrap_or("")
+    name.trim_start_matches(PREFIX)
+        .split('-')
+        .next()
+        .unwrap_or("")
 }
 
 /// Removes what crashed drills left: SIGKILL to the processes inside `fb-` namespaces

@@ -19,7 +19,10 @@ fn root_or_skip() -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !root {
-        assert!(std::env::var("CI").is_err(), "CI runs as root; the netns tests need it");
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI runs as root; the netns tests need it"
+        );
         eprintln!("skipped: the netns driver tests need root");
     }
     root
@@ -58,7 +61,8 @@ fn datagram_arrives(from: PathBuf, to: &UdpSocket) -> bool {
         let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
         socket.send_to(b"ping", target).is_ok()
     });
-    to.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    to.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     let mut buffer = [0u8; 16];
     to.recv_from(&mut buffer).is_ok()
 }
@@ -77,7 +81,9 @@ fn a_partition_drops_only_the_chosen_traffic_and_healing_restores_it() {
     let _listeners: Vec<TcpListener> = (0..3)
         .map(|i| {
             let ip = network.site_ip(i);
-            inside(ns(i), move || TcpListener::bind(format!("{ip}:{port}")).unwrap())
+            inside(ns(i), move || {
+                TcpListener::bind(format!("{ip}:{port}")).unwrap()
+            })
         })
         .collect();
     let matrix = |network: &Network| -> Vec<(usize, usize, bool)> {
@@ -91,17 +97,26 @@ fn a_partition_drops_only_the_chosen_traffic_and_healing_restores_it() {
         }
         out
     };
-    assert!(matrix(&network).iter().all(|(_, _, ok)| *ok), "all sites reach each other before");
+    assert!(
+        matrix(&network).iter().all(|(_, _, ok)| *ok),
+        "all sites reach each other before"
+    );
 
     network.partition(&[0], &[1], false).unwrap();
     for (from, to, ok) in matrix(&network) {
         let cut = (from, to) == (0, 1) || (from, to) == (1, 0);
         assert_eq!(ok, !cut, "{from} -> {to} during the a|b partition");
     }
-    assert!(connects(clients.clone(), network.site_ip(0), port), "clients still reach the cut-off site");
+    assert!(
+        connects(clients.clone(), network.site_ip(0), port),
+        "clients still reach the cut-off site"
+    );
 
     network.heal_partition(&[0], &[1], false).unwrap();
-    assert!(matrix(&network).iter().all(|(_, _, ok)| *ok), "healed: all sites reach each other");
+    assert!(
+        matrix(&network).iter().all(|(_, _, ok)| *ok),
+        "healed: all sites reach each other"
+    );
 }
 
 #[test]
@@ -114,7 +129,9 @@ fn a_one_way_partition_drops_one_direction_only() {
     let ns = |i: usize| Network::ns_path(&network.site_ns(i));
     let bind = |i: usize| {
         let ip = network.site_ip(i);
-        inside(ns(i), move || UdpSocket::bind(format!("{ip}:7998")).unwrap())
+        inside(ns(i), move || {
+            UdpSocket::bind(format!("{ip}:7998")).unwrap()
+        })
     };
     let (a, b) = (bind(0), bind(1));
     network.partition(&[0], &[1], true).unwrap();
@@ -133,14 +150,19 @@ fn loss_and_link_down_drop_traffic_and_clear() {
     let network = Network::create(&run_id(), &sites()).expect("network");
     let ns = |i: usize| Network::ns_path(&network.site_ns(i));
     let ip = network.site_ip(1);
-    let b = inside(ns(1), move || UdpSocket::bind(format!("{ip}:7997")).unwrap());
+    let b = inside(ns(1), move || {
+        UdpSocket::bind(format!("{ip}:7997")).unwrap()
+    });
     network.loss(0, &[1], 100).unwrap();
     assert!(!datagram_arrives(ns(0), &b), "100% loss a -> b drops");
     assert!(datagram_arrives(ns(2), &b), "c -> b is untouched");
     network.clear_loss(0).unwrap();
     assert!(datagram_arrives(ns(0), &b), "loss cleared");
     network.link(1, false).unwrap();
-    assert!(!datagram_arrives(ns(0), &b), "b's link down: nothing reaches it");
+    assert!(
+        !datagram_arrives(ns(0), &b),
+        "b's link down: nothing reaches it"
+    );
     network.link(1, true).unwrap();
     assert!(datagram_arrives(ns(0), &b), "b's link up again");
 }
@@ -154,21 +176,42 @@ fn destroying_the_network_leaves_nothing_and_heal_touches_only_prefixed_namespac
     let id = run_id();
     let mut network = Network::create(&id, &sites()).expect("network");
     let ours = |names: &[String]| names.iter().filter(|n| n.contains(&id)).count();
-    assert_eq!(ours(&netns::leftovers().unwrap()), 5, "3 sites, clients, router");
+    assert_eq!(
+        ours(&netns::leftovers().unwrap()),
+        5,
+        "3 sites, clients, router"
+    );
     network.destroy();
-    assert_eq!(ours(&netns::leftovers().unwrap()), 0, "destroy removes every namespace");
+    assert_eq!(
+        ours(&netns::leftovers().unwrap()),
+        0,
+        "destroy removes every namespace"
+    );
 
     // A crashed run's namespace is healed; a namespace without the prefix is not touched.
     let crashed = format!("{}{id}-crashed", netns::PREFIX);
     let foreign = format!("other-{id}");
     for name in [&crashed, &foreign] {
-        assert!(std::process::Command::new("ip").args(["netns", "add", name]).status().unwrap().success());
+        assert!(std::process::Command::new("ip")
+            .args(["netns", "add", name])
+            .status()
+            .unwrap()
+            .success());
     }
     let healed = netns::heal_leftovers().unwrap();
     assert!(healed.contains(&crashed), "{healed:?}");
-    let left = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let left = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
     let left = String::from_utf8_lossy(&left.stdout).to_string();
     assert!(!left.contains(&crashed), "healed: {left}");
-    assert!(left.contains(&foreign), "heal must not touch {foreign}: {left}");
-    std::process::Command::new("ip").args(["netns", "del", &foreign]).status().unwrap();
+    assert!(
+        left.contains(&foreign),
+        "heal must not touch {foreign}: {left}"
+    );
+    std::process::Command::new("ip")
+        .args(["netns", "del", &foreign])
+        .status()
+        .unwrap();
 }

@@ -177,7 +177,9 @@ async fn engine(api: Arc<Api>) {
             c.failover
                 .topology
                 .as_ref()
-                .map_or(Policy::default().lease_interval_ms, |t| t.policy.lease_interval_ms)
+                .map_or(Policy::default().lease_interval_ms, |t| {
+                    t.policy.lease_interval_ms
+                })
         });
         if since.elapsed() < Duration::from_millis(2 * lease_interval) {
             continue; // let every live site renew its lease with this leader first

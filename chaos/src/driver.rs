@@ -46,6 +46,8 @@ pub struct DriverConfig {
     pub services: Vec<ServiceKind>,
     /// Where the sites live on the network.
     pub placement: Placement,
+    /// The nodes' Raft timings.
+    pub raft: RaftTimings,
 }
 
 /// Where a driver's sites live: loopback addresses in the host's namespace, or one
@@ -247,6 +249,9 @@ impl LocalSites {
             config.port,
             &tokens_file,
         );
+        for c in &mut configs {
+            c.raft = config.raft.clone();
+        }
         if let Some(voters) = &config.state_voters {
             let ids: Vec<NodeId> = configs
                 .iter()

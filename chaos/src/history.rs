@@ -138,6 +138,12 @@ pub enum Event {
         #[serde(default)]
         changed_at_ms: u64,
     },
+    /// A process died without the drill killing it (a crash, an out-of-memory kill).
+    ProcessExit {
+        at_ms: u64,
+        process: String,
+        status: String,
+    },
     /// Read-back: a conversation as stored.
     Stored {
         at_ms: u64,
@@ -194,6 +200,7 @@ impl Event {
             | Event::Fault { at_ms, .. }
             | Event::Leader { at_ms, .. }
             | Event::Route { at_ms, .. }
+            | Event::ProcessExit { at_ms, .. }
             | Event::Stored { at_ms, .. }
             | Event::Recovered { at_ms, .. }
             | Event::TransferRecord { at_ms, .. }

@@ -280,6 +280,29 @@ impl Network {
         })
     }
 
+    /// Checks that the kernel has the netem qdisc (latency and jitter need it), on the
+    /// clients' link, before any site starts.
+    pub fn probe_netem(&self) -> Result<()> {
+        let link = format!("fb{}sc", self.run_id);
+        let ns = self.clients_ns();
+        let add = [
+            "netns", "exec", &ns, "tc", "qdisc", "add", "dev", &link, "root", "netem", "delay",
+            "1ms",
+        ];
+        run("ip", &add).map_err(|e| match e {
+            Error::CouldNotRun(m) => Error::CouldNotRun(format!(
+                "this kernel has no netem qdisc (sch_netem), so latency and jitter cannot be injected here: {m}"
+            )),
+            other => other,
+        })?;
+        run(
+            "ip",
+            &[
+                "netns", "exec", &ns, "tc", "qdisc", "del", "dev", &link, "root",
+            ],
+        )
+    }
+
     /// Removes the shaping of `site`.
     pub fn clear_shape(&self, site: usize) -> Result<()> {
         let link = self.site_link(site);

@@ -91,6 +91,10 @@ pub struct TopologySpec {
     /// Least time between two routing changes of one service (the dwell rule).
     #[serde(default = "default_dwell_ms")]
     pub dwell_ms: u64,
+    /// The nodes' Raft timings (default: the node's defaults, tuned for one machine);
+    /// scale them with the round trip between sites, as the README explains.
+    #[serde(default)]
+    pub raft: firebreak_node::config::RaftTimings,
 }
 
 fn default_dwell_ms() -> u64 {
@@ -249,6 +253,9 @@ pub struct Step {
     /// Link-flap: a full down-and-up cycle; the link is down the first half of each.
     #[serde(default)]
     pub period_secs: Option<f64>,
+    /// Surge: the workload's rate multiplier, 2 to 50.
+    #[serde(default)]
+    pub factor: Option<u32>,
 }
 
 /// The faults: the first six work with either driver, the rest need the netns driver.
@@ -277,6 +284,9 @@ pub enum FaultKind {
     Bandwidth,
     /// The target's link down and up every `period_secs`, for `duration_secs`.
     LinkFlap,
+    /// The workload's rate times `factor` for `duration_secs` (target: `workload`): a New
+    /// Year's midnight.
+    Surge,
 }
 
 impl FaultKind {
@@ -293,6 +303,7 @@ impl FaultKind {
             Self::Latency => "latency",
             Self::Bandwidth => "bandwidth",
             Self::LinkFlap => "link-flap",
+            Self::Surge => "surge",
         }
     }
 
@@ -346,6 +357,10 @@ pub struct Expectations {
     /// failover storm).
     #[serde(default)]
     pub max_routing_changes: Option<u64>,
+    /// Most elections per Raft group once the workload runs (0: the leaders of the start
+    /// stay leaders throughout).
+    #[serde(default)]
+    pub max_elections: Option<u64>,
 }
 
 /// A process of a site, as a fault target names it.
@@ -580,7 +595,15 @@ impl Playbook {
                 "must be at least 2 (transfers need two accounts)",
             ));
         }
-        let operations = u64::from(w.rate_per_sec) * u64::from(w.duration_secs);
+        let surged: f64 = self
+            .timeline
+            .iter()
+            .filter(|s| s.fault == FaultKind::Surge)
+            .map(|s| {
+                s.duration_secs.unwrap_or(0.0) * f64::from(s.factor.unwrap_or(1).saturating_sub(1))
+            })
+            .sum();
+        let operations = (f64::from(w.rate_per_sec) * (f64::from(w.duration_secs) + surged)) as u64;
         if operations > MAX_OPERATIONS {
             return Err(Problem::at(
                 "workload",
@@ -678,7 +701,29 @@ impl Playbook {
             }
             self.validate_network_step(i, step)?;
             let (_, process) = step.site_and_process();
-            for site in step.target_sites() {
+            if step.fault == FaultKind::Surge {
+                if step.target != "workload" {
+                    return Err(Problem::at(
+                        "timeline",
+                        "target",
+                        i,
+                        format!("{}: a surge targets `workload`", path("target")),
+                    ));
+                }
+                if !step.factor.is_some_and(|f| (2..=50).contains(&f)) {
+                    return Err(Problem::at(
+                        "timeline",
+                        "fault",
+                        i,
+                        format!("{}: surge needs factor (2 to 50)", path("fault")),
+                    ));
+                }
+            }
+            for site in step
+                .target_sites()
+                .into_iter()
+                .filter(|_| step.fault != FaultKind::Surge)
+            {
                 if !self.topology.sites.iter().any(|s| s == site) {
                     return Err(Problem::at(
                         "timeline",
@@ -805,6 +850,7 @@ impl Playbook {
         takes("jitter_ms", step.jitter_ms.is_some(), &[Latency])?;
         takes("rate_kbit", step.rate_kbit.is_some(), &[Bandwidth])?;
         takes("period_secs", step.period_secs.is_some(), &[LinkFlap])?;
+        takes("factor", step.factor.is_some(), &[Surge])?;
         let required = |field: &str, ok: bool, rule: &str| {
             if ok {
                 Ok(())

@@ -15,7 +15,7 @@
 //! which logins have been acknowledged by then, so a rerun repeats the drill, not every
 //! byte of it.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,6 +64,8 @@ pub struct Runner {
     next_id: Arc<AtomicU64>,
     in_flight: Arc<AtomicUsize>,
     sessions: Arc<Mutex<Vec<String>>>,
+    /// The rate's multiplier: 1, or a surge's factor while it lasts.
+    surge: Arc<AtomicU32>,
 }
 
 impl Runner {
@@ -84,7 +86,13 @@ impl Runner {
             next_id: Arc::new(AtomicU64::new(1)),
             in_flight: Arc::default(),
             sessions: Arc::default(),
+            surge: Arc::new(AtomicU32::new(1)),
         }
+    }
+
+    /// Multiplies the rate by `factor` (1 ends a surge).
+    pub fn set_surge(&self, factor: u32) {
+        self.surge.store(factor.max(1), Ordering::Relaxed);
     }
 
     /// Operations running now.
@@ -249,12 +257,19 @@ impl Runner {
             .filter(|(s, w)| *w > 0 && services.contains(s))
             .collect();
         let total_weight: u32 = weights.iter().map(|(_, w)| w).sum();
-        let count = u64::from(workload.rate_per_sec) * u64::from(workload.duration_secs);
         let interval = Duration::from_secs(1).div_f64(f64::from(workload.rate_per_sec));
         let start = tokio::time::Instant::now();
+        let end = start + Duration::from_secs(u64::from(workload.duration_secs));
+        let mut next = start;
         let mut tasks = tokio::task::JoinSet::new();
-        for n in 0..count {
-            tokio::time::sleep_until(start + interval.mul_f64(n as f64)).await;
+        for n in 0u64.. {
+            tokio::time::sleep_until(next).await;
+            // A surge multiplies the rate while it lasts (open loop: the schedule, not the
+            // answers, sets the pace).
+            next += interval.div_f64(f64::from(self.surge.load(Ordering::Relaxed).max(1)));
+            if next > end {
+                break;
+            }
             let mut pick = rng.gen_range(0..total_weight);
             let service = weights
                 .iter()

@@ -1,4 +1,5 @@
-//! Control plane: at most one leader per term in each Raft group (Raft's election
+//! Control plane: no process dies unless the drill kills it (a crash or an out-of-memory
+//! kill under load), at most one leader per term in each Raft group (Raft's election
 //! safety), no routing change before the first fault (a healthy cluster must not flap;
 //! in a drill without faults, none at all), no more routing changes than the playbook
 //! allows (a flapping link must not cause a failover storm), and the sites the playbook
@@ -15,7 +16,7 @@ use crate::history::{workload_start_ms, Event};
 use crate::playbook::{Mode, Playbook};
 
 pub const PROPERTY: &str =
-    "at most one leader per term; no routing change without a fault; named sites serve again by the end";
+    "no process dies unasked; at most one leader per term; routing changes only after a fault and never inside the dwell time; named sites serve again by the end";
 
 /// Checks the control-plane property over a history.
 pub fn check(playbook: &Playbook, events: &[Event]) -> Finding {
@@ -35,10 +36,25 @@ pub fn check(playbook: &Playbook, events: &[Event]) -> Finding {
         }
     }
     finding.count("terms_seen", leaders.len() as u64);
+    check_elections(&mut finding, playbook, events);
     for ((group, term), nodes) in &leaders {
         if nodes.len() > 1 {
             finding.violation(format!(
                 "{group} group: nodes {nodes:?} were each called leader of term {term}"
+            ));
+        }
+    }
+    for event in events {
+        if let Event::ProcessExit {
+            at_ms,
+            process,
+            status,
+        } = event
+        {
+            finding.count("crashes", 1);
+            finding.violation(format!(
+                "{process} died at {} without the drill killing it ({status})",
+                secs(*at_ms)
             ));
         }
     }
@@ -65,6 +81,38 @@ pub fn check(playbook: &Playbook, events: &[Event]) -> Finding {
         }
     }
     finding
+}
+
+/// Elections once the workload runs, per group: new terms with a leader, after the term
+/// the workload started in.
+fn check_elections(finding: &mut Finding, playbook: &Playbook, events: &[Event]) {
+    let Some(max) = playbook.expect.max_elections else {
+        return;
+    };
+    let start = workload_start_ms(events);
+    let mut terms: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
+    let mut at_start: BTreeMap<&str, u64> = BTreeMap::new();
+    for event in events {
+        if let Event::Leader {
+            at_ms, group, term, ..
+        } = event
+        {
+            if *at_ms < start {
+                at_start.insert(group, *term);
+            } else {
+                terms.entry(group).or_default().insert(*term);
+            }
+        }
+    }
+    for (group, seen) in terms {
+        let first = at_start.get(group).copied().unwrap_or(0);
+        let elections = seen.iter().filter(|t| **t > first).count() as u64;
+        if elections > max {
+            finding.violation(format!(
+                "{group} group: {elections} elections while the workload ran, at most {max} expected"
+            ));
+        }
+    }
 }
 
 /// Routing changes: none before the first fault; per service, no two closer than the
@@ -223,6 +271,26 @@ mod tests {
             &events,
         );
         assert!(f.passed, "{:?}", f.violations);
+    }
+
+    #[test]
+    fn a_crashed_process_is_caught() {
+        let events = [
+            start(),
+            route(1_000, 1, &["a"]),
+            Event::ProcessExit {
+                at_ms: 9_000,
+                process: "b/payments".into(),
+                status: "signal: 9 (SIGKILL)".into(),
+            },
+        ];
+        let f = check(&playbook("[]"), &events);
+        assert!(!f.passed);
+        assert!(
+            f.violations[0].contains("b/payments died"),
+            "{:?}",
+            f.violations
+        );
     }
 
     #[test]

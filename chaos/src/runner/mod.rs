@@ -130,6 +130,13 @@ async fn run_in_namespaces(
 ) -> Result<(Report, bool)> {
     let run_id = driver::random_token()[..6].to_string();
     let network = Arc::new(Network::create(&run_id, &options.playbook.topology.sites)?);
+    let timeline = &options.playbook.timeline;
+    if timeline
+        .iter()
+        .any(|s| s.delay_ms.is_some() || s.jitter_ms.is_some())
+    {
+        network.probe_netem()?;
+    }
     let count = options.playbook.topology.sites.len();
     let placement = Placement::Namespaces {
         ips: (0..count).map(|i| network.site_ip(i)).collect(),
@@ -202,6 +209,7 @@ async fn run_sites(
         state_voters: playbook.topology.state_voters.clone(),
         services: playbook.services(),
         placement,
+        raft: playbook.topology.raft.clone(),
     })?;
     eprintln!(
         "drill {}: seed {seed}; {} sites {place}:{}; logs in {}",
@@ -302,7 +310,10 @@ impl Drill<'_> {
         let (aborted, mut incidents) = self.timeline(sites, &runner, workload).await?;
         phase("drain");
         heal_pauses(self.playbook, sites);
-        incidents.extend(sites.unexpected_exits());
+        for exit in sites.unexpected_exits() {
+            self.record_exit(&exit);
+            incidents.push(format!("{exit} (not killed by the drill)"));
+        }
         if aborted.is_none() {
             self.drain(&runner).await;
             phase("read_back");
@@ -337,7 +348,7 @@ impl Drill<'_> {
             let elapsed = started.elapsed().as_secs_f64();
             while actions.first().is_some_and(|(at, _)| *at <= elapsed) {
                 let (_, action) = actions.remove(0);
-                let what = self.act(sites, action).await?;
+                let what = self.act(sites, runner, action).await?;
                 progress.note(&format!("[{elapsed:>5.1} s] {what}"));
             }
             for target in sites.poll_restarts()? {
@@ -350,7 +361,7 @@ impl Drill<'_> {
                 progress.note(&format!("[{elapsed:>5.1} s] {target} started again"));
             }
             for exit in sites.unexpected_exits() {
-                tracing::warn!(process = %exit, "a process died without the drill killing it");
+                self.record_exit(&exit);
                 incidents.push(format!("{exit} (not killed by the drill)"));
             }
             if let Some(reason) = progress.update(&self.history, elapsed, runner.in_flight()) {
@@ -370,7 +381,7 @@ impl Drill<'_> {
         // Faults planned after the workload's last operation still heal (a restore at the
         // very end, say), so the read-back sees the intended end state.
         for (_, action) in actions {
-            let what = self.act(sites, action).await?;
+            let what = self.act(sites, runner, action).await?;
             eprintln!("[ end of workload] {what}");
         }
         let deadline = tokio::time::Instant::now() + driver::STOP_GRACE + Duration::from_secs(1);
@@ -382,7 +393,12 @@ impl Drill<'_> {
     }
 
     /// Runs one action; returns what it did, for the progress display.
-    async fn act(&self, sites: &mut LocalSites, action: Action<'_>) -> Result<String> {
+    async fn act(
+        &self,
+        sites: &mut LocalSites,
+        runner: &Runner,
+        action: Action<'_>,
+    ) -> Result<String> {
         let record = |fault: &str, target: &str, phase: FaultPhase| {
             self.history.record(Event::Fault {
                 at_ms: self.history.now_ms(),
@@ -411,6 +427,28 @@ impl Drill<'_> {
             (false, FaultKind::ProcessPause) => format!("{} resumed (SIGCONT)", step.target),
             (false, _) => format!("{} started again", step.target),
         };
+        if step.fault == FaultKind::Surge {
+            let factor = if starting {
+                step.factor.unwrap_or(1)
+            } else {
+                1
+            };
+            runner.set_surge(factor);
+            record(
+                name,
+                &step.target,
+                if starting {
+                    FaultPhase::Start
+                } else {
+                    FaultPhase::End
+                },
+            );
+            return Ok(if starting {
+                format!("surge: the workload's rate x{factor}")
+            } else {
+                "surge over: the workload back to its rate".into()
+            });
+        }
         if step.fault.needs_netns() {
             let phase = if starting {
                 FaultPhase::Start
@@ -467,14 +505,26 @@ impl Drill<'_> {
                 | FaultKind::Loss
                 | FaultKind::Latency
                 | FaultKind::Bandwidth
-                | FaultKind::LinkFlap,
+                | FaultKind::LinkFlap
+                | FaultKind::Surge,
                 _,
                 _,
-            ) => unreachable!("network faults are handled above"),
+            ) => unreachable!("network faults and surges are handled above"),
             (fault, _, None) => unreachable!("validated: {} targets a process", fault.name()),
             (FaultKind::SiteLoss, false, _) => unreachable!("a site loss ends with site-restore"),
         }
         Ok(what)
+    }
+
+    /// Records a process that died unasked (`site/process: status`).
+    fn record_exit(&self, exit: &str) {
+        tracing::warn!(process = %exit, "a process died without the drill killing it");
+        let (process, status) = exit.split_once(": ").unwrap_or((exit, ""));
+        self.history.record(Event::ProcessExit {
+            at_ms: self.history.now_ms(),
+            process: process.into(),
+            status: status.into(),
+        });
     }
 
     /// Starts or ends a network fault (netns driver); returns what it did.

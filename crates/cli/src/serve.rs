@@ -47,8 +47,9 @@ pub struct Common {
     /// Nodes to store state through: this site's node first, then the others.
     #[arg(long, env = "FIREBREAK_NODES", default_value = DEFAULT_NODES, value_delimiter = ',')]
     nodes: Vec<String>,
-    /// Requests served at once; beyond it, 503 with Retry-After.
-    #[arg(long, default_value_t = 256)]
+    /// Requests served at once; beyond it, 503 with Retry-After (shedding early keeps
+    /// latency bounded under a surge instead of queueing into timeouts).
+    #[arg(long, default_value_t = 64)]
     max_concurrent: usize,
 }
 

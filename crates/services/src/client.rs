@@ -14,7 +14,9 @@
 //!
 //! A refusal from one gateway says nothing about the others (a site cut off answers 503
 //! with Retry-After while its neighbours serve), so the client waits only once every
-//! gateway has refused in a round; the backoff grows per round.
+//! gateway has refused in a round; the backoff grows per round. A new round after a server
+//! was reached draws on a retry budget ([`RETRY_RATIO`] of the requests made), so that an
+//! overloaded service gets at most that much extra load from its clients' retries.
 //!
 //! Idempotent requests are GETs and writes that carry a key the service deduplicates on
 //! (`client_msg_id`, `idempotency_key`); the key also travels as `Idempotency-Key`, which
@@ -73,7 +75,20 @@ pub struct Client {
     config: ClientConfig,
     http: reqwest::Client,
     rng: Mutex<rand::rngs::StdRng>,
+    /// Retry rounds this client may still start after reaching a server ([`RETRY_RATIO`]).
+    retry_budget: Mutex<f64>,
 }
+
+/// Each request earns this share of a retry round. Trying every gateway once is failing
+/// over, not retrying (each is another site), so a round is free; going round again after
+/// a server was reached (an overload answer, a timeout) spends one from the budget. Under
+/// overload the client's extra rounds are then at most this share of its requests, not
+/// `max_attempts / gateways` times them: retries must not turn an outage into a flood.
+/// A round in which no connection was made (a dead site) costs nothing.
+pub const RETRY_RATIO: f64 = 0.5;
+/// Retry rounds saved up for a burst of failures such as a failover (and what a new
+/// client starts with).
+pub const RETRY_BURST: f64 = 100.0;
 
 impl Client {
     pub fn new(config: ClientConfig) -> Self {
@@ -87,7 +102,12 @@ impl Client {
             .build()
             .expect("reqwest client builds with static options");
         let rng = Mutex::new(rand::rngs::StdRng::seed_from_u64(config.seed));
-        Self { config, http, rng }
+        Self {
+            config,
+            http,
+            rng,
+            retry_budget: Mutex::new(RETRY_BURST),
+        }
     }
 
     fn jitter(&self) -> f64 {
@@ -108,7 +128,18 @@ impl Client {
         let gateways = self.config.gateways.len();
         let start = (self.jitter() * gateways as f64) as usize;
         let mut round_retry_after: Option<std::time::Duration> = None;
+        self.earn_retry();
+        let mut costs_budget = false;
         for attempt in 0..self.config.max_attempts {
+            let new_round = attempt > 0 && (attempt as usize).is_multiple_of(gateways);
+            if new_round && costs_budget && !self.spend_retry() {
+                let reason = format!("{last}; not retried: the retry budget is spent (overload?)");
+                return match maybe_applied {
+                    Some(_) => Outcome::Unknown(reason),
+                    None => Outcome::Failed(reason),
+                };
+            }
+            let mut reached = true;
             let gateway =
                 &self.config.gateways[(start + attempt as usize) % self.config.gateways.len()];
             let mut request = self
@@ -160,6 +191,7 @@ impl Client {
                 }
                 Err(err) if err.is_connect() => {
                     last = format!("{gateway}: {err}");
+                    reached = false;
                     None
                 }
                 Err(err) => {
@@ -171,6 +203,10 @@ impl Client {
                     None
                 }
             };
+            if new_round {
+                costs_budget = false;
+            }
+            costs_budget |= reached;
             round_retry_after = round_retry_after.max(retry_after);
             let round_over = (attempt as usize + 1).is_multiple_of(gateways);
             if round_over && attempt + 1 < self.config.max_attempts {
@@ -185,6 +221,21 @@ impl Client {
         match maybe_applied {
             Some(reason) => Outcome::Unknown(reason),
             None => Outcome::Failed(last),
+        }
+    }
+
+    fn earn_retry(&self) {
+        let mut budget = self.retry_budget.lock().expect("budget lock");
+        *budget = (*budget + RETRY_RATIO).min(RETRY_BURST);
+    }
+
+    fn spend_retry(&self) -> bool {
+        let mut budget = self.retry_budget.lock().expect("budget lock");
+        if *budget >= 1.0 {
+            *budget -= 1.0;
+            true
+        } else {
+            false
         }
     }
 

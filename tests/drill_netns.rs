@@ -9,7 +9,6 @@
 use std::time::{Duration, Instant};
 
 use firebreak_tests::{alive, DrillRun};
-use serde_json::Value;
 
 /// One drill at a time: each drill's steady state assumes the two cores are its own.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -25,16 +24,6 @@ fn root_or_skip() -> bool {
         eprintln!("skipped: the netns drills need root");
     }
     root
-}
-
-fn finding(report: &Value, name: &str) -> Value {
-    report["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["checker"] == name)
-        .unwrap_or_else(|| panic!("no {name} finding"))
-        .clone()
 }
 
 fn namespaces() -> String {
@@ -78,7 +67,7 @@ fn site_isolation_fails_over_without_split_brain() {
         assert!(service["failover_secs"].as_f64().unwrap() <= 8.0);
     }
     assert_eq!(
-        finding(&report, "control")["passed"],
+        drill.finding("control")["passed"],
         true,
         "one leader per term, pangyo back"
     );
@@ -102,8 +91,7 @@ fn flapping_network_causes_no_failover_storm() {
     let (code, stdout, stderr) = drill.wait();
     eprintln!("{stdout}");
     assert_eq!(code, 0, "flapping-network must pass\n{stdout}\n{stderr}");
-    let report = drill.report();
-    let control = finding(&report, "control");
+    let control = drill.finding("control");
     assert_eq!(control["passed"], true, "dwell held: {control}");
     assert!(
         control["counts"]["routing_changes"].as_u64().unwrap() > 0,

@@ -14,16 +14,7 @@ fn a_setup_that_loses_writes_fails_the_drill() {
         stdout.contains("drill sabotage-one-voter: FAILED"),
         "{stdout}"
     );
-    let report = drill.report();
-    let finding = |name: &str| {
-        report["findings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| f["checker"] == name)
-            .unwrap_or_else(|| panic!("no {name} finding"))
-            .clone()
-    };
+    let finding = |name: &str| drill.finding(name);
     for checker in ["messaging", "payments", "login"] {
         assert_eq!(
             finding(checker)["passed"],

@@ -593,6 +593,17 @@ impl DrillRun {
         serde_json::from_str(&text).expect("report.json parses")
     }
 
+    /// One checker's finding from the JSON report.
+    pub fn finding(&self, checker: &str) -> Value {
+        self.report()["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .find(|f| f["checker"] == checker)
+            .unwrap_or_else(|| panic!("no {checker} finding"))
+            .clone()
+    }
+
     /// A file the drill wrote in its report dir.
     pub fn file(&self, name: &str) -> String {
         std::fs::read_to_string(self.out.path().join("report").join(name)).unwrap_or_default()

@@ -240,10 +240,6 @@ impl Operation {
         matches!(self.completion, Some(Completion::Ok { .. }))
     }
 
-    pub fn is_unknown(&self) -> bool {
-        matches!(self.completion, Some(Completion::Unknown(_)) | None)
-    }
-
     /// The body of an ok answer.
     pub fn body(&self) -> Option<&Value> {
         match &self.completion {
@@ -366,13 +362,4 @@ pub fn write_jsonl(events: &[Event], path: &std::path::Path) -> std::io::Result<
         out.write_all(b"\n")?;
     }
     out.flush()
-}
-
-/// Reads a history written by [`write_jsonl`].
-pub fn read_jsonl(path: &std::path::Path) -> std::io::Result<Vec<Event>> {
-    let text = std::fs::read_to_string(path)?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).map_err(std::io::Error::other))
-        .collect()
 }

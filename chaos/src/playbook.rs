@@ -119,8 +119,6 @@ pub enum ServiceKind {
 }
 
 impl ServiceKind {
-    pub const ALL: [ServiceKind; 3] = [Self::Messaging, Self::Payments, Self::Login];
-
     pub fn name(self) -> &'static str {
         match self {
             Self::Messaging => "messaging",

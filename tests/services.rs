@@ -227,6 +227,7 @@ async fn the_client_waits_as_long_as_retry_after_asks() {
             cap: Duration::from_millis(2),
         },
         max_attempts: 2,
+        stream_backoff: Backoff::STREAM,
         seed: 7,
     });
     let healthy = endpoint.healthy.clone();

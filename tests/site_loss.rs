@@ -58,6 +58,7 @@ async fn losing_a_whole_site_loses_no_acknowledged_write() {
             cap: Duration::from_secs(1),
         },
         max_attempts: 12,
+        stream_backoff: Backoff::STREAM,
         seed: SEED,
     }));
     assert!(client.open_account("a", 1000).await.ok().is_some());

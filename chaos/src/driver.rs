@@ -565,3 +565,36 @@ pub fn check_ports_free(sites: usize, port: u16, services: &[ServiceKind]) -> Re
     }
     Ok(())
 }
+
+/// Raises this process's open-file limit to at least `needed` (the sites inherit it): a
+/// reconnect storm holds two files per idle client in a gateway. Raising the hard limit
+/// needs root (CAP_SYS_RESOURCE); without it, says what to do.
+pub fn raise_open_files(needed: u64) -> Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(Error::CouldNotRun(format!(
+            "failed to read the open-file limit: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    if limit.rlim_cur >= needed {
+        return Ok(());
+    }
+    let wanted = libc::rlimit {
+        rlim_cur: needed,
+        rlim_max: limit.rlim_max.max(needed),
+    };
+    // SAFETY: setrlimit(2) reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } != 0 {
+        return Err(Error::CouldNotRun(format!(
+            "the idle push clients need {needed} open files per process and the limit is {} (hard {}): \
+             raise it as root (`ulimit -n {needed}`), connect them `via: messaging` (one file per stream), or lower workload.idle_push.clients",
+            limit.rlim_cur, limit.rlim_max
+        )));
+    }
+    Ok(())
+}

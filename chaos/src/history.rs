@@ -68,6 +68,25 @@ pub enum FaultPhase {
     End,
 }
 
+/// Which client library an idle push client uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdleKind {
+    /// firebreak's client: jittered backoff, another gateway.
+    Firebreak,
+    /// Reconnects at once to the next address.
+    Naive,
+}
+
+impl IdleKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            IdleKind::Firebreak => "firebreak client",
+            IdleKind::Naive => "naive client",
+        }
+    }
+}
+
 /// A message as stored, read back at the end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredMessage {
@@ -144,6 +163,30 @@ pub enum Event {
         process: String,
         status: String,
     },
+    /// An idle push client starts a connection through `site`'s gateway.
+    IdleAttempt {
+        at_ms: u64,
+        kind: IdleKind,
+        client: u32,
+        site: String,
+    },
+    /// An idle push client's stream is open through `site`'s gateway.
+    IdleOpen {
+        at_ms: u64,
+        kind: IdleKind,
+        client: u32,
+        site: String,
+    },
+    /// An idle push client received message `seq` of the idle conversation.
+    IdleDeliver {
+        at_ms: u64,
+        kind: IdleKind,
+        client: u32,
+        seq: u64,
+    },
+    /// The drill sent message `seq` to the idle conversation after the workload: every
+    /// idle client must receive it.
+    IdleProbe { at_ms: u64, seq: u64 },
     /// Read-back: a conversation as stored.
     Stored {
         at_ms: u64,
@@ -200,6 +243,10 @@ impl Event {
             | Event::Fault { at_ms, .. }
             | Event::Leader { at_ms, .. }
             | Event::Route { at_ms, .. }
+            | Event::IdleAttempt { at_ms, .. }
+            | Event::IdleOpen { at_ms, .. }
+            | Event::IdleDeliver { at_ms, .. }
+            | Event::IdleProbe { at_ms, .. }
             | Event::ProcessExit { at_ms, .. }
             | Event::Stored { at_ms, .. }
             | Event::Recovered { at_ms, .. }

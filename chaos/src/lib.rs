@@ -16,13 +16,14 @@
 //! drill itself dies (PR_SET_PDEATHSIG).
 //!
 //! Caveats: the local driver runs every site on one machine (loopback addresses), so it
-//! cannot cut networks (the netns driver will); the workload runs in the drill's process,
+//! cannot cut networks (the netns driver can, as root); the workload runs in the drill's process,
 //! so on a small machine the client competes with the sites for CPU.
 
 pub mod checkers;
 pub mod driver;
 pub mod error;
 pub mod history;
+pub mod idle;
 pub mod netns;
 pub mod observer;
 pub mod playbook;

@@ -32,6 +32,8 @@ const MAX_DURATION_SECS: u32 = 3_600;
 const MAX_USERS: u32 = 1_000;
 /// Operations one drill may run: the history keeps them all in memory.
 const MAX_OPERATIONS: u64 = 500_000;
+/// Most idle push clients a drill may open (each costs two open files in its gateway).
+pub const MAX_IDLE_CLIENTS: u32 = 20_000;
 
 /// One drill.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,6 +172,36 @@ pub struct Workload {
     /// (the client is saturated) rather than queued without bound.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: u32,
+    /// Idle push clients for a reconnect storm, connected before the timeline starts.
+    #[serde(default)]
+    pub idle_push: Option<IdlePush>,
+}
+
+/// Idle push clients: they follow one conversation and send nothing, like a messenger's
+/// phones at night. Half use firebreak's client (jittered backoff, another address), half
+/// a naive client that reconnects at once to the next address; all first connect through
+/// one site, so that losing it breaks every stream at the same instant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdlePush {
+    /// How many, both kinds together (firebreak's client gets the odd one).
+    pub clients: u32,
+    /// The site they all connect through first.
+    pub through: String,
+    /// What they connect to: each site's gateway (the node, as real clients do), or its
+    /// messaging instance directly (as behind a load balancer). A gateway holds two open
+    /// files per stream, so 10,000 streams through one gateway need a limit above 20,000.
+    #[serde(default)]
+    pub via: IdleVia,
+}
+
+/// Where idle push clients connect.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdleVia {
+    #[default]
+    Gateway,
+    Messaging,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -359,6 +391,10 @@ pub struct Expectations {
     /// stay leaders throughout).
     #[serde(default)]
     pub max_elections: Option<u64>,
+    /// Longest time from the first fault at `workload.idle_push.through` until every idle
+    /// client using firebreak's client has a stream open again.
+    #[serde(default)]
+    pub idle_back_secs_max: Option<f64>,
 }
 
 /// A process of a site, as a fault target names it.
@@ -473,6 +509,18 @@ impl Playbook {
     /// The services the topology runs.
     pub fn services(&self) -> Vec<ServiceKind> {
         self.topology.services.iter().map(|s| s.name).collect()
+    }
+
+    /// Seconds from the workload's start to the first fault at the site the idle push
+    /// clients connect through (the storm's start), if there is one.
+    pub fn idle_fault_secs(&self) -> Option<f64> {
+        let through = &self.workload.idle_push.as_ref()?.through;
+        self.timeline
+            .iter()
+            .filter(|s| s.fault != FaultKind::Surge)
+            .filter(|s| s.target.split(['/', '+']).any(|part| part == through))
+            .map(|s| s.at_secs)
+            .reduce(f64::min)
     }
 
     /// Seconds from the workload's start to the first fault, if there is one.
@@ -635,6 +683,50 @@ impl Playbook {
                 0,
                 format!("mix.{service} has weight but the topology does not run {service}"),
             ));
+        }
+        if let Some(idle) = &w.idle_push {
+            if idle.clients < 2 || idle.clients > MAX_IDLE_CLIENTS {
+                return Err(Problem::at(
+                    "workload",
+                    "clients",
+                    0,
+                    format!(
+                        "idle_push.clients: is {}; must be 2 to {MAX_IDLE_CLIENTS} (half use each client)",
+                        idle.clients
+                    ),
+                ));
+            }
+            if !self.topology.sites.contains(&idle.through) {
+                return Err(Problem::at(
+                    "workload",
+                    "through",
+                    0,
+                    format!(
+                        "idle_push.through: {} is not a site; the sites are {}",
+                        idle.through,
+                        self.topology.sites.join(", ")
+                    ),
+                ));
+            }
+            if !self.services().contains(&ServiceKind::Messaging) {
+                return Err(Problem::at(
+                    "workload",
+                    "idle_push",
+                    0,
+                    "idle_push: push streams need messaging in topology.services",
+                ));
+            }
+            if self.idle_fault_secs().is_none() {
+                return Err(Problem::at(
+                    "workload",
+                    "through",
+                    0,
+                    format!(
+                        "idle_push.through: no timeline step touches {}; the storm needs a fault there",
+                        idle.through
+                    ),
+                ));
+            }
         }
         let s = &self.steady_state;
         if !(0.0..=1.0).contains(&s.availability_min) {
@@ -926,6 +1018,24 @@ impl Playbook {
                 ));
             }
         }
+        if let Some(secs) = e.idle_back_secs_max {
+            if self.workload.idle_push.is_none() {
+                return Err(Problem::at(
+                    "expect",
+                    "idle_back_secs_max",
+                    0,
+                    "needs workload.idle_push (there are no idle clients to come back)",
+                ));
+            }
+            if secs <= 0.0 {
+                return Err(Problem::at(
+                    "expect",
+                    "idle_back_secs_max",
+                    0,
+                    "must be above 0",
+                ));
+            }
+        }
         if let Some(site) = e
             .serving_at_end
             .iter()
@@ -1102,6 +1212,46 @@ expect:
                 GOOD.replace("mix: { payments: 1 }", "mix: { messaging: 1 }"),
                 "p.yaml:7:",
                 "does not run messaging",
+            ),
+            (
+                GOOD.replace(
+                    "mix: { payments: 1 } }",
+                    "mix: { payments: 1 }, idle_push: { clients: 10, through: a } }",
+                ),
+                "p.yaml:7:",
+                "idle_push: push streams need messaging",
+            ),
+            (
+                GOOD.replace(
+                    "mix: { payments: 1 } }",
+                    "mix: { payments: 1 }, idle_push: { clients: 10, through: z } }",
+                )
+                .replace(
+                    "active-passive }",
+                    "active-passive }\n    - { name: messaging, mode: active-active }",
+                ),
+                "p.yaml:8:",
+                "idle_push.through: z is not a site",
+            ),
+            (
+                GOOD.replace(
+                    "mix: { payments: 1 } }",
+                    "mix: { payments: 1 }, idle_push: { clients: 10, through: c } }",
+                )
+                .replace(
+                    "active-passive }",
+                    "active-passive }\n    - { name: messaging, mode: active-active }",
+                ),
+                "p.yaml:8:",
+                "no timeline step touches c",
+            ),
+            (
+                GOOD.replace(
+                    "{ payments: 5 }",
+                    "{ payments: 5 }\n  idle_back_secs_max: 3",
+                ),
+                "p.yaml:16:23",
+                "needs workload.idle_push",
             ),
         ];
         for (text, place, what) in cases {

@@ -6,7 +6,8 @@
 //!                                 ─► DIR/report.json
 //!                                 ─► DIR/report.html: per service, operations per second
 //!                                    (ok, failed/unknown) and latency, fault windows shaded
-//!                                    (SVG drawn by plotters, inlined: no network needed)
+//!                                    (SVG drawn by plotters, inlined: no network needed);
+//!                                    with idle push clients, the reconnect storm per 100 ms
 //!                                 ─► DIR/history.jsonl
 //! ```
 
@@ -17,6 +18,7 @@ use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::checkers::availability::ServiceFigures;
+use crate::checkers::storm::StormFigures;
 use crate::checkers::{Finding, Judgement};
 use crate::history::{workload_start_ms, Event, FaultPhase};
 use crate::playbook::{Playbook, ServiceKind};
@@ -52,6 +54,17 @@ pub struct ServiceRow {
     pub latency_p99_ms: u64,
 }
 
+/// The reconnect storm: idle push clients through one site that a fault hit.
+#[derive(Debug, Clone, Serialize)]
+pub struct Storm {
+    /// The site they connected through.
+    pub through: String,
+    /// When the first fault there started, in seconds of the workload.
+    pub fault_secs: f64,
+    /// Per kind of client: firebreak's, then the naive one.
+    pub clients: Vec<StormFigures>,
+}
+
 /// Everything a drill concluded.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -69,6 +82,8 @@ pub struct Report {
     pub faults: Vec<FaultWindow>,
     /// Processes that died without the drill killing them, and other oddities.
     pub incidents: Vec<String>,
+    /// The reconnect storm, when the playbook has idle push clients.
+    pub storm: Option<Storm>,
     #[serde(skip)]
     pub figures: Vec<ServiceFigures>,
 }
@@ -113,6 +128,11 @@ impl Report {
             })
             .collect();
         let passed = judgement.passed() && aborted.is_none();
+        let storm = playbook.workload.idle_push.as_ref().map(|idle| Storm {
+            through: idle.through.clone(),
+            fault_secs: playbook.idle_fault_secs().unwrap_or(0.0),
+            clients: judgement.storm.clone(),
+        });
         Self {
             playbook: playbook.name.clone(),
             description: playbook.description.trim().to_string(),
@@ -125,6 +145,7 @@ impl Report {
             findings: judgement.findings,
             faults: fault_windows(events),
             incidents,
+            storm,
             figures: judgement.services,
         }
     }
@@ -163,6 +184,9 @@ impl Report {
             ]);
         }
         let _ = writeln!(out, "{table}");
+        if let Some(storm) = &self.storm {
+            out.push_str(&storm.render_terminal());
+        }
         for f in &self.findings {
             let mark = if f.passed { "ok  " } else { "FAIL" };
             let counts: Vec<String> = f.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -236,7 +260,11 @@ impl Report {
                 r.latency_p99_ms
             );
         }
-        html.push_str("</table><h2>Checks</h2><ul>");
+        html.push_str("</table>");
+        if let Some(storm) = &self.storm {
+            html.push_str(&storm.render_html(self.duration_secs));
+        }
+        html.push_str("<h2>Checks</h2><ul>");
         for f in &self.findings {
             let class = if f.passed { "ok" } else { "fail" };
             let _ = write!(
@@ -286,7 +314,156 @@ impl Report {
     }
 }
 
+impl Storm {
+    /// Idle push clients: through, fault time, and per kind the survivors' peak reconnect
+    /// rate and the time until all were back.
+    fn header(&self) -> String {
+        let clients: u64 = self.clients.iter().map(|c| c.clients).sum();
+        format!(
+            "reconnect storm: {clients} idle push clients through {}, which a fault hit at {:.1} s",
+            self.through, self.fault_secs
+        )
+    }
+
+    fn cells(figures: &StormFigures) -> [String; 6] {
+        [
+            figures.kind.name().to_string(),
+            format!("{} ({} disrupted)", figures.clients, figures.disrupted),
+            format!(
+                "{} at +{:.1} s",
+                figures.peak_per_100ms,
+                figures.peak_at_ms as f64 / 1000.0
+            ),
+            figures.attempts.to_string(),
+            {
+                let s = |ms: Option<u64>| {
+                    ms.map_or("-".into(), |ms| format!("{:.2}", ms as f64 / 1000.0))
+                };
+                match figures.back_ms {
+                    Some(_) => format!(
+                        "{} / {} / {} s",
+                        s(figures.back_p50_ms),
+                        s(figures.back_p99_ms),
+                        s(figures.back_ms)
+                    ),
+                    None => "not all back".into(),
+                }
+            },
+            format!("{} of {}", figures.got_probe, figures.clients),
+        ]
+    }
+
+    const HEADERS: [&'static str; 6] = [
+        "client",
+        "clients",
+        "peak reconnects / 100 ms at survivors",
+        "reconnects at survivors",
+        "back after: half / 99% / all",
+        "got the next message",
+    ];
+
+    fn render_terminal(&self) -> String {
+        let mut table = comfy_table::Table::new();
+        table.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+        table.set_header(Self::HEADERS);
+        for figures in &self.clients {
+            table.add_row(Self::cells(figures));
+        }
+        format!("{}\n{table}\n", self.header())
+    }
+
+    fn render_html(&self, duration: u32) -> String {
+        let mut html = format!(
+            "<h2>Reconnect storm</h2><p>{}.</p><table><tr>",
+            escape(&self.header())
+        );
+        for h in Self::HEADERS {
+            let _ = write!(html, "<th>{}</th>", escape(h));
+        }
+        html.push_str("</tr>");
+        for figures in &self.clients {
+            html.push_str("<tr>");
+            for cell in Self::cells(figures) {
+                let _ = write!(html, "<td>{}</td>", escape(&cell));
+            }
+            html.push_str("</tr>");
+        }
+        html.push_str("</table>");
+        let mut svg = String::new();
+        match draw_storm(&mut svg, &self.clients, duration) {
+            Ok(()) => html.push_str(&svg),
+            Err(e) => {
+                let _ = write!(
+                    html,
+                    "<p class=\"fail\">chart of the storm failed: {}</p>",
+                    escape(&e.to_string())
+                );
+            }
+        }
+        html
+    }
+}
+
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Reconnects per 100 ms at the survivors, one line per kind of client.
+fn draw_storm(svg: &mut String, clients: &[StormFigures], duration: u32) -> DrawResult {
+    // Up to a second after the last client was back (all of the series if some never were).
+    let windows = clients
+        .iter()
+        .map(|c| {
+            c.back_ms
+                .map_or(c.per_100ms.len(), |ms| ms as usize / 100 + 10)
+        })
+        .max()
+        .unwrap_or(0)
+        .max(10)
+        .min(duration as usize * 10);
+    let end = windows as f64 / 10.0;
+    let most = clients
+        .iter()
+        .map(|c| c.peak_per_100ms)
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let root = SVGBackend::with_string(svg, (960, 260)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "reconnects per 100 ms at the surviving sites, from the fault on",
+            ("sans-serif", 16),
+        )
+        .margin(8)
+        .x_label_area_size(34)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..end, 0.0..most * 1.1)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds after the fault")
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .disable_mesh()
+        .draw()?;
+    for (figures, color) in clients.iter().zip([BLUE, RED]) {
+        let points = figures
+            .per_100ms
+            .iter()
+            .take(windows)
+            .enumerate()
+            .map(|(i, n)| (i as f64 / 10.0 + 0.05, *n as f64));
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+            .label(figures.kind.name())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
 
 fn draw(
     svg: &mut String,

@@ -78,6 +78,7 @@ impl Runner {
                 cap: Duration::from_secs(1),
             },
             max_attempts: MAX_ATTEMPTS,
+            stream_backoff: Backoff::STREAM,
             seed: workload.seed,
         });
         Self {
@@ -177,10 +178,16 @@ impl Runner {
         ok
     }
 
-    /// Opens every user's account and login, retrying each until it sticks or `deadline`.
-    pub async fn setup(&self, users: u32, deadline: tokio::time::Instant) -> Result<(), String> {
+    /// Opens every user's account and login (of the services the topology runs),
+    /// retrying each until it sticks or `deadline`.
+    pub async fn setup(
+        &self,
+        users: u32,
+        services: &[ServiceKind],
+        deadline: tokio::time::Instant,
+    ) -> Result<(), String> {
         for user in 0..users {
-            for op in [
+            let steps = [
                 Op::OpenAccount {
                     account: account(user),
                     balance: OPENING_BALANCE,
@@ -188,7 +195,11 @@ impl Runner {
                 Op::Register {
                     user: user_name(user),
                 },
-            ] {
+            ];
+            for op in steps
+                .into_iter()
+                .filter(|op| services.contains(&op.service()))
+            {
                 while !self.execute(op.clone()).await {
                     if tokio::time::Instant::now() >= deadline {
                         return Err(format!("setup could not complete {op:?} in time"));
@@ -215,6 +226,7 @@ impl Runner {
                         cap: Duration::from_secs(1),
                     },
                     max_attempts: MAX_ATTEMPTS,
+                    stream_backoff: Backoff::STREAM,
                     seed: workload.seed.wrapping_add(u64::from(user) + 1),
                 }));
                 let history = self.history.clone();

@@ -7,6 +7,7 @@
 //!           ─► login         acknowledged sessions still valid
 //!           ─► availability  per service per second; failover time; steady state
 //!           ─► control       one leader per term; no routing change without a fault
+//!           ─► storm         idle push clients back after their site died (if any)
 //! ```
 //!
 //! A checker never talks to the cluster: what it needs from the end state is in the
@@ -18,6 +19,7 @@ pub mod control;
 pub mod login;
 pub mod messaging;
 pub mod payments;
+pub mod storm;
 
 use std::collections::BTreeMap;
 
@@ -81,6 +83,8 @@ impl Finding {
 pub struct Judgement {
     pub findings: Vec<Finding>,
     pub services: Vec<availability::ServiceFigures>,
+    /// The reconnect storm, per kind of client (empty without idle push clients).
+    pub storm: Vec<storm::StormFigures>,
 }
 
 impl Judgement {
@@ -106,9 +110,17 @@ pub fn judge(playbook: &Playbook, events: &[Event]) -> Judgement {
     let (finding, figures) = availability::check(playbook, events, &ops);
     findings.push(finding);
     findings.push(control::check(playbook, events));
+    let storm = match storm::check(playbook, events) {
+        Some((finding, figures)) => {
+            findings.push(finding);
+            figures
+        }
+        None => Vec::new(),
+    };
     Judgement {
         findings,
         services: figures,
+        storm,
     }
 }
 

@@ -2,9 +2,9 @@
 //!
 //! ```text
 //!   ports free? ─► start sites ─► leaders elected ─► topology applied ─► every service
-//!   serving everywhere ─► setup (accounts, users) ─► followers ─► workload + timeline
-//!   (faults at their times, progress each second, stop condition) ─► drain deliveries
-//!   ─► read-back (messages, transfers, balances, total, sessions) ─► stop every process
+//!   serving everywhere ─► setup (accounts, users) ─► followers ─► idle push clients
+//!   (if any) ─► workload + timeline (faults at their times, progress each second, stop
+//!   condition) ─► drain deliveries (and the idle clients' probe) ─► read-back (messages, transfers, balances, total, sessions) ─► stop every process
 //!   ─► checkers ─► report
 //! ```
 //!
@@ -32,13 +32,22 @@ use crate::checkers::judge;
 use crate::driver::{self, DriverConfig, LocalSites, Placement};
 use crate::error::{Error, Result};
 use crate::history::{Event, FaultPhase, History};
+use crate::idle::IdleClients;
 use crate::netns::{Network, Shaping};
-use crate::playbook::{Driver, FaultKind, Playbook, ProcessKind, ServiceKind, Step};
+use crate::playbook::{Driver, FaultKind, IdleVia, Playbook, ProcessKind, ServiceKind, Step};
 use crate::report::Report;
 use crate::workload::Runner;
 
 /// How long setup (accounts, users) may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the idle push clients may take to connect: this, plus [`IDLE_CONNECT_PER_CLIENT`]
+/// each.
+const IDLE_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const IDLE_CONNECT_PER_CLIENT: Duration = Duration::from_millis(5);
+/// How long the idle clients get to receive the probe message after the workload.
+const IDLE_PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Open files a process needs besides those of the idle clients' streams.
+const BASE_OPEN_FILES: u64 = 1_024;
 
 /// How to run a drill.
 #[derive(Clone)]
@@ -91,6 +100,14 @@ pub async fn run(
         std::fs::remove_dir_all(&sites_dir).map_err(|e| {
             Error::CouldNotRun(format!("failed to clear {}: {e}", sites_dir.display()))
         })?;
+    }
+    if let Some(idle) = &options.playbook.workload.idle_push {
+        // A gateway holds a stream's client side and its upstream side.
+        let per_stream = match idle.via {
+            IdleVia::Gateway => 2,
+            IdleVia::Messaging => 1,
+        };
+        driver::raise_open_files(per_stream * u64::from(idle.clients) + BASE_OPEN_FILES)?;
     }
     let (report, interrupted) = match options.playbook.driver {
         Driver::Local => {
@@ -289,6 +306,7 @@ impl Drill<'_> {
         runner
             .setup(
                 self.playbook.workload.users,
+                &self.playbook.services(),
                 tokio::time::Instant::now() + SETUP_TIMEOUT,
             )
             .await
@@ -297,6 +315,44 @@ impl Drill<'_> {
             runner.follow(&nodes, &self.playbook.workload)
         } else {
             Vec::new()
+        };
+        let idle = match &self.playbook.workload.idle_push {
+            Some(push) => {
+                phase("idle_connect");
+                let started = std::time::Instant::now();
+                let addresses: Vec<String> = match push.via {
+                    IdleVia::Gateway => nodes.clone(),
+                    IdleVia::Messaging => (0..nodes.len())
+                        .map(|i| {
+                            let url = sites.service_url(i, ServiceKind::Messaging);
+                            url.trim_start_matches("http://").to_string()
+                        })
+                        .collect(),
+                };
+                let idle = IdleClients::start(
+                    &addresses,
+                    &self.playbook.topology.sites,
+                    push,
+                    self.playbook.workload.seed,
+                    Duration::from_millis(self.playbook.workload.timeout_ms),
+                    self.history.clone(),
+                )
+                .await;
+                let deadline = tokio::time::Instant::now()
+                    + IDLE_CONNECT_TIMEOUT
+                    + IDLE_CONNECT_PER_CLIENT * push.clients;
+                idle.wait_connected(deadline).await.map_err(|e| {
+                    Error::CouldNotRun(format!("{e}; see the logs: {}", sites.logs()))
+                })?;
+                eprintln!(
+                    "{} idle push clients connected through {} in {:.1} s",
+                    push.clients,
+                    push.through,
+                    started.elapsed().as_secs_f64()
+                );
+                Some(idle)
+            }
+            None => None,
         };
         phase("workload");
         let workload = {
@@ -316,11 +372,21 @@ impl Drill<'_> {
         }
         if aborted.is_none() {
             self.drain(&runner).await;
+            if let Some(idle) = &idle {
+                idle.probe(
+                    runner.client(),
+                    tokio::time::Instant::now() + IDLE_PROBE_TIMEOUT,
+                )
+                .await;
+            }
             phase("read_back");
             self.read_back(&runner).await;
         }
         for follower in followers {
             follower.abort();
+        }
+        if let Some(idle) = idle {
+            idle.stop();
         }
         let _ = stop_observer.send(true);
         let _ = observer.await;

@@ -26,7 +26,6 @@ use firebreak_model::{Member, NodeId};
 use firebreak_store::{GroupTypes, Machine};
 use openraft::error::{InitializeError, RaftError};
 use openraft::{Raft, SnapshotPolicy};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -152,12 +151,22 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
                 network::MAX_RAFT_BODY_BYTES,
             )),
     );
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| Error::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    // A backlog of 4,096 (tokio's default is 1,024): clients of a lost site reconnecting
+    // through this gateway at once must not have their SYNs dropped.
+    let listener = {
+        let socket = match config.listen {
+            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        };
+        socket
+            .and_then(|s| s.set_reuseaddr(true).map(|()| s))
+            .and_then(|s| s.bind(config.listen).map(|()| s))
+            .and_then(|s| s.listen(4_096))
+            .map_err(|source| Error::Bind {
+                addr: config.listen,
+                source,
+            })?
+    };
     let addr = listener.local_addr().map_err(|source| Error::Bind {
         addr: config.listen,
         source,

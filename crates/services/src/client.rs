@@ -64,16 +64,34 @@ pub struct ClientConfig {
     pub gateways: Vec<String>,
     pub timeout: Duration,
     pub backoff: Backoff,
+    /// Backoff between push-stream reconnects ([`Backoff::STREAM`] unless there is a
+    /// reason: its base is the window over which clients that lost a site together return).
+    pub stream_backoff: Backoff,
     /// Attempts per request, the first included.
     pub max_attempts: u32,
     /// Seed of the jitter, so that a run can be repeated.
     pub seed: u64,
 }
 
+/// What a push stream did, for whoever measures reconnect storms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEvent<'a> {
+    /// A connection attempt to `gateway` is starting.
+    Attempt { gateway: &'a str },
+    /// `gateway` answered 200: the stream is open.
+    Open { gateway: &'a str },
+}
+
+/// Called at every [`StreamEvent`] of a followed stream.
+pub type StreamObserver = std::sync::Arc<dyn Fn(StreamEvent<'_>) + Send + Sync>;
+
 /// A client of the services through their gateways.
 pub struct Client {
     config: ClientConfig,
     http: reqwest::Client,
+    /// For push streams: a connect timeout but no overall one (a stream lives as long as
+    /// its connection).
+    streams: reqwest::Client,
     rng: Mutex<rand::rngs::StdRng>,
     /// Retry rounds this client may still start after reaching a server ([`RETRY_RATIO`]).
     retry_budget: Mutex<f64>,
@@ -101,10 +119,15 @@ impl Client {
             .connect_timeout(config.timeout.min(Duration::from_secs(1)))
             .build()
             .expect("reqwest client builds with static options");
+        let streams = reqwest::Client::builder()
+            .connect_timeout(config.timeout.min(Duration::from_secs(1)))
+            .build()
+            .expect("reqwest client builds with static options");
         let rng = Mutex::new(rand::rngs::StdRng::seed_from_u64(config.seed));
         Self {
             config,
             http,
+            streams,
             rng,
             retry_budget: Mutex::new(RETRY_BURST),
         }
@@ -343,10 +366,11 @@ impl Client {
             .await
     }
 
-    /// Follows a conversation's push stream from after `after`, reconnecting through every
-    /// gateway in turn with backoff and full jitter and resuming with `Last-Event-ID`, so
-    /// the receiver gets every message once and in order. Stops when the receiver is dropped
-    /// or after `max_reconnects` failed connections in a row.
+    /// Follows a conversation's push stream from after `after`, reconnecting with
+    /// [`ClientConfig::stream_backoff`] and full jitter to another gateway (picked at
+    /// random, so the clients of a lost site spread over the survivors) and resuming with
+    /// `Last-Event-ID`, so the receiver gets every message once and in order. Stops when
+    /// the receiver is dropped or after `max_reconnects` failed connections in a row.
     pub fn follow(
         self: &std::sync::Arc<Self>,
         conversation: &str,
@@ -357,40 +381,39 @@ impl Client {
             conversation,
             after,
             max_reconnects,
-            std::sync::Arc::new(|| {}),
+            std::sync::Arc::new(|_| {}),
         )
     }
 
-    /// [`Client::follow`], calling `on_attempt` at every connection attempt (for measuring
-    /// reconnect storms).
+    /// [`Client::follow`], telling `observer` of every connection attempt and every
+    /// stream opened (for measuring reconnect storms).
     pub fn follow_observed(
         self: &std::sync::Arc<Self>,
         conversation: &str,
         after: u64,
         max_reconnects: u32,
-        on_attempt: std::sync::Arc<dyn Fn() + Send + Sync>,
+        observer: StreamObserver,
     ) -> tokio::sync::mpsc::Receiver<Value> {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let client = self.clone();
         let conversation = conversation.to_string();
         tokio::spawn(async move {
+            let gateways = &client.config.gateways;
             let mut last = after;
             let mut failures = 0u32;
             // Streams start at the first (nearest) gateway and move on only when it fails.
             let mut gateway = 0usize;
             let mut reconnects = 0u32;
             while failures < max_reconnects && !tx.is_closed() {
-                let url = format!(
-                    "http://{}/messaging/conversations/{conversation}/stream",
-                    client.config.gateways[gateway % client.config.gateways.len()]
-                );
+                let address = &gateways[gateway];
+                let url = format!("http://{address}/messaging/conversations/{conversation}/stream");
                 if reconnects > 0 {
                     tracing::debug!(reconnects, last, "push stream reconnecting");
                 }
-                on_attempt();
+                observer(StreamEvent::Attempt { gateway: address });
                 reconnects += 1;
-                // No overall timeout on a stream: it lives as long as the connection.
-                let streaming = reqwest::Client::new()
+                let streaming = client
+                    .streams
                     .get(url)
                     .header("last-event-id", last.to_string())
                     .send()
@@ -398,6 +421,7 @@ impl Client {
                 let mut retry_after = None;
                 match streaming {
                     Ok(mut response) if response.status().is_success() => {
+                        observer(StreamEvent::Open { gateway: address });
                         failures = 0;
                         let mut buffer = String::new();
                         while let Ok(Some(chunk)) = response.chunk().await {
@@ -419,6 +443,13 @@ impl Client {
                                     return;
                                 }
                             }
+                            if buffer.len() > MAX_EVENT_BYTES {
+                                tracing::warn!(
+                                    bytes = buffer.len(),
+                                    "push stream event too large; reconnecting"
+                                );
+                                break;
+                            }
                         }
                     }
                     Ok(response) => {
@@ -427,12 +458,18 @@ impl Client {
                             .get("retry-after")
                             .and_then(|v| v.to_str().ok())
                             .and_then(parse_retry_after);
+                        tracing::debug!(gateway = %address, status = %response.status(), ?retry_after, "push stream refused");
                     }
-                    Err(_) => {}
+                    Err(error) => {
+                        tracing::debug!(gateway = %address, error = ?error, "push stream connection failed")
+                    }
                 }
                 // Whatever ended this connection, the next one goes to another gateway.
-                gateway += 1;
-                tokio::time::sleep(client.config.backoff.delay(
+                if gateways.len() > 1 {
+                    let step = 1 + (client.jitter() * (gateways.len() - 1) as f64) as usize;
+                    gateway = (gateway + step.min(gateways.len() - 1)) % gateways.len();
+                }
+                tokio::time::sleep(client.config.stream_backoff.delay(
                     failures,
                     client.jitter(),
                     retry_after,
@@ -444,6 +481,10 @@ impl Client {
         rx
     }
 }
+
+/// Largest push event the client buffers; a stream sending more without a blank line is
+/// broken, and the client reconnects.
+const MAX_EVENT_BYTES: usize = 1 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -485,6 +526,7 @@ mod tests {
                 cap: Duration::from_millis(1),
             },
             max_attempts: 30,
+            stream_backoff: Backoff::STREAM,
             seed: 1,
         });
         let requests = 200u64;

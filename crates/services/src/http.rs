@@ -84,13 +84,29 @@ pub(crate) fn check_id(field: &str, id: &str) -> Result<(), Failure> {
     })
 }
 
+/// Pending connections the kernel queues for accept (capped by `net.core.somaxconn`).
+/// tokio's default is 1,024: a reconnect storm of thousands of clients overflows that, and
+/// a dropped SYN costs a client a second before the kernel tries again.
+pub(crate) const LISTEN_BACKLOG: u32 = 4_096;
+
+/// Binds `listen` with [`LISTEN_BACKLOG`] (and SO_REUSEADDR, as tokio's `bind` sets).
+pub(crate) fn bind(listen: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match listen {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(listen)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Serves `router` on `listen` until the returned task is aborted; returns the bound address.
 pub(crate) async fn serve(
     listen: SocketAddr,
     router: Router,
     name: &'static str,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let listener = bind(listen)?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, router).await {

@@ -40,6 +40,10 @@ const MAX_EVENT_BYTES: usize = 1 << 20;
 /// The running idle clients; dropping this stops them.
 pub struct IdleClients {
     tasks: JoinSet<()>,
+    /// The naive clients run on a runtime (and thread) of their own: real phones do not
+    /// share a scheduler, and on one runtime the naive half's burst would delay the timers
+    /// of firebreak's half and bend its figures.
+    naive: Option<tokio::runtime::Runtime>,
     state: Arc<State>,
 }
 
@@ -131,6 +135,12 @@ impl IdleClients {
             seed: seed ^ 0x1d1e,
         }));
         let naive_http = reqwest::Client::new();
+        let naive_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("idle-naive")
+            .enable_all()
+            .build()
+            .expect("a one-thread runtime builds");
         let mut tasks = JoinSet::new();
         for index in 0..count {
             if index > 0 && index.is_multiple_of(RAMP_BATCH) {
@@ -167,7 +177,11 @@ impl IdleClients {
                 ));
             }
         }
-        Self { tasks, state }
+        Self {
+            tasks,
+            naive: Some(naive_runtime),
+            state,
+        }
     }
 
     /// Waits until every client has had a stream open once, or `deadline`.
@@ -225,8 +239,16 @@ impl IdleClients {
     }
 
     /// Stops every client.
-    pub fn stop(mut self) {
+    pub fn stop(self) {}
+}
+
+impl Drop for IdleClients {
+    fn drop(&mut self) {
         self.tasks.abort_all();
+        if let Some(runtime) = self.naive.take() {
+            // Dropping a runtime inside another one would block it; this does not.
+            runtime.shutdown_background();
+        }
     }
 }
 

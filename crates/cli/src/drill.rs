@@ -50,13 +50,23 @@ pub async fn run(args: Args) -> Result<()> {
     if args.check {
         let operations =
             u64::from(playbook.workload.rate_per_sec) * u64::from(playbook.workload.duration_secs);
+        let faults = match playbook.timeline.len() {
+            1 => "1 fault".to_string(),
+            n => format!("{n} faults"),
+        };
+        let idle = playbook
+            .workload
+            .idle_push
+            .as_ref()
+            .map_or(String::new(), |i| {
+                format!(", {} idle push clients through {}", i.clients, i.through)
+            });
         println!(
-            "{}: valid: {}: {} sites, {} services, {} faults, {} s at {} operations/s ({operations} operations), seed {}",
+            "{}: valid: {}: {} sites, {} services, {faults}, {} s at {} operations/s ({operations} operations){idle}, seed {}",
             args.playbook.display(),
             playbook.name,
             playbook.topology.sites.len(),
             playbook.topology.services.len(),
-            playbook.timeline.len(),
             playbook.workload.duration_secs,
             playbook.workload.rate_per_sec,
             args.seed.unwrap_or(playbook.workload.seed),

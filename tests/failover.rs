@@ -293,3 +293,71 @@ async fn an_unhealthy_instance_leaves_after_fall_and_returns_after_rise() {
     })
     .await;
 }
+
+/// An instance that sheds load is answered as is: the gateway does not try every other
+/// site (under overload they are as busy, and with the client also going round every
+/// gateway that would multiply the load by the number of sites). An instance that is
+/// merely unavailable is still skipped for the next site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shedding_instance_is_relayed_not_multiplied() {
+    use std::sync::atomic::Ordering;
+    let cluster = TestCluster::start("");
+    let api = Api::new();
+    let addrs = cluster.addrs();
+    api.wait_leader(&addrs, "control").await;
+    let endpoints: Vec<firebreak_tests::FakeEndpoint> = (0..3)
+        .map(|_| firebreak_tests::FakeEndpoint::start())
+        .collect();
+    let topology = format!(
+        "sites: [{{name: pangyo}}, {{name: gasan}}, {{name: busan}}]\nservices:\n  - name: web\n    mode: active-active\n    \
+         endpoints: {{pangyo: \"{}\", gasan: \"{}\", busan: \"{}\"}}\n    \
+         health: {{path: /health, interval_ms: 300, timeout_ms: 200, fall: 3, rise: 2}}\npolicy: {{dwell_ms: 2000}}\n",
+        endpoints[0].url, endpoints[1].url, endpoints[2].url
+    );
+    firebreak_tests::apply_topology(&cluster, "web.yaml", &topology);
+    wait_routing(&api, &addrs[0], "all three sites to serve web", |v| {
+        serving(v, "web").len() == 3
+    })
+    .await;
+    let total = || {
+        endpoints
+            .iter()
+            .map(|e| e.requests.load(Ordering::Relaxed))
+            .sum::<usize>()
+    };
+    let get = || async {
+        api.http
+            .get(format!("http://{}/web/page", addrs[0]))
+            .send()
+            .await
+            .unwrap()
+    };
+
+    for e in &endpoints {
+        e.shed.store(true, Ordering::Relaxed);
+    }
+    let before = total();
+    let response = get().await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("x-firebreak-shed"));
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(total() - before, 1, "one instance asked, not all three");
+
+    // Not shedding but unavailable (plain 503): the gateway tries the next site.
+    for e in &endpoints {
+        e.shed.store(false, Ordering::Relaxed);
+    }
+    let first = endpoints
+        .iter()
+        .position(|e| e.requests.load(Ordering::Relaxed) > 0)
+        .expect("the shed request reached one endpoint");
+    endpoints[first].healthy.store(false, Ordering::Relaxed);
+    let before = total();
+    let response = get().await;
+    assert_eq!(response.status(), 200, "served by another site");
+    assert_eq!(
+        total() - before,
+        2,
+        "the unavailable instance, then the next"
+    );
+}

@@ -646,7 +646,11 @@ impl Playbook {
             .iter()
             .filter(|s| s.fault == FaultKind::Surge)
             .map(|s| {
-                s.duration_secs.unwrap_or(0.0) * f64::from(s.factor.unwrap_or(1).saturating_sub(1))
+                // Without a duration a surge lasts to the end of the workload.
+                let lasts = s
+                    .duration_secs
+                    .unwrap_or(f64::from(w.duration_secs) - s.at_secs);
+                lasts * f64::from(s.factor.unwrap_or(1).saturating_sub(1))
             })
             .sum();
         let operations = (f64::from(w.rate_per_sec) * (f64::from(w.duration_secs) + surged)) as u64;

@@ -464,7 +464,13 @@ pub async fn put(http: &reqwest::Client, addr: &str, key: &str, value: &str) -> 
 /// `healthy` is set and 503 with `Retry-After: 1` otherwise. Stops (and joins its thread) when dropped.
 pub struct FakeEndpoint {
     pub url: String,
+    /// false: every request (health checks included) gets 503 with Retry-After.
     pub healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// true: requests other than health checks get the 503 of a service shedding load
+    /// (Retry-After and `x-firebreak-shed`).
+    pub shed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Requests other than health checks received.
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -472,7 +478,7 @@ pub struct FakeEndpoint {
 impl FakeEndpoint {
     pub fn start() -> Self {
         use std::io::{Read, Write};
-        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         use std::sync::Arc;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake endpoint");
         listener
@@ -480,8 +486,15 @@ impl FakeEndpoint {
             .expect("nonblocking listener");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let healthy = Arc::new(AtomicBool::new(true));
+        let shed = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (h, s) = (healthy.clone(), stop.clone());
+        let (h, sh, r, s) = (
+            healthy.clone(),
+            shed.clone(),
+            requests.clone(),
+            stop.clone(),
+        );
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
@@ -489,11 +502,20 @@ impl FakeEndpoint {
                         let _ = stream.set_nonblocking(false);
                         let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
                         let mut buf = [0u8; 4096];
-                        let _ = stream.read(&mut buf);
-                        let (status, extra) = if h.load(Ordering::Relaxed) {
-                            ("200 OK", "")
-                        } else {
+                        let n = stream.read(&mut buf).unwrap_or(0);
+                        let health = buf[..n].starts_with(b"GET /health");
+                        if !health {
+                            r.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let (status, extra) = if !h.load(Ordering::Relaxed) {
                             ("503 Service Unavailable", "retry-after: 1\r\n")
+                        } else if !health && sh.load(Ordering::Relaxed) {
+                            (
+                                "503 Service Unavailable",
+                                "retry-after: 1\r\nx-firebreak-shed: 1\r\n",
+                            )
+                        } else {
+                            ("200 OK", "")
                         };
                         let _ = write!(
                             stream,
@@ -507,6 +529,8 @@ impl FakeEndpoint {
         Self {
             url,
             healthy,
+            shed,
+            requests,
             stop,
             thread: Some(thread),
         }

@@ -698,7 +698,7 @@ fn plan(timeline: &[Step]) -> Vec<(f64, Action<'_>)> {
         let ends_by_itself = matches!(
             step.fault,
             FaultKind::SitePowerCycle | FaultKind::ProcessPause
-        ) || (matches!(step.fault, FaultKind::ProcessKill)
+        ) || (matches!(step.fault, FaultKind::ProcessKill | FaultKind::Surge)
             || step.fault.needs_netns())
             && step.duration_secs.is_some();
         if ends_by_itself {
@@ -729,9 +729,9 @@ mod tests {
 
     #[test]
     fn faults_that_end_by_themselves_are_planned_twice() {
-        let text = "name: t\ndescription: d\ntopology:\n  sites: [a, b, c]\n  services: [{ name: login, mode: active-active }]\nworkload: { seed: 1, rate_per_sec: 1, duration_secs: 60, users: 2, mix: { login: 1 } }\ntimeline:\n  - { at_secs: 5, fault: site-power-cycle, target: a, duration_secs: 10 }\n  - { at_secs: 8, fault: process-pause, target: b/login, duration_secs: 1 }\n  - { at_secs: 20, fault: site-loss, target: c }\nexpect: {}\n";
+        let text = "name: t\ndescription: d\ntopology:\n  sites: [a, b, c]\n  services: [{ name: login, mode: active-active }]\nworkload: { seed: 1, rate_per_sec: 1, duration_secs: 60, users: 2, mix: { login: 1 } }\ntimeline:\n  - { at_secs: 5, fault: site-power-cycle, target: a, duration_secs: 10 }\n  - { at_secs: 8, fault: process-pause, target: b/login, duration_secs: 1 }\n  - { at_secs: 20, fault: site-loss, target: c }\n  - { at_secs: 30, fault: surge, target: workload, factor: 10, duration_secs: 12 }\nexpect: {}\n";
         let p = Playbook::parse("t.yaml", text).unwrap();
         let times: Vec<f64> = plan(&p.timeline).iter().map(|(at, _)| *at).collect();
-        assert_eq!(times, vec![5.0, 8.0, 9.0, 15.0, 20.0]);
+        assert_eq!(times, vec![5.0, 8.0, 9.0, 15.0, 20.0, 30.0, 42.0]);
     }
 }

@@ -22,4 +22,10 @@ pub mod topology;
 pub mod watch;
 
 pub use error::{InvalidInput, Result};
+
+/// Response header a service sets when it sheds a request because it is at capacity (with
+/// 503 and Retry-After). A gateway relays such an answer rather than trying the other
+/// sites: they are most likely as busy, and trying each of them from each gateway the
+/// client tries would multiply the load of an overload by the number of sites.
+pub const SHED_HEADER: &str = "x-firebreak-shed";
 pub use ids::{Member, NodeId, SiteId};

@@ -7,6 +7,7 @@
 //!              so push streams work) ─► response + x-firebreak-site, x-firebreak-epoch
 //!   instance unreachable ─► next serving site, only when safe: a connection that was
 //!              never made, a GET, or a request with an Idempotency-Key header
+//!   instance sheds load (503 + x-firebreak-shed) ─► relayed: the client decides
 //! ```
 //!
 //! A node cut off from its control group (no leader in reach) answers 503 at once: its
@@ -124,7 +125,13 @@ pub async fn forward(
             }
         }
         match request.body(body.clone()).send().await {
-            Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE && safe => {
+            // An instance that sheds load is answered as is: the client moves on to
+            // another gateway (another site) or waits as Retry-After asks.
+            Ok(response)
+                if response.status() == StatusCode::SERVICE_UNAVAILABLE
+                    && safe
+                    && !response.headers().contains_key(firebreak_model::SHED_HEADER) =>
+            {
                 tried.push(format!("{site}: 503"));
             }
             Ok(response) => return Ok(relay(response, site, epoch)),

@@ -13,6 +13,9 @@ use crate::state::StateError;
 /// Longest id a service accepts (account, conversation, message id, idempotency key).
 pub const MAX_ID_BYTES: usize = 64;
 
+/// The kind of a 503 that sheds load (it also carries [`firebreak_model::SHED_HEADER`]).
+const OVERLOADED: &str = "overloaded";
+
 /// An error answer: status, kind, message. 503 answers carry `Retry-After: 1`.
 pub(crate) struct Failure(pub StatusCode, pub &'static str, pub String);
 
@@ -27,6 +30,11 @@ impl IntoResponse for Failure {
             response
                 .headers_mut()
                 .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        if self.1 == OVERLOADED {
+            response
+                .headers_mut()
+                .insert(firebreak_model::SHED_HEADER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -53,7 +61,7 @@ impl Failure {
     pub(crate) fn overloaded(what: &str) -> Self {
         Failure(
             StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
+            OVERLOADED,
             format!("too many {what} in flight"),
         )
     }

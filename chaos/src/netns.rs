@@ -12,7 +12,7 @@
 //! |---|---|
 //! | partition (a site against the rest, two groups, one way) | blackhole routes to the other side's addresses in the cut-off side's namespace |
 //! | loss | an nftables table `fb_<run>` in the sender's namespace dropping a share of packets to the chosen peers |
-//! | latency, jitter, bandwidth | a netem or tbf qdisc on the sender's link |
+//! | latency, jitter, bandwidth | an htb root on the sender's link: u32 filters send the peers' addresses to a class capped at the rate, with netem under it for delay and jitter |
 //! | link-flap | the site's bridge port set down and up |
 //!
 //! Invariants: everything created carries the run id (namespaces `fb-<run>-*`, links
@@ -50,7 +50,7 @@ pub struct Network {
     destroyed: bool,
 }
 
-/// How a link misbehaves (netem / tbf parameters).
+/// How a link misbehaves toward some peers (htb rate, netem delay and jitter).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Shaping {
     pub delay_ms: u32,
@@ -231,53 +231,65 @@ impl Network {
         )
     }
 
-    /// Delays (netem) or caps (tbf) everything `site` sends.
-    pub fn shape(&self, site: usize, shaping: &Shaping) -> Result<()> {
+    /// Delays (netem) and/or caps what `site` sends to `peers`, and only that: an htb
+    /// root on the site's link sends traffic for the peers' addresses (u32 filters) into
+    /// a shaped class, with a netem qdisc under it for delay and jitter; everything else
+    /// (other sites, the clients) goes through an unshaped class.
+    ///
+    /// ```text
+    ///   root 1: htb ─ 1:1 unshaped (default)
+    ///               └ 1:2 rate_kbit ─ 20: netem delay ± jitter   ◄─ u32: ip dst PEER/32
+    /// ```
+    pub fn shape(&self, site: usize, peers: &[usize], shaping: &Shaping) -> Result<()> {
         let link = self.site_link(site);
-        let mut args: Vec<String> = [
-            "netns",
-            "exec",
-            &self.site_ns(site),
-            "tc",
-            "qdisc",
-            "add",
-            "dev",
-            &link,
-            "root",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let ns = self.site_ns(site);
+        let tc = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", ns.as_str(), "tc"];
+            all.extend_from_slice(args);
+            run("ip", &all)
+        };
+        const UNSHAPED: &str = "10gbit";
+        let rate = match shaping.rate_kbit {
+            0 => UNSHAPED.to_string(),
+            kbit => format!("{kbit}kbit"),
+        };
+        tc(&[
+            "qdisc", "add", "dev", &link, "root", "handle", "1:", "htb", "default", "1",
+        ])?;
+        tc(&[
+            "class", "add", "dev", &link, "parent", "1:", "classid", "1:1", "htb", "rate", UNSHAPED,
+        ])?;
+        tc(&[
+            "class", "add", "dev", &link, "parent", "1:", "classid", "1:2", "htb", "rate", &rate,
+            "ceil", &rate,
+        ])?;
         if shaping.delay_ms > 0 || shaping.jitter_ms > 0 {
-            args.extend([
-                "netem".into(),
-                "delay".into(),
-                format!("{}ms", shaping.delay_ms),
-            ]);
+            let delay = format!("{}ms", shaping.delay_ms);
+            let jitter = format!("{}ms", shaping.jitter_ms);
+            let mut args = vec![
+                "qdisc", "add", "dev", &link, "parent", "1:2", "handle", "20:", "netem", "delay",
+                &delay,
+            ];
             if shaping.jitter_ms > 0 {
-                args.push(format!("{}ms", shaping.jitter_ms));
+                args.push(&jitter);
             }
-            if shaping.rate_kbit > 0 {
-                args.extend(["rate".into(), format!("{}kbit", shaping.rate_kbit)]);
-            }
-        } else {
-            args.extend([
-                "tbf".into(),
-                "rate".into(),
-                format!("{}kbit", shaping.rate_kbit),
-                "burst".into(),
-                "32kbit".into(),
-                "latency".into(),
-                "400ms".into(),
-            ]);
+            tc(&args).map_err(|e| match e {
+                Error::CouldNotRun(m) if m.contains("qdisc kind is unknown") => {
+                    Error::CouldNotRun(format!(
+                        "this kernel has no netem qdisc (sch_netem), so latency and jitter cannot be injected here: {m}"
+                    ))
+                }
+                other => other,
+            })?;
         }
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        run("ip", &refs).map_err(|e| match e {
-            Error::CouldNotRun(m) if m.contains("qdisc kind is unknown") => Error::CouldNotRun(format!(
-                "this kernel has no netem qdisc (sch_netem), so latency and jitter cannot be injected here: {m}"
-            )),
-            other => other,
-        })
+        for peer in peers {
+            let address = format!("{}/32", self.site_ip(*peer));
+            tc(&[
+                "filter", "add", "dev", &link, "parent", "1:", "protocol", "ip", "prio", "1",
+                "u32", "match", "ip", "dst", &address, "flowid", "1:2",
+            ])?;
+        }
+        Ok(())
     }
 
     /// Checks that the kernel has the netem qdisc (latency and jitter need it), on the
@@ -303,7 +315,7 @@ impl Network {
         )
     }
 
-    /// Removes the shaping of `site`.
+    /// Removes the shaping of `site` (its htb root, classes, filters and netem).
     pub fn clear_shape(&self, site: usize) -> Result<()> {
         let link = self.site_link(site);
         run(

@@ -308,9 +308,9 @@ pub enum FaultKind {
     Partition,
     /// Drop a share of what the target sends to its peers.
     Loss,
-    /// Delay (and jitter) everything the target sends.
+    /// Delay (and jitter) what the target sends to its peers.
     Latency,
-    /// Cap the bandwidth of everything the target sends.
+    /// Cap the bandwidth of what the target sends to its peers.
     Bandwidth,
     /// The target's link down and up every `period_secs`, for `duration_secs`.
     LinkFlap,
@@ -937,7 +937,11 @@ impl Playbook {
             Ok(())
         };
         use FaultKind::*;
-        takes("peers", step.peers.is_some(), &[Partition, Loss])?;
+        takes(
+            "peers",
+            step.peers.is_some(),
+            &[Partition, Loss, Latency, Bandwidth],
+        )?;
         takes("one_way", step.one_way, &[Partition])?;
         takes("percent", step.percent.is_some(), &[Loss])?;
         takes("delay_ms", step.delay_ms.is_some(), &[Latency])?;

@@ -1,6 +1,7 @@
 //! The netns driver's own tests (root, Linux): a partition really drops traffic between
-//! the chosen sites and only those, one way when asked; healing restores it; destroying
-//! the network leaves no namespace; `heal_leftovers` removes only what carries the prefix.
+//! the chosen sites and only those, one way when asked; healing restores it; a bandwidth
+//! cap slows only the chosen peers; destroying the network leaves no namespace;
+//! `heal_leftovers` removes only what carries the prefix.
 //!
 //! Without root they are skipped with a message, except under CI (CI=true), where root is
 //! expected and its absence fails them.
@@ -165,6 +166,67 @@ fn loss_and_link_down_drop_traffic_and_clear() {
     );
     network.link(1, true).unwrap();
     assert!(datagram_arrives(ns(0), &b), "b's link up again");
+}
+
+/// Seconds to send `bytes` over TCP from namespace `from` to a listener in `to`.
+fn send_secs(from: PathBuf, to: PathBuf, ip: String, port: u16, bytes: usize) -> f64 {
+    use std::io::{Read, Write};
+    let listener = inside(to, move || {
+        TcpListener::bind(format!("{ip}:{port}")).unwrap()
+    });
+    let target = listener.local_addr().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut sink = Vec::new();
+        stream.read_to_end(&mut sink).unwrap();
+        sink.len()
+    });
+    let secs = inside(from, move || {
+        let started = std::time::Instant::now();
+        let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(1)).unwrap();
+        stream.write_all(&vec![7u8; bytes]).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut done = [0u8; 1];
+        let _ = stream.read(&mut done); // the reader closes once it has everything
+        started.elapsed().as_secs_f64()
+    });
+    assert_eq!(reader.join().unwrap(), bytes);
+    secs
+}
+
+#[test]
+fn bandwidth_caps_only_the_chosen_peers_and_clears() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !root_or_skip() {
+        return;
+    }
+    let network = Network::create(&run_id(), &sites()).expect("network");
+    let ns = |i: usize| Network::ns_path(&network.site_ns(i));
+    let shaping = netns::Shaping {
+        delay_ms: 0,
+        jitter_ms: 0,
+        rate_kbit: 400,
+    };
+    network.shape(0, &[1], &shaping).unwrap();
+    // 100 KB at 400 kbit/s take 2 s; unshaped, milliseconds.
+    let bytes = 100_000;
+    let capped = send_secs(ns(0), ns(1), network.site_ip(1), 7996, bytes);
+    let free = send_secs(ns(0), ns(2), network.site_ip(2), 7995, bytes);
+    eprintln!("a -> b capped: {capped:.2} s; a -> c: {free:.3} s");
+    assert!(
+        capped >= 1.2,
+        "a -> b is capped at 400 kbit/s: {capped:.2} s"
+    );
+    assert!(
+        free * 4.0 < capped,
+        "a -> c is not capped: {free:.3} s against {capped:.2} s"
+    );
+    network.clear_shape(0).unwrap();
+    let cleared = send_secs(ns(0), ns(1), network.site_ip(1), 7994, bytes);
+    assert!(
+        cleared * 4.0 < capped,
+        "cleared: a -> b at full speed again: {cleared:.3} s"
+    );
 }
 
 #[test]

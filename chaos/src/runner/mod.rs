@@ -621,6 +621,7 @@ impl Drill<'_> {
             (FaultKind::Loss, false) => network.clear_loss(site)?,
             (FaultKind::Latency | FaultKind::Bandwidth, true) => network.shape(
                 site,
+                &peers,
                 &Shaping {
                     delay_ms: step.delay_ms.unwrap_or(0),
                     jitter_ms: step.jitter_ms.unwrap_or(0),
@@ -635,6 +636,9 @@ impl Drill<'_> {
         Ok(match (step.fault, starting) {
             (FaultKind::Partition, true) => {
                 format!("{fault} {target} {arrow} {}", peer_names.join(", "))
+            }
+            (FaultKind::Latency | FaultKind::Bandwidth | FaultKind::Loss, true) => {
+                format!("{fault} {target} -> {}", peer_names.join(", "))
             }
             (FaultKind::LinkFlap, true) => format!("{target} link down"),
             (FaultKind::LinkFlap, false) => format!("{target} link up"),

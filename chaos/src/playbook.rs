@@ -395,6 +395,9 @@ pub struct Expectations {
     /// client using firebreak's client has a stream open again.
     #[serde(default)]
     pub idle_back_secs_max: Option<f64>,
+    /// Longest time from a message's acknowledgement to its push to each recipient.
+    #[serde(default)]
+    pub push_delay_secs_max: Option<f64>,
 }
 
 /// A process of a site, as a fault target names it.
@@ -1023,6 +1026,16 @@ impl Playbook {
                     service.name(),
                     0,
                     format!("failover_secs_max.{service}: must be above 0"),
+                ));
+            }
+        }
+        if let Some(secs) = e.push_delay_secs_max {
+            if !self.services().contains(&ServiceKind::Messaging) || secs <= 0.0 {
+                return Err(Problem::at(
+                    "expect",
+                    "push_delay_secs_max",
+                    0,
+                    "must be above 0, with messaging in topology.services",
                 ));
             }
         }

@@ -8,7 +8,10 @@
 //!   acknowledged with; a refused message never stored; an unknown one at most once;
 //! - per recipient: no seq delivered twice (duplicated), none after a higher one
 //!   (reordered), every acknowledged message delivered, or else found by the catch-up
-//!   read at the end ("recovered": late, not lost); neither is lost.
+//!   read at the end ("recovered": late, not lost); neither is lost;
+//! - with `expect.push_delay_secs_max`: every acknowledged message pushed to every
+//!   recipient within that long of its acknowledgement (a recovered one was never pushed
+//!   and breaks it too). The longest delay is counted either way (`push_delay_max_ms`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,8 +21,13 @@ use crate::history::{Completion, Event, Op, Operation, StoredMessage};
 pub const PROPERTY: &str =
     "every acknowledged message delivered to every recipient once and in order";
 
-/// Checks the messaging property over a history.
-pub fn check(events: &[Event], ops: &[Operation]) -> Finding {
+/// Checks the messaging property over a history; `push_delay_max` bounds how late a push
+/// may arrive after its message was acknowledged.
+pub fn check(
+    events: &[Event],
+    ops: &[Operation],
+    push_delay_max: Option<std::time::Duration>,
+) -> Finding {
     let mut finding = Finding::new("messaging", PROPERTY);
     let mut acked: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
     let mut refused: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
@@ -77,7 +85,66 @@ pub fn check(events: &[Event], ops: &[Operation]) -> Finding {
             .unwrap_or_default();
         check_recipient(&mut finding, events, &recipient, &conversation, &messages);
     }
+    check_push_delay(&mut finding, events, ops, push_delay_max);
     finding
+}
+
+/// The longest time from a message's acknowledgement to its push to a recipient.
+fn check_push_delay(
+    finding: &mut Finding,
+    events: &[Event],
+    ops: &[Operation],
+    limit: Option<std::time::Duration>,
+) {
+    let acked_at: BTreeMap<(&str, &str), u64> = ops
+        .iter()
+        .filter(|o| o.is_ok())
+        .filter_map(|o| match &o.op {
+            Op::Send {
+                conversation,
+                client_msg_id,
+                ..
+            } => Some((
+                (conversation.as_str(), client_msg_id.as_str()),
+                o.completed_ms?,
+            )),
+            _ => None,
+        })
+        .collect();
+    let limit_ms = limit.map(|l| l.as_millis() as u64);
+    let mut longest = 0;
+    for event in events {
+        let Event::Deliver {
+            at_ms,
+            recipient,
+            conversation,
+            client_msg_id,
+            ..
+        } = event
+        else {
+            continue;
+        };
+        let Some(acked) = acked_at.get(&(conversation.as_str(), client_msg_id.as_str())) else {
+            continue;
+        };
+        let delay = at_ms.saturating_sub(*acked);
+        longest = longest.max(delay);
+        if limit_ms.is_some_and(|l| delay > l) {
+            finding.count("pushed_late", 1);
+            finding.violation(format!(
+                "recipient {recipient}: {client_msg_id} of {conversation} pushed {} after it was acknowledged; the playbook allows {}",
+                secs(delay),
+                secs(limit_ms.unwrap_or(0))
+            ));
+        }
+    }
+    finding.count("push_delay_max_ms", longest);
+    if limit.is_some() && finding.get("recovered") > 0 {
+        finding.violation(format!(
+            "{} acknowledged messages were never pushed (only the catch-up read found them)",
+            finding.get("recovered")
+        ));
+    }
 }
 
 fn check_stored(
@@ -256,7 +323,46 @@ mod tests {
     }
 
     fn run(events: &[Event]) -> Finding {
-        check(events, &operations(events))
+        check(events, &operations(events), None)
+    }
+
+    /// Pushes arrive at 100 ms, 65 to 85 ms after their acknowledgements.
+    #[test]
+    fn a_late_push_breaks_the_delay_bound() {
+        use std::time::Duration;
+        let events = history(&STORED, &STORED);
+        let ops = operations(&events);
+        let within = check(&events, &ops, Some(Duration::from_secs(1)));
+        assert!(within.passed, "{:?}", within.violations);
+        assert_eq!(within.get("push_delay_max_ms"), 85);
+        let late = check(&events, &ops, Some(Duration::from_millis(70)));
+        assert!(!late.passed);
+        assert_eq!(late.get("pushed_late"), 2);
+        assert!(
+            late.violations[0].contains("m1 of c pushed 0.1 s after it was acknowledged"),
+            "{:?}",
+            late.violations
+        );
+    }
+
+    #[test]
+    fn a_message_never_pushed_breaks_the_delay_bound() {
+        let mut events = history(&[(1, "m1"), (3, "m3")], &STORED);
+        events.push(Event::Recovered {
+            at_ms: 300,
+            recipient: "r".into(),
+            conversation: "c".into(),
+            seq: 2,
+            client_msg_id: "m2".into(),
+        });
+        let ops = operations(&events);
+        assert!(
+            check(&events, &ops, None).passed,
+            "recovered is late, not lost"
+        );
+        let bounded = check(&events, &ops, Some(std::time::Duration::from_secs(5)));
+        assert!(!bounded.passed);
+        assert!(bounded.violations[0].contains("1 acknowledged messages were never pushed"));
     }
 
     const STORED: [(u64, &str); 3] = [(1, "m1"), (2, "m2"), (3, "m3")];

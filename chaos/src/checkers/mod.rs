@@ -99,7 +99,11 @@ pub fn judge(playbook: &Playbook, events: &[Event]) -> Judgement {
     let services = playbook.services();
     let mut findings = Vec::new();
     if services.contains(&ServiceKind::Messaging) {
-        findings.push(messaging::check(events, &ops));
+        let push_delay_max = playbook
+            .expect
+            .push_delay_secs_max
+            .map(std::time::Duration::from_secs_f64);
+        findings.push(messaging::check(events, &ops, push_delay_max));
     }
     if services.contains(&ServiceKind::Payments) {
         findings.push(payments::check(events, &ops));

@@ -63,6 +63,9 @@ pub struct Api {
     forward: reqwest::Client,
     /// The gateway's pool to service instances (no overall timeout: streams pass through).
     pub(crate) gateway: reqwest::Client,
+    /// Whether the control group is in reach, changing only on transitions: what the
+    /// gateway passes through ends when it turns false.
+    pub(crate) contact: tokio::sync::watch::Receiver<bool>,
     watchers: Arc<Semaphore>,
 }
 
@@ -85,6 +88,7 @@ impl Api {
             .expect("reqwest client builds with static options");
         let watchers = Arc::new(Semaphore::new(config.api.max_watchers));
         let state_writer = StateWriter::spawn(state.clone(), config.api.max_inflight_writes);
+        let contact = crate::gateway::watch_contact(control.clone());
         Self {
             config,
             control,
@@ -98,6 +102,7 @@ impl Api {
                 .tcp_nodelay(true)
                 .build()
                 .expect("reqwest client builds with static options"),
+            contact,
             watchers,
         }
     }

@@ -12,6 +12,10 @@
 //!
 //! A node cut off from its control group (no leader in reach) answers 503 at once: its
 //! routing may be stale and its site cannot commit, so the client should go elsewhere.
+//! For the same reason, the push streams it is passing through end when it is cut off: a
+//! stream from a site that cannot commit would stay open and silent, and its client would
+//! miss every message until the partition heals (seen in `site-isolation`: pushes 20 s
+//! late).
 
 use std::sync::Arc;
 
@@ -23,6 +27,28 @@ use firebreak_model::topology::Topology;
 use firebreak_model::SiteId;
 
 use crate::api::{Api, ApiError, ApiResult};
+use crate::group::Group;
+
+/// How often the gateway checks that its control group is in reach.
+const CONTACT_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A watch of [`Group::in_contact`] that changes only on transitions (one poller per node,
+/// so thousands of streams wait on it without waking on every heartbeat).
+pub(crate) fn watch_contact(
+    control: Group<firebreak_model::control::ControlState>,
+) -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(true);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CONTACT_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !tx.is_closed() {
+            tick.tick().await;
+            let now = control.in_contact();
+            tx.send_if_modified(|was| std::mem::replace(was, now) != now);
+        }
+    });
+    rx
+}
 
 /// Largest request body the gateway forwards.
 const MAX_GATEWAY_BODY_BYTES: usize = 256 * 1024;
@@ -134,7 +160,7 @@ pub async fn forward(
             {
                 tried.push(format!("{site}: 503"));
             }
-            Ok(response) => return Ok(relay(response, site, epoch)),
+            Ok(response) => return Ok(relay(response, site, epoch, api.contact.clone())),
             Err(err) if err.is_connect() || safe => tried.push(format!("{site}: {err}")),
             Err(err) => {
                 return Err(ApiError::new(
@@ -152,7 +178,14 @@ pub async fn forward(
     ))
 }
 
-fn relay(response: reqwest::Response, site: &SiteId, epoch: u64) -> Response {
+/// The instance's answer with the gateway's headers; a push stream ends early if this node
+/// is cut off from its control group meanwhile.
+fn relay(
+    response: reqwest::Response,
+    site: &SiteId,
+    epoch: u64,
+    mut contact: tokio::sync::watch::Receiver<bool>,
+) -> Response {
     let status =
         StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut headers = HeaderMap::new();
@@ -161,7 +194,24 @@ fn relay(response: reqwest::Response, site: &SiteId, epoch: u64) -> Response {
             headers.insert(name.clone(), value.clone());
         }
     }
-    let mut out = (status, Body::from_stream(response.bytes_stream())).into_response();
+    // Only push streams are cut: an ordinary answer is short, and cutting it would turn
+    // a committed write into an unknown outcome.
+    let streaming = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let body = if streaming {
+        let cut_off = async move {
+            let _ = contact.wait_for(|in_contact| !*in_contact).await;
+        };
+        Body::from_stream(futures::StreamExt::take_until(
+            response.bytes_stream(),
+            cut_off,
+        ))
+    } else {
+        Body::from_stream(response.bytes_stream())
+    };
+    let mut out = (status, body).into_response();
     out.headers_mut().extend(headers);
     if let Ok(value) = HeaderValue::from_str(&site.0) {
         out.headers_mut().insert("x-firebreak-site", value);

@@ -187,23 +187,40 @@ impl Client {
                         .get("x-firebreak-site")
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string);
-                    let body: Value = response.json().await.unwrap_or(Value::Null);
-                    last = format!(
-                        "{gateway}: {status} {}",
-                        body["error"]["message"].as_str().unwrap_or("")
-                    );
-                    match status {
-                        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                            retry_after
+                    let body = match response.json::<Value>().await {
+                        Ok(body) => Some(body),
+                        // A success whose body never arrived whole is a lost answer: the
+                        // write may have been applied.
+                        Err(err) if status.is_success() => {
+                            last = format!("{gateway}: {status} but the answer was cut: {err}");
+                            None
                         }
-                        StatusCode::GATEWAY_TIMEOUT | StatusCode::BAD_GATEWAY => {
+                        Err(_) => Some(Value::Null),
+                    };
+                    match (status, body) {
+                        (_, None) => {
                             maybe_applied = Some(last.clone());
                             if !idempotent {
                                 return Outcome::Unknown(last);
                             }
                             None
                         }
-                        _ => {
+                        (
+                            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE,
+                            Some(body),
+                        ) => {
+                            last = format!("{gateway}: {status} {}", error_message(&body));
+                            retry_after
+                        }
+                        (StatusCode::GATEWAY_TIMEOUT | StatusCode::BAD_GATEWAY, Some(body)) => {
+                            last = format!("{gateway}: {status} {}", error_message(&body));
+                            maybe_applied = Some(last.clone());
+                            if !idempotent {
+                                return Outcome::Unknown(last);
+                            }
+                            None
+                        }
+                        (_, Some(body)) => {
                             return Outcome::Done {
                                 status: status.as_u16(),
                                 body,
@@ -482,6 +499,11 @@ impl Client {
     }
 }
 
+/// The `error.message` of an error answer, or nothing.
+fn error_message(body: &Value) -> &str {
+    body["error"]["message"].as_str().unwrap_or("")
+}
+
 /// Largest push event the client buffers; a stream sending more without a blank line is
 /// broken, and the client reconnects.
 const MAX_EVENT_BYTES: usize = 1 << 20;
@@ -545,5 +567,41 @@ mod tests {
             got >= 3 * requests,
             "every request tries every gateway once: {got}"
         );
+    }
+
+    /// A 200 whose body is cut off (a proxy closing mid-answer) is a lost answer: a write
+    /// without an idempotency key is unknown, not a success with an empty body.
+    #[tokio::test]
+    async fn a_success_with_a_cut_body_is_unknown() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"seq\":",
+                    )
+                    .await;
+                // Dropped here: the body ends 93 bytes short.
+            }
+        });
+        let client = Client::new(ClientConfig {
+            gateways: vec![addr],
+            timeout: Duration::from_secs(2),
+            backoff: Backoff::default(),
+            stream_backoff: Backoff::STREAM,
+            max_attempts: 1,
+            seed: 1,
+        });
+        let outcome = client
+            .request(Method::POST, "/x", Some(&json!({})), None)
+            .await;
+        match outcome {
+            Outcome::Unknown(reason) => assert!(reason.contains("answer was cut"), "{reason}"),
+            other => panic!("a cut answer must be unknown: {other:?}"),
+        }
     }
 }

@@ -12,7 +12,8 @@
 //!
 //! A node cut off from its control group (no leader in reach) answers 503 at once: its
 //! routing may be stale and its site cannot commit, so the client should go elsewhere.
-//! For the same reason, the push streams it is passing through end when it is cut off: a
+//! For the same reason, the push streams it is passing through end when it has been cut
+//! off for 1 s (not at a moment's lapse, which would start a reconnect storm): a
 //! stream from a site that cannot commit would stay open and silent, and its client would
 //! miss every message until the partition heals (seen in `site-isolation`: pushes 20 s
 //! late).
@@ -31,9 +32,15 @@ use crate::group::Group;
 
 /// How often the gateway checks that its control group is in reach.
 const CONTACT_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long contact must stay lost before the gateway ends the streams it relays: a leader
+/// whose quorum acks are late for a moment (a busy machine) must not push thousands of
+/// clients into a reconnect storm; a real partition lasts longer than this.
+const CUT_STREAMS_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// A watch of [`Group::in_contact`] that changes only on transitions (one poller per node,
-/// so thousands of streams wait on it without waking on every heartbeat).
+/// A watch of [`Group::in_contact`] that turns false once contact has been lost for
+/// [`CUT_STREAMS_AFTER`] and true as soon as it is back, changing only on those
+/// transitions (one poller per node, so thousands of streams wait on it without waking
+/// on every heartbeat).
 pub(crate) fn watch_contact(
     control: Group<firebreak_model::control::ControlState>,
 ) -> tokio::sync::watch::Receiver<bool> {
@@ -41,9 +48,16 @@ pub(crate) fn watch_contact(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(CONTACT_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut lost_since: Option<tokio::time::Instant> = None;
         while !tx.is_closed() {
             tick.tick().await;
-            let now = control.in_contact();
+            let now = if control.in_contact() {
+                lost_since = None;
+                true
+            } else {
+                let since = *lost_since.get_or_insert_with(tokio::time::Instant::now);
+                since.elapsed() < CUT_STREAMS_AFTER
+            };
             tx.send_if_modified(|was| std::mem::replace(was, now) != now);
         }
     });

@@ -187,10 +187,11 @@ impl Client {
                         .get("x-firebreak-site")
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string);
-                    let body = match response.json::<Value>().await {
-                        Ok(body) => Some(body),
-                        // A success whose body never arrived whole is a lost answer: the
-                        // write may have been applied.
+                    // A body that arrived whole but is not JSON (or is empty) is Null; a
+                    // success whose body never arrived whole is a lost answer: the write
+                    // may have been applied.
+                    let body = match response.bytes().await {
+                        Ok(bytes) => Some(serde_json::from_slice(&bytes).unwrap_or(Value::Null)),
                         Err(err) if status.is_success() => {
                             last = format!("{gateway}: {status} but the answer was cut: {err}");
                             None

@@ -266,6 +266,12 @@ async fn an_idle_push_stream_costs_a_few_hundred_bytes_an_hour() {
         .send()
         .await
         .unwrap();
+    // The answer tells clients how often to expect a sign of life.
+    assert_eq!(
+        stream.headers()["x-firebreak-keepalive-ms"],
+        "1000",
+        "the stream must advertise its keepalive"
+    );
     let mut bytes = 0usize;
     let mut keepalives = 0usize;
     let deadline = tokio::time::Instant::now() + Duration::from_millis(4500);

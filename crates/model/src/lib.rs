@@ -28,4 +28,17 @@ pub use error::{InvalidInput, Result};
 /// sites: they are most likely as busy, and trying each of them from each gateway the
 /// client tries would multiply the load of an overload by the number of sites.
 pub const SHED_HEADER: &str = "x-firebreak-shed";
+
+/// Response header of a push stream: the interval, in milliseconds, of the keepalive
+/// comments the service sends on it when idle. A client that hears nothing for
+/// [`stream_silence_limit`] of it takes the stream as dead (a partition drops packets
+/// without a reset, and TCP alone would wait many minutes) and reconnects elsewhere.
+pub const KEEPALIVE_HEADER: &str = "x-firebreak-keepalive-ms";
+
+/// How long a push stream advertising `keepalive` may stay silent before its client takes
+/// it as dead: two keepalives and a second, so one late comment on a busy site is not a
+/// reconnect.
+pub fn stream_silence_limit(keepalive: std::time::Duration) -> std::time::Duration {
+    keepalive.saturating_mul(2) + std::time::Duration::from_secs(1)
+}
 pub use ids::{Member, NodeId, SiteId};

@@ -441,8 +441,22 @@ impl Client {
                     Ok(mut response) if response.status().is_success() => {
                         observer(StreamEvent::Open { gateway: address });
                         failures = 0;
+                        let silence = stream_silence(response.headers());
                         let mut buffer = String::new();
-                        while let Ok(Some(chunk)) = response.chunk().await {
+                        loop {
+                            let chunk = match tokio::time::timeout(silence, response.chunk()).await
+                            {
+                                Ok(Ok(Some(chunk))) => chunk,
+                                Ok(_) => break,
+                                Err(_) => {
+                                    tracing::warn!(
+                                        gateway = %address,
+                                        silent_ms = silence.as_millis() as u64,
+                                        "push stream silent past its keepalive; reconnecting"
+                                    );
+                                    break;
+                                }
+                            };
                             buffer.push_str(&String::from_utf8_lossy(&chunk));
                             while let Some(end) = buffer.find("\n\n") {
                                 let block: String = buffer.drain(..end + 2).collect();
@@ -504,6 +518,21 @@ impl Client {
 fn error_message(body: &Value) -> &str {
     body["error"]["message"].as_str().unwrap_or("")
 }
+
+/// How long a push stream may stay silent before the client takes it as dead: from the
+/// keepalive the service advertises ([`MAX_KEEPALIVE`] assumed when it advertises none).
+fn stream_silence(headers: &reqwest::header::HeaderMap) -> Duration {
+    let keepalive = headers
+        .get(firebreak_model::KEEPALIVE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|ms| Duration::from_millis(ms.clamp(100, MAX_KEEPALIVE.as_millis() as u64)))
+        .unwrap_or(MAX_KEEPALIVE);
+    firebreak_model::stream_silence_limit(keepalive)
+}
+
+/// Longest keepalive interval the client believes (and assumes when none is advertised).
+const MAX_KEEPALIVE: Duration = Duration::from_secs(1800);
 
 /// Largest push event the client buffers; a stream sending more without a blank line is
 /// broken, and the client reconnects.
@@ -604,5 +633,71 @@ mod tests {
             Outcome::Unknown(reason) => assert!(reason.contains("answer was cut"), "{reason}"),
             other => panic!("a cut answer must be unknown: {other:?}"),
         }
+    }
+
+    /// A stream that goes silent without a reset (a partition drops packets; TCP would
+    /// wait many minutes) is dropped after two advertised keepalives, and the client
+    /// resumes after the last message it got. Without the silence limit this test hangs
+    /// on the first stream and fails at its deadline.
+    #[tokio::test]
+    async fn a_silent_stream_is_left_after_its_keepalive() {
+        use axum::response::sse::{Event, Sse};
+        use futures::StreamExt;
+        let connections = Arc::new(AtomicU64::new(0));
+        let counter = connections.clone();
+        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::Relaxed);
+                let after: u64 = headers
+                    .get("last-event-id")
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or(0);
+                let next = after + 1;
+                // One message, then silence with the connection held open.
+                let events = futures::stream::once(async move {
+                    Ok::<_, std::convert::Infallible>(
+                        Event::default()
+                            .id(next.to_string())
+                            .data(json!({ "seq": next }).to_string()),
+                    )
+                })
+                .chain(futures::stream::pending());
+                (
+                    [(firebreak_model::KEEPALIVE_HEADER, "200")],
+                    Sse::new(events),
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = Arc::new(Client::new(ClientConfig {
+            gateways: vec![addr],
+            timeout: Duration::from_secs(2),
+            backoff: Backoff::default(),
+            stream_backoff: Backoff {
+                base: Duration::from_millis(10),
+                cap: Duration::from_millis(10),
+            },
+            max_attempts: 1,
+            seed: 1,
+        }));
+        let mut pushed = client.follow("c", 0, 5);
+        for want in 1..=3u64 {
+            let message = tokio::time::timeout(Duration::from_secs(10), pushed.recv())
+                .await
+                .unwrap_or_else(|_| panic!("message {want} not pushed: the silent stream was kept"))
+                .expect("the stream ended");
+            assert_eq!(
+                message["seq"], want,
+                "resumed at the wrong place: {message}"
+            );
+        }
+        assert_eq!(
+            connections.load(Ordering::Relaxed),
+            3,
+            "one connection per message"
+        );
     }
 }

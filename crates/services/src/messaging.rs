@@ -14,8 +14,10 @@
 //! ```
 //!
 //! Push, not polling: a stream costs one idle connection and a keepalive comment every
-//! `keepalive` (several minutes by default, short in drills). Open streams are bounded;
-//! beyond the bound the service answers 503 with Retry-After.
+//! `keepalive` (several minutes by default), which the stream's answer advertises in
+//! [`firebreak_model::KEEPALIVE_HEADER`] so that clients know how long a silence means a
+//! dead stream. Open streams are bounded; beyond the bound the service answers 503 with
+//! Retry-After.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -289,8 +291,11 @@ async fn stream(
     let events = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
     });
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(service.keepalive))
+    let keepalive_ms = HeaderValue::from(service.keepalive.as_millis() as u64);
+    Ok((
+        [(firebreak_model::KEEPALIVE_HEADER, keepalive_ms)],
+        Sse::new(events).keep_alive(KeepAlive::new().interval(service.keepalive)),
+    )
         .into_response())
 }
 

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!   ramp: RAMP_BATCH clients every RAMP_TICK, alternating kinds, all through `through`
-//!   firebreak client ─ stream ends ─► wait jitter × window ─► a random other gateway
+//!   firebreak client ─ stream ends ─► wait jitter × window ─► a random other gateway, not one that failed
 //!   naive client     ─ stream ends ─► the next address, at once
 //!   after the workload: one probe message ─► every client must receive it
 //! ```

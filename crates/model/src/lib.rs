@@ -41,4 +41,57 @@ pub const KEEPALIVE_HEADER: &str = "x-firebreak-keepalive-ms";
 pub fn stream_silence_limit(keepalive: std::time::Duration) -> std::time::Duration {
     keepalive.saturating_mul(2) + std::time::Duration::from_secs(1)
 }
+
+/// The gateway a push stream reconnects to after the one at `current` ended or failed:
+/// one picked with `jitter` (uniform in `[0, 1)`) among those not in `avoid` (the ones
+/// that ended or failed since the client last had a stream open), so that the clients
+/// of a lost site spread over the survivors and none goes back to a dead site while an
+/// untried one is left. When every other gateway is to be avoided, any other one; with a
+/// single gateway, that one.
+pub fn next_gateway(current: usize, avoid: &[bool], jitter: f64) -> usize {
+    let count = avoid.len();
+    let others = (0..count).filter(|&g| g != current);
+    let fresh: Vec<usize> = others.clone().filter(|&g| !avoid[g]).collect();
+    let candidates = if fresh.is_empty() {
+        others.collect()
+    } else {
+        fresh
+    };
+    if candidates.is_empty() {
+        return current;
+    }
+    let pick = (jitter.clamp(0.0, 1.0) * candidates.len() as f64) as usize;
+    candidates[pick.min(candidates.len() - 1)]
+}
 pub use ids::{Member, NodeId, SiteId};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reconnect_avoids_the_gateways_that_just_failed() {
+        // Three gateways: the stream at 0 ended and 1 refused; only 2 is left to try.
+        for jitter in [0.0, 0.3, 0.5, 0.99] {
+            assert_eq!(next_gateway(1, &[true, true, false], jitter), 2);
+        }
+        // Nothing failed yet: the jitter spreads the clients over every other gateway.
+        let picks: Vec<usize> = [0.0, 0.49, 0.5, 0.99]
+            .iter()
+            .map(|&j| next_gateway(0, &[true, false, false], j))
+            .collect();
+        assert_eq!(picks, [1, 1, 2, 2]);
+    }
+
+    #[test]
+    fn when_all_failed_any_other_gateway_will_do() {
+        assert_eq!(next_gateway(2, &[true, true, true], 0.0), 0);
+        assert_eq!(next_gateway(2, &[true, true, true], 0.9), 1);
+        assert_eq!(next_gateway(0, &[true], 0.5), 0, "one gateway: that one");
+        assert_eq!(
+            next_gateway(0, &[false, true], 1.0),
+            1,
+            "jitter 1.0 stays in range"
+        );
+    }
+}

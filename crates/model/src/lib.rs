@@ -22,6 +22,7 @@ pub mod topology;
 pub mod watch;
 
 pub use error::{InvalidInput, Result};
+pub use ids::{Member, NodeId, SiteId};
 
 /// Response header a service sets when it sheds a request because it is at capacity (with
 /// 503 and Retry-After). A gateway relays such an answer rather than trying the other
@@ -63,7 +64,6 @@ pub fn next_gateway(current: usize, avoid: &[bool], jitter: f64) -> usize {
     let pick = (jitter.clamp(0.0, 1.0) * candidates.len() as f64) as usize;
     candidates[pick.min(candidates.len() - 1)]
 }
-pub use ids::{Member, NodeId, SiteId};
 
 #[cfg(test)]
 mod tests {

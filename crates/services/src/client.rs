@@ -388,9 +388,9 @@ impl Client {
     /// [`ClientConfig::stream_backoff`] and full jitter to another gateway (picked at
     /// random, so the clients of a lost site spread over the survivors, and not one that
     /// failed since the stream was last open: [`firebreak_model::next_gateway`]) and
-    /// resuming with
-    /// `Last-Event-ID`, so the receiver gets every message once and in order. Stops when
-    /// the receiver is dropped or after `max_reconnects` failed connections in a row.
+    /// resuming with `Last-Event-ID`, so the receiver gets every message once and in
+    /// order. Stops when the receiver is dropped or after `max_reconnects` failed
+    /// connections in a row.
     pub fn follow(
         self: &std::sync::Arc<Self>,
         conversation: &str,

@@ -59,6 +59,13 @@ async fn failover_is_quiet_when_healthy_and_fast_when_a_site_dies() {
     firebreak_tests::apply_topology(&cluster, "topology.yaml", &node_topology(&cluster));
     let all: BTreeSet<String> = ["pangyo", "gasan", "busan"].map(String::from).into();
 
+    // The topology is committed on the leader; wait until pangyo's replica has it too,
+    // or the first read below may come before it and count its arrival as a change.
+    wait_routing(&api, &addrs[0], "the topology at pangyo", |v| {
+        serving(v, "api") == all
+    })
+    .await;
+
     // A healthy cluster, one minute: not one routing change.
     let start = routing(&api, &addrs[0]).await.expect("routing answers");
     for _ in 0..60 {

@@ -32,6 +32,9 @@ use crate::api::Api;
 
 /// How often the engine runs `decide`.
 pub const ENGINE_TICK: Duration = Duration::from_millis(250);
+/// How often a node that does not lead the control group checks whether it has become
+/// its leader (a new leader's wait starts from that moment).
+const LEADERSHIP_POLL: Duration = Duration::from_millis(50);
 /// How often the agent checks which probes are due.
 const AGENT_TICK: Duration = Duration::from_millis(100);
 
@@ -163,16 +166,18 @@ async fn report(api: &Api, service: &str, site: &SiteId, healthy: bool) {
 }
 
 async fn engine(api: Arc<Api>) {
-    let mut ticker = tokio::time::interval(ENGINE_TICK);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut leading_since: Option<tokio::time::Instant> = None;
+    let mut next = tokio::time::Instant::now();
     loop {
-        ticker.tick().await;
+        tokio::time::sleep_until(next).await;
+        let at = tokio::time::Instant::now();
         if !api.control.leads_with_quorum() {
+            // Watched closely, so that the wait below starts when leadership does.
             leading_since = None;
+            next = at + LEADERSHIP_POLL;
             continue;
         }
-        let since = *leading_since.get_or_insert_with(tokio::time::Instant::now);
+        let since = *leading_since.get_or_insert(at);
         let lease_interval = api.control.reader.read(|c| {
             c.failover
                 .topology
@@ -181,9 +186,14 @@ async fn engine(api: Arc<Api>) {
                     t.policy.lease_interval_ms
                 })
         });
-        if since.elapsed() < Duration::from_millis(2 * lease_interval) {
-            continue; // let every live site renew its lease with this leader first
+        let ready = since + Duration::from_millis(2 * lease_interval);
+        if at < ready {
+            // Let every live site renew its lease with this leader first, then decide at
+            // once rather than at the next tick.
+            next = ready;
+            continue;
         }
+        next = at + ENGINE_TICK;
         let now = now_ms();
         let decision = api.control.reader.read(|c| decide(&c.failover, now));
         for (service, rule) in &decision.blocked {

@@ -14,6 +14,9 @@
 //! otherwise, so no process outlives a drill however it ends. A site loss sends SIGKILL to
 //! every process of the site before reaping any of them, so they die together.
 //!
+//! With `power_loss`, each site's `data/` is a drop-unsynced FUSE mount (`lazyfs`) whose
+//! synced content lives in `<site>/durable/`; the mounts go when the driver is dropped.
+//!
 //! It does not touch the network: partitions, latency and loss need the netns driver.
 
 use std::path::{Path, PathBuf};
@@ -26,6 +29,7 @@ use firebreak_node::NodeConfig;
 use tokio::process::{Child, Command};
 
 use crate::error::{Error, Result};
+use crate::lazyfs;
 use crate::playbook::{ProcessKind, ServiceKind};
 
 /// How long a process gets to stop after SIGTERM before SIGKILL.
@@ -48,6 +52,8 @@ pub struct DriverConfig {
     pub placement: Placement,
     /// The nodes' Raft timings.
     pub raft: RaftTimings,
+    /// Put every site's data dir on a drop-unsynced filesystem, for power-loss faults.
+    pub power_loss: bool,
 }
 
 /// Where a driver's sites live: loopback addresses in the host's namespace, or one
@@ -209,6 +215,8 @@ impl Process {
 struct Site {
     name: String,
     data_dir: PathBuf,
+    /// The drop-unsynced filesystem under `data_dir`, when the drill has power losses.
+    disk: Option<lazyfs::Mount>,
     /// The site's network namespace (netns driver).
     netns: Option<PathBuf>,
     processes: Vec<Process>,
@@ -299,9 +307,18 @@ impl LocalSites {
                     stopping: None,
                 });
             }
+            let disk = match config.power_loss {
+                true => Some(lazyfs::Mount::new(
+                    &node.data_dir,
+                    &dir.join("durable"),
+                    &node.site.0,
+                )?),
+                false => None,
+            };
             sites.push(Site {
                 name: node.site.0.clone(),
                 data_dir: node.data_dir.clone(),
+                disk,
                 netns: config.placement.namespace(i).map(Path::to_path_buf),
                 processes,
             });
@@ -366,6 +383,28 @@ impl LocalSites {
         if wipe {
             let _ = std::fs::remove_dir_all(&site.data_dir);
         }
+    }
+
+    /// Cuts the power of several sites at the same instant: SIGKILLs every process of
+    /// every one of them, then throws away what their disks had not synced. Returns what
+    /// each site lost, in the order given.
+    pub async fn power_loss(&mut self, names: &[&str]) -> Result<Vec<lazyfs::Discarded>> {
+        for name in names {
+            for p in &self.site(name).processes {
+                p.signal(libc::SIGKILL);
+            }
+        }
+        let mut lost = Vec::new();
+        for name in names {
+            self.kill_site(name, false).await;
+            let disk = self.site(name).disk.as_mut().ok_or_else(|| {
+                Error::CouldNotRun(format!(
+                    "site {name} has no drop-unsynced disk: the drill did not mount one"
+                ))
+            })?;
+            lost.push(disk.power_loss()?);
+        }
+        Ok(lost)
     }
 
     /// Starts every stopped process of a site again.

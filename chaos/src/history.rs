@@ -30,6 +30,9 @@ pub enum Op {
         conversation: String,
         client_msg_id: String,
         sender: String,
+        /// Body size when the playbook sets `message_bytes` (else a short text).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        body_bytes: Option<u32>,
     },
     /// Move money; `key` is the idempotency key.
     Transfer {
@@ -157,6 +160,13 @@ pub enum Event {
         #[serde(default)]
         changed_at_ms: u64,
     },
+    /// A site lost power: what its disk had not synced, and so threw away.
+    PowerLoss {
+        at_ms: u64,
+        site: String,
+        bytes: u64,
+        files: u64,
+    },
     /// A process died without the drill killing it (a crash, an out-of-memory kill).
     ProcessExit {
         at_ms: u64,
@@ -248,6 +258,7 @@ impl Event {
             | Event::IdleDeliver { at_ms, .. }
             | Event::IdleProbe { at_ms, .. }
             | Event::ProcessExit { at_ms, .. }
+            | Event::PowerLoss { at_ms, .. }
             | Event::Stored { at_ms, .. }
             | Event::Recovered { at_ms, .. }
             | Event::TransferRecord { at_ms, .. }

@@ -24,6 +24,7 @@ pub mod driver;
 pub mod error;
 pub mod history;
 pub mod idle;
+pub mod lazyfs;
 pub mod netns;
 pub mod observer;
 pub mod playbook;

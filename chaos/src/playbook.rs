@@ -175,6 +175,10 @@ pub struct Workload {
     /// Idle push clients for a reconnect storm, connected before the timeline starts.
     #[serde(default)]
     pub idle_push: Option<IdlePush>,
+    /// Sizes of message bodies, bytes, one picked per send (default: a short text). Large
+    /// values make sled write large pages, which power-loss drills must cover.
+    #[serde(default)]
+    pub message_bytes: Vec<u32>,
 }
 
 /// Idle push clients: they follow one conversation and send nothing, like a messenger's
@@ -317,6 +321,12 @@ pub enum FaultKind {
     /// The workload's rate times `factor` for `duration_secs` (target: `workload`): a New
     /// Year's midnight.
     Surge,
+    /// SIGKILL every process of the target sites (`a`, or `a+b+c` at the same instant) and
+    /// throw away every write their disks had not fsynced; the sites stay dark until
+    /// `power-restore` (or for `duration_secs`). Needs root and /dev/fuse.
+    PowerLoss,
+    /// Power back on: start every process of the target sites again, on what survived.
+    PowerRestore,
 }
 
 impl FaultKind {
@@ -334,6 +344,8 @@ impl FaultKind {
             Self::Bandwidth => "bandwidth",
             Self::LinkFlap => "link-flap",
             Self::Surge => "surge",
+            Self::PowerLoss => "power-loss",
+            Self::PowerRestore => "power-restore",
         }
     }
 
@@ -350,6 +362,14 @@ impl FaultKind {
         matches!(
             self,
             Self::ProcessKill | Self::ProcessRestart | Self::ProcessPause
+        )
+    }
+
+    /// Whether the target may name several sites joined by `+`.
+    fn takes_several_sites(self) -> bool {
+        matches!(
+            self,
+            Self::Partition | Self::PowerLoss | Self::PowerRestore
         )
     }
 
@@ -526,6 +546,11 @@ impl Playbook {
             .reduce(f64::min)
     }
 
+    /// Whether a step cuts power, so the sites need drop-unsynced disks.
+    pub fn has_power_loss(&self) -> bool {
+        self.timeline.iter().any(|s| s.fault == FaultKind::PowerLoss)
+    }
+
     /// Seconds from the workload's start to the first fault, if there is one.
     pub fn first_fault_secs(&self) -> Option<f64> {
         self.timeline.iter().map(|s| s.at_secs).reduce(f64::min)
@@ -636,6 +661,21 @@ impl Playbook {
             MAX_DURATION_SECS.into(),
         )?;
         bound("users", w.users.into(), MAX_USERS.into())?;
+        if w.message_bytes.len() > 16 {
+            return Err(Problem::at(
+                "workload",
+                "message_bytes",
+                0,
+                "lists more than 16 sizes",
+            ));
+        }
+        for size in &w.message_bytes {
+            bound(
+                "message_bytes",
+                (*size).into(),
+                firebreak_services::messaging::MAX_BODY_BYTES as u64,
+            )?;
+        }
         if w.users < 2 {
             return Err(Problem::at(
                 "workload",
@@ -834,13 +874,13 @@ impl Playbook {
                     ));
                 }
             }
-            if step.target.contains('+') && step.fault != FaultKind::Partition {
+            if step.target.contains('+') && !step.fault.takes_several_sites() {
                 return Err(Problem::at(
                     "timeline",
                     "target",
                     i,
                     format!(
-                        "{}: only a partition takes several sites (a+b)",
+                        "{}: only partition, power-loss and power-restore take several sites (a+b)",
                         path("target")
                     ),
                 ));

@@ -37,6 +37,52 @@ pub struct FaultWindow {
     pub end_secs: Option<f64>,
 }
 
+/// What one site's power loss threw away: proof that the fault bit.
+#[derive(Debug, Clone, Serialize)]
+pub struct PowerLossRow {
+    pub site: String,
+    pub at_secs: f64,
+    /// Unsynced bytes discarded.
+    pub bytes: u64,
+    /// Files and directories whose unsynced content or names were discarded.
+    pub files: u64,
+}
+
+impl PowerLossRow {
+    fn describe(&self) -> String {
+        format!(
+            "power loss at {}, {:.1} s: discarded {} unsynced bytes ({:.1} MB) in {} files",
+            self.site,
+            self.at_secs,
+            self.bytes,
+            self.bytes as f64 / 1e6,
+            self.files
+        )
+    }
+}
+
+/// The power losses of a drill, in order.
+pub fn power_losses(events: &[Event]) -> Vec<PowerLossRow> {
+    let start = workload_start_ms(events);
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PowerLoss {
+                at_ms,
+                site,
+                bytes,
+                files,
+            } => Some(PowerLossRow {
+                site: site.clone(),
+                at_secs: at_ms.saturating_sub(start) as f64 / 1000.0,
+                bytes: *bytes,
+                files: *files,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// One line of the verdict table.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceRow {
@@ -80,6 +126,8 @@ pub struct Report {
     pub services: Vec<ServiceRow>,
     pub findings: Vec<Finding>,
     pub faults: Vec<FaultWindow>,
+    /// What each power loss discarded.
+    pub power_losses: Vec<PowerLossRow>,
     /// Processes that died without the drill killing them, and other oddities.
     pub incidents: Vec<String>,
     /// The reconnect storm, when the playbook has idle push clients.
@@ -144,6 +192,7 @@ impl Report {
             services,
             findings: judgement.findings,
             faults: fault_windows(events),
+            power_losses: power_losses(events),
             incidents,
             storm,
             figures: judgement.services,
@@ -186,6 +235,9 @@ impl Report {
         let _ = writeln!(out, "{table}");
         if let Some(storm) = &self.storm {
             out.push_str(&storm.render_terminal());
+        }
+        for loss in &self.power_losses {
+            let _ = writeln!(out, "{}", loss.describe());
         }
         for f in &self.findings {
             let mark = if f.passed { "ok  " } else { "FAIL" };
@@ -292,6 +344,9 @@ impl Report {
                 escape(&w.target),
                 w.start_secs
             );
+        }
+        for loss in &self.power_losses {
+            let _ = write!(html, "<li>{}</li>", escape(&loss.describe()));
         }
         html.push_str("</ul><h2>Timelines</h2><p>Operations per second by invoke time (green ok, red failed or unknown) and latency of the ok ones; fault windows shaded.</p>");
         for figures in &self.figures {

@@ -66,6 +66,8 @@ pub struct Runner {
     sessions: Arc<Mutex<Vec<String>>>,
     /// The rate's multiplier: 1, or a surge's factor while it lasts.
     surge: Arc<AtomicU32>,
+    /// Message body sizes to pick from (empty: a short text).
+    message_bytes: Arc<[u32]>,
 }
 
 impl Runner {
@@ -88,6 +90,7 @@ impl Runner {
             in_flight: Arc::default(),
             sessions: Arc::default(),
             surge: Arc::new(AtomicU32::new(1)),
+            message_bytes: workload.message_bytes.clone().into(),
         }
     }
 
@@ -121,14 +124,11 @@ impl Runner {
                 conversation,
                 client_msg_id,
                 sender,
+                body_bytes,
             } => {
+                let body = message_body(client_msg_id, *body_bytes);
                 self.client
-                    .send_message(
-                        conversation,
-                        client_msg_id,
-                        sender,
-                        &format!("drill {client_msg_id}"),
-                    )
+                    .send_message(conversation, client_msg_id, sender, &body)
                     .await
             }
             Op::Transfer {
@@ -322,6 +322,8 @@ impl Runner {
                 conversation: conversation(rng.gen_range(0..users)),
                 client_msg_id: format!("m-{n}"),
                 sender: user_name(user),
+                body_bytes: (!self.message_bytes.is_empty())
+                    .then(|| self.message_bytes[rng.gen_range(0..self.message_bytes.len())]),
             },
             ServiceKind::Payments => {
                 let to = (user + rng.gen_range(1..users)) % users;
@@ -351,6 +353,19 @@ impl Runner {
     pub fn client(&self) -> &Client {
         &self.client
     }
+}
+
+/// A message's body: `drill <id>`, padded to `bytes` when given.
+fn message_body(client_msg_id: &str, bytes: Option<u32>) -> String {
+    let mut body = format!("drill {client_msg_id}");
+    if let Some(bytes) = bytes {
+        let filler = " the fire lasts for days;";
+        while body.len() < bytes as usize {
+            body.push_str(filler);
+        }
+        body.truncate(bytes as usize);
+    }
+    body
 }
 
 /// Whether an answer is definitive for this operation: a 2xx, a transfer refused for

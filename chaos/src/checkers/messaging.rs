@@ -289,6 +289,7 @@ mod tests {
                     conversation: "c".into(),
                     client_msg_id: id.to_string(),
                     sender: "u".into(),
+                    body_bytes: None,
                 },
             });
             events.push(Event::Ok {

@@ -109,6 +109,9 @@ pub async fn run(
         };
         driver::raise_open_files(per_stream * u64::from(idle.clients) + BASE_OPEN_FILES)?;
     }
+    if options.playbook.has_power_loss() {
+        crate::lazyfs::probe()?;
+    }
     let (report, interrupted) = match options.playbook.driver {
         Driver::Local => {
             let services = options.playbook.services();
@@ -227,6 +230,7 @@ async fn run_sites(
         services: playbook.services(),
         placement,
         raft: playbook.topology.raft.clone(),
+        power_loss: playbook.has_power_loss(),
     })?;
     eprintln!(
         "drill {}: seed {seed}; {} sites {place}:{}; logs in {}",
@@ -525,6 +529,9 @@ impl Drill<'_> {
             record(name, &step.target, phase);
             return Ok(what);
         }
+        if matches!(step.fault, FaultKind::PowerLoss | FaultKind::PowerRestore) {
+            return self.act_on_power(sites, step, starting, &what).await;
+        }
         match (step.fault, starting, process) {
             (FaultKind::SiteLoss | FaultKind::SitePowerCycle, true, _) => {
                 record(name, &step.target, FaultPhase::Start);
@@ -572,14 +579,74 @@ impl Drill<'_> {
                 | FaultKind::Latency
                 | FaultKind::Bandwidth
                 | FaultKind::LinkFlap
-                | FaultKind::Surge,
+                | FaultKind::Surge
+                | FaultKind::PowerLoss
+                | FaultKind::PowerRestore,
                 _,
                 _,
-            ) => unreachable!("network faults and surges are handled above"),
+            ) => unreachable!("network, power faults and surges are handled above"),
             (fault, _, None) => unreachable!("validated: {} targets a process", fault.name()),
             (FaultKind::SiteLoss, false, _) => unreachable!("a site loss ends with site-restore"),
         }
         Ok(what)
+    }
+
+    /// Cuts or restores the power of the target sites; records what each power loss threw
+    /// away, so the report shows that the fault bit.
+    async fn act_on_power(
+        &self,
+        sites: &mut LocalSites,
+        step: &Step,
+        starting: bool,
+        what: &str,
+    ) -> Result<String> {
+        let targets = step.target_sites();
+        let fault = step.fault.name();
+        let record = |fault: &str, target: &str, phase: FaultPhase| {
+            self.history.record(Event::Fault {
+                at_ms: self.history.now_ms(),
+                fault: fault.into(),
+                target: target.into(),
+                phase,
+            })
+        };
+        if step.fault == FaultKind::PowerLoss && starting {
+            record(fault, &step.target, FaultPhase::Start);
+            let lost = sites.power_loss(&targets).await?;
+            let mut parts = Vec::new();
+            for (site, discarded) in targets.iter().zip(lost) {
+                self.history.record(Event::PowerLoss {
+                    at_ms: self.history.now_ms(),
+                    site: site.to_string(),
+                    bytes: discarded.bytes,
+                    files: discarded.files,
+                });
+                parts.push(format!(
+                    "{site} {:.1} MB in {} files",
+                    discarded.bytes as f64 / 1e6,
+                    discarded.files
+                ));
+            }
+            return Ok(format!("{what}: unsynced data discarded: {}", parts.join(", ")));
+        }
+        for site in &targets {
+            sites.restore_site(site)?;
+        }
+        // A restore ends every power loss of its sites (and the loss's own duration, its own).
+        if step.fault == FaultKind::PowerRestore {
+            record(fault, &step.target, FaultPhase::Start);
+            record(fault, &step.target, FaultPhase::End);
+        }
+        for loss in self
+            .playbook
+            .timeline
+            .iter()
+            .filter(|s| s.fault == FaultKind::PowerLoss)
+            .filter(|s| s.target_sites().iter().any(|t| targets.contains(t)))
+        {
+            record(FaultKind::PowerLoss.name(), &loss.target, FaultPhase::End);
+        }
+        Ok(format!("{} powered on again", step.target))
     }
 
     /// Records a process that died unasked (`site/process: status`).
@@ -702,7 +769,10 @@ fn plan(timeline: &[Step]) -> Vec<(f64, Action<'_>)> {
         let ends_by_itself = matches!(
             step.fault,
             FaultKind::SitePowerCycle | FaultKind::ProcessPause
-        ) || (matches!(step.fault, FaultKind::ProcessKill | FaultKind::Surge)
+        ) || (matches!(
+            step.fault,
+            FaultKind::ProcessKill | FaultKind::Surge | FaultKind::PowerLoss
+        )
             || step.fault.needs_netns())
             && step.duration_secs.is_some();
         if ends_by_itself {

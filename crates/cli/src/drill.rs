@@ -1,6 +1,7 @@
 //! `firebreak drill PLAYBOOK`: bring up sites, run traffic, break them on the playbook's
 //! timeline, and judge the history. `--check` only validates the playbook;
-//! `firebreak drill heal` removes what crashed netns drills left (namespaces `fb-*`).
+//! `firebreak drill heal` removes what crashed drills left (namespaces `fb-*`, drop-unsynced
+//! mounts `firebreak-lazyfs-*`).
 //!
 //! Exit status: 0 when every expectation held, 9 when one did not (the verdict says
 //! which), 10 when the drill could not run or was interrupted, 2 for a bad playbook.
@@ -122,11 +123,16 @@ pub async fn run(args: Args) -> Result<()> {
 
 /// Removes the namespaces (and processes in them) that crashed netns drills left.
 fn heal() -> Result<()> {
+    let unmounted = firebreak_chaos::lazyfs::unmount_leftovers();
+    for point in &unmounted {
+        println!("unmounted {}", point.display());
+    }
     let healed = firebreak_chaos::netns::heal_leftovers().map_err(to_exit)?;
-    if healed.is_empty() {
+    if healed.is_empty() && unmounted.is_empty() {
         println!(
-            "nothing to heal: no network namespace named {}*",
-            firebreak_chaos::netns::PREFIX
+            "nothing to heal: no network namespace named {}* and no {}* mount of a dead drill",
+            firebreak_chaos::netns::PREFIX,
+            firebreak_chaos::lazyfs::FSNAME_PREFIX
         );
     }
     for name in healed {

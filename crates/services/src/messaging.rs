@@ -42,7 +42,7 @@ const SEQ: &str = "messaging/seq/";
 const MSG: &str = "messaging/msg/";
 const IDS: &str = "messaging/ids/";
 /// Longest message body.
-pub const MAX_BODY_BYTES: usize = 4096;
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// Compare-and-swap attempts before a send gives up under contention (503).
 const MAX_CAS_ATTEMPTS: usize = 32;
 /// Messages read per page.

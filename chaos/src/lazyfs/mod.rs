@@ -107,7 +107,7 @@ impl Mount {
         self.session = None; // unmounts (lazily: the processes are gone)
         let discarded = self.lock().power_loss();
         self.mount()?;
-        tracing::info!(
+        tracing::debug!(
             dir = %self.dir.display(),
             bytes = discarded.bytes,
             files = discarded.files,

@@ -14,6 +14,8 @@
 //! | 9    | a drill ran and an expectation failed (the verdict says which) |
 //! | 10   | a drill could not run (ports taken, sites never came up) or    |
 //! |      | was interrupted: no verdict                                    |
+//! | 11   | the node stopped: its disk failed to make writes durable        |
+//! |      | (a failed fsync); check the disk, then restart it               |
 
 use std::fmt;
 
@@ -41,6 +43,7 @@ pub const BLOCKED: i32 = 7;
 pub const UNAUTHORIZED: i32 = 8;
 pub const DRILL_FAILED: i32 = 9;
 pub const DRILL_NOT_RUN: i32 = 10;
+pub const STORE_FAILED: i32 = 11;
 
 /// Builds an error with an exit code.
 pub fn fail(code: i32, message: impl Into<String>) -> anyhow::Error {
@@ -61,6 +64,7 @@ pub fn code(err: &anyhow::Error) -> i32 {
             return match node {
                 firebreak_node::Error::Config { .. } => USAGE,
                 firebreak_node::Error::DataDirMismatch { .. } => DATA_DIR,
+                firebreak_node::Error::StoreFailed { .. } => STORE_FAILED,
                 _ => 1,
             };
         }

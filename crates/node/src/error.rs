@@ -44,6 +44,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A store failed to make writes durable (a failed fsync): the node stopped rather than
+    /// acknowledge anything the kernel may have dropped.
+    #[error("the {group} group's store stopped: {message}")]
+    StoreFailed {
+        group: &'static str,
+        message: String,
+    },
     /// openraft refused to start or stopped with a fatal error.
     #[error("the {group} Raft group failed: {message}")]
     Raft {

@@ -45,6 +45,8 @@ pub struct RunningNode {
     server: JoinHandle<()>,
     registration: JoinHandle<()>,
     failover: Vec<JoinHandle<()>>,
+    /// Each group's store failure signal (see [`RunningNode::store_failed`]).
+    stores: Vec<(&'static str, watch::Receiver<Option<String>>)>,
 }
 
 fn raft_config(config: &NodeConfig, group: &str) -> Result<Arc<openraft::Config>> {
@@ -67,13 +69,17 @@ fn raft_config(config: &NodeConfig, group: &str) -> Result<Arc<openraft::Config>
     Ok(Arc::new(raft))
 }
 
-async fn start_group<M: Machine>(config: &NodeConfig) -> Result<Group<M>> {
+/// A started group and its store's failure signal.
+type Started<M> = (Group<M>, watch::Receiver<Option<String>>);
+
+async fn start_group<M: Machine>(config: &NodeConfig) -> Result<Started<M>> {
     let name = <M::Types as GroupTypes>::NAME;
     let (log, sm) =
         firebreak_store::open::<M>(&config.data_dir.join(name)).map_err(|source| Error::Store {
             group: name,
             source,
         })?;
+    let failed = log.failed();
     let reader = sm.reader();
     let committed = log.committed_index_handle();
     let raft = Raft::new(
@@ -94,13 +100,14 @@ async fn start_group<M: Machine>(config: &NodeConfig) -> Result<Group<M>> {
         write_timeout: Duration::from_millis(config.api.write_timeout_ms),
         read_timeout: Duration::from_millis(config.api.read_timeout_ms),
     };
-    Ok(Group::new(
+    let group = Group::new(
         raft,
         reader,
         committed,
         timings,
         config.api.max_inflight_writes,
-    ))
+    );
+    Ok((group, failed))
 }
 
 async fn bootstrap<M: Machine>(
@@ -135,8 +142,9 @@ async fn bootstrap<M: Machine>(
 /// Starts a node and returns once it serves HTTP; `run` is the daemon's entry point.
 pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     identity::claim(&config)?;
-    let control = start_group::<ControlState>(&config).await?;
-    let state = start_group::<KvStore>(&config).await?;
+    let (control, control_failed) = start_group::<ControlState>(&config).await?;
+    let (state, state_failed) = start_group::<KvStore>(&config).await?;
+    let stores = vec![("control", control_failed), ("state", state_failed)];
     let tokens = crate::auth::Tokens::load(&config.auth)?;
     let api = Arc::new(Api::new(
         config.clone(),
@@ -202,6 +210,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         server,
         registration,
         failover,
+        stores,
     })
 }
 
@@ -253,6 +262,24 @@ async fn register(control: Group<ControlState>) {
 }
 
 impl RunningNode {
+    /// Resolves once a store failed to make writes durable, with the error to stop on.
+    pub async fn store_failed(&self) -> Error {
+        let waits = self.stores.iter().map(|(group, failed)| {
+            let (group, mut failed) = (*group, failed.clone());
+            Box::pin(async move {
+                match failed.wait_for(Option::is_some).await {
+                    Ok(why) => Error::StoreFailed {
+                        group,
+                        message: why.clone().unwrap_or_default(),
+                    },
+                    // The flusher is gone without a failure: only at shutdown; wait on.
+                    Err(_) => std::future::pending().await,
+                }
+            })
+        });
+        futures::future::select_all(waits).await.0
+    }
+
     /// Stops serving and shuts both Raft groups down; the stores flush as they close.
     pub async fn shutdown(self) {
         self.registration.abort();
@@ -278,11 +305,18 @@ impl RunningNode {
     }
 }
 
-/// Runs a node until `shutdown` resolves, then stops it gracefully.
+/// Runs a node until `shutdown` resolves, then stops it gracefully; or until a store
+/// fails to make writes durable, then stops it and returns that error.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
     let node = start(config).await?;
-    shutdown.await;
-    tracing::info!("shutting down");
+    let failure = tokio::select! {
+        () = shutdown => None,
+        err = node.store_failed() => Some(err),
+    };
+    match &failure {
+        None => tracing::info!("shutting down"),
+        Some(_) => tracing::info!("shutting down: a store failed (the error follows)"),
+    }
     node.shutdown().await;
-    Ok(())
+    failure.map_or(Ok(()), Err)
 }

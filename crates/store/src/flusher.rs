@@ -4,19 +4,24 @@
 //!   append / save_vote / snapshot ──(bounded queue)──► flusher thread
 //!                                                      drain every waiting request
 //!                                                      Db::flush()  (sync_file_range)
-//!                                                      fdatasync(<db dir>/db)
+//!                                                      SledFiles::sync (blobs, dirs, db)
 //!                                                      call every waiter with the result
 //! ```
 //!
 //! One thread per Db: concurrent sled flushes can deadlock (sled #1308, #1357), and one
 //! fsync for a whole batch of waiters is what makes many concurrent writes cheap.
+//!
+//! A failed flush or fsync stops the flusher for good: after a failed fsync the kernel may
+//! already have dropped the pages ("fsyncgate"), so nothing written since the last good
+//! sync may be acknowledged, ever. Every later waiter gets the error, and
+//! [`Flusher::failed`] tells the node, which exits.
 
-use std::fs::File;
 use std::io;
 use std::path::Path;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::sync::{sync_dir, SledFiles};
 use crate::{Error, Result};
 
 /// Most requests that may wait for the flusher; appends beyond it wait for room.
@@ -30,31 +35,30 @@ type Waiter = Box<dyn FnOnce(io::Result<()>) + Send>;
 #[derive(Clone)]
 pub struct Flusher {
     tx: mpsc::Sender<Waiter>,
+    failed: watch::Receiver<Option<String>>,
 }
 
 impl Flusher {
     /// Starts the flusher of `db`, whose files are in `sled_dir`.
     pub fn spawn(db: sled::Db, sled_dir: &Path) -> Result<Self> {
-        let path = sled_dir.join("db");
-        let file = File::open(&path).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
+        };
+        let mut files = SledFiles::open(sled_dir).map_err(io(sled_dir))?;
         // The files sled just created must survive too: sync them and their directory once.
-        for entry in [path.clone(), sled_dir.join("conf"), sled_dir.to_path_buf()] {
-            if let Ok(f) = File::open(&entry) {
-                f.sync_all().map_err(|source| Error::Io {
-                    path: entry.clone(),
-                    source,
-                })?;
-            }
-        }
+        db.flush().map_err(|e| Error::Io {
+            path: sled_dir.to_path_buf(),
+            source: e.into(),
+        })?;
+        files.sync().map_err(io(sled_dir))?;
         let (tx, rx) = mpsc::channel(MAX_PENDING_FLUSHES);
+        let (failed_tx, failed) = watch::channel(None);
         std::thread::Builder::new()
             .name("sled-flusher".into())
-            .spawn(move || run(db, file, rx))
-            .map_err(|source| Error::Io { path, source })?;
-        Ok(Self { tx })
+            .spawn(move || run(db, files, rx, failed_tx))
+            .map_err(io(sled_dir))?;
+        Ok(Self { tx, failed })
     }
 
     /// Runs `done` after everything written to the Db so far is on disk.
@@ -71,13 +75,24 @@ impl Flusher {
         .await?;
         rx.await.map_err(|_| stopped())?
     }
+
+    /// Becomes `Some(why)` once a flush or fsync failed: the store acknowledges nothing
+    /// more, and the node must stop.
+    pub fn failed(&self) -> watch::Receiver<Option<String>> {
+        self.failed.clone()
+    }
 }
 
 fn stopped() -> io::Error {
     io::Error::other("the store's flusher thread has stopped")
 }
 
-fn run(db: sled::Db, file: File, mut rx: mpsc::Receiver<Waiter>) {
+fn run(
+    db: sled::Db,
+    mut files: SledFiles,
+    mut rx: mpsc::Receiver<Waiter>,
+    failed: watch::Sender<Option<String>>,
+) {
     let mut batch: Vec<Waiter> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -87,19 +102,11 @@ fn run(db: sled::Db, file: File, mut rx: mpsc::Receiver<Waiter>) {
                 Err(_) => break,
             }
         }
-        let started = std::time::Instant::now();
-        let flushed = db.flush().map_err(io::Error::from);
-        let sled_flush = started.elapsed();
-        let result = flushed.and_then(|_| file.sync_data());
-        tracing::trace!(
-            waiters = batch.len(),
-            sled_flush_us = sled_flush.as_micros() as u64,
-            total_us = started.elapsed().as_micros() as u64,
-            "flushed"
-        );
-        if let Err(err) = &result {
-            tracing::error!(cause = %err, waiters = batch.len(), "store flush failed");
-        }
+        let known = failed.borrow().clone();
+        let result = match known {
+            Some(why) => Err(io::Error::other(why)),
+            None => flush(&db, &mut files, batch.len(), &failed),
+        };
         for waiter in batch.drain(..) {
             waiter(match &result {
                 Ok(()) => Ok(()),
@@ -107,4 +114,45 @@ fn run(db: sled::Db, file: File, mut rx: mpsc::Receiver<Waiter>) {
             });
         }
     }
+}
+
+/// One group commit: sled's flush, then the fsyncs; a failure poisons the flusher.
+fn flush(
+    db: &sled::Db,
+    files: &mut SledFiles,
+    waiters: usize,
+    failed: &watch::Sender<Option<String>>,
+) -> io::Result<()> {
+    let started = std::time::Instant::now();
+    let flushed = db.flush().map_err(io::Error::from);
+    let sled_flush = started.elapsed();
+    let result = flushed.and_then(|_| files.sync());
+    tracing::trace!(
+        waiters,
+        sled_flush_us = sled_flush.as_micros() as u64,
+        total_us = started.elapsed().as_micros() as u64,
+        "flushed"
+    );
+    if let Err(err) = &result {
+        let why = format!(
+            "the store failed to make writes durable ({err}); the kernel may have dropped them, so this node acknowledges nothing more and stops: check the disk, then restart it to recover from what is on disk"
+        );
+        tracing::error!(cause = %err, waiters, "store flush failed; stopping the store");
+        failed.send_replace(Some(why));
+    }
+    result
+}
+
+/// fsyncs `dir` and its parent: a store's directory and its entry in the data dir.
+pub(crate) fn sync_dir_and_parent(dir: &Path) -> Result<()> {
+    for path in [Some(dir), dir.parent()].into_iter().flatten() {
+        if crate::sync::sabotaged() {
+            break;
+        }
+        sync_dir(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(())
 }

@@ -6,20 +6,24 @@
 //!            ──apply───► StateMachineStore ─► sled tree `sm`  ─┘        │
 //!                              │ (machine in memory, records on disk)   │
 //!                              └─ snapshot file (fsynced, renamed)      ▼
-//!                                               Flusher thread: Db::flush, then fdatasync(db)
+//!                                               Flusher thread: Db::flush, then fdatasync
+//!                                               blobs, fsync blobs/ and sled/, fdatasync db;
 //!                                               then every waiting callback fires
 //! ```
 //!
 //! Invariants:
 //! - An appended entry is reported flushed to openraft (and so may be acknowledged) only
-//!   after sled wrote it *and* the `db` file was fdatasync'ed: sled's own flush ends in
-//!   `sync_file_range`, which is not an fsync (RAFT-NOTES.md). A vote is durable before
-//!   `save_vote` returns.
+//!   after sled wrote it *and* every file it may live in was fsynced: sled's own flush ends
+//!   in `sync_file_range`, which is not an fsync, and its blob files are never synced by
+//!   sled (RAFT-NOTES.md; see `sync.rs`). A vote is durable before `save_vote` returns.
+//! - A failed flush or fsync stops the store for good ("fsyncgate"): nothing later is
+//!   acknowledged, and `Flusher::failed` tells the node to exit.
 //! - Every flush of a Db goes through its one [`Flusher`] thread, which also batches
 //!   concurrent waiters into one fsync (group commit); sled's own periodic flusher is off.
-//! - Every value written to sled stays far below sled's 128 KiB blob threshold (blob files
-//!   are never fsynced): log entries are bounded by the model's command limits and checked
-//!   here; snapshots live in their own file, written to a temporary name, fsynced, renamed.
+//! - Large pages go to sled's blob files, which the flusher syncs like the rest; log
+//!   entries are still bounded (the model's command limits, checked here), and snapshots
+//!   live in their own file: written to a unique temporary name, fsynced, renamed, one
+//!   writer at a time, never over a newer one.
 //! - The state machine's records reach sled in one atomic batch per apply call, together
 //!   with `last_applied`; they are not fsynced on apply (the log they came from is), but
 //!   they are before a snapshot lets openraft purge that log.
@@ -36,6 +40,7 @@ pub mod log_store;
 mod machine;
 mod snapshot_file;
 mod state_machine;
+pub mod sync;
 pub mod types;
 
 pub use error::{Error, Result};
@@ -68,6 +73,9 @@ pub fn open<M: Machine>(dir: &Path) -> Result<(LogStore<M::Types>, StateMachineS
             source,
         })?;
     let flusher = Flusher::spawn(db.clone(), &dir.join("sled"))?;
+    // The group's directory and its `sled` must be named durably too, or a power loss
+    // leaves an empty data dir that starts as a brand-new node.
+    flusher::sync_dir_and_parent(dir)?;
     let log = LogStore::open(&db, flusher.clone())?;
     let sm = StateMachineStore::open(&db, flusher, dir)?;
     Ok((log, sm))

@@ -18,9 +18,9 @@ use serde::Serialize;
 use crate::types::GroupTypes;
 use crate::{Error, Flusher, Result};
 
-/// Largest encoded log entry the store accepts: below sled's 128 KiB blob threshold, above
-/// which sled writes values to files it never fsyncs. The model's command limits keep real
-/// entries far smaller; hitting this is a bug, and the node stops rather than lose data.
+/// Largest encoded log entry the store accepts. The model's command limits keep real
+/// entries far smaller (and requests are checked against them before anything is
+/// proposed); hitting this is a bug, and the node stops rather than store it.
 pub const MAX_ENCODED_ENTRY_BYTES: usize = 120 * 1024;
 
 const VOTE: &[u8] = b"vote";
@@ -85,6 +85,12 @@ impl<C: GroupTypes> LogStore<C> {
             NONE => None,
             index => Some(index),
         }
+    }
+
+    /// Becomes `Some(why)` once the store failed to make writes durable: the node must
+    /// stop (see the flusher).
+    pub fn failed(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.flusher.failed()
     }
 
     /// A handle that reads the committed index later, without the store.
@@ -221,7 +227,7 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
             let bytes = serde_json::to_vec(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
             if bytes.len() > MAX_ENCODED_ENTRY_BYTES {
                 let err = std::io::Error::other(format!(
-                    "log entry {} is {} bytes, over the {MAX_ENCODED_ENTRY_BYTES}-byte limit that keeps it out of sled's unsynced blob files",
+                    "log entry {} is {} bytes, over the store's {MAX_ENCODED_ENTRY_BYTES}-byte limit",
                     entry.log_id, bytes.len()
                 ));
                 return Err(StorageIOError::write_logs(&err).into());

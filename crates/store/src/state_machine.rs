@@ -24,7 +24,7 @@ use openraft::{
 use tokio::sync::watch;
 
 use crate::machine::{Change, Machine};
-use crate::snapshot_file::SnapshotFile;
+use crate::snapshot_file::{SnapshotFile, Written};
 use crate::{Error, Flusher, Result};
 
 const LAST_APPLIED: &[u8] = b"m:last_applied";
@@ -146,7 +146,7 @@ impl<M: Machine> StateMachineStore<M> {
                 }),
                 tree,
                 flusher,
-                snapshot: SnapshotFile::new(dir),
+                snapshot: SnapshotFile::open(dir)?,
                 applied_index: watch::Sender::new(applied_index),
             }),
         };
@@ -245,10 +245,13 @@ impl<M: Machine> RaftSnapshotBuilder<M::Types> for StateMachineStore<M> {
         let shared = self.shared.clone();
         let (meta, data) = tokio::task::spawn_blocking(move || {
             let data = serde_json::to_vec(&machine).map_err(std::io::Error::other)?;
-            shared
+            let written = shared
                 .snapshot
                 .write(&meta, &data)
                 .map_err(std::io::Error::other)?;
+            if written == Written::KeptNewer {
+                tracing::info!(snapshot = %meta.snapshot_id, "built snapshot is older than the one on disk (installed meanwhile); kept that one");
+            }
             Ok::<_, std::io::Error>((meta, data))
         })
         .await
@@ -337,11 +340,15 @@ impl<M: Machine> RaftStateMachine<M::Types> for StateMachineStore<M> {
         tokio::task::spawn_blocking(move || {
             // Decode before touching anything, so a bad snapshot changes nothing.
             let machine: M = serde_json::from_slice(&data).map_err(std::io::Error::other)?;
-            store
+            let written = store
                 .shared
                 .snapshot
                 .write(&owned_meta, &data)
                 .map_err(std::io::Error::other)?;
+            if written == Written::KeptNewer {
+                tracing::warn!(snapshot = %owned_meta.snapshot_id, "received snapshot is not newer than the one on disk; kept that one");
+                return Ok(());
+            }
             store.replace(&owned_meta, machine)
         })
         .await

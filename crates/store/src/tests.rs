@@ -112,7 +112,8 @@ mod restart {
             let (_log, mut sm) = crate::open::<KvStore>(dir.path()).unwrap();
             sm.apply([put_entry(1, "old")]).await.unwrap();
         }
-        SnapshotFile::new(dir.path())
+        SnapshotFile::open(dir.path())
+            .unwrap()
             .write(&snapshot.meta, snapshot.snapshot.get_ref())
             .unwrap();
         let mut sm = reopen(dir.path());

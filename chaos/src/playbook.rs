@@ -367,10 +367,7 @@ impl FaultKind {
 
     /// Whether the target may name several sites joined by `+`.
     fn takes_several_sites(self) -> bool {
-        matches!(
-            self,
-            Self::Partition | Self::PowerLoss | Self::PowerRestore
-        )
+        matches!(self, Self::Partition | Self::PowerLoss | Self::PowerRestore)
     }
 
     fn needs_duration(self) -> bool {
@@ -548,7 +545,9 @@ impl Playbook {
 
     /// Whether a step cuts power, so the sites need drop-unsynced disks.
     pub fn has_power_loss(&self) -> bool {
-        self.timeline.iter().any(|s| s.fault == FaultKind::PowerLoss)
+        self.timeline
+            .iter()
+            .any(|s| s.fault == FaultKind::PowerLoss)
     }
 
     /// Seconds from the workload's start to the first fault, if there is one.

@@ -53,17 +53,30 @@ fn only_what_was_fsynced_survives_a_power_loss() {
     unsynced.write_all(&[2u8; 10_000]).unwrap();
     let renamed = data.join("sled/renamed");
     fs::write(data.join("sled/tmp"), b"x").unwrap();
-    File::open(data.join("sled/tmp")).unwrap().sync_all().unwrap();
+    File::open(data.join("sled/tmp"))
+        .unwrap()
+        .sync_all()
+        .unwrap();
     fs::rename(data.join("sled/tmp"), &renamed).unwrap();
-    assert_eq!(mount.unsynced_bytes(), 4096 + 3 * 4096, "one page of db, three of blob");
+    assert_eq!(
+        mount.unsynced_bytes(),
+        4096 + 3 * 4096,
+        "one page of db, three of blob"
+    );
     drop((synced, unsynced));
 
     let lost = mount.power_loss().unwrap();
 
     assert_eq!(fs::read(data.join("sled/db")).unwrap(), vec![1u8; 20_000]);
     assert_eq!(fs::read(data.join("sled/blob")).unwrap(), b"");
-    assert!(!renamed.exists(), "a rename without a directory fsync is undone");
-    assert!(!data.join("sled/tmp").exists(), "and so is the create before it");
+    assert!(
+        !renamed.exists(),
+        "a rename without a directory fsync is undone"
+    );
+    assert!(
+        !data.join("sled/tmp").exists(),
+        "and so is the create before it"
+    );
     // Whole dirty pages, clipped to the size: db's last page (from 16,384) and the blob.
     assert_eq!(lost.bytes, (20_015 - 16_384) + 10_000);
     assert_eq!(lost.files, 3, "db, blob and the sled directory");

@@ -120,6 +120,16 @@ fn free_port() -> u16 {
 impl TestCluster {
     /// Writes configs for three nodes (with `extra` YAML appended to each) and starts them.
     pub fn start(extra: &str) -> Self {
+        let mut cluster = Self::configure(extra);
+        for i in 0..3 {
+            cluster.spawn(i);
+        }
+        cluster
+    }
+
+    /// Writes configs for three nodes (with `extra` YAML appended to each) and starts
+    /// none: the test spawns them, after preparing their data dirs (`dir/<site>`).
+    pub fn configure(extra: &str) -> Self {
         let dir = TempDir::new().expect("temp dir");
         let addrs: Vec<String> = SITES
             .iter()
@@ -152,15 +162,20 @@ impl TestCluster {
                 child: None,
             });
         }
-        let mut cluster = TestCluster {
+        TestCluster {
             dir,
             nodes,
             services: Vec::new(),
-        };
-        for i in 0..3 {
-            cluster.spawn(i);
         }
-        cluster
+    }
+
+    /// Node `i`'s exit code once it has exited by itself (`Some(-1)` for a signal), or
+    /// `None` while it runs.
+    pub fn exited(&mut self, i: usize) -> Option<i32> {
+        let child = self.nodes[i].child.as_mut().expect("node was started");
+        let status = child.try_wait().expect("wait child")?;
+        self.nodes[i].child = None;
+        Some(status.code().unwrap_or(-1))
     }
 
     /// Starts node `i`'s process.
@@ -561,11 +576,18 @@ pub const DRILL_DEADLINE: Duration = Duration::from_secs(300);
 impl DrillRun {
     /// Starts `firebreak drill PLAYBOOK --out TMP --port PORT` from the workspace root.
     pub fn start(playbook: &str, port: u16) -> Self {
+        Self::start_with_env(playbook, port, &[])
+    }
+
+    /// [`DrillRun::start`] with extra environment variables (the drill's sites inherit
+    /// them).
+    pub fn start_with_env(playbook: &str, port: u16, env: &[(&str, &str)]) -> Self {
         let out = tempfile::tempdir().expect("temp dir");
         let (stdout, stderr) = (out.path().join("stdout"), out.path().join("stderr"));
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let child = Command::new(binary())
             .current_dir(&root)
+            .envs(env.iter().copied())
             .args(["drill", playbook, "--port", &port.to_string(), "--out"])
             .arg(out.path().join("report"))
             .stdin(Stdio::null())

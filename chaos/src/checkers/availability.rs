@@ -10,7 +10,8 @@
 //!   what failover time must measure. A fault that disrupts nothing has a failover time of
 //!   zero; a service that never steadies again has none (it failed).
 //! - The steady state of the playbook (availability and p99 latency) must hold in the
-//!   window before the first fault and in the last window of the workload.
+//!   window before the first fault (over the operations that ended before it began) and in
+//!   the last window of the workload.
 //! - The playbook's expectations: the longest failover per service, and the most failed
 //!   or unknown operations.
 
@@ -201,18 +202,22 @@ fn check_steady_state(finding: &mut Finding, playbook: &Playbook, ops: &[&Operat
     let before = playbook
         .first_fault_secs()
         .map_or(start + window, |s| start + (s * 1000.0) as u64);
+    // Before the first fault, an operation still in flight when the fault began is the
+    // fault's to judge (failover), not the steady state's: only what ended before counts.
     let windows = [
         (
             "before the first fault",
             before.saturating_sub(window).max(start),
             before,
+            true,
         ),
-        ("at the end", end.saturating_sub(window), end),
+        ("at the end", end.saturating_sub(window), end, false),
     ];
-    for (name, from, to) in windows {
+    for (name, from, to, ended_before) in windows {
         let inside: Vec<&&Operation> = ops
             .iter()
             .filter(|o| (from..to).contains(&o.invoked_ms))
+            .filter(|o| !ended_before || o.completed_ms.is_some_and(|c| c < to))
             .collect();
         let Some(service) = inside.first().map(|o| o.op.service()) else {
             continue;
@@ -319,6 +324,33 @@ mod tests {
         }
         let refs: Vec<&Operation> = ops.iter().collect();
         assert_eq!(failover(&refs, 2_500, u64::MAX, 1_000), Some(1_500));
+    }
+
+    fn steady_state_violations(ops: &[Operation]) -> Vec<String> {
+        let text = "name: t\ndescription: d\ntopology:\n  sites: [a, b, c]\n  services: [{ name: login, mode: active-active }]\nworkload: { seed: 1, rate_per_sec: 10, duration_secs: 10, users: 2, mix: { login: 1 } }\nsteady_state: { availability_min: 0.99, latency_p99_ms_max: 1000, window_secs: 5 }\ntimeline:\n  - { at_secs: 5, fault: site-loss, target: a }\nexpect: {}\n";
+        let playbook = Playbook::parse("t.yaml", text).unwrap();
+        let mut finding = Finding::new("availability", PROPERTY);
+        let refs: Vec<&Operation> = ops.iter().collect();
+        check_steady_state(&mut finding, &playbook, &refs, 0);
+        finding.violations
+    }
+
+    #[test]
+    fn an_operation_the_fault_caught_in_flight_is_not_held_against_the_steady_state() {
+        let mut ops = timeline(0, 0);
+        // Invoked 100 ms before the fault at 5 s; its answer never came (the site died).
+        ops[49] = op(4_900, false);
+        ops[49].completed_ms = Some(6_700);
+        ops[49].completion = Some(Completion::Unknown("connection reset".into()));
+        assert_eq!(steady_state_violations(&ops), Vec::<String>::new());
+        // One that failed before the fault did break it.
+        ops[40] = op(4_000, false);
+        let violations = steady_state_violations(&ops);
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert!(
+            violations[0].contains("before the first fault"),
+            "{violations:?}"
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    FileAttr, FileType, Filesystem, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
+    FileAttr, FileType, Filesystem, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
 };
 
 use super::volume::{Errno, Inode, Kind, Volume, PAGE_BYTES};
@@ -128,7 +128,13 @@ impl Filesystem for Adapter {
         reply: ReplyEntry,
     ) {
         let mut volume = self.volume();
-        let made = volume.make(parent, name, true, perm(mode, umask), (req.uid(), req.gid()));
+        let made = volume.make(
+            parent,
+            name,
+            true,
+            perm(mode, umask),
+            (req.uid(), req.gid()),
+        );
         entry_of(&volume, made, reply);
     }
 
@@ -146,7 +152,13 @@ impl Filesystem for Adapter {
             return reply.error(libc::EPERM);
         }
         let mut volume = self.volume();
-        let made = volume.make(parent, name, false, perm(mode, umask), (req.uid(), req.gid()));
+        let made = volume.make(
+            parent,
+            name,
+            false,
+            perm(mode, umask),
+            (req.uid(), req.gid()),
+        );
         entry_of(&volume, made, reply);
     }
 
@@ -162,7 +174,13 @@ impl Filesystem for Adapter {
     ) {
         let mut volume = self.volume();
         let made = volume
-            .make(parent, name, false, perm(mode, umask), (req.uid(), req.gid()))
+            .make(
+                parent,
+                name,
+                false,
+                perm(mode, umask),
+                (req.uid(), req.gid()),
+            )
             .and_then(|ino| volume.opened(ino).map(|()| ino))
             .and_then(|ino| volume.get(ino).map(|inode| attr(ino, inode)));
         match made {
@@ -313,7 +331,16 @@ impl Filesystem for Adapter {
     fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
         // Plenty of room: the backing disk is what runs out, and it says so on write.
         let blocks = 1 << 30;
-        reply.statfs(blocks, blocks, blocks, 1 << 20, 1 << 20, PAGE_BYTES as u32, 255, PAGE_BYTES as u32);
+        reply.statfs(
+            blocks,
+            blocks,
+            blocks,
+            1 << 20,
+            1 << 20,
+            PAGE_BYTES as u32,
+            255,
+            PAGE_BYTES as u32,
+        );
     }
 
     fn access(&mut self, _req: &Request<'_>, ino: u64, _mask: i32, reply: ReplyEmpty) {

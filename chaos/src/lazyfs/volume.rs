@@ -332,7 +332,8 @@ impl Volume {
         let last = (end - 1) / PAGE_BYTES;
         for page in first..=last {
             let start = page * PAGE_BYTES;
-            let missing = !matches!(&self.get(ino)?.kind, Kind::File(f) if f.dirty.contains_key(&page));
+            let missing =
+                !matches!(&self.get(ino)?.kind, Kind::File(f) if f.dirty.contains_key(&page));
             if missing {
                 if self.dirty_bytes + PAGE_BYTES > MAX_DIRTY_BYTES {
                     return Err(libc::ENOSPC);
@@ -368,7 +369,7 @@ impl Volume {
         f.floor = f.floor.min(size).min(f.size);
         let first_gone = size.div_ceil(PAGE_BYTES);
         let dropped = f.dirty.split_off(&first_gone).len() as u64;
-        if size % PAGE_BYTES != 0 {
+        if !size.is_multiple_of(PAGE_BYTES) {
             if let Some(page) = f.dirty.get_mut(&(size / PAGE_BYTES)) {
                 page[(size % PAGE_BYTES) as usize..].fill(0);
             }
@@ -558,7 +559,13 @@ mod tests {
         let lost = v.power_loss();
         assert_eq!(v.lookup(ROOT, OsStr::new("db")), Ok(ino));
         assert_eq!(v.read(ino, 0, 100).unwrap(), b"");
-        assert_eq!(lost, Discarded { bytes: 13, files: 1 });
+        assert_eq!(
+            lost,
+            Discarded {
+                bytes: 13,
+                files: 1
+            }
+        );
     }
 
     #[test]
@@ -596,19 +603,34 @@ mod tests {
         v.write(new, 0, b"new").unwrap();
         v.sync_file(new).unwrap();
         v.sync_dir(ROOT).unwrap();
-        v.rename((ROOT, OsStr::new("snapshot.tmp")), (ROOT, OsStr::new("snapshot")), false)
-            .unwrap();
-        assert_eq!(v.read(v.lookup(ROOT, OsStr::new("snapshot")).unwrap(), 0, 9).unwrap(), b"new");
+        v.rename(
+            (ROOT, OsStr::new("snapshot.tmp")),
+            (ROOT, OsStr::new("snapshot")),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            v.read(v.lookup(ROOT, OsStr::new("snapshot")).unwrap(), 0, 9)
+                .unwrap(),
+            b"new"
+        );
         v.power_loss();
         let survivor = v.lookup(ROOT, OsStr::new("snapshot")).unwrap();
         assert_eq!(v.read(survivor, 0, 9).unwrap(), b"old");
-        v.rename((ROOT, OsStr::new("snapshot.tmp")), (ROOT, OsStr::new("snapshot")), false)
-            .unwrap();
+        v.rename(
+            (ROOT, OsStr::new("snapshot.tmp")),
+            (ROOT, OsStr::new("snapshot")),
+            false,
+        )
+        .unwrap();
         v.sync_dir(ROOT).unwrap();
         v.power_loss();
         let survivor = v.lookup(ROOT, OsStr::new("snapshot")).unwrap();
         assert_eq!(v.read(survivor, 0, 9).unwrap(), b"new");
-        assert_eq!(v.lookup(ROOT, OsStr::new("snapshot.tmp")), Err(libc::ENOENT));
+        assert_eq!(
+            v.lookup(ROOT, OsStr::new("snapshot.tmp")),
+            Err(libc::ENOENT)
+        );
     }
 
     #[test]

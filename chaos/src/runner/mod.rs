@@ -627,7 +627,10 @@ impl Drill<'_> {
                     discarded.files
                 ));
             }
-            return Ok(format!("{what}: unsynced data discarded: {}", parts.join(", ")));
+            return Ok(format!(
+                "{what}: unsynced data discarded: {}",
+                parts.join(", ")
+            ));
         }
         for site in &targets {
             sites.restore_site(site)?;
@@ -772,8 +775,7 @@ fn plan(timeline: &[Step]) -> Vec<(f64, Action<'_>)> {
         ) || (matches!(
             step.fault,
             FaultKind::ProcessKill | FaultKind::Surge | FaultKind::PowerLoss
-        )
-            || step.fault.needs_netns())
+        ) || step.fault.needs_netns())
             && step.duration_secs.is_some();
         if ends_by_itself {
             actions.push((step.end_secs(), Action::End(step)));

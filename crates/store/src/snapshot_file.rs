@@ -79,7 +79,9 @@ impl SnapshotFile {
             return Ok(Written::KeptNewer);
         }
         let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.dir.join(format!("{TMP_PREFIX}{}.{n}", std::process::id()));
+        let tmp = self
+            .dir
+            .join(format!("{TMP_PREFIX}{}.{n}", std::process::id()));
         let written = self.write_tmp(&tmp, meta, data).and_then(|()| {
             fs::rename(&tmp, self.path()).map_err(self.io(self.path()))?;
             if !crate::sync::sabotaged() {
@@ -158,15 +160,27 @@ mod tests {
     fn an_older_snapshot_never_replaces_a_newer_one() {
         let dir = tempfile::tempdir().unwrap();
         let file = SnapshotFile::open(dir.path()).unwrap();
-        assert_eq!(file.write(&meta(20), b"installed").unwrap(), Written::Replaced);
-        assert_eq!(file.write(&meta(10), b"slow build").unwrap(), Written::KeptNewer);
+        assert_eq!(
+            file.write(&meta(20), b"installed").unwrap(),
+            Written::Replaced
+        );
+        assert_eq!(
+            file.write(&meta(10), b"slow build").unwrap(),
+            Written::KeptNewer
+        );
         let (on_disk, data) = file.read().unwrap().unwrap();
         assert_eq!(on_disk.snapshot_id, "s-20");
         assert_eq!(data, b"installed");
         // The same holds across a restart.
         let reopened = SnapshotFile::open(dir.path()).unwrap();
-        assert_eq!(reopened.write(&meta(15), b"late").unwrap(), Written::KeptNewer);
-        assert_eq!(reopened.write(&meta(30), b"newer").unwrap(), Written::Replaced);
+        assert_eq!(
+            reopened.write(&meta(15), b"late").unwrap(),
+            Written::KeptNewer
+        );
+        assert_eq!(
+            reopened.write(&meta(30), b"newer").unwrap(),
+            Written::Replaced
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 # `firebreak bench kv`. Runs firebreak (`firebreak up`) or a 3-member etcd on the same
 # loopback addresses, one after the other, and stops exactly the processes it started.
 #
-# usage: scripts/failover-gap.sh firebreak|etcd [connections] [--no-kill]
+# usage: [VALUE_BYTES=N] scripts/failover-gap.sh firebreak|etcd [connections] [--no-kill]
 #   --no-kill: measure plain throughput and latency, with no fault.
+#   VALUE_BYTES: size of each put's value (default 100).
 set -euo pipefail
 target=${1:?usage: $0 firebreak|etcd [connections]}
 connections=${2:-64}
@@ -60,7 +61,8 @@ else
   until leader_pid_etcd >/dev/null 2>&1; do sleep 0.2; done
 fi
 
-"$bin" bench kv --target "$target" --nodes "$nodes" --connections "$connections" --duration-secs 12 > "$work/bench.out" &
+"$bin" bench kv --target "$target" --nodes "$nodes" --connections "$connections" \
+  --value-bytes "${VALUE_BYTES:-100}" --duration-secs 12 > "$work/bench.out" &
 bench=$!
 sleep 5
 if [ "$kill_leader" != --no-kill ]; then

@@ -1,8 +1,9 @@
 //! The store survives a real power loss of every node at once, not just SIGKILL: every
 //! node's data dir sits on the drop-unsynced filesystem, 32 writers put 100 B, 4 KiB and
-//! 16 KiB values (large values make sled write blob files, which sled itself never
-//! syncs), then all three nodes are SIGKILLed and lose everything unsynced, and come back:
-//! every acknowledged key reads back with its value, and no refused key appears.
+//! 16 KiB values (at sled's default segment size these made tens of blob files, which
+//! sled itself never syncs; the store's 16 MiB segments now keep pages out of them), then
+//! all three nodes are SIGKILLed and lose everything unsynced, and come back: every
+//! acknowledged key reads back with its value, and no refused key appears.
 //!
 //! Needs root and /dev/fuse; skipped without them, except under CI=true.
 
@@ -20,7 +21,10 @@ const SIZES: [usize; 3] = [100, 4096, 16_384];
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_write_survives_a_blackout() {
     if let Err(e) = lazyfs::probe() {
-        assert!(std::env::var("CI").is_err(), "CI has root and /dev/fuse: {e}");
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI has root and /dev/fuse: {e}"
+        );
         eprintln!("skipped: {e}");
         return;
     }
@@ -42,7 +46,11 @@ async fn every_acknowledged_write_survives_a_blackout() {
 
     let outcomes = write_concurrently(&api, &addrs).await;
     let acked = outcomes.values().filter(|(o, _)| *o == Outcome::Ok).count();
-    assert!(acked >= WRITERS * PUTS_PER_WRITER / 2, "too few acknowledged: {acked}\n{}", cluster.logs());
+    assert!(
+        acked >= WRITERS * PUTS_PER_WRITER / 2,
+        "too few acknowledged: {acked}\n{}",
+        cluster.logs()
+    );
     let blobs = std::fs::read_dir(cluster.dir.path().join("pangyo/state/sled/blobs"))
         .map(|d| d.count())
         .unwrap_or(0);
@@ -51,7 +59,9 @@ async fn every_acknowledged_write_survives_a_blackout() {
         cluster.kill(i);
     }
     let lost: Vec<_> = disks.iter_mut().map(|d| d.power_loss().unwrap()).collect();
-    eprintln!("{acked} acknowledged, {blobs} blob files at pangyo; the power loss discarded {lost:?}");
+    eprintln!(
+        "{acked} acknowledged, {blobs} blob files at pangyo; the power loss discarded {lost:?}"
+    );
     for i in 0..3 {
         cluster.spawn(i);
     }
@@ -79,7 +89,8 @@ async fn write_concurrently(api: &Arc<Api>, addrs: &[String]) -> Outcomes {
             for i in 0..PUTS_PER_WRITER {
                 let key = format!("w{w:02}-{i:03}");
                 let fill = char::from(b'a' + (i % 26) as u8);
-                let value: String = std::iter::repeat_n(fill, SIZES[(w + i) % SIZES.len()]).collect();
+                let value: String =
+                    std::iter::repeat_n(fill, SIZES[(w + i) % SIZES.len()]).collect();
                 let outcome = put(&api.http, &addr, &key, &value).await;
                 mine.push((key, (outcome, value)));
             }

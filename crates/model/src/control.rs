@@ -13,9 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::failover::{Actor, Evacuation, Failover, Freeze, Refusal, RouteChange, Rule};
-use crate::kv::MAX_COMMAND_BYTES;
 use crate::topology::Topology;
-use crate::{InvalidInput, Member, NodeId, Result, SiteId};
+use crate::{Member, NodeId, SiteId};
 
 /// Longest member address accepted (`host:port`).
 pub const MAX_ADDR_BYTES: usize = 255;
@@ -106,38 +105,6 @@ pub enum ControlResponse {
     Refused(Refusal),
     /// A log entry that carries no command, or an invalid one that changed nothing.
     None,
-}
-
-impl ControlCommand {
-    /// Checks the command's input; a command that passes is safe to propose.
-    pub fn validate(&self) -> Result<()> {
-        match self {
-            ControlCommand::RegisterMember { member, .. } => {
-                member.site.validate("member.site")?;
-                if member.addr.is_empty() || member.addr.len() > MAX_ADDR_BYTES {
-                    return Err(InvalidInput::new(
-                        "member.addr",
-                        format!("an address must be 1 to {MAX_ADDR_BYTES} bytes of host:port"),
-                    ));
-                }
-                Ok(())
-            }
-            ControlCommand::ApplyTopology { topology, .. } => {
-                topology.validate()?;
-                let encoded = serde_json::to_vec(self).map_or(usize::MAX, |b| b.len());
-                if encoded > MAX_COMMAND_BYTES {
-                    return Err(InvalidInput::new(
-                        "topology",
-                        format!(
-                            "{encoded} bytes once encoded exceed the limit of {MAX_COMMAND_BYTES}"
-                        ),
-                    ));
-                }
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
 }
 
 impl ControlCommand {

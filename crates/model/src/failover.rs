@@ -194,8 +194,17 @@ pub enum Refusal {
     #[error("blocked by rule {}: {detail}; a manual command may go ahead with --override {}", .rule.name(), .rule.name())]
     Blocked { rule: Rule, detail: String },
     /// Bad input: unknown site or service, no topology, a precedence it lacks.
-    #[error("{0}")]
-    Invalid(String),
+    #[error("{message}")]
+    Invalid { message: String },
+}
+
+impl Refusal {
+    /// Refuses bad input with a message the actor can act on.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Refusal::Invalid {
+            message: message.into(),
+        }
+    }
 }
 
 /// Failover's part of the control state.
@@ -246,7 +255,7 @@ impl Failover {
     ) -> Result<(), Refusal> {
         topology
             .validate()
-            .map_err(|e| Refusal::Invalid(e.to_string()))?;
+            .map_err(|e| Refusal::invalid(e.to_string()))?;
         self.routing
             .retain(|name, _| topology.service(name).is_some());
         self.health
@@ -324,12 +333,12 @@ impl Failover {
         let topology = self
             .topology
             .as_ref()
-            .ok_or_else(|| Refusal::Invalid("no topology applied".into()))?;
+            .ok_or_else(|| Refusal::invalid("no topology applied"))?;
         let spec = topology
             .service(service)
-            .ok_or_else(|| Refusal::Invalid(format!("unknown service {service}")))?;
+            .ok_or_else(|| Refusal::invalid(format!("unknown service {service}")))?;
         if !spec.endpoints.contains_key(site) {
-            return Err(Refusal::Invalid(format!(
+            return Err(Refusal::invalid(format!(
                 "service {service} has no endpoint in site {site}"
             )));
         }
@@ -351,20 +360,20 @@ impl Failover {
         let topology = self
             .topology
             .as_ref()
-            .ok_or_else(|| Refusal::Invalid("no topology applied".into()))?;
+            .ok_or_else(|| Refusal::invalid("no topology applied"))?;
         let policy = topology.policy.clone();
         let spec = topology
             .service(&change.service)
-            .ok_or_else(|| Refusal::Invalid(format!("unknown service {}", change.service)))?;
+            .ok_or_else(|| Refusal::invalid(format!("unknown service {}", change.service)))?;
         let candidates: BTreeSet<SiteId> = spec.endpoints.keys().cloned().collect();
         if let Some(site) = change.serving.iter().find(|s| !candidates.contains(*s)) {
-            return Err(Refusal::Invalid(format!(
+            return Err(Refusal::invalid(format!(
                 "service {} has no endpoint in site {site}",
                 change.service
             )));
         }
         let route = self.routing.get(&change.service).cloned().ok_or_else(|| {
-            Refusal::Invalid(format!("service {} has no route yet", change.service))
+            Refusal::invalid(format!("service {} has no route yet", change.service))
         })?;
         let overridden =
             |rule| change.actor.kind == ActorKind::Manual && change.overrides.contains(&rule);
@@ -419,11 +428,11 @@ impl Failover {
         let topology = self
             .topology
             .as_ref()
-            .ok_or_else(|| Refusal::Invalid("no topology applied".into()))?;
+            .ok_or_else(|| Refusal::invalid("no topology applied"))?;
         match topology.site(site) {
-            None => return Err(Refusal::Invalid(format!("unknown site {site}"))),
+            None => return Err(Refusal::invalid(format!("unknown site {site}"))),
             Some(spec) if spec.witness => {
-                return Err(Refusal::Invalid(format!(
+                return Err(Refusal::invalid(format!(
                     "site {site} is a witness and serves nothing"
                 )))
             }
@@ -433,13 +442,13 @@ impl Failover {
         let at_ms = evacuation.at_ms;
         if evacuation.expires_at_ms <= at_ms || evacuation.expires_at_ms - at_ms > MAX_EVACUATION_MS
         {
-            return Err(Refusal::Invalid(
-                "an evacuation must expire within 72 hours".into(),
+            return Err(Refusal::invalid(
+                "an evacuation must expire within 72 hours",
             ));
         }
         if let Some(existing) = self.evacuations.get(site) {
             if existing.actor.kind > evacuation.actor.kind {
-                return Err(Refusal::Invalid(format!(
+                return Err(Refusal::invalid(format!(
                     "site {site} is already evacuated by {} ({:?})",
                     existing.actor.name, existing.actor.kind
                 )));
@@ -499,10 +508,10 @@ impl Failover {
         let evacuation = self
             .evacuations
             .get(site)
-            .ok_or_else(|| Refusal::Invalid(format!("site {site} is not evacuated")))?;
+            .ok_or_else(|| Refusal::invalid(format!("site {site} is not evacuated")))?;
         let expired = at_ms >= evacuation.expires_at_ms;
         if !expired && actor.kind < evacuation.actor.kind {
-            return Err(Refusal::Invalid(format!(
+            return Err(Refusal::invalid(format!(
                 "site {site} was evacuated by {} ({:?}); a {:?} actor cannot lift it",
                 evacuation.actor.name, evacuation.actor.kind, actor.kind
             )));
@@ -532,9 +541,9 @@ impl Failover {
         let freeze = self
             .frozen
             .as_ref()
-            .ok_or_else(|| Refusal::Invalid("automation is not frozen".into()))?;
+            .ok_or_else(|| Refusal::invalid("automation is not frozen"))?;
         if actor.kind < freeze.actor.kind {
-            return Err(Refusal::Invalid(format!(
+            return Err(Refusal::invalid(format!(
                 "automation was frozen by {}; a {:?} actor cannot unfreeze it",
                 freeze.actor.name, actor.kind
             )));
@@ -569,7 +578,7 @@ impl Failover {
 
 fn check_text(field: &str, text: &str) -> Result<(), Refusal> {
     if text.trim().is_empty() || text.len() > MAX_TEXT_BYTES {
-        return Err(Refusal::Invalid(format!(
+        return Err(Refusal::invalid(format!(
             "{field} must be 1 to {MAX_TEXT_BYTES} bytes"
         )));
     }

@@ -33,20 +33,42 @@ pub struct SiteId(pub String);
 impl SiteId {
     /// Checks that a site name is usable in URLs, file names and metric labels.
     pub fn validate(&self, field: &str) -> crate::Result<()> {
-        let name = &self.0;
-        let ok_chars = name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if name.is_empty() || name.len() > MAX_SITE_NAME_BYTES || !ok_chars {
-            return Err(crate::InvalidInput::new(
-                field,
-                format!(
-                    "site name {name:?} must be 1 to {MAX_SITE_NAME_BYTES} characters of a-z, 0-9 and '-'"
-                ),
-            ));
-        }
-        Ok(())
+        check_name(field, "site", &self.0, MAX_SITE_NAME_BYTES)
     }
+}
+
+/// Checks a name (of a site, a service): 1 to `max` bytes of a-z, 0-9 and '-', so it is
+/// usable in URLs, DNS labels, file names and metric labels.
+pub fn check_name(field: &str, what: &str, name: &str, max: usize) -> crate::Result<()> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if name.is_empty() || name.len() > max || !ok_chars {
+        return Err(crate::InvalidInput::new(
+            field,
+            format!(
+                "{what} name {} must be 1 to {max} characters of a-z, 0-9 and '-'",
+                quote(name)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Most bytes of a rejected input an error message quotes.
+const MAX_QUOTED_BYTES: usize = 64;
+
+/// `input` quoted for an error message, cut short (with its length) when it is long: an
+/// error must not echo a huge input back.
+pub fn quote(input: &str) -> String {
+    if input.len() <= MAX_QUOTED_BYTES {
+        return format!("{input:?}");
+    }
+    let mut end = MAX_QUOTED_BYTES;
+    while !input.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &input[..end], input.len())
 }
 
 /// Longest accepted site name.

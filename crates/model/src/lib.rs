@@ -14,6 +14,7 @@
 //! node's engine calls it on the control leader and proposes what it returns.
 
 pub mod control;
+mod control_input;
 pub mod error;
 pub mod failover;
 pub mod ids;
@@ -21,6 +22,7 @@ pub mod kv;
 pub mod topology;
 pub mod watch;
 
+pub use control_input::MAX_ACTOR_NAME_BYTES;
 pub use error::{InvalidInput, Result};
 pub use ids::{Member, NodeId, SiteId};
 

@@ -18,6 +18,11 @@ pub const MAX_SERVICES: usize = 256;
 pub const MAX_SITES: usize = 32;
 /// Longest service name.
 pub const MAX_SERVICE_NAME_BYTES: usize = 63;
+
+/// Checks a service name: 1 to [`MAX_SERVICE_NAME_BYTES`] of a-z, 0-9 and '-'.
+pub fn check_service_name(field: &str, name: &str) -> Result<()> {
+    crate::ids::check_name(field, "service", name, MAX_SERVICE_NAME_BYTES)
+}
 /// Longest endpoint URL.
 pub const MAX_ENDPOINT_BYTES: usize = 512;
 
@@ -195,16 +200,7 @@ impl Topology {
     }
 
     fn validate_service(&self, at: &str, service: &ServiceSpec) -> Result<()> {
-        let name_ok = service
-            .name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if service.name.is_empty() || service.name.len() > MAX_SERVICE_NAME_BYTES || !name_ok {
-            return Err(InvalidInput::new(
-                format!("{at}.name"),
-                format!("service name {:?} must be 1 to {MAX_SERVICE_NAME_BYTES} characters of a-z, 0-9 and '-'", service.name),
-            ));
-        }
+        check_service_name(&format!("{at}.name"), &service.name)?;
         if service.endpoints.is_empty() {
             return Err(InvalidInput::new(
                 format!("{at}.endpoints"),

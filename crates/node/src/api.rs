@@ -230,6 +230,9 @@ impl From<GroupError> for ApiError {
             GroupError::Unavailable { .. } => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }
+            GroupError::TooLarge { .. } => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+            }
         }
     }
 }
@@ -689,6 +692,9 @@ async fn internal_control(State(api): State<Arc<Api>>, body: Body) -> ApiResult<
             "only lease renewals and health reports are accepted here",
         ));
     }
+    command
+        .validate()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
     command.stamp(crate::failover::now_ms());
     let response = api.control.write(command).await?;
     Ok(Json(response).into_response())

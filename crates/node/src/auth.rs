@@ -1,9 +1,15 @@
 //! Bearer tokens for operator endpoints. A token maps to a name, which the audit log
 //! records as the actor; the same tokens must be configured on every node, because a
 //! request to a follower is forwarded, with its token, to the leader, which checks again.
+//!
+//! A presented token is compared with every configured one in constant time (`subtle`),
+//! all of them every time, so the time an answer takes says nothing about how much of a
+//! guess was right. Every token, from the file or from `FIREBREAK_NODE_TOKENS`, is at
+//! least [`MIN_TOKEN_CHARS`] long.
 
-use std::collections::HashMap;
 use std::path::Path;
+
+use subtle::ConstantTimeEq;
 
 use axum::http::HeaderMap;
 
@@ -12,11 +18,14 @@ use crate::{Error, Result};
 
 /// Most tokens accepted.
 const MAX_TOKENS: usize = 1024;
+/// Shortest token accepted, from the file or the environment.
+pub const MIN_TOKEN_CHARS: usize = 16;
 
 /// The configured tokens.
 #[derive(Debug, Default)]
 pub struct Tokens {
-    by_secret: HashMap<String, String>,
+    /// (token, name) pairs.
+    pairs: Vec<(String, String)>,
     /// Whether reads need a token too.
     pub protect_reads: bool,
 }
@@ -35,33 +44,27 @@ impl Tokens {
     pub fn load(config: &AuthConfig) -> Result<Self> {
         let pairs: Vec<(String, String)> = match &config.tokens_file {
             Some(path) => parse_file(path)?,
-            None => std::env::var("FIREBREAK_NODE_TOKENS")
-                .unwrap_or_default()
-                .split(',')
-                .filter_map(|pair| pair.split_once(':'))
-                .map(|(name, token)| (name.trim().to_string(), token.trim().to_string()))
-                .filter(|(name, token)| !name.is_empty() && !token.is_empty())
-                .collect(),
+            None => parse_env(&std::env::var("FIREBREAK_NODE_TOKENS").unwrap_or_default())?,
         };
-        let by_secret = pairs
+        let pairs = pairs
             .into_iter()
             .take(MAX_TOKENS)
             .map(|(name, token)| (token, name))
             .collect();
         Ok(Self {
-            by_secret,
+            pairs,
             protect_reads: config.protect_reads,
         })
     }
 
     /// Tokens from pairs, for tests and `firebreak up`.
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
-        let by_secret = pairs
+        let pairs = pairs
             .iter()
             .map(|(name, token)| (token.to_string(), name.to_string()))
             .collect();
         Self {
-            by_secret,
+            pairs,
             protect_reads: false,
         }
     }
@@ -73,8 +76,45 @@ impl Tokens {
             .and_then(|v| v.to_str().ok())
             .ok_or(Denied::Missing)?;
         let token = value.strip_prefix("Bearer ").ok_or(Denied::Missing)?.trim();
-        self.by_secret.get(token).cloned().ok_or(Denied::Unknown)
+        // Every configured token is compared, in constant time, whatever matched.
+        let mut found = None;
+        for (secret, name) in &self.pairs {
+            if bool::from(secret.as_bytes().ct_eq(token.as_bytes())) {
+                found = Some(name);
+            }
+        }
+        found.cloned().ok_or(Denied::Unknown)
     }
+}
+
+/// `NAME:TOKEN,NAME:TOKEN` from `FIREBREAK_NODE_TOKENS`, held to the file's rules.
+fn parse_env(value: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (i, pair) in value
+        .split(',')
+        .filter(|p| !p.trim().is_empty())
+        .enumerate()
+    {
+        match pair.split_once(':') {
+            Some((name, token))
+                if !name.trim().is_empty() && token.trim().len() >= MIN_TOKEN_CHARS =>
+            {
+                out.push((name.trim().to_string(), token.trim().to_string()))
+            }
+            _ => {
+                return Err(Error::Config {
+                    path: "FIREBREAK_NODE_TOKENS".into(),
+                    line: 1,
+                    column: i + 1,
+                    message: format!(
+                        "pair {}: expected `NAME:TOKEN` with a token of at least {MIN_TOKEN_CHARS} characters",
+                        i + 1
+                    ),
+                })
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn parse_file(path: &Path) -> Result<Vec<(String, String)>> {
@@ -90,18 +130,63 @@ fn parse_file(path: &Path) -> Result<Vec<(String, String)>> {
         }
         let mut parts = line.split_whitespace();
         match (parts.next(), parts.next(), parts.next()) {
-            (Some(name), Some(token), None) if token.len() >= 16 => {
+            (Some(name), Some(token), None) if token.len() >= MIN_TOKEN_CHARS => {
                 out.push((name.to_string(), token.to_string()))
             }
-            _ => {
-                return Err(Error::Config {
-                    path: path.to_path_buf(),
-                    line: i + 1,
-                    column: 1,
-                    message: "expected `NAME TOKEN` with a token of at least 16 characters".into(),
-                })
-            }
+            _ => return Err(Error::Config {
+                path: path.to_path_buf(),
+                line: i + 1,
+                column: 1,
+                message: format!(
+                    "expected `NAME TOKEN` with a token of at least {MIN_TOKEN_CHARS} characters"
+                ),
+            }),
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn only_a_configured_token_names_its_holder() {
+        let tokens = Tokens::from_pairs(&[
+            ("alice", "a-token-of-sixteen"),
+            ("bob", "b-token-of-sixteen"),
+        ]);
+        assert_eq!(
+            tokens.check(&bearer("b-token-of-sixteen")),
+            Ok("bob".into())
+        );
+        assert_eq!(
+            tokens.check(&bearer("b-token-of-sixtee")),
+            Err(Denied::Unknown)
+        );
+        assert_eq!(tokens.check(&bearer("")), Err(Denied::Unknown));
+        assert_eq!(tokens.check(&HeaderMap::new()), Err(Denied::Missing));
+    }
+
+    #[test]
+    fn environment_tokens_are_held_to_the_minimum_length() {
+        assert_eq!(
+            parse_env("ci:0123456789abcdef").unwrap(),
+            vec![("ci".to_string(), "0123456789abcdef".to_string())]
+        );
+        let err = parse_env("ci:0123456789abcdef,ops:short")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("pair 2") && err.contains("16 characters"),
+            "{err}"
+        );
+        assert!(parse_env("").unwrap().is_empty());
+    }
 }

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use firebreak_model::kv::MAX_COMMAND_BYTES;
 use firebreak_model::{Member, NodeId};
 use firebreak_store::log_store::CommittedIndex;
 use firebreak_store::{GroupTypes, Machine, MachineReader};
@@ -46,6 +47,31 @@ pub enum GroupError {
     /// A read could not confirm leadership in time; nothing was changed.
     #[error("could not confirm leadership: {reason}")]
     Unavailable { reason: String },
+    /// The command is too large to propose; nothing was proposed. The edge validates every
+    /// field first, so this is the last line of defense: no request reaches the store's
+    /// entry limit, which would stop the group.
+    #[error("command is {bytes} bytes once encoded, over the limit of {limit}")]
+    TooLarge { bytes: usize, limit: usize },
+}
+
+/// Counts what serializing writes, without keeping it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The size of `value` as JSON, the way the log stores it.
+fn encoded_len<T: serde::Serialize>(value: &T) -> usize {
+    let mut counter = Counter(0);
+    serde_json::to_writer(&mut counter, value).map_or(usize::MAX, |()| counter.0)
 }
 
 /// Timings the group's request handling needs.
@@ -170,6 +196,13 @@ impl<M: Machine> Group<M> {
 
     /// Proposes a command and waits for it to commit and apply, within the write timeout.
     pub async fn write(&self, command: Command<M>) -> Result<Response<M>, GroupError> {
+        let bytes = encoded_len(&command);
+        if bytes > MAX_COMMAND_BYTES {
+            return Err(GroupError::TooLarge {
+                bytes,
+                limit: MAX_COMMAND_BYTES,
+            });
+        }
         let _permit =
             self.inflight
                 .clone()

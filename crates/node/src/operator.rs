@@ -87,7 +87,9 @@ async fn operator_write(
                 rule.name()
             ),
         )),
-        Ok(ControlResponse::Refused(Refusal::Invalid(message))) => Err(ApiError::invalid(message)),
+        Ok(ControlResponse::Refused(Refusal::Invalid { message })) => {
+            Err(ApiError::invalid(message))
+        }
         Ok(response) => Ok(Json(response).into_response()),
         Err(err) => forward(api, err, headers, Method::POST, uri, Some(body)).await,
     }

@@ -56,6 +56,28 @@ use std::path::Path;
 /// needs little.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// sled's IO buffer and segment size for new stores: 16 MiB, sled's maximum. sled writes a
+/// page bigger than a quarter of it (4 MiB) to a blob file of its own; a leaf splits at 17
+/// items, and every value we store is bounded (log entries 120 KiB, records less), so no
+/// page comes near: blob files, and their fsyncs, stay out of the write path. The flusher
+/// still syncs any blob (a store made with sled's 512 KiB default keeps that size, as sled
+/// refuses a change, and has blobs).
+pub const SEGMENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// The segment size an existing sled dir was made with (sled's `conf` file holds lines
+/// such as `segment_size: N`, then a 4-byte checksum), or [`SEGMENT_BYTES`] for a new one.
+fn segment_size(sled_dir: &Path) -> usize {
+    std::fs::read(sled_dir.join("conf"))
+        .ok()
+        .and_then(|conf| {
+            String::from_utf8_lossy(&conf)
+                .lines()
+                .find_map(|line| line.strip_prefix("segment_size: "))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(SEGMENT_BYTES)
+}
+
 /// Opens (or creates) the storage of one Raft group in `dir`: its log store and state
 /// machine, sharing one sled Db and one flusher.
 pub fn open<M: Machine>(dir: &Path) -> Result<(LogStore<M::Types>, StateMachineStore<M>)> {
@@ -65,6 +87,7 @@ pub fn open<M: Machine>(dir: &Path) -> Result<(LogStore<M::Types>, StateMachineS
     })?;
     let db = sled::Config::new()
         .path(dir.join("sled"))
+        .segment_size(segment_size(&dir.join("sled")))
         .cache_capacity(DEFAULT_CACHE_BYTES)
         .flush_every_ms(None)
         .open()

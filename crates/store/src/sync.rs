@@ -4,13 +4,15 @@
 //!   after Db::flush (which ends in sync_file_range: not durability):
 //!     every blob file new or grown since the last sync ─► fdatasync
 //!     blobs/  (its creates and removals)                ─► fsync, if anything changed
-//!     the sled dir (snapshot renames, conf)             ─► fsync
+//!     the sled dir (snapshot renames, conf)             ─► fsync, if its names changed
 //!     db                                                 ─► fdatasync
 //! ```
 //!
-//! sled writes any page bigger than its blob threshold (a leaf of a few large values is
-//! enough) to a file of its own under `blobs/` and never syncs it, nor the directory
-//! (RAFT-NOTES.md). A blob is written completely before the log record that points to it,
+//! sled writes any page bigger than its blob threshold (a quarter of its segment size: a
+//! leaf of a few large values is enough at sled's default) to a file of its own under
+//! `blobs/` and never syncs it, nor the directory (RAFT-NOTES.md). New stores use 16 MiB
+//! segments so that no page of ours reaches the threshold (`SEGMENT_BYTES`); the syncs
+//! below are what makes it safe anyway. A blob is written completely before the log record that points to it,
 //! so once `Db::flush` returns, every blob a flushed record points to is whole on the page
 //! cache; syncing the blobs and their directory before the `db` file means no durable
 //! record can point at a blob a power loss took.
@@ -47,6 +49,8 @@ pub(crate) struct SledFiles {
     /// Blob files as last synced, with their length then (a blob still being written when
     /// it was listed is synced again once it grew).
     synced: HashMap<OsString, u64>,
+    /// The sled dir's names as last synced (sled renames its own snapshot files there).
+    names: Vec<OsString>,
     skip: bool,
 }
 
@@ -58,6 +62,7 @@ impl SledFiles {
             dir: dir.to_path_buf(),
             blobs: dir.join("blobs"),
             synced: HashMap::new(),
+            names: Vec::new(),
             skip: sabotaged(),
         })
     }
@@ -70,7 +75,11 @@ impl SledFiles {
         if self.sync_blobs()? {
             sync_dir(&self.blobs).map_err(|e| with_path(e, &self.blobs))?;
         }
-        sync_dir(&self.dir).map_err(|e| with_path(e, &self.dir))?;
+        let names = list(&self.dir)?;
+        if names != self.names {
+            sync_dir(&self.dir).map_err(|e| with_path(e, &self.dir))?;
+            self.names = names;
+        }
         self.db
             .sync_data()
             .map_err(|e| with_path(e, &self.dir.join("db")))
@@ -108,7 +117,88 @@ impl SledFiles {
     }
 }
 
+/// The names in a directory, sorted.
+fn list(dir: &Path) -> io::Result<Vec<OsString>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| with_path(e, dir))? {
+        names.push(entry.map_err(|e| with_path(e, dir))?.file_name());
+    }
+    names.sort();
+    Ok(names)
+}
+
 /// An I/O error that names the file it happened to.
 pub(crate) fn with_path(err: io::Error, path: &Path) -> io::Error {
     io::Error::new(err.kind(), format!("{}: {err}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// At sled's default segment size a leaf of large values goes to a blob file: every
+    /// one of them must be synced (and tracked at its full length) by the time `sync`
+    /// returns, before the `db` file.
+    #[test]
+    fn every_blob_file_sled_wrote_is_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let sled_dir = dir.path().join("sled");
+        let db = sled::Config::new()
+            .path(&sled_dir)
+            .segment_size(512 * 1024)
+            .flush_every_ms(None)
+            .open()
+            .unwrap();
+        let mut files = SledFiles::open(&sled_dir).unwrap();
+        let tree = db.open_tree("log").unwrap();
+        for i in 0u64..64 {
+            tree.insert(i.to_be_bytes(), vec![i as u8; 16 * 1024])
+                .unwrap();
+        }
+        db.flush().unwrap();
+        files.sync().unwrap();
+        let on_disk: HashMap<OsString, u64> = std::fs::read_dir(sled_dir.join("blobs"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name(), e.metadata().unwrap().len())
+            })
+            .collect();
+        assert!(
+            !on_disk.is_empty(),
+            "16 KiB values at 512 KiB segments make blob files"
+        );
+        assert_eq!(files.synced, on_disk);
+    }
+
+    fn conf(dir: &Path) -> String {
+        String::from_utf8_lossy(&std::fs::read(dir.join("sled/conf")).unwrap()).into_owned()
+    }
+
+    #[test]
+    fn new_stores_use_segments_too_big_for_any_of_our_pages_to_become_a_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(crate::open::<firebreak_model::kv::KvStore>(dir.path()).unwrap());
+        let conf = conf(dir.path());
+        assert!(
+            conf.contains(&format!("segment_size: {}\n", crate::SEGMENT_BYTES)),
+            "{conf}"
+        );
+        // 17 items (a leaf splits above 16) of the largest entry fit under a quarter.
+        assert!(17 * crate::log_store::MAX_ENCODED_ENTRY_BYTES < crate::SEGMENT_BYTES / 4);
+    }
+
+    #[test]
+    fn a_store_made_with_sleds_default_segments_still_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = sled::Config::new()
+            .path(dir.path().join("sled"))
+            .open()
+            .unwrap();
+        old.flush().unwrap();
+        drop(old);
+        let (_log, _sm) = crate::open::<firebreak_model::kv::KvStore>(dir.path())
+            .expect("sled refuses a changed segment size: the store keeps the old one");
+        assert!(conf(dir.path()).contains("segment_size: 524288\n"));
+    }
 }

@@ -133,14 +133,16 @@ fn parse_file(path: &Path) -> Result<Vec<(String, String)>> {
             (Some(name), Some(token), None) if token.len() >= MIN_TOKEN_CHARS => {
                 out.push((name.to_string(), token.to_string()))
             }
-            _ => return Err(Error::Config {
-                path: path.to_path_buf(),
-                line: i + 1,
-                column: 1,
-                message: format!(
+            _ => {
+                return Err(Error::Config {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    column: 1,
+                    message: format!(
                     "expected `NAME TOKEN` with a token of at least {MIN_TOKEN_CHARS} characters"
                 ),
-            }),
+                })
+            }
         }
     }
     Ok(out)

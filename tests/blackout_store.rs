@@ -17,6 +17,8 @@ use firebreak_tests::{put, Api, Outcome, TestCluster, DEADLINE, SITES};
 const WRITERS: usize = 32;
 const PUTS_PER_WRITER: usize = 40;
 const SIZES: [usize; 3] = [100, 4096, 16_384];
+/// Tries of a refused put (nothing written) before it counts as refused.
+const RETRIES: usize = 40;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_write_survives_a_blackout() {
@@ -67,9 +69,14 @@ async fn every_acknowledged_write_survives_a_blackout() {
     }
     api.wait_leader(&addrs, "state").await;
     for (key, (outcome, expected)) in &outcomes {
-        let value = read_with_retry(&api, &addrs[0], key).await;
+        let value = read_with_retry(&api, &addrs[0], key, &cluster).await;
         match outcome {
-            Outcome::Ok => assert_eq!(value.as_ref(), Some(expected), "acknowledged {key}"),
+            Outcome::Ok => assert!(
+                value.as_ref() == Some(expected),
+                "acknowledged {key} is {:?} after the blackout\n{}",
+                value.map(|v| v.len()),
+                cluster.logs()
+            ),
             Outcome::Failed => assert_eq!(value, None, "refused {key} appeared"),
             Outcome::Unknown => {}
         }
@@ -91,7 +98,15 @@ async fn write_concurrently(api: &Arc<Api>, addrs: &[String]) -> Outcomes {
                 let fill = char::from(b'a' + (i % 26) as u8);
                 let value: String =
                     std::iter::repeat_n(fill, SIZES[(w + i) % SIZES.len()]).collect();
-                let outcome = put(&api.http, &addr, &key, &value).await;
+                // A refused put wrote nothing (an election under way): try it again.
+                let mut outcome = put(&api.http, &addr, &key, &value).await;
+                for _ in 0..RETRIES {
+                    if outcome != Outcome::Failed {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    outcome = put(&api.http, &addr, &key, &value).await;
+                }
                 mine.push((key, (outcome, value)));
             }
             mine
@@ -104,12 +119,19 @@ async fn write_concurrently(api: &Arc<Api>, addrs: &[String]) -> Outcomes {
     outcomes
 }
 
-async fn read_with_retry(api: &Api, addr: &str, key: &str) -> Option<String> {
+async fn read_with_retry(
+    api: &Api,
+    addr: &str,
+    key: &str,
+    cluster: &TestCluster,
+) -> Option<String> {
     let deadline = Instant::now() + DEADLINE;
     loop {
         match api.get(addr, key, false).await {
             Ok(value) => return value,
-            Err(e) if Instant::now() > deadline => panic!("{key} unreadable at {addr}: {e}"),
+            Err(e) if Instant::now() > deadline => {
+                panic!("{key} unreadable at {addr}: {e}\n{}", cluster.logs())
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }

@@ -24,12 +24,30 @@ const RENAME_NOREPLACE: u32 = 1;
 /// The filesystem a mount serves; the volume outlives it (a power loss remounts).
 pub struct Adapter {
     pub volume: Arc<Mutex<Volume>>,
+    /// The volume's power generation this mount serves. A request still queued on an
+    /// unmounted session (a write a killed process issued just before the power went)
+    /// must not land after the power loss: such requests get EIO and change nothing.
+    pub generation: u64,
 }
 
 impl Adapter {
-    fn volume(&self) -> MutexGuard<'_, Volume> {
-        self.volume.lock().expect("volume lock poisoned")
+    fn volume(&self) -> Result<MutexGuard<'_, Volume>, Errno> {
+        let volume = self.volume.lock().expect("volume lock poisoned");
+        if volume.generation != self.generation {
+            return Err(libc::EIO);
+        }
+        Ok(volume)
     }
+}
+
+/// The volume, or an EIO answer to a stale request.
+macro_rules! volume {
+    ($self:ident, $reply:ident) => {
+        match $self.volume() {
+            Ok(volume) => volume,
+            Err(e) => return $reply.error(e),
+        }
+    };
 }
 
 fn attr(ino: u64, inode: &Inode) -> FileAttr {
@@ -76,12 +94,12 @@ fn perm(mode: u32, umask: u32) -> u16 {
 
 impl Filesystem for Adapter {
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
-        let volume = self.volume();
+        let volume = volume!(self, reply);
         entry_of(&volume, volume.lookup(parent, name), reply);
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
-        match self.volume().get(ino) {
+        match volume!(self, reply).get(ino) {
             Ok(inode) => reply.attr(&TTL, &attr(ino, inode)),
             Err(e) => reply.error(e),
         }
@@ -105,7 +123,7 @@ impl Filesystem for Adapter {
         _flags: Option<u32>,
         reply: ReplyAttr,
     ) {
-        let mut volume = self.volume();
+        let mut volume = volume!(self, reply);
         if let Some(size) = size {
             if let Err(e) = volume.truncate(ino, size) {
                 return reply.error(e);
@@ -127,7 +145,7 @@ impl Filesystem for Adapter {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let mut volume = self.volume();
+        let mut volume = volume!(self, reply);
         let made = volume.make(
             parent,
             name,
@@ -151,7 +169,7 @@ impl Filesystem for Adapter {
         if mode & libc::S_IFMT != libc::S_IFREG {
             return reply.error(libc::EPERM);
         }
-        let mut volume = self.volume();
+        let mut volume = volume!(self, reply);
         let made = volume.make(
             parent,
             name,
@@ -172,7 +190,7 @@ impl Filesystem for Adapter {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let mut volume = self.volume();
+        let mut volume = volume!(self, reply);
         let made = volume
             .make(
                 parent,
@@ -190,11 +208,11 @@ impl Filesystem for Adapter {
     }
 
     fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        empty(self.volume().remove(parent, name, false), reply);
+        empty(volume!(self, reply).remove(parent, name, false), reply);
     }
 
     fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        empty(self.volume().remove(parent, name, true), reply);
+        empty(volume!(self, reply).remove(parent, name, true), reply);
     }
 
     fn rename(
@@ -211,14 +229,12 @@ impl Filesystem for Adapter {
             return reply.error(libc::EINVAL); // RENAME_EXCHANGE, RENAME_WHITEOUT
         }
         let no_replace = flags & RENAME_NOREPLACE != 0;
-        let renamed = self
-            .volume()
-            .rename((parent, name), (newparent, newname), no_replace);
+        let renamed = volume!(self, reply).rename((parent, name), (newparent, newname), no_replace);
         empty(renamed, reply);
     }
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
-        match self.volume().opened(ino) {
+        match volume!(self, reply).opened(ino) {
             Ok(()) => reply.opened(0, 0),
             Err(e) => reply.error(e),
         }
@@ -235,7 +251,7 @@ impl Filesystem for Adapter {
         _lock_owner: Option<u64>,
         reply: ReplyData,
     ) {
-        match self.volume().read(ino, offset.max(0) as u64, size) {
+        match volume!(self, reply).read(ino, offset.max(0) as u64, size) {
             Ok(bytes) => reply.data(&bytes),
             Err(e) => reply.error(e),
         }
@@ -253,7 +269,7 @@ impl Filesystem for Adapter {
         _lock_owner: Option<u64>,
         reply: ReplyWrite,
     ) {
-        match self.volume().write(ino, offset.max(0) as u64, data) {
+        match volume!(self, reply).write(ino, offset.max(0) as u64, data) {
             Ok(()) => reply.written(data.len() as u32),
             Err(e) => reply.error(e),
         }
@@ -274,16 +290,16 @@ impl Filesystem for Adapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.volume().released(ino);
+        volume!(self, reply).released(ino);
         reply.ok();
     }
 
     fn fsync(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _data: bool, reply: ReplyEmpty) {
-        empty(self.volume().sync_file(ino), reply);
+        empty(volume!(self, reply).sync_file(ino), reply);
     }
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
-        match self.volume().get(ino) {
+        match volume!(self, reply).get(ino) {
             Ok(Inode {
                 kind: Kind::Dir(_), ..
             }) => reply.opened(0, 0),
@@ -300,7 +316,7 @@ impl Filesystem for Adapter {
         offset: i64,
         mut reply: ReplyDirectory,
     ) {
-        let volume = self.volume();
+        let volume = volume!(self, reply);
         let (Ok(inode), Ok(parent)) = (volume.get(ino), volume.parent(ino)) else {
             return reply.error(libc::ENOTDIR);
         };
@@ -325,7 +341,7 @@ impl Filesystem for Adapter {
     }
 
     fn fsyncdir(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _data: bool, reply: ReplyEmpty) {
-        empty(self.volume().sync_dir(ino), reply);
+        empty(volume!(self, reply).sync_dir(ino), reply);
     }
 
     fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
@@ -344,7 +360,7 @@ impl Filesystem for Adapter {
     }
 
     fn access(&mut self, _req: &Request<'_>, ino: u64, _mask: i32, reply: ReplyEmpty) {
-        empty(self.volume().get(ino).map(|_| ()), reply);
+        empty(volume!(self, reply).get(ino).map(|_| ()), reply);
     }
 
     fn fallocate(
@@ -360,7 +376,7 @@ impl Filesystem for Adapter {
         if mode != 0 {
             return reply.error(libc::EOPNOTSUPP);
         }
-        let mut volume = self.volume();
+        let mut volume = volume!(self, reply);
         let end = (offset + length).max(0) as u64;
         let grown = match &volume.get(ino).map(|i| &i.kind) {
             Ok(Kind::File(f)) if f.size < end => volume.truncate(ino, end),

@@ -90,6 +90,7 @@ impl Mount {
         ];
         let adapter = fuse::Adapter {
             volume: self.volume.clone(),
+            generation: self.lock().generation,
         };
         let session = fuser::spawn_mount2(adapter, &self.dir, &options).map_err(|e| {
             Error::CouldNotRun(format!(

@@ -94,6 +94,8 @@ pub struct Volume {
     dirty_bytes: u64,
     /// Test switch: every fsync fails with EIO (a dying disk), and syncs nothing.
     pub fail_fsync: bool,
+    /// Grows at every power loss; a mount serves one generation (see the FUSE adapter).
+    pub generation: u64,
 }
 
 impl Volume {
@@ -114,6 +116,7 @@ impl Volume {
             next_ino: ROOT + 1,
             dirty_bytes: 0,
             fail_fsync: false,
+            generation: 0,
         })
     }
 
@@ -442,6 +445,7 @@ impl Volume {
     /// Loses power: every file and directory goes back to what was last synced, and
     /// whatever no durable name reaches is gone. No handle survives (the processes died).
     pub fn power_loss(&mut self) -> Discarded {
+        self.generation += 1;
         let mut discarded = Discarded::default();
         for inode in self.inodes.values_mut() {
             inode.open = 0;

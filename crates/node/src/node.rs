@@ -49,6 +49,14 @@ pub struct RunningNode {
     stores: Vec<(&'static str, watch::Receiver<Option<String>>)>,
 }
 
+/// Most entries one AppendEntries carries. openraft 0.9 gives every AppendEntries one
+/// heartbeat interval to arrive, be stored and fsynced, and be answered; an entry can be a
+/// group-commit batch of up to 96 KiB, so at 256 entries (24 MB) a follower that fell
+/// behind (after a blackout, say) never caught up: every catch-up RPC timed out and the
+/// groups churned through elections. 16 entries is at most 1.5 MB; a follower in step gets
+/// one to four at a time anyway.
+const MAX_PAYLOAD_ENTRIES: u64 = 16;
+
 fn raft_config(config: &NodeConfig, group: &str) -> Result<Arc<openraft::Config>> {
     let t = &config.raft;
     let raft = openraft::Config {
@@ -59,7 +67,7 @@ fn raft_config(config: &NodeConfig, group: &str) -> Result<Arc<openraft::Config>
         install_snapshot_timeout: t.install_snapshot_timeout_ms,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_logs_since_last),
         max_in_snapshot_log_to_keep: t.max_in_snapshot_log_to_keep,
-        max_payload_entries: 256,
+        max_payload_entries: MAX_PAYLOAD_ENTRIES,
         ..Default::default()
     };
     let raft = raft.validate().map_err(|e| Error::Raft {

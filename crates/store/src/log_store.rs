@@ -198,8 +198,21 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
         Ok(())
     }
 
+    /// openraft reads the vote once, at startup. It comes back uncommitted, so that a node
+    /// that led before it stopped starts again as a follower and stands for election like
+    /// anyone else: openraft 0.9 would restore a committed vote for itself as leadership at
+    /// once, but a leader's own disk may lack entries that two followers made committed (a
+    /// commit needs a quorum's flush, not the leader's own), and a leader restored after a
+    /// power loss then wrote different entries under the same log ids (seen in
+    /// `tests/blackout_store.rs`: an acknowledged write gone). The term and whom the node
+    /// voted for, which is what safety rests on, are kept as they are.
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<C::NodeId>>> {
-        Ok(read_json(&self.meta, VOTE).map_err(|e| StorageIOError::read_vote(&e))?)
+        let vote: Option<Vote<C::NodeId>> =
+            read_json(&self.meta, VOTE).map_err(|e| StorageIOError::read_vote(&e))?;
+        Ok(vote.map(|mut vote| {
+            vote.committed = false;
+            vote
+        }))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<C::NodeId>>) -> StorageResult<()> {

@@ -39,6 +39,25 @@ fn control_group_store_passes_openraft_suite() -> Result<(), StorageError<firebr
 
 mod restart {
     use std::path::Path;
+
+    #[tokio::test]
+    async fn a_leader_comes_back_as_a_candidate_not_as_the_leader() {
+        use openraft::storage::RaftLogStorage;
+        let dir = tempfile::TempDir::new().unwrap();
+        let voted = openraft::Vote::new_committed(7, NodeId(1));
+        {
+            let (mut log, _sm) = crate::open::<KvStore>(dir.path()).unwrap();
+            log.save_vote(&voted).await.unwrap();
+        }
+        let (mut log, _sm) = reopen_both(dir.path());
+        let read = log.read_vote().await.unwrap().expect("the vote survives");
+        assert_eq!(
+            read,
+            openraft::Vote::new(7, NodeId(1)),
+            "same term and choice, uncommitted"
+        );
+        assert!(!read.is_committed());
+    }
     use std::time::{Duration, Instant};
 
     use firebreak_model::kv::{KvCommand, KvStore};
@@ -62,10 +81,15 @@ mod restart {
 
     /// Reopens a store, waiting for the previous instance's flusher to release the Db.
     fn reopen(dir: &Path) -> StateMachineStore<KvStore> {
+        reopen_both(dir).1
+    }
+
+    /// Opens again once the last store's flusher let go of sled's lock.
+    fn reopen_both(dir: &Path) -> (crate::LogStore<StateTypes>, StateMachineStore<KvStore>) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match crate::open::<KvStore>(dir) {
-                Ok((_, sm)) => return sm,
+                Ok(both) => return both,
                 Err(err) if Instant::now() < deadline => {
                     let _ = err;
                     std::thread::sleep(Duration::from_millis(20));

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use firebreak_tests::{put, Api, Outcome, TestCluster};
+use firebreak_tests::{put, Api, Outcome, TestCluster, TEST_TOKEN};
 
 /// Concurrent writers flooding the state group.
 const FLOOD_CONNECTIONS: usize = 48;
@@ -63,6 +63,7 @@ async fn control_group_commits_fast_while_state_group_is_flooded() {
         let response = api
             .http
             .post(format!("http://{}/v1/control/ping", addrs[control_leader]))
+            .bearer_auth(TEST_TOKEN)
             .send()
             .await
             .expect("control ping answered");

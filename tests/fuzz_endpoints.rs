@@ -322,6 +322,7 @@ async fn random_input_never_panics_a_node_or_stops_a_group() {
             let ping = api
                 .http
                 .post(format!("http://{addr}/v1/control/ping"))
+                .bearer_auth(TEST_TOKEN)
                 .send()
                 .await;
             committed.0 |= ping.is_ok_and(|r| r.status().is_success());

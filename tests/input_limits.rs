@@ -6,6 +6,7 @@
 //!   It is refused with 4xx, and both groups go on.
 //! - Each field at its limit is accepted, one byte over is refused with a 4xx that names the
 //!   field; after every refusal both groups still have a leader and take writes.
+//! - A control ping (an fsynced entry) without an operator token is refused with 401.
 
 use std::time::{Duration, Instant};
 
@@ -119,7 +120,7 @@ async fn groups_alive(api: &Api, addrs: &[String], after: &str) {
                 let url = format!("http://{addr}{path}");
                 let request = match path {
                     "/v1/kv" => api.http.put(url),
-                    _ => api.http.post(url),
+                    _ => api.http.post(url).bearer_auth(TEST_TOKEN),
                 };
                 if let Ok(response) = request.json(&body).send().await {
                     if response.status().is_success() {
@@ -143,6 +144,16 @@ async fn no_request_can_stop_a_raft_group() {
     let api = Api::new();
     let addrs = cluster.addrs();
     groups_alive(&api, &addrs, "start").await;
+    // Each ping is an fsynced control entry: it takes an operator token.
+    for addr in &addrs {
+        let response = api
+            .http
+            .post(format!("http://{addr}/v1/control/ping"))
+            .send()
+            .await
+            .expect("the node answers");
+        assert_eq!(response.status().as_u16(), 401, "a ping without a token");
+    }
 
     let attack = json!({ "renew_lease": { "site": site(200_000), "at_ms": 0 } });
     // The control leader first: that is where the entry would be appended.

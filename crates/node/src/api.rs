@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
@@ -155,7 +155,6 @@ pub fn routes(api: Arc<Api>) -> Router {
         .route("/v1/watch", get(watch))
         .route("/v1/cluster", get(cluster))
         .route("/v1/health", get(health))
-        .route("/v1/control/ping", post(control_ping))
         .route("/v1/internal/control", post(internal_control))
         .merge(crate::operator::routes())
         .route("/metrics", get(crate::metrics::render))
@@ -663,21 +662,6 @@ async fn cluster(State(api): State<Arc<Api>>) -> Json<ClusterInfo> {
         state_keys,
         state_revision,
     })
-}
-
-async fn control_ping(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> ApiResult<Response> {
-    let started = Instant::now();
-    match api.control.write(ControlCommand::Ping).await {
-        Ok(response) => Ok(Json(
-            json!({ "response": response, "latency_ms": started.elapsed().as_secs_f64() * 1000.0 }),
-        )
-        .into_response()),
-        Err(err) => forward(&api, err, &headers, Method::POST, &uri, None).await,
-    }
 }
 
 /// Lease renewals and health reports forwarded by other nodes; stamped here, the leader.

@@ -37,6 +37,7 @@ const MAX_AUDIT_ENTRIES: usize = 1000;
 pub fn routes() -> Router<Arc<Api>> {
     Router::new()
         .route("/v1/topology", post(apply_topology).get(show_topology))
+        .route("/v1/control/ping", post(control_ping))
         .route("/v1/evacuate", post(evacuate))
         .route("/v1/restore", post(restore))
         .route("/v1/freeze", post(freeze))
@@ -403,4 +404,22 @@ async fn audit(State(api): State<Arc<Api>>, headers: HeaderMap, uri: Uri) -> Api
         )
     });
     Ok(Json(serde_json::json!({ "entries": entries, "archived": archived })).into_response())
+}
+
+/// Commits a no-op through the control group: proves and times its write path. Each one is
+/// an fsynced entry, so it takes an operator token like any other control write.
+async fn control_ping(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> ApiResult<Response> {
+    authorize(&api, &headers)?;
+    let started = std::time::Instant::now();
+    match api.control.write(ControlCommand::Ping).await {
+        Ok(response) => Ok(Json(
+            serde_json::json!({ "response": response, "latency_ms": started.elapsed().as_secs_f64() * 1000.0 }),
+        )
+        .into_response()),
+        Err(err) => forward(&api, err, &headers, Method::POST, &uri, None).await,
+    }
 }

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use firebreak_chaos::lazyfs::{self, Mount};
-use firebreak_tests::{put, Api, Outcome, TestCluster, DEADLINE, SITES};
+use firebreak_chaos::lazyfs::Mount;
+use firebreak_tests::{fuse_or_skip, put, Api, Outcome, TestCluster, DEADLINE, SITES};
 
 const WRITERS: usize = 32;
 const PUTS_PER_WRITER: usize = 40;
@@ -22,12 +22,7 @@ const RETRIES: usize = 40;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_write_survives_a_blackout() {
-    if let Err(e) = lazyfs::probe() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI has root and /dev/fuse: {e}"
-        );
-        eprintln!("skipped: {e}");
+    if !fuse_or_skip() {
         return;
     }
     let mut cluster = TestCluster::configure("");

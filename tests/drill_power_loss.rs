@@ -13,25 +13,11 @@
 //! Without root or /dev/fuse they are skipped with a message, except under CI=true, where
 //! they fail.
 
-use firebreak_tests::DrillRun;
+use firebreak_tests::{fuse_or_skip, DrillRun};
 use serde_json::Value;
 
 /// One drill at a time: each drill's steady state assumes the two cores are its own.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn fuse_or_skip() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let fuse = std::path::Path::new("/dev/fuse").exists();
-    if !(root && fuse) {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI runs as root with /dev/fuse; the power-loss drills need them"
-        );
-        eprintln!("skipped: the power-loss drills need root and /dev/fuse");
-    }
-    root && fuse
-}
 
 fn run(playbook: &str, port: u16, env: &[(&str, &str)]) -> (i32, String, DrillRun) {
     let mut drill = DrillRun::start_with_env(playbook, port, env);

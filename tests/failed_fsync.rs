@@ -7,17 +7,12 @@
 
 use std::time::{Duration, Instant};
 
-use firebreak_chaos::lazyfs::{self, Mount};
-use firebreak_tests::{put, Api, Outcome, TestCluster, DEADLINE};
+use firebreak_chaos::lazyfs::Mount;
+use firebreak_tests::{fuse_or_skip, put, Api, Outcome, TestCluster, DEADLINE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fsync_stops_the_node_with_a_clear_error() {
-    if let Err(e) = lazyfs::probe() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI has root and /dev/fuse: {e}"
-        );
-        eprintln!("skipped: {e}");
+    if !fuse_or_skip() {
         return;
     }
     let mut cluster = TestCluster::configure("");

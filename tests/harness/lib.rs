@@ -698,3 +698,20 @@ pub fn alive(pid: u32) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Whether this machine can mount the drop-unsynced filesystem (root and /dev/fuse, as
+/// `lazyfs::probe` says). Without, a test skips with the reason, except under CI=true,
+/// where it fails: CI runs as root with /dev/fuse.
+pub fn fuse_or_skip() -> bool {
+    match firebreak_chaos::lazyfs::probe() {
+        Ok(()) => true,
+        Err(e) => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI has root and /dev/fuse: {e}"
+            );
+            eprintln!("skipped: {e}");
+            false
+        }
+    }
+}

@@ -422,12 +422,7 @@ impl Drill<'_> {
                 progress.note(&format!("[{elapsed:>5.1} s] {what}"));
             }
             for target in sites.poll_restarts()? {
-                self.history.record(Event::Fault {
-                    at_ms: self.history.now_ms(),
-                    fault: FaultKind::ProcessRestart.name().into(),
-                    target: target.clone(),
-                    phase: FaultPhase::End,
-                });
+                self.record_fault(FaultKind::ProcessRestart.name(), &target, FaultPhase::End);
                 progress.note(&format!("[{elapsed:>5.1} s] {target} started again"));
             }
             for exit in sites.unexpected_exits() {
@@ -469,14 +464,7 @@ impl Drill<'_> {
         runner: &Runner,
         action: Action<'_>,
     ) -> Result<String> {
-        let record = |fault: &str, target: &str, phase: FaultPhase| {
-            self.history.record(Event::Fault {
-                at_ms: self.history.now_ms(),
-                fault: fault.into(),
-                target: target.into(),
-                phase,
-            })
-        };
+        let record = |fault: &str, target: &str, phase| self.record_fault(fault, target, phase);
         let (step, starting) = match action {
             Action::Start(step) => (step, true),
             Action::End(step) => (step, false),
@@ -602,14 +590,7 @@ impl Drill<'_> {
     ) -> Result<String> {
         let targets = step.target_sites();
         let fault = step.fault.name();
-        let record = |fault: &str, target: &str, phase: FaultPhase| {
-            self.history.record(Event::Fault {
-                at_ms: self.history.now_ms(),
-                fault: fault.into(),
-                target: target.into(),
-                phase,
-            })
-        };
+        let record = |fault: &str, target: &str, phase| self.record_fault(fault, target, phase);
         if step.fault == FaultKind::PowerLoss && starting {
             record(fault, &step.target, FaultPhase::Start);
             let lost = sites.power_loss(&targets).await?;
@@ -650,6 +631,16 @@ impl Drill<'_> {
             record(FaultKind::PowerLoss.name(), &loss.target, FaultPhase::End);
         }
         Ok(format!("{} powered on again", step.target))
+    }
+
+    /// Records that a fault started or ended, now.
+    fn record_fault(&self, fault: &str, target: &str, phase: FaultPhase) {
+        self.history.record(Event::Fault {
+            at_ms: self.history.now_ms(),
+            fault: fault.into(),
+            target: target.into(),
+            phase,
+        })
     }
 
     /// Records a process that died unasked (`site/process: status`).

@@ -21,7 +21,7 @@ use std::path::Path;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::sync::{sync_dir, SledFiles};
+use crate::sync::SledFiles;
 use crate::{Error, Result};
 
 /// Most requests that may wait for the flusher; appends beyond it wait for room.
@@ -141,18 +141,4 @@ fn flush(
         failed.send_replace(Some(why));
     }
     result
-}
-
-/// fsyncs `dir` and its parent: a store's directory and its entry in the data dir.
-pub(crate) fn sync_dir_and_parent(dir: &Path) -> Result<()> {
-    for path in [Some(dir), dir.parent()].into_iter().flatten() {
-        if crate::sync::sabotaged() {
-            break;
-        }
-        sync_dir(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    }
-    Ok(())
 }

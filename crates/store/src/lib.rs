@@ -98,7 +98,7 @@ pub fn open<M: Machine>(dir: &Path) -> Result<(LogStore<M::Types>, StateMachineS
     let flusher = Flusher::spawn(db.clone(), &dir.join("sled"))?;
     // The group's directory and its `sled` must be named durably too, or a power loss
     // leaves an empty data dir that starts as a brand-new node.
-    flusher::sync_dir_and_parent(dir)?;
+    sync::sync_dir_and_parent(dir)?;
     let log = LogStore::open(&db, flusher.clone())?;
     let sm = StateMachineStore::open(&db, flusher, dir)?;
     Ok((log, sm))

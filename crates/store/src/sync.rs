@@ -34,6 +34,20 @@ pub fn sync_dir(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_all()
 }
 
+/// fsyncs `dir` and its parent: a store's directory and its entry in the data dir.
+pub(crate) fn sync_dir_and_parent(dir: &Path) -> crate::Result<()> {
+    if sabotaged() {
+        return Ok(());
+    }
+    for path in [Some(dir), dir.parent()].into_iter().flatten() {
+        sync_dir(path).map_err(|source| crate::Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 /// Test-only sabotage, in debug builds alone: with `FIREBREAK_SABOTAGE_SKIP_FSYNC` set, the
 /// store skips every fsync, to prove that the power-loss drills catch a missing one.
 /// Release builds compile it out.
@@ -98,15 +112,18 @@ impl SledFiles {
         for entry in entries {
             let entry = entry.map_err(|e| with_path(e, &self.blobs))?;
             let name = entry.file_name();
-            let path = entry.path();
-            let file = match File::open(&path) {
-                Ok(file) => file,
+            let len = match entry.metadata() {
+                Ok(meta) => meta.len(),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // removed since
-                Err(e) => return Err(with_path(e, &path)),
+                Err(e) => return Err(with_path(e, &entry.path())),
             };
-            let len = file.metadata().map_err(|e| with_path(e, &path))?.len();
             if self.synced.get(&name) != Some(&len) {
-                file.sync_data().map_err(|e| with_path(e, &path))?;
+                let path = entry.path();
+                match File::open(&path) {
+                    Ok(file) => file.sync_data().map_err(|e| with_path(e, &path))?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(with_path(e, &path)),
+                }
                 changed |= !self.synced.contains_key(&name);
             }
             now.insert(name, len);

@@ -14,7 +14,7 @@ use serde_json::Value;
 async fn routing(api: &Api, addr: &str) -> Option<Value> {
     let response = api
         .http
-        .get(format!("http://{addr}/v1/routing"))
+        .get(firebreak_tests::url(addr, "/v1/routing"))
         .timeout(Duration::from_secs(2))
         .send()
         .await
@@ -278,7 +278,7 @@ async fn an_unhealthy_instance_leaves_after_fall_and_returns_after_rise() {
     );
     let metrics = api
         .http
-        .get(format!("http://{}/metrics", addrs[0]))
+        .get(firebreak_tests::url(&addrs[0], "/metrics"))
         .send()
         .await
         .unwrap()
@@ -334,7 +334,7 @@ async fn a_shedding_instance_is_relayed_not_multiplied() {
     };
     let get = || async {
         api.http
-            .get(format!("http://{}/web/page", addrs[0]))
+            .get(firebreak_tests::url(&addrs[0], "/web/page"))
             .send()
             .await
             .unwrap()

@@ -1,5 +1,7 @@
 //! Throws random, truncated, deeply nested and oversized JSON (unicode, huge numbers) and
-//! random query strings at every endpoint of a running 3-node cluster: at least 20,000
+//! random query strings at every endpoint of both listeners of a running 3-node cluster
+//! (the client listener with or without an operator token; the peer listener as a member
+//! node, past the certificate gate, so the handlers themselves are fuzzed): at least 20,000
 //! requests, from a seed, bounded in time. Afterwards no node has panicked or died, both
 //! Raft groups have a leader and commit writes, and no answer was a 5xx other than the
 //! documented ones (503 `not_leader`, `no_quorum`, `unavailable`, 504 `outcome_unknown`).
@@ -233,27 +235,31 @@ async fn random_input_never_panics_a_node_or_stops_a_group() {
     api.wait_leader(&addrs, "control").await;
     api.wait_leader(&addrs, "state").await;
 
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let http = firebreak_tests::http();
+    let peer = cluster.peer_http(1);
+    let peer_addrs: Vec<String> = cluster.nodes.iter().map(|n| n.peer_addr.clone()).collect();
     let sent = Arc::new(AtomicUsize::new(0));
     let bad = Arc::new(Mutex::new(Vec::<String>::new()));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for w in 0..CONCURRENCY {
         let (http, addrs, sent, bad) = (http.clone(), addrs.clone(), sent.clone(), bad.clone());
+        let (peer, peer_addrs) = (peer.clone(), peer_addrs.clone());
         let mut rng = StdRng::seed_from_u64(seed.wrapping_add(w as u64));
         let endpoints = endpoints();
         workers.spawn(async move {
             while sent.fetch_add(1, Ordering::Relaxed) < REQUESTS && started.elapsed() < BUDGET {
                 let (method, path, template) = &endpoints[rng.gen_range(0..endpoints.len())];
-                let url = format!(
-                    "http://{}{path}{}",
-                    addrs[rng.gen_range(0..addrs.len())],
-                    query(&mut rng)
+                let on_peer = rng.gen_bool(0.3);
+                let (client, targets) = match on_peer {
+                    true => (&peer, &peer_addrs),
+                    false => (&http, &addrs),
+                };
+                let url = firebreak_tests::url(
+                    &targets[rng.gen_range(0..targets.len())],
+                    &format!("{path}{}", query(&mut rng)),
                 );
-                let mut request = http.request(method.parse().unwrap(), url);
+                let mut request = client.request(method.parse().unwrap(), url);
                 if template.is_some() || rng.gen_bool(0.2) {
                     request = request
                         .header("content-type", "application/json")
@@ -321,7 +327,7 @@ async fn random_input_never_panics_a_node_or_stops_a_group() {
         for addr in &addrs {
             let ping = api
                 .http
-                .post(format!("http://{addr}/v1/control/ping"))
+                .post(firebreak_tests::url(addr, "/v1/control/ping"))
                 .bearer_auth(TEST_TOKEN)
                 .send()
                 .await;

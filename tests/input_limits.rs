@@ -12,16 +12,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use firebreak_tests::{Api, TestCluster, DEADLINE, TEST_TOKEN};
+use firebreak_tests::{http, url, Api, TestCluster, DEADLINE, TEST_TOKEN};
 
-/// One request: path, body, and whether it needs the operator token.
+/// One request: path, body, and the field its error must name.
 struct Case {
     name: &'static str,
     path: &'static str,
     at_limit: Value,
     over: Value,
     field: &'static str,
-    operator: bool,
 }
 
 fn text(n: usize) -> String {
@@ -45,15 +44,6 @@ fn cases() -> Vec<Case> {
             at_limit: json!({ "reason": text(512) }),
             over: json!({ "reason": text(513) }),
             field: "reason",
-            operator: true,
-        },
-        Case {
-            name: "lease renewal site",
-            path: "/v1/internal/control",
-            at_limit: json!({ "renew_lease": { "site": site(63), "at_ms": 0 } }),
-            over: json!({ "renew_lease": { "site": site(64), "at_ms": 0 } }),
-            field: "site",
-            operator: false,
         },
         Case {
             name: "health report service",
@@ -61,7 +51,6 @@ fn cases() -> Vec<Case> {
             at_limit: json!({ "report_health": { "service": site(63), "site": "pangyo", "healthy": true, "at_ms": 0 } }),
             over: json!({ "report_health": { "service": site(64), "site": "pangyo", "healthy": true, "at_ms": 0 } }),
             field: "service",
-            operator: false,
         },
         Case {
             name: "kv key",
@@ -69,7 +58,6 @@ fn cases() -> Vec<Case> {
             at_limit: json!({ "key": "k".repeat(1024), "value": "v" }),
             over: json!({ "key": "k".repeat(1025), "value": "v" }),
             field: "key",
-            operator: false,
         },
         Case {
             name: "kv value",
@@ -77,7 +65,6 @@ fn cases() -> Vec<Case> {
             at_limit: json!({ "key": "k", "value": "v".repeat(32 * 1024) }),
             over: json!({ "key": "k", "value": "v".repeat(32 * 1024 + 1) }),
             field: "value",
-            operator: false,
         },
         Case {
             name: "txn operations",
@@ -85,20 +72,23 @@ fn cases() -> Vec<Case> {
             at_limit: json!({ "compare": [], "success": ops(64) }),
             over: json!({ "compare": [], "success": ops(65) }),
             field: "success",
-            operator: false,
         },
     ]
 }
 
-async fn send(api: &Api, addr: &str, case: &Case, body: &Value) -> (u16, String) {
-    let url = format!("http://{addr}{}", case.path);
+/// Sends `case` to node `i`: internal commands to its peer listener as node 1 (pangyo),
+/// the others to its client listener with the operator token (keys need a credential).
+async fn send(cluster: &TestCluster, peer: &reqwest::Client, i: usize, case: &Case, body: &Value) -> (u16, String) {
     let request = match case.path {
-        "/v1/kv" => api.http.put(url),
-        _ => api.http.post(url),
+        "/v1/internal/control" => {
+            peer.post(url(&cluster.nodes[i].peer_addr, case.path))
+        }
+        "/v1/kv" => http().put(url(&cluster.nodes[i].addr, case.path)),
+        _ => http().post(url(&cluster.nodes[i].addr, case.path)),
     };
-    let request = match case.operator {
-        true => request.bearer_auth(TEST_TOKEN),
-        false => request,
+    let request = match case.path {
+        "/v1/internal/control" => request,
+        _ => request.bearer_auth(TEST_TOKEN),
     };
     let response = request.json(body).send().await.expect("the node answers");
     let status = response.status().as_u16();
@@ -117,11 +107,12 @@ async fn groups_alive(api: &Api, addrs: &[String], after: &str) {
         let mut last = String::new();
         'retry: while Instant::now() < deadline {
             for addr in addrs {
-                let url = format!("http://{addr}{path}");
+                let url = url(addr, path);
                 let request = match path {
                     "/v1/kv" => api.http.put(url),
-                    _ => api.http.post(url).bearer_auth(TEST_TOKEN),
+                    _ => api.http.post(url),
                 };
+                let request = request.bearer_auth(TEST_TOKEN);
                 if let Ok(response) = request.json(&body).send().await {
                     if response.status().is_success() {
                         break 'retry;
@@ -148,7 +139,7 @@ async fn no_request_can_stop_a_raft_group() {
     for addr in &addrs {
         let response = api
             .http
-            .post(format!("http://{addr}/v1/control/ping"))
+            .post(url(addr, "/v1/control/ping"))
             .send()
             .await
             .expect("the node answers");
@@ -156,14 +147,31 @@ async fn no_request_can_stop_a_raft_group() {
     }
 
     let attack = json!({ "renew_lease": { "site": site(200_000), "at_ms": 0 } });
-    // The control leader first: that is where the entry would be appended.
+    // The internal endpoint is not on the client listener at all.
+    let response = api
+        .http
+        .post(url(&addrs[0], "/v1/internal/control"))
+        .json(&attack)
+        .send()
+        .await
+        .expect("the node answers");
+    assert_eq!(response.status().as_u16(), 404, "internal control on the client listener");
+    // Even a member node cannot send it: the control leader first, where the entry
+    // would be appended.
+    let peer = cluster.peer_http(1);
     let leader = api.wait_leader(&addrs, "control").await as usize - 1;
-    let mut targets = vec![addrs[leader].clone()];
-    targets.extend(addrs.iter().filter(|a| **a != addrs[leader]).cloned());
+    let first = cluster.nodes[leader].peer_addr.clone();
+    let mut targets = vec![first.clone()];
+    targets.extend(
+        cluster
+            .nodes
+            .iter()
+            .map(|n| n.peer_addr.clone())
+            .filter(|a| *a != first),
+    );
     for addr in &targets {
-        let response = api
-            .http
-            .post(format!("http://{addr}/v1/internal/control"))
+        let response = peer
+            .post(url(addr, "/v1/internal/control"))
             .json(&attack)
             .send()
             .await
@@ -182,13 +190,13 @@ async fn no_request_can_stop_a_raft_group() {
     for case in cases() {
         // Internal forwards are for the control leader alone; the rest forward themselves.
         let leader = api.wait_leader(&addrs, "control").await as usize - 1;
-        let (status, body) = send(&api, &addrs[leader], &case, &case.at_limit).await;
+        let (status, body) = send(&cluster, &peer, leader, &case, &case.at_limit).await;
         assert!(
             (200..300).contains(&status),
             "{} at its limit: {status} {body}",
             case.name
         );
-        let (status, body) = send(&api, &addrs[1], &case, &case.over).await;
+        let (status, body) = send(&cluster, &peer, 1, &case, &case.over).await;
         assert!(
             status == 400 || status == 413,
             "{} one over: {status} {body}",

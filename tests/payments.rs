@@ -18,6 +18,7 @@ async fn start() -> (
     let api = Api::new();
     api.wait_leader(&cluster.addrs(), "state").await;
     let config = payments::Config {
+        state_tls: cluster.service_tls("payments"),
         nodes: cluster.addrs(),
         max_concurrent: 256,
         state_timeout: Duration::from_secs(5),

@@ -17,6 +17,7 @@ async fn cluster() -> TestCluster {
 
 async fn messaging_at(cluster: &TestCluster) -> (String, tokio::task::JoinHandle<()>) {
     let config = messaging::Config {
+        state_tls: cluster.service_tls("messaging"),
         nodes: cluster.addrs(),
         max_concurrent: 64,
         max_streams: 16,
@@ -134,6 +135,7 @@ async fn a_session_made_in_one_instance_is_valid_in_another_after_the_first_is_g
     let cluster = cluster().await;
     let http = reqwest::Client::new();
     let config = login::Config {
+        state_tls: cluster.service_tls("login"),
         nodes: cluster.addrs(),
         max_concurrent: 64,
         max_hashing: 2,
@@ -229,6 +231,7 @@ async fn the_client_waits_as_long_as_retry_after_asks() {
         max_attempts: 2,
         stream_backoff: Backoff::STREAM,
         seed: 7,
+        tls: firebreak_tls::ClientTls::plaintext_for_debugging(),
     });
     let healthy = endpoint.healthy.clone();
     tokio::spawn(async move {

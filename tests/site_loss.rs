@@ -60,6 +60,7 @@ async fn losing_a_whole_site_loses_no_acknowledged_write() {
         max_attempts: 12,
         stream_backoff: Backoff::STREAM,
         seed: SEED,
+        tls: firebreak_tests::tls(),
     }));
     assert!(client.open_account("a", 1000).await.ok().is_some());
     assert!(client.open_account("b", 1000).await.ok().is_some());

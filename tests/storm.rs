@@ -85,6 +85,8 @@ async fn jittered_clients_spread_their_reconnects_and_naive_ones_do_not() {
         max_attempts: 5,
         stream_backoff: Backoff::STREAM,
         seed: 2011,
+        // Straight to the instances, which serve plain HTTP inside their site.
+        tls: firebreak_tls::ClientTls::plaintext_for_debugging(),
     }));
     let mut receivers = Vec::new();
     for _ in 0..half {

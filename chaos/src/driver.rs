@@ -5,6 +5,8 @@
 //! ```text
 //!   dir/
 //!     tokens                      operator token of this run (mode 0600)
+//!     ca/                         the run's throwaway CA (`crate::certs`)
+//!     <site>/tls/                 the site's node and service certificates
 //!     <site>/node.yaml, data/     the node's config and Raft data
 //!     <site>/<process>.log        stdout and stderr of every process, appended across restarts
 //! ```
@@ -24,7 +26,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use firebreak_model::{NodeId, SiteId};
-use firebreak_node::config::{ApiLimits, AuthConfig, Peer, RaftTimings};
+use firebreak_node::config::{ApiLimits, AuthConfig, Peer, RaftTimings, TlsConfig};
 use firebreak_node::NodeConfig;
 use tokio::process::{Child, Command};
 
@@ -96,12 +98,17 @@ pub fn service_port(node_port: u16, service: ServiceKind) -> u16 {
         }
 }
 
+/// How far above the node's client port its peer listener is.
+pub const PEER_PORT_OFFSET: u16 = 10;
+
 /// The loopback address of the `index`-th site (0-based).
 pub fn site_ip(index: usize) -> String {
     format!("127.0.{}.1", index + 1)
 }
 
-/// Node configs for sites on `ips[N]:port` (one per site), data under `dir/<site>/data`.
+/// Node configs for sites on `ips[N]:port` (one per site; the peer listener on
+/// `port + PEER_PORT_OFFSET`), data under `dir/<site>/data`. TLS is on, with no files
+/// yet: [`crate::certs::LocalCa::issue_node`] fills them in.
 pub fn node_configs(
     cluster: &str,
     dir: &Path,
@@ -117,16 +124,19 @@ pub fn node_configs(
         .map(|(i, (site, ip))| Peer {
             id: NodeId(i as u64 + 1),
             site: SiteId::from(*site),
-            addr: format!("{ip}:{port}"),
+            addr: format!("{ip}:{}", port + PEER_PORT_OFFSET),
         })
         .collect();
     peers
         .iter()
-        .map(|peer| NodeConfig {
+        .zip(ips)
+        .map(|(peer, ip)| NodeConfig {
             cluster: cluster.into(),
             node_id: peer.id,
             site: peer.site.clone(),
-            listen: peer.addr.parse().expect("loopback address parses"),
+            listen: format!("{ip}:{port}").parse().expect("an IP address and port parse"),
+            peer_listen: peer.addr.parse().expect("an IP address and port parse"),
+            tls: TlsConfig::default(),
             data_dir: dir.join(&peer.site.0).join("data"),
             peers: peers.clone(),
             raft: RaftTimings::default(),
@@ -229,6 +239,8 @@ pub struct LocalSites {
     /// The operator token written to `dir/tokens`.
     pub token: String,
     node_addrs: Vec<String>,
+    /// How the drill's own clients reach the nodes (trusting the run's CA).
+    pub tls: firebreak_tls::ClientTls,
 }
 
 impl LocalSites {
@@ -270,6 +282,10 @@ impl LocalSites {
                 c.state_voters = Some(ids.clone());
             }
         }
+        let ca = crate::certs::LocalCa::open_or_create(&config.dir, "firebreak-drill")?;
+        for c in &mut configs {
+            ca.issue_node(c)?;
+        }
         let node_addrs: Vec<String> = configs.iter().map(|c| c.listen.to_string()).collect();
         let mut sites = Vec::new();
         for (i, node) in configs.iter().enumerate() {
@@ -291,16 +307,19 @@ impl LocalSites {
             nodes.extend(node_addrs.iter().filter(|a| **a != node_addrs[i]).cloned());
             for service in &config.services {
                 let listen = format!("{}:{}", ips[i], service_port(config.port, *service));
+                let files = ca.issue_service(service.name(), &dir.join("tls"))?;
+                let mut args = strings(&[
+                    "serve",
+                    service.name(),
+                    "--listen",
+                    &listen,
+                    "--nodes",
+                    &nodes.join(","),
+                ]);
+                args.extend(crate::certs::service_args(&files));
                 processes.push(Process {
                     kind: ProcessKind::Service(*service),
-                    args: strings(&[
-                        "serve",
-                        service.name(),
-                        "--listen",
-                        &listen,
-                        "--nodes",
-                        &nodes.join(","),
-                    ]),
+                    args,
                     log: dir.join(format!("{service}.log")),
                     child: None,
                     paused: false,
@@ -328,6 +347,7 @@ impl LocalSites {
             sites,
             token,
             node_addrs,
+            tls: ca.client()?,
         };
         for i in 0..driver.sites.len() {
             driver.start_stopped(i)?;

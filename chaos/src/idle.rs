@@ -107,6 +107,7 @@ impl IdleClients {
         seed: u64,
         timeout: Duration,
         history: History,
+        tls: firebreak_tls::ClientTls,
     ) -> Self {
         let first = sites
             .iter()
@@ -133,8 +134,12 @@ impl IdleClients {
             stream_backoff: Backoff::STREAM,
             max_attempts: 1,
             seed: seed ^ 0x1d1e,
+            tls: tls.clone(),
         }));
-        let naive_http = reqwest::Client::new();
+        let naive_http = tls
+            .apply(reqwest::Client::builder())
+            .build()
+            .expect("reqwest client builds with static options");
         let naive_runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("idle-naive")
@@ -170,6 +175,7 @@ impl IdleClients {
             } else {
                 tasks.spawn(naive(
                     naive_http.clone(),
+                    tls.clone(),
                     order.clone(),
                     state,
                     index,
@@ -256,6 +262,7 @@ impl Drop for IdleClients {
 /// once. No backoff, no jitter; `Last-Event-ID` so that it misses nothing.
 async fn naive(
     http: reqwest::Client,
+    tls: firebreak_tls::ClientTls,
     gateways: Vec<String>,
     state: Arc<State>,
     index: usize,
@@ -265,7 +272,10 @@ async fn naive(
     for attempt in 0..MAX_NAIVE_ATTEMPTS as usize {
         let gateway = &gateways[attempt % gateways.len()];
         state.attempt(IdleKind::Naive, number, gateway);
-        let url = format!("http://{gateway}/messaging/conversations/{CONVERSATION}/stream");
+        let url = tls.url(
+            gateway,
+            &format!("/messaging/conversations/{CONVERSATION}/stream"),
+        );
         let Ok(mut response) = http
             .get(url)
             .header("last-event-id", last.to_string())

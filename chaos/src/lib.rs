@@ -19,6 +19,7 @@
 //! cannot cut networks (the netns driver can, as root); the workload runs in the drill's process,
 //! so on a small machine the client competes with the sites for CPU.
 
+pub mod certs;
 pub mod checkers;
 pub mod driver;
 pub mod error;

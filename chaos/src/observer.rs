@@ -21,15 +21,21 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 pub const POLL_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Polls until `stop` turns true.
-pub async fn observe(nodes: Vec<String>, history: History, mut stop: watch::Receiver<bool>) {
-    let http = reqwest::Client::builder()
+pub async fn observe(
+    nodes: Vec<String>,
+    tls: firebreak_tls::ClientTls,
+    history: History,
+    mut stop: watch::Receiver<bool>,
+) {
+    let http = tls
+        .apply(reqwest::Client::builder())
         .timeout(POLL_TIMEOUT)
         .build()
         .expect("reqwest client builds with static options");
     let mut leaders: BTreeMap<(u64, String), (u64, u64)> = BTreeMap::new();
     let mut epochs: BTreeMap<String, u64> = BTreeMap::new();
     loop {
-        let round = futures_round(&http, &nodes).await;
+        let round = futures_round(&http, &tls, &nodes).await;
         for (cluster, routing) in round {
             if let Some(info) = cluster {
                 record_leaders(&info, &history, &mut leaders);
@@ -51,15 +57,16 @@ pub async fn observe(nodes: Vec<String>, history: History, mut stop: watch::Rece
 /// Asks every node at once for `/v1/cluster` and `/v1/routing`.
 async fn futures_round(
     http: &reqwest::Client,
+    tls: &firebreak_tls::ClientTls,
     nodes: &[String],
 ) -> Vec<(Option<Value>, Option<Value>)> {
     let mut tasks = Vec::new();
     for node in nodes {
-        let http = http.clone();
+        let (http, tls) = (http.clone(), tls.clone());
         let node = node.clone();
         tasks.push(tokio::spawn(async move {
             let get = |path: &str| {
-                let url = format!("http://{node}{path}");
+                let url = tls.url(&node, path);
                 let http = http.clone();
                 async move {
                     match http.get(url).send().await {

@@ -68,10 +68,17 @@ pub struct Runner {
     surge: Arc<AtomicU32>,
     /// Message body sizes to pick from (empty: a short text).
     message_bytes: Arc<[u32]>,
+    /// TLS to the gateways.
+    tls: firebreak_tls::ClientTls,
 }
 
 impl Runner {
-    pub fn new(gateways: Vec<String>, workload: &Workload, history: History) -> Self {
+    pub fn new(
+        gateways: Vec<String>,
+        tls: firebreak_tls::ClientTls,
+        workload: &Workload,
+        history: History,
+    ) -> Self {
         let client = Client::new(ClientConfig {
             gateways,
             timeout: Duration::from_millis(workload.timeout_ms),
@@ -82,6 +89,7 @@ impl Runner {
             max_attempts: MAX_ATTEMPTS,
             stream_backoff: Backoff::STREAM,
             seed: workload.seed,
+            tls: tls.clone(),
         });
         Self {
             client: Arc::new(client),
@@ -91,6 +99,7 @@ impl Runner {
             sessions: Arc::default(),
             surge: Arc::new(AtomicU32::new(1)),
             message_bytes: workload.message_bytes.clone().into(),
+            tls,
         }
     }
 
@@ -228,6 +237,7 @@ impl Runner {
                     max_attempts: MAX_ATTEMPTS,
                     stream_backoff: Backoff::STREAM,
                     seed: workload.seed.wrapping_add(u64::from(user) + 1),
+                    tls: self.tls.clone(),
                 }));
                 let history = self.history.clone();
                 tokio::spawn(async move {

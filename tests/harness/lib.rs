@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use firebreak_tls::pki::{self, Validity};
+use firebreak_tls::{ClientTls, Identity, Role};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -19,12 +21,62 @@ pub const SITES: [&str; 3] = ["pangyo", "gasan", "busan"];
 /// The operator token every test node accepts (as `tester`).
 pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";
 
+/// The cluster name of every test cluster.
+pub const CLUSTER: &str = "e2e";
+
+/// The CA every test cluster of this process uses (made once, in the OS temp dir: a test
+/// process may run many clusters at once, and the CLI and clients trust this one CA).
+pub fn ca_dir() -> &'static std::path::Path {
+    static CA: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CA.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("firebreak-e2e-ca-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        pki::init_ca(&dir, CLUSTER, Validity::days(2)).expect("make the test CA");
+        dir
+    })
+}
+
+/// The test CA's certificate.
+pub fn ca_file() -> PathBuf {
+    ca_dir().join(pki::CA_CERT)
+}
+
+/// TLS that trusts the test CA, presenting no certificate.
+pub fn tls() -> ClientTls {
+    ClientTls::new(&ca_file(), None).expect("test CA loads")
+}
+
+/// `https://addr/path`: a node's client listener.
+pub fn url(addr: &str, path: &str) -> String {
+    tls().url(addr, path)
+}
+
+/// An HTTP client that trusts the test CA (for gateways and client listeners).
+pub fn http() -> reqwest::Client {
+    tls()
+        .apply(reqwest::Client::builder())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+/// Issues a certificate of the test CA for `role`, into `out` as `<stem>.pem`/`.key`.
+pub fn issue(role: Role, hosts: &[&str], out: &std::path::Path, stem: &str) -> pki::Issued {
+    let identity = Identity {
+        cluster: CLUSTER.into(),
+        role,
+    };
+    let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+    pki::issue(ca_dir(), &identity, &hosts, Validity::days(1), out, stem).expect("issue")
+}
+
 /// Runs the firebreak CLI against `nodes`; returns exit code, stdout and stderr.
 pub fn cli(args: &[&str], nodes: &[String], token: Option<&str>) -> (i32, String, String) {
     let mut command = Command::new(binary());
     command
         .args(args)
         .env("FIREBREAK_NODES", nodes.join(","))
+        .env("FIREBREAK_CA", ca_file())
         .env_remove("FIREBREAK_TOKEN");
     if let Some(token) = token {
         command.env("FIREBREAK_TOKEN", token);
@@ -56,7 +108,7 @@ pub fn node_topology(cluster: &TestCluster) -> String {
     let endpoints: Vec<String> = cluster
         .nodes
         .iter()
-        .map(|n| format!("      {}: http://{}\n", n.site, n.addr))
+        .map(|n| format!("      {}: https://{}\n", n.site, n.addr))
         .collect();
     let endpoints = endpoints.concat();
     format!(
@@ -95,7 +147,10 @@ pub fn binary() -> PathBuf {
 pub struct TestNode {
     pub id: u64,
     pub site: &'static str,
+    /// The client listener.
     pub addr: String,
+    /// The peer listener (mutual TLS).
+    pub peer_addr: String,
     pub config: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
@@ -135,7 +190,11 @@ impl TestCluster {
             .iter()
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
-        let peers: String = addrs
+        let peer_addrs: Vec<String> = SITES
+            .iter()
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let peers: String = peer_addrs
             .iter()
             .zip(SITES)
             .enumerate()
@@ -146,10 +205,17 @@ impl TestCluster {
         let mut nodes = Vec::new();
         for (i, (addr, site)) in addrs.iter().zip(SITES).enumerate() {
             let config = dir.path().join(format!("{site}.yaml"));
+            let tls_dir = dir.path().join(format!("{site}-tls"));
+            let cert = issue(Role::Node(i as u64 + 1), &["127.0.0.1"], &tls_dir, "node");
             let text = format!(
-                "cluster: e2e\nnode_id: {}\nsite: {site}\nlisten: \"{addr}\"\ndata_dir: \"{}\"\npeers:\n{peers}{extra}",
+                "cluster: {CLUSTER}\nnode_id: {}\nsite: {site}\nlisten: \"{addr}\"\npeer_listen: \"{}\"\n\
+                 data_dir: \"{}\"\ntls:\n  ca_file: \"{}\"\n  cert_file: \"{}\"\n  key_file: \"{}\"\npeers:\n{peers}{extra}",
                 i + 1,
-                dir.path().join(site).display()
+                peer_addrs[i],
+                dir.path().join(site).display(),
+                ca_file().display(),
+                cert.cert.display(),
+                cert.key.display(),
             );
             std::fs::write(&config, text).expect("write config");
             let log = dir.path().join(format!("{site}.log"));
@@ -157,6 +223,7 @@ impl TestCluster {
                 id: i as u64 + 1,
                 site,
                 addr: addr.clone(),
+                peer_addr: peer_addrs[i].clone(),
                 config,
                 log,
                 child: None,
@@ -230,6 +297,8 @@ impl TestCluster {
             .append(true)
             .open(&log_path)
             .expect("open log");
+        let tls_dir = self.dir.path().join(format!("{}-tls", self.nodes[i].site));
+        let cert = issue(Role::Service(service.to_string()), &[], &tls_dir, service);
         let mut command = Command::new(binary());
         command
             .args([
@@ -240,6 +309,12 @@ impl TestCluster {
                 "--nodes",
                 &nodes.join(","),
             ])
+            .arg("--ca")
+            .arg(ca_file())
+            .arg("--cert")
+            .arg(&cert.cert)
+            .arg("--key")
+            .arg(&cert.key)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
@@ -320,6 +395,43 @@ impl TestCluster {
         }
     }
 
+    /// TLS to the nodes as `service` (its own key prefix only), for in-process services.
+    pub fn service_tls(&self, service: &str) -> ClientTls {
+        let cert = issue(
+            Role::Service(service.to_string()),
+            &[],
+            &self.dir.path().join("services-tls"),
+            service,
+        );
+        let keys = firebreak_tls::Keys::load(firebreak_tls::KeyFiles {
+            cert: cert.cert,
+            key: cert.key,
+        })
+        .expect("service keys load");
+        ClientTls::new(&ca_file(), Some(keys)).expect("test CA loads")
+    }
+
+    /// An HTTP client holding node `id`'s certificate, for the peer listeners.
+    pub fn peer_http(&self, id: u64) -> reqwest::Client {
+        let cert = issue(
+            Role::Node(id),
+            &["127.0.0.1"],
+            &self.dir.path().join("peer-clients"),
+            &format!("node-{id}"),
+        );
+        let keys = firebreak_tls::Keys::load(firebreak_tls::KeyFiles {
+            cert: cert.cert,
+            key: cert.key,
+        })
+        .expect("node keys load");
+        ClientTls::new(&ca_file(), Some(keys))
+            .expect("test CA loads")
+            .apply(reqwest::Client::builder())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client")
+    }
+
     /// Every node's address, for clients that try them in turn.
     pub fn addrs(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.addr.clone()).collect()
@@ -371,18 +483,14 @@ impl Default for Api {
 
 impl Api {
     pub fn new() -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("client");
-        Self { http }
+        Self { http: http() }
     }
 
     /// `/v1/cluster` of one node, or `None` if it does not answer.
     pub async fn cluster(&self, addr: &str) -> Option<Value> {
         let response = self
             .http
-            .get(format!("http://{addr}/v1/cluster"))
+            .get(url(addr, "/v1/cluster"))
             .timeout(Duration::from_secs(2))
             .send()
             .await
@@ -422,7 +530,8 @@ impl Api {
         let consistency = if stale { "&consistency=stale" } else { "" };
         let response = self
             .http
-            .get(format!("http://{addr}/v1/kv?key={key}{consistency}"))
+            .get(url(addr, &format!("/v1/kv?key={key}{consistency}")))
+            .bearer_auth(TEST_TOKEN)
             .send()
             .await
             .map_err(|e| e.to_string())?;
@@ -452,7 +561,8 @@ pub enum Outcome {
 /// Puts `key` once through `addr` and classifies the answer.
 pub async fn put(http: &reqwest::Client, addr: &str, key: &str, value: &str) -> Outcome {
     let request = http
-        .put(format!("http://{addr}/v1/kv"))
+        .put(url(addr, "/v1/kv"))
+        .bearer_auth(TEST_TOKEN)
         .json(&serde_json::json!({ "key": key, "value": value }));
     match request.send().await {
         Ok(response) if response.status().is_success() => Outcome::Ok,

@@ -14,14 +14,14 @@ use crate::playbook::{Mode, Playbook, ServiceKind};
 const BRING_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(super) async fn wait_ready(nodes: &[String], sites: &LocalSites) -> Result<()> {
-    let http = http_client();
+    let http = http_client(sites);
     let deadline = tokio::time::Instant::now() + BRING_UP_TIMEOUT;
     loop {
         let mut control_led = 0;
         let mut state_led = false;
         for node in nodes {
             let info: Option<Value> =
-                match http.get(format!("http://{node}/v1/cluster")).send().await {
+                match http.get(sites.tls.url(node, "/v1/cluster")).send().await {
                     Ok(r) => r.json().await.ok(),
                     Err(_) => None,
                 };
@@ -50,8 +50,10 @@ pub(super) async fn wait_ready(nodes: &[String], sites: &LocalSites) -> Result<(
     }
 }
 
-fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
+fn http_client(sites: &LocalSites) -> reqwest::Client {
+    sites
+        .tls
+        .apply(reqwest::Client::builder())
         .timeout(Duration::from_secs(2))
         .build()
         .expect("reqwest client builds with static options")
@@ -84,13 +86,13 @@ fn topology(playbook: &Playbook, sites: &LocalSites) -> Value {
 }
 
 pub(super) async fn apply_topology(playbook: &Playbook, sites: &LocalSites) -> Result<()> {
-    let http = http_client();
+    let http = http_client(sites);
     let body = topology(playbook, sites);
     let deadline = tokio::time::Instant::now() + BRING_UP_TIMEOUT;
     let mut last = String::new();
     while tokio::time::Instant::now() < deadline {
         for node in sites.node_addrs() {
-            let url = format!("http://{node}/v1/topology");
+            let url = sites.tls.url(node, "/v1/topology");
             match http
                 .post(url)
                 .bearer_auth(&sites.token)
@@ -123,7 +125,7 @@ pub(super) async fn wait_serving(
     nodes: &[String],
     sites: &LocalSites,
 ) -> Result<()> {
-    let http = http_client();
+    let http = http_client(sites);
     let deadline = tokio::time::Instant::now() + BRING_UP_TIMEOUT;
     let wanted = |mode: Mode| match mode {
         Mode::ActiveActive => playbook.topology.sites.len(),
@@ -131,7 +133,7 @@ pub(super) async fn wait_serving(
     };
     loop {
         let routing: Option<Value> = match http
-            .get(format!("http://{}/v1/routing", nodes[0]))
+            .get(sites.tls.url(&nodes[0], "/v1/routing"))
             .send()
             .await
         {
@@ -154,7 +156,7 @@ pub(super) async fn wait_serving(
                     ServiceKind::Login => "/login/sessions/warmup",
                 };
                 let status = http
-                    .get(format!("http://{node}{path}"))
+                    .get(sites.tls.url(node, path))
                     .send()
                     .await
                     .map(|r| r.status().as_u16());

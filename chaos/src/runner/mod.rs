@@ -302,11 +302,17 @@ impl Drill<'_> {
         let (stop_observer, stopped) = watch::channel(false);
         let observer = tokio::spawn(crate::observer::observe(
             nodes.clone(),
+            sites.tls.clone(),
             self.history.clone(),
             stopped,
         ));
         phase("setup");
-        let runner = Runner::new(nodes.clone(), &self.playbook.workload, self.history.clone());
+        let runner = Runner::new(
+            nodes.clone(),
+            sites.tls.clone(),
+            &self.playbook.workload,
+            self.history.clone(),
+        );
         runner
             .setup(
                 self.playbook.workload.users,
@@ -324,14 +330,15 @@ impl Drill<'_> {
             Some(push) => {
                 phase("idle_connect");
                 let started = std::time::Instant::now();
-                let addresses: Vec<String> = match push.via {
-                    IdleVia::Gateway => nodes.clone(),
-                    IdleVia::Messaging => (0..nodes.len())
+                // Service instances serve plain HTTP inside their site; gateways serve TLS.
+                let (addresses, tls): (Vec<String>, _) = match push.via {
+                    IdleVia::Gateway => (nodes.clone(), sites.tls.clone()),
+                    IdleVia::Messaging => ((0..nodes.len())
                         .map(|i| {
                             let url = sites.service_url(i, ServiceKind::Messaging);
                             url.trim_start_matches("http://").to_string()
                         })
-                        .collect(),
+                        .collect(), firebreak_tls::ClientTls::plaintext_for_debugging()),
                 };
                 let idle = IdleClients::start(
                     &addresses,
@@ -340,6 +347,7 @@ impl Drill<'_> {
                     self.playbook.workload.seed,
                     Duration::from_millis(self.playbook.workload.timeout_ms),
                     self.history.clone(),
+                    tls,
                 )
                 .await;
                 let deadline = tokio::time::Instant::now()

@@ -76,7 +76,14 @@ pub async fn run(command: Command) -> Result<()> {
             format!("--duration-secs must be 1 to {MAX_DURATION_SECS}"),
         ));
     }
-    let http = reqwest::Client::builder()
+    // firebreak's keys need a credential (an operator token or certificate); etcd is
+    // measured the way it is set up by default, in plain HTTP without auth.
+    let (tls, token) = match args.target.as_str() {
+        "etcd" => (firebreak_tls::ClientTls::plaintext_for_debugging(), None),
+        _ => (args.nodes.tls()?, args.nodes.token()?),
+    };
+    let http = tls
+        .apply(reqwest::Client::builder())
         .timeout(Duration::from_millis(args.nodes.timeout_ms))
         .pool_max_idle_per_host(args.connections)
         .tcp_nodelay(true)
@@ -87,8 +94,10 @@ pub async fn run(command: Command) -> Result<()> {
     let value = "x".repeat(args.value_bytes);
     let tasks: Vec<_> = (0..args.connections)
         .map(|id| {
-            let (http, nodes, issued, value, target) = (
+            let (http, tls, token, nodes, issued, value, target) = (
                 http.clone(),
+                tls.clone(),
+                token.clone(),
                 args.nodes.nodes.clone(),
                 issued.clone(),
                 value.clone(),
@@ -107,7 +116,7 @@ pub async fn run(command: Command) -> Result<()> {
                     seq += 1;
                     let key = format!("bench/{id}/{seq}");
                     let sent = Instant::now();
-                    let ok = put(&http, &target, &nodes[node], &key, &value).await;
+                    let ok = put(&http, &target, &tls.url(&nodes[node], ""), token.as_deref(), &key, &value).await;
                     if ok {
                         worker
                             .latencies
@@ -178,14 +187,25 @@ pub async fn run(command: Command) -> Result<()> {
     Ok(())
 }
 
-async fn put(http: &reqwest::Client, target: &str, node: &str, key: &str, value: &str) -> bool {
-    let request = if target == "etcd" {
+/// One put to `base` (`https://host:port`), with the operator token if there is one.
+async fn put(
+    http: &reqwest::Client,
+    target: &str,
+    base: &str,
+    token: Option<&str>,
+    key: &str,
+    value: &str,
+) -> bool {
+    let mut request = if target == "etcd" {
         let b64 = base64::engine::general_purpose::STANDARD;
-        http.post(format!("http://{node}/v3/kv/put"))
+        http.post(format!("{base}/v3/kv/put"))
             .json(&json!({ "key": b64.encode(key), "value": b64.encode(value) }))
     } else {
-        http.put(format!("http://{node}/v1/kv"))
+        http.put(format!("{base}/v1/kv"))
             .json(&json!({ "key": key, "value": value }))
     };
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
     matches!(request.send().await, Ok(r) if r.status().is_success())
 }

@@ -28,10 +28,49 @@ pub struct Nodes {
     /// File holding the operator token (else FIREBREAK_TOKEN).
     #[arg(long)]
     pub token_file: Option<std::path::PathBuf>,
+    /// The cluster CA's certificate; `firebreak up` writes it to `<data-dir>/ca/ca.pem`.
+    #[arg(long, env = "FIREBREAK_CA", default_value = "firebreak-data/ca/ca.pem")]
+    pub ca: std::path::PathBuf,
+    /// An operator certificate to present (with --key), instead of or beside a token.
+    #[arg(long, env = "FIREBREAK_CERT", requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// The operator certificate's key.
+    #[arg(long, env = "FIREBREAK_KEY", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
+    /// Plain HTTP, for nodes run with `tls.plaintext_for_debugging` only.
+    #[arg(long)]
+    pub plaintext_for_debugging: bool,
 }
 
 impl Nodes {
-    fn token(&self) -> Result<Option<String>> {
+    /// TLS as the flags say; a missing CA file is a usage error that says where to look.
+    pub fn tls(&self) -> Result<firebreak_tls::ClientTls> {
+        if self.plaintext_for_debugging {
+            return Ok(firebreak_tls::ClientTls::plaintext_for_debugging());
+        }
+        if !self.ca.exists() {
+            return Err(fail(
+                exit::USAGE,
+                format!(
+                    "no CA certificate at {}: pass --ca FILE or set FIREBREAK_CA to the cluster CA's certificate (`firebreak up` writes it to <data-dir>/ca/ca.pem)",
+                    self.ca.display()
+                ),
+            ));
+        }
+        let keys = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some(
+                firebreak_tls::Keys::load(firebreak_tls::KeyFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                })
+                .map_err(|e| fail(exit::USAGE, e.to_string()))?,
+            ),
+            _ => None,
+        };
+        firebreak_tls::ClientTls::new(&self.ca, keys).map_err(|e| fail(exit::USAGE, e.to_string()))
+    }
+
+    pub fn token(&self) -> Result<Option<String>> {
         match &self.token_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
@@ -53,6 +92,7 @@ impl Nodes {
 pub struct Client {
     nodes: Vec<String>,
     http: reqwest::Client,
+    tls: firebreak_tls::ClientTls,
     token: Option<String>,
 }
 
@@ -64,13 +104,16 @@ impl Client {
                 "no node addresses given: pass --nodes host:port,...",
             ));
         }
-        let http = reqwest::Client::builder()
+        let tls = nodes.tls()?;
+        let http = tls
+            .apply(reqwest::Client::builder())
             .timeout(Duration::from_millis(nodes.timeout_ms))
             .connect_timeout(Duration::from_millis(nodes.timeout_ms.min(1000)))
             .build()?;
         Ok(Self {
             nodes: nodes.nodes.clone(),
             http,
+            tls,
             token: nodes.token()?,
         })
     }
@@ -81,6 +124,11 @@ impl Client {
 
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// The URL of `path` on `node`.
+    pub fn url(&self, node: &str, path: &str) -> String {
+        self.tls.url(node, path)
     }
 
     /// Sends a request to the first node that can serve it; returns the JSON answer.
@@ -94,7 +142,7 @@ impl Client {
         for node in &self.nodes {
             let mut request = self
                 .http
-                .request(method.clone(), format!("http://{node}{path_and_query}"));
+                .request(method.clone(), self.url(node, path_and_query));
             if let Some(body) = body {
                 request = request.json(body);
             }

@@ -5,6 +5,7 @@
 //! from the table in [`exit`].
 
 mod bench;
+mod certs;
 mod client;
 mod control;
 mod drill;
@@ -58,6 +59,12 @@ enum Command {
     /// Measure the cluster (or etcd, for comparison) under load.
     #[command(subcommand)]
     Bench(bench::Command),
+    /// Make the cluster's certificate authority.
+    #[command(subcommand)]
+    Ca(certs::CaCommand),
+    /// Issue node, service and operator certificates from the CA.
+    #[command(subcommand)]
+    Cert(certs::CertCommand),
     /// Print the version.
     Version,
 }
@@ -91,6 +98,8 @@ fn main() {
             Command::Freeze(args) => control::freeze(args).await,
             Command::Unfreeze(args) => control::unfreeze(args).await,
             Command::Audit(args) => control::audit(args).await,
+            Command::Ca(command) => certs::ca(command),
+            Command::Cert(command) => certs::cert(command),
             Command::Version => {
                 println!("firebreak {}", env!("CARGO_PKG_VERSION"));
                 Ok(())

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use firebreak_services::{login, messaging, payments};
 
 use crate::client::DEFAULT_NODES;
+use crate::exit::{self, fail};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -51,6 +52,35 @@ pub struct Common {
     /// latency bounded under a surge instead of queueing into timeouts).
     #[arg(long, default_value_t = 64)]
     max_concurrent: usize,
+    /// The cluster CA's certificate.
+    #[arg(long, env = "FIREBREAK_CA", required_unless_present = "plaintext_for_debugging")]
+    ca: Option<std::path::PathBuf>,
+    /// This service's certificate (`firebreak cert issue service NAME`): it grants the
+    /// keys under `NAME/`. Reloaded when the file changes.
+    #[arg(long, env = "FIREBREAK_CERT", required_unless_present = "plaintext_for_debugging")]
+    cert: Option<std::path::PathBuf>,
+    /// Its key.
+    #[arg(long, env = "FIREBREAK_KEY", required_unless_present = "plaintext_for_debugging")]
+    key: Option<std::path::PathBuf>,
+    /// Plain HTTP to the nodes, for nodes run with `tls.plaintext_for_debugging` only.
+    #[arg(long)]
+    plaintext_for_debugging: bool,
+}
+
+impl Common {
+    /// TLS to the nodes with this service's certificate (watched for rotation).
+    fn state_tls(&self) -> Result<firebreak_tls::ClientTls> {
+        let (Some(ca), Some(cert), Some(key)) = (&self.ca, &self.cert, &self.key) else {
+            return Ok(firebreak_tls::ClientTls::plaintext_for_debugging());
+        };
+        let keys = firebreak_tls::Keys::load(firebreak_tls::KeyFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        })
+        .map_err(|e| fail(exit::USAGE, e.to_string()))?;
+        keys.watch();
+        firebreak_tls::ClientTls::new(ca, Some(keys)).map_err(|e| fail(exit::USAGE, e.to_string()))
+    }
 }
 
 const STATE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,6 +93,7 @@ pub async fn run(command: Command) -> Result<()> {
             keepalive_secs,
         } => {
             let config = messaging::Config {
+                state_tls: common.state_tls()?,
                 nodes: common.nodes,
                 max_concurrent: common.max_concurrent,
                 max_streams,
@@ -77,6 +108,7 @@ pub async fn run(command: Command) -> Result<()> {
         }
         Command::Payments { common } => {
             let config = payments::Config {
+                state_tls: common.state_tls()?,
                 nodes: common.nodes,
                 max_concurrent: common.max_concurrent,
                 state_timeout: STATE_TIMEOUT,
@@ -92,6 +124,7 @@ pub async fn run(command: Command) -> Result<()> {
             session_ttl_secs,
         } => {
             let config = login::Config {
+                state_tls: common.state_tls()?,
                 nodes: common.nodes,
                 max_concurrent: common.max_concurrent,
                 max_hashing: 4,

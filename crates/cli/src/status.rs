@@ -67,7 +67,7 @@ async fn first_failover(
         if view.is_err() {
             continue;
         }
-        let url = format!("http://{node}/v1/failover");
+        let url = client.url(node, "/v1/failover");
         let Ok(response) = client
             .http()
             .get(url)
@@ -147,7 +147,7 @@ async fn fetch(client: &Client, node: &str) -> (String, Result<ClusterInfo>) {
     let result = async {
         let response = client
             .http()
-            .get(format!("http://{node}/v1/cluster"))
+            .get(client.url(node, "/v1/cluster"))
             .timeout(Duration::from_secs(2))
             .send()
             .await?
@@ -164,6 +164,15 @@ fn print_tables(views: &[(String, Result<ClusterInfo>)]) {
         .find_map(|(_, v)| v.as_ref().ok())
         .expect("checked: one view at least");
     println!("cluster {}", first.cluster);
+    let expiry: Vec<String> = views
+        .iter()
+        .filter_map(|(_, v)| v.as_ref().ok())
+        .map(|info| match info.cert_expiry_days {
+            Some(days) => format!("node {} {days} d", info.node_id),
+            None => format!("node {} no TLS", info.node_id),
+        })
+        .collect();
+    println!("certificates expire in: {}", expiry.join(", "));
     for group in ["control", "state"] {
         let infos: Vec<_> = views
             .iter()

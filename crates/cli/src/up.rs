@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use firebreak_tls::ClientTls;
+use firebreak_chaos::certs::LocalCa;
 use firebreak_node::NodeConfig;
 use tokio::process::Child;
 
@@ -57,19 +59,26 @@ struct Site {
     services: Vec<(&'static str, Child)>,
 }
 
-fn configs(data_dir: &Path, port: u16) -> Vec<NodeConfig> {
+fn configs(data_dir: &Path, port: u16, ca: &LocalCa) -> Result<Vec<NodeConfig>> {
     let ips: Vec<String> = (0..SITES.len())
         .map(firebreak_chaos::driver::site_ip)
         .collect();
-    firebreak_chaos::driver::node_configs(
-        "firebreak-local",
+    let mut configs = firebreak_chaos::driver::node_configs(
+        CLUSTER,
         data_dir,
         &SITES,
         &ips,
         port,
         &data_dir.join("tokens"),
-    )
+    );
+    for config in &mut configs {
+        ca.issue_node(config)?;
+    }
+    Ok(configs)
 }
+
+/// The local cluster's name.
+const CLUSTER: &str = "firebreak-local";
 
 pub async fn run(args: Args) -> Result<()> {
     let data_dir = std::path::absolute(&args.data_dir).context("failed to resolve --data-dir")?;
@@ -77,8 +86,10 @@ pub async fn run(args: Args) -> Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("failed to create {}", data_dir.display()))?;
     let token = operator_token(&data_dir)?;
+    let ca = LocalCa::open_or_create(&data_dir, CLUSTER)?;
+    let tls = ca.client()?;
     let mut sites = Vec::new();
-    for (name, config) in SITES.iter().zip(configs(&data_dir, args.port)) {
+    for (name, config) in SITES.iter().zip(configs(&data_dir, args.port, &ca)?) {
         let dir = data_dir.join(name);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("failed to create {}", dir.display()))?;
@@ -104,12 +115,12 @@ pub async fn run(args: Args) -> Result<()> {
             ];
             site.child = Some(spawn(&exe, &args, &site.log, &dir.join("node.pid"))?);
         }
-        wait_ready(&sites).await?;
+        wait_ready(&sites, &tls).await?;
         if args.services {
-            start_services(&exe, &mut sites, &data_dir)?;
-            apply_topology(&sites, &token).await?;
+            start_services(&exe, &mut sites, &data_dir, &ca)?;
+            apply_topology(&sites, &token, &tls).await?;
         }
-        print_sites(&sites, &data_dir, &token);
+        print_sites(&sites, &data_dir, &token, &ca);
         supervise(&mut sites).await
     }
     .await;
@@ -140,7 +151,7 @@ fn operator_token(data_dir: &Path) -> Result<String> {
 
 /// Starts every site's messaging, payments and login on its loopback address; each talks
 /// to its own site's node first.
-fn start_services(exe: &Path, sites: &mut [Site], data_dir: &Path) -> Result<()> {
+fn start_services(exe: &Path, sites: &mut [Site], data_dir: &Path, ca: &LocalCa) -> Result<()> {
     let nodes: Vec<String> = sites.iter().map(|s| s.config.listen.to_string()).collect();
     for (i, site) in sites.iter_mut().enumerate() {
         let mut order = vec![nodes[i].clone()];
@@ -153,7 +164,9 @@ fn start_services(exe: &Path, sites: &mut [Site], data_dir: &Path) -> Result<()>
         );
         for (service, port, _) in SERVICES {
             let listen = format!("{}:{port}", site.config.listen.ip());
-            let args: Vec<String> = [
+            let dir = data_dir.join(site.name);
+            let files = ca.issue_service(service, &dir.join("tls"))?;
+            let mut args: Vec<String> = [
                 "serve",
                 service,
                 "--listen",
@@ -164,7 +177,7 @@ fn start_services(exe: &Path, sites: &mut [Site], data_dir: &Path) -> Result<()>
             .iter()
             .map(|a| a.to_string())
             .collect();
-            let dir = data_dir.join(site.name);
+            args.extend(firebreak_chaos::certs::service_args(&files));
             let child = spawn(
                 exe,
                 &args,
@@ -178,7 +191,7 @@ fn start_services(exe: &Path, sites: &mut [Site], data_dir: &Path) -> Result<()>
 }
 
 /// Applies the topology of the three sites and services through the first node.
-async fn apply_topology(sites: &[Site], token: &str) -> Result<()> {
+async fn apply_topology(sites: &[Site], token: &str, tls: &ClientTls) -> Result<()> {
     let mut services = Vec::new();
     for (service, port, mode) in SERVICES {
         let endpoints: serde_json::Map<String, serde_json::Value> = sites
@@ -196,12 +209,13 @@ async fn apply_topology(sites: &[Site], token: &str) -> Result<()> {
         }));
     }
     let topology = serde_json::json!({ "sites": SITES.map(|s| serde_json::json!({ "name": s })), "services": services });
-    let http = reqwest::Client::builder()
+    let http = tls
+        .apply(reqwest::Client::builder())
         .timeout(Duration::from_secs(5))
         .build()?;
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     loop {
-        let url = format!("http://{}/v1/topology", sites[0].config.listen);
+        let url = tls.url(&sites[0].config.listen.to_string(), "/v1/topology");
         let response = http
             .post(url)
             .bearer_auth(token)
@@ -234,15 +248,16 @@ fn spawn(exe: &Path, args: &[String], log: &Path, pid_file: &Path) -> Result<Chi
     Ok(child)
 }
 
-async fn wait_ready(sites: &[Site]) -> Result<()> {
-    let http = reqwest::Client::builder()
+async fn wait_ready(sites: &[Site], tls: &ClientTls) -> Result<()> {
+    let http = tls
+        .apply(reqwest::Client::builder())
         .timeout(Duration::from_secs(1))
         .build()?;
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     loop {
         let mut ready = true;
         for site in sites {
-            let url = format!("http://{}/v1/cluster", site.config.listen);
+            let url = tls.url(&site.config.listen.to_string(), "/v1/cluster");
             let info: Option<serde_json::Value> = match http.get(url).send().await {
                 Ok(response) => response.json().await.ok(),
                 Err(_) => None,
@@ -272,7 +287,7 @@ async fn wait_ready(sites: &[Site]) -> Result<()> {
     }
 }
 
-fn print_sites(sites: &[Site], data_dir: &Path, token: &str) {
+fn print_sites(sites: &[Site], data_dir: &Path, token: &str, ca: &LocalCa) {
     println!(
         "firebreak-local is up: 3 sites, data in {}",
         data_dir.display()
@@ -296,12 +311,19 @@ fn print_sites(sites: &[Site], data_dir: &Path, token: &str) {
             site.log.display()
         );
     }
-    println!("\ntry: firebreak status    firebreak kv put hello world    firebreak kv get hello");
-    println!("operator commands (topology apply, evacuate, freeze...) need the token:");
+    println!("\nTLS is on, with a throwaway CA made for this cluster; the CLI finds it in");
+    println!("firebreak-data/ca/ca.pem, or wherever FIREBREAK_CA points:");
+    println!("  export FIREBREAK_CA={}", ca.ca_file().display());
+    println!("keys and operator commands (topology apply, evacuate, freeze...) need the token:");
     println!("  export FIREBREAK_TOKEN={token}");
+    println!("try: firebreak status    firebreak kv put hello world    firebreak kv get hello");
     if sites.iter().any(|s| !s.services.is_empty()) {
         println!("services: messaging, payments, login in every site, through any node's gateway:");
-        println!("  curl -s http://{}/payments/total", sites[0].config.listen);
+        println!(
+            "  curl -s --cacert {} https://{}/payments/total",
+            ca.ca_file().display(),
+            sites[0].config.listen
+        );
         println!(
             "  a whole-site fire: kill -9 $(cat {}/pangyo/*.pid)",
             data_dir.display()

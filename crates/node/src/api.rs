@@ -24,7 +24,8 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
+use firebreak_model::grant::Grant;
 use firebreak_model::control::{ControlCommand, ControlResponse, ControlState};
 use firebreak_model::kv::{KvCommand, KvEntry, KvStore, Txn, MAX_RANGE_LIMIT};
 use firebreak_model::watch::{KvEvent, MAX_WATCH_EVENTS};
@@ -34,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+use crate::access::{self, PeerNode};
 use crate::auth::Tokens;
 use crate::batch::StateWriter;
 use crate::group::{Group, GroupError, GroupInfo};
@@ -61,6 +63,10 @@ pub struct Api {
     /// Failovers and blocked changes, for /metrics.
     pub counters: Counters,
     forward: reqwest::Client,
+    /// How this node reaches its peers' peer listeners (its own certificate, the CA).
+    peer_tls: firebreak_tls::ClientTls,
+    /// This node's certificate and key (none in plain-text mode), for their expiry.
+    pub keys: Option<Arc<firebreak_tls::Keys>>,
     /// The gateway's pool to service instances (no overall timeout: streams pass through).
     pub(crate) gateway: reqwest::Client,
     /// Whether the control group is in reach, changing only on transitions: what the
@@ -76,11 +82,14 @@ impl Api {
         control: Group<ControlState>,
         state: Group<KvStore>,
         tokens: Tokens,
+        peer_tls: firebreak_tls::ClientTls,
+        keys: Option<Arc<firebreak_tls::Keys>>,
     ) -> Self {
         let timeout =
             Duration::from_millis(config.api.write_timeout_ms.max(config.api.read_timeout_ms))
                 + Duration::from_secs(2);
-        let forward = reqwest::Client::builder()
+        let forward = peer_tls
+            .apply(reqwest::Client::builder())
             .timeout(timeout)
             .tcp_nodelay(true)
             .pool_max_idle_per_host(128)
@@ -89,6 +98,7 @@ impl Api {
         let watchers = Arc::new(Semaphore::new(config.api.max_watchers));
         let state_writer = StateWriter::spawn(state.clone(), config.api.max_inflight_writes);
         let contact = crate::gateway::watch_contact(control.clone());
+        let gateway_tls = peer_tls.clone();
         Self {
             config,
             control,
@@ -97,7 +107,10 @@ impl Api {
             tokens,
             counters: Counters::default(),
             forward,
-            gateway: reqwest::Client::builder()
+            peer_tls,
+            keys,
+            gateway: gateway_tls
+                .apply_any_scheme(reqwest::Client::builder())
                 .connect_timeout(Duration::from_secs(1))
                 .tcp_nodelay(true)
                 .build()
@@ -109,6 +122,11 @@ impl Api {
 }
 
 impl Api {
+    /// Whether this node runs without TLS (`tls.plaintext_for_debugging`).
+    pub fn plaintext(&self) -> bool {
+        self.keys.is_none()
+    }
+
     /// Proposes a control command from any node: on the leader it is stamped with the
     /// leader's clock and written; elsewhere it goes to the leader's internal endpoint,
     /// which does the same.
@@ -121,7 +139,7 @@ impl Api {
             Err(GroupError::NotLeader {
                 leader: Some((_, member)),
             }) => {
-                let url = format!("http://{}/v1/internal/control", member.addr);
+                let url = self.peer_tls.url(&member.addr, "/v1/internal/control");
                 let response = self
                     .forward
                     .post(url)
@@ -145,40 +163,80 @@ impl Api {
     }
 }
 
-/// The `/v1` router.
-pub fn routes(api: Arc<Api>) -> Router {
-    let node =
-        HeaderValue::from_str(&api.config.node_id.to_string()).expect("a number is a valid header");
+/// The key routes, served on both listeners (on the peer listener, for requests other
+/// nodes forward to this one as leader).
+fn key_routes() -> Router<Arc<Api>> {
     Router::new()
         .route("/v1/kv", get(kv_read).put(kv_put).delete(kv_delete))
         .route("/v1/txn", post(txn))
         .route("/v1/watch", get(watch))
+}
+
+/// The client listener's router: keys (with a credential), cluster info, health,
+/// operator endpoints, metrics and the gateway.
+pub fn client_routes(api: Arc<Api>) -> Router {
+    key_routes()
         .route("/v1/cluster", get(cluster))
         .route("/v1/health", get(health))
-        .route("/v1/internal/control", post(internal_control))
         .merge(crate::operator::routes())
         .route("/metrics", get(crate::metrics::render))
+        // Node paths that are not on this listener (Raft, internal) are not services.
+        .route("/v1/{*rest}", axum::routing::any(not_found))
+        .route("/raft/{*rest}", axum::routing::any(not_found))
         .route(
             "/{service}/{*rest}",
             axum::routing::any(crate::gateway::forward),
         )
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such endpoint; see the README's API table",
-            )
-        })
-        .layer(axum::middleware::map_response(
-            move |mut response: Response| {
-                let node = node.clone();
-                async move {
-                    response.headers_mut().insert(NODE_HEADER, node);
-                    response
-                }
-            },
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            access::client_credentials,
+        ))
+        .layer(axum::middleware::map_response_with_state(
+            api.clone(),
+            add_node_header,
         ))
         .with_state(api)
+}
+
+/// The peer listener's router: both groups' Raft RPCs, lease renewals and health reports,
+/// and what other nodes forward to the leader (keys, operator writes); members only.
+pub fn peer_routes(api: Arc<Api>) -> Router {
+    let raft = crate::network::routes(api.control.raft.clone())
+        .merge(crate::network::routes(api.state.raft.clone()))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::network::MAX_RAFT_BODY_BYTES,
+        ));
+    key_routes()
+        .route("/v1/internal/control", post(internal_control))
+        .merge(crate::operator::routes())
+        .fallback(not_found)
+        .with_state(api.clone())
+        .merge(raft)
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            access::require_member,
+        ))
+        .layer(axum::middleware::map_response_with_state(
+            api,
+            add_node_header,
+        ))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint on this listener; see docs/reference.md",
+    )
+}
+
+/// Names the answering node in every response.
+async fn add_node_header(State(api): State<Arc<Api>>, mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(NODE_HEADER, HeaderValue::from(api.config.node_id.0));
+    response
 }
 
 /// An error answer: status, kind, message, and where the leader is when that helps.
@@ -302,7 +360,7 @@ pub(crate) async fn forward(
         return Err(err.into());
     }
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let url = format!("http://{}{path}", member.addr);
+    let url = api.peer_tls.url(&member.addr, path);
     let mut request = api
         .forward
         .request(method.clone(), url)
@@ -364,12 +422,14 @@ fn unknown_or_unavailable(method: &Method, leader: &NodeId, e: &reqwest::Error) 
 
 async fn write_state(
     api: &Api,
+    grant: Option<Extension<Grant>>,
     headers: &HeaderMap,
     method: Method,
     uri: &Uri,
     body: Option<Bytes>,
     command: KvCommand,
 ) -> ApiResult<Response> {
+    access::check_command(&access::grant_of(grant)?, &command)?;
     command
         .validate()
         .map_err(|e| ApiError::invalid(e.to_string()))?;
@@ -388,6 +448,7 @@ struct PutBody {
 
 async fn kv_put(
     State(api): State<Arc<Api>>,
+    grant: Option<Extension<Grant>>,
     headers: HeaderMap,
     uri: Uri,
     body: Body,
@@ -395,6 +456,7 @@ async fn kv_put(
     let (bytes, put): (_, PutBody) = read_json(body, api.config.api.max_body_bytes).await?;
     write_state(
         &api,
+        grant,
         &headers,
         Method::PUT,
         &uri,
@@ -415,12 +477,14 @@ struct KeyQuery {
 
 async fn kv_delete(
     State(api): State<Arc<Api>>,
+    grant: Option<Extension<Grant>>,
     headers: HeaderMap,
     uri: Uri,
 ) -> ApiResult<Response> {
     let KeyQuery { key } = query(&uri)?;
     write_state(
         &api,
+        grant,
         &headers,
         Method::DELETE,
         &uri,
@@ -432,6 +496,7 @@ async fn kv_delete(
 
 async fn txn(
     State(api): State<Arc<Api>>,
+    grant: Option<Extension<Grant>>,
     headers: HeaderMap,
     uri: Uri,
     body: Body,
@@ -439,6 +504,7 @@ async fn txn(
     let (bytes, txn): (_, Txn) = read_json(body, api.config.api.max_body_bytes).await?;
     write_state(
         &api,
+        grant,
         &headers,
         Method::POST,
         &uri,
@@ -495,8 +561,19 @@ pub struct RangeEntry {
     pub entry: KvEntry,
 }
 
-async fn kv_read(State(api): State<Arc<Api>>, headers: HeaderMap, uri: Uri) -> ApiResult<Response> {
+async fn kv_read(
+    State(api): State<Arc<Api>>,
+    grant: Option<Extension<Grant>>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> ApiResult<Response> {
+    let grant = access::grant_of(grant)?;
     let q: ReadQuery = query(&uri)?;
+    if let Some(key) = q.key.as_deref().or(q.prefix.as_deref()) {
+        if !grant.allows_prefix(key) {
+            return Err(access::denied(&grant, key));
+        }
+    }
     if q.consistency == Consistency::Linearizable {
         if let Err(err) = api.state.linearizable_barrier().await {
             return forward(&api, err, &headers, Method::GET, &uri, None).await;
@@ -560,8 +637,16 @@ pub struct WatchResponse {
     pub revision: u64,
 }
 
-async fn watch(State(api): State<Arc<Api>>, uri: Uri) -> ApiResult<Response> {
+async fn watch(
+    State(api): State<Arc<Api>>,
+    grant: Option<Extension<Grant>>,
+    uri: Uri,
+) -> ApiResult<Response> {
+    let grant = access::grant_of(grant)?;
     let q: WatchQuery = query(&uri)?;
+    if !grant.allows_prefix(&q.prefix) {
+        return Err(access::denied(&grant, &q.prefix));
+    }
     let _permit = api.watchers.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -641,6 +726,9 @@ pub struct ClusterInfo {
     /// Keys and revision of this node's replica of the state group.
     pub state_keys: usize,
     pub state_revision: u64,
+    /// Days until this node's certificate expires (none without TLS).
+    #[serde(default)]
+    pub cert_expiry_days: Option<i64>,
 }
 
 async fn cluster(State(api): State<Arc<Api>>) -> Json<ClusterInfo> {
@@ -661,13 +749,20 @@ async fn cluster(State(api): State<Arc<Api>>) -> Json<ClusterInfo> {
         sites,
         state_keys,
         state_revision,
+        cert_expiry_days: api.keys.as_ref().map(|k| k.days_to_expiry()),
     })
 }
 
 /// Lease renewals and health reports forwarded by other nodes; stamped here, the leader.
-async fn internal_control(State(api): State<Arc<Api>>, body: Body) -> ApiResult<Response> {
+/// A node renews only its own site's lease and reports only on its own site's services.
+async fn internal_control(
+    State(api): State<Arc<Api>>,
+    peer: Option<Extension<PeerNode>>,
+    body: Body,
+) -> ApiResult<Response> {
     let (_, mut command): (_, ControlCommand) =
         read_json(body, api.config.api.max_body_bytes).await?;
+
     if !matches!(
         command,
         ControlCommand::RenewLease { .. } | ControlCommand::ReportHealth { .. }
@@ -679,9 +774,38 @@ async fn internal_control(State(api): State<Arc<Api>>, body: Body) -> ApiResult<
     command
         .validate()
         .map_err(|e| ApiError::invalid(e.to_string()))?;
+    if let Some(Extension(PeerNode(sender))) = peer {
+        check_own_site(&api, sender, &command)?;
+    }
     command.stamp(crate::failover::now_ms());
     let response = api.control.write(command).await?;
     Ok(Json(response).into_response())
+}
+
+/// 403 unless `command` is about the site of `sender` (as the control group registered it).
+fn check_own_site(api: &Api, sender: NodeId, command: &ControlCommand) -> ApiResult<()> {
+    let site = match command {
+        ControlCommand::RenewLease { site, .. } | ControlCommand::ReportHealth { site, .. } => site,
+        _ => return Ok(()),
+    };
+    let metrics = api.control.raft.metrics();
+    let own = metrics
+        .borrow()
+        .membership_config
+        .membership()
+        .get_node(&sender)
+        .map(|m| m.site.clone());
+    match own {
+        Some(own) if &own == site => Ok(()),
+        own => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "node {sender} (site {}) may renew the lease and report the health of its own site only, not {site}",
+                own.map_or("unknown".to_string(), |s| s.to_string())
+            ),
+        )),
+    }
 }
 
 /// Liveness of this node's HTTP server: 200 while it serves.

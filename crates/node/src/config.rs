@@ -27,8 +27,16 @@ pub struct NodeConfig {
     pub node_id: NodeId,
     /// This node's site; must match its entry in `peers`.
     pub site: SiteId,
-    /// Address the HTTP server binds (Raft RPCs and the client API).
+    /// Address of the client listener: the gateway, `/v1` for services, operator commands,
+    /// status and metrics. TLS; callers present a credential where an endpoint needs one.
     pub listen: SocketAddr,
+    /// Address of the peer listener: Raft RPCs, lease renewals, health reports and requests
+    /// forwarded between nodes. Mutual TLS: only a certificate naming a node of this
+    /// cluster gets a connection. This node's `addr` in `peers` must reach it.
+    pub peer_listen: SocketAddr,
+    /// Certificates; TLS is on unless `tls.plaintext_for_debugging` says otherwise.
+    #[serde(default)]
+    pub tls: TlsConfig,
     /// Where the node keeps its Raft logs, state and snapshots.
     pub data_dir: PathBuf,
     /// Every voting member of the cluster, this node included. All nodes must list the
@@ -62,6 +70,63 @@ pub struct AuthConfig {
     pub protect_reads: bool,
 }
 
+/// The node's certificates (see `firebreak ca init` and `firebreak cert issue node`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The cluster CA's certificate: the only root trusted, for peers and clients alike.
+    pub ca_file: Option<PathBuf>,
+    /// This node's certificate, naming `firebreak://<cluster>/node/<node_id>`; reloaded
+    /// when the file changes.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key.
+    pub key_file: Option<PathBuf>,
+    /// Plain HTTP on every listener, with no peer authentication at all: anyone who can
+    /// reach the peer port can forge leases. For debugging on one machine only.
+    pub plaintext_for_debugging: bool,
+}
+
+/// The files of a TLS-enabled node, once validated.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub keys: firebreak_tls::KeyFiles,
+}
+
+impl TlsConfig {
+    /// The files, or `None` in plain-text mode (validation made sure one of them holds).
+    pub fn files(&self) -> Option<TlsFiles> {
+        match (&self.ca_file, &self.cert_file, &self.key_file) {
+            (Some(ca), Some(cert), Some(key)) if !self.plaintext_for_debugging => {
+                Some(TlsFiles {
+                    ca: ca.clone(),
+                    keys: firebreak_tls::KeyFiles {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    },
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn validate(&self) -> std::result::Result<(), (String, String)> {
+        if self.plaintext_for_debugging {
+            return Ok(());
+        }
+        for (field, value) in [
+            ("tls.ca_file", &self.ca_file),
+            ("tls.cert_file", &self.cert_file),
+            ("tls.key_file", &self.key_file),
+        ] {
+            if value.is_none() {
+                return Err((field.to_string(), "is required: TLS is on unless `tls.plaintext_for_debugging: true`; make the files with `firebreak ca init` and `firebreak cert issue node`".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One member of the cluster as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,7 +135,7 @@ pub struct Peer {
     pub id: NodeId,
     /// The member's site.
     pub site: SiteId,
-    /// `host:port` where the member's HTTP server is reachable from the other members.
+    /// `host:port` of the member's peer listener, as the other members reach it.
     pub addr: String,
 }
 
@@ -229,6 +294,13 @@ impl NodeConfig {
         self.site
             .validate("site")
             .map_err(|e| (e.field, e.reason))?;
+        if self.peer_listen == self.listen {
+            return fail(
+                "peer_listen",
+                format!("is {}, the same as listen: give the peer listener a port of its own", self.listen),
+            );
+        }
+        self.tls.validate()?;
         let mut ids = BTreeSet::new();
         let mut addrs = BTreeSet::new();
         for (i, peer) in self.peers.iter().enumerate() {
@@ -350,9 +422,12 @@ cluster: test
 node_id: 1
 site: pangyo
 listen: 127.0.0.1:7001
+peer_listen: 127.0.0.1:7002
 data_dir: /tmp/x
+tls:
+  plaintext_for_debugging: true
 peers:
-  - { id: 1, site: pangyo, addr: \"127.0.0.1:7001\" }
+  - { id: 1, site: pangyo, addr: \"127.0.0.1:7002\" }
 raft:
   heartbeat_interval_ms: 50
 ";
@@ -377,7 +452,7 @@ raft:
         let cases = [
             (
                 GOOD.replace("heartbeat_interval_ms", "heartbeat_ms"),
-                9,
+                12,
                 "unknown field `heartbeat_ms`",
             ),
             (GOOD.replace("node_id: 1", "node_id: one"), 2, "node_id"),
@@ -390,6 +465,11 @@ raft:
                 GOOD.replace("site: pangyo\n", "site: gasan\n"),
                 3,
                 "site: is gasan",
+            ),
+            (
+                GOOD.replace("  plaintext_for_debugging: true", "  ca_file: /ca.pem"),
+                0,
+                "tls.cert_file: is required",
             ),
             (
                 GOOD.replace("node_id: 1", "node_id: 4"),

@@ -51,6 +51,9 @@ pub enum Error {
         group: &'static str,
         message: String,
     },
+    /// The node's certificates could not be loaded or do not name this node.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// openraft refused to start or stopped with a fatal error.
     #[error("the {group} Raft group failed: {message}")]
     Raft {

@@ -89,9 +89,8 @@ struct Probe {
 
 async fn agent(api: Arc<Api>) {
     let site = api.config.site.clone();
-    let http = reqwest::Client::builder()
-        .build()
-        .expect("reqwest client builds with static options");
+    // The gateway's pool: it trusts the cluster CA, so endpoints may serve TLS too.
+    let http = api.gateway.clone();
     let mut probes: BTreeMap<String, Probe> = BTreeMap::new();
     loop {
         tokio::time::sleep(AGENT_TICK).await;

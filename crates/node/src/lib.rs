@@ -1,12 +1,14 @@
 //! The firebreak node: one per site, hosting both Raft groups and serving their APIs.
 //!
 //! ```text
-//!                 ┌───────────────────── firebreak node ─────────────────────┐
-//!   peers ─HTTP─► │ /raft/control/*  ─► Raft<control> ─► sled (control/)     │
-//!                 │ /raft/state/*    ─► Raft<state>   ─► sled (state/)       │
-//!   clients ─HTTP►│ /v1/* api ─► writes: batch (state) / Group::write         │
-//!                 │              reads, watch: the local replica             │
-//!                 └──────────────────────────────────────────────────────────┘
+//!                      ┌───────────────────── firebreak node ─────────────────────┐
+//!   peers ─mTLS─► peer │ access::require_member ─► /raft/control/* ─► Raft<control>│
+//!                      │   /raft/state/* ─► Raft<state>; /v1/internal/control;     │
+//!                      │   writes forwarded to this node as leader                 │
+//!   clients ─TLS► client│ access::client_credentials ─► /v1/* api ─► writes: batch │
+//!                      │   (state) / Group::write; reads, watch: local replica;    │
+//!                      │   operator endpoints; gateway /{service}/...              │
+//!                      └──────────────────────────────────────────────────────────┘
 //! ```
 //!
 //! The two groups never share a log, a store, a flusher or an HTTP connection pool, so
@@ -17,10 +19,12 @@
 //! on the control leader, runs `firebreak_model::failover::decide`; `operator` serves the
 //! controls and views, `metrics` the Prometheus text.
 //!
-//! Caveats: no TLS, and no authentication on the Raft, key-value and internal endpoints
-//! (only operator endpoints take tokens): bind to a private network. Membership is fixed
-//! at bootstrap (no add/remove commands yet).
+//! `listener` accepts connections and completes their TLS handshakes off the accept path;
+//! `access` decides who may call what (docs/security.md). Caveats: operator endpoints,
+//! status and metrics share the client listener (no separate admin listener yet).
+//! Membership is fixed at bootstrap (no add/remove commands yet).
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod batch;
@@ -30,6 +34,7 @@ pub mod failover;
 pub mod gateway;
 pub mod group;
 mod identity;
+pub mod listener;
 pub mod metrics;
 pub mod network;
 pub mod node;

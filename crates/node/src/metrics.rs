@@ -2,8 +2,9 @@
 //! (no global recorder, so several nodes can live in one test process).
 //!
 //! Gauges: per group leader id, term, commit and applied index; per site up and lease age;
-//! per service and site serving and healthy. Counters: failovers proposed by this node's
-//! engine, and automatic changes blocked by each rule.
+//! per service and site serving and healthy; days until this node's certificate expires.
+//! Counters: failovers proposed by this node's engine, automatic changes blocked by each
+//! rule, and failed TLS handshakes per listener (a caller without a valid certificate).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,6 +25,10 @@ pub struct Counters {
     blocked_min_serving: AtomicU64,
     blocked_dwell: AtomicU64,
     blocked_max_sites_down: AtomicU64,
+    /// Failed TLS handshakes on the peer listener.
+    pub peer_handshake_failures: Arc<AtomicU64>,
+    /// Failed TLS handshakes on the client listener.
+    pub client_handshake_failures: Arc<AtomicU64>,
 }
 
 impl Counters {
@@ -99,7 +104,17 @@ fn record(api: &Api) {
             }
         }
     });
+    if let Some(keys) = &api.keys {
+        gauge!("firebreak_tls_cert_expiry_days").set(keys.days_to_expiry() as f64);
+    }
     let counters = &api.counters;
+    for (listener, failures) in [
+        ("peer", &counters.peer_handshake_failures),
+        ("client", &counters.client_handshake_failures),
+    ] {
+        counter!("firebreak_tls_handshake_failures_total", "listener" => listener)
+            .absolute(failures.load(Ordering::Relaxed));
+    }
     counter!("firebreak_failovers_total").absolute(counters.failovers.load(Ordering::Relaxed));
     for (rule, value) in [
         (Rule::MinServing, &counters.blocked_min_serving),

@@ -2,10 +2,15 @@
 //! routes that hand requests to the local Raft.
 //!
 //! ```text
-//!   leader Raft ──RaftNetwork──► POST http://peer/raft/{group}/{append|vote|snapshot}
-//!                                  (JSON; this group's own reqwest pool)
-//!   peer axum route ──► Raft::{append_entries, vote, install_snapshot} ──► JSON Result
+//!   leader Raft ──RaftNetwork──► POST https://peer/raft/{group}/{append|vote|snapshot}
+//!                                  (JSON; this group's own reqwest pool; mutual TLS)
+//!   peer listener ─► member check ─► sender check ─► Raft::{append_entries, vote,
+//!                                  install_snapshot} ──► JSON Result
 //! ```
+//!
+//! The server side accepts an RPC only from the node it claims to come from: the node id
+//! that the caller's certificate names must be the leader or candidate in the RPC's vote.
+//! A member cannot speak for another (`crate::access` already made sure it is a member).
 //!
 //! Each group has its own HTTP client and so its own connections: a flood of `state`
 //! replication never queues `control` heartbeats behind it on one socket. Every request
@@ -14,8 +19,10 @@
 use std::marker::PhantomData;
 
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use firebreak_model::{Member, NodeId};
 use firebreak_store::GroupTypes;
 use openraft::error::{
@@ -30,33 +37,32 @@ use openraft::Raft;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::access::PeerNode;
+
 /// Largest Raft RPC body accepted: a full AppendEntries batch or a snapshot chunk.
 pub const MAX_RAFT_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 /// Creates connections to peers for one group.
 pub struct HttpNetwork<C> {
     client: reqwest::Client,
+    tls: firebreak_tls::ClientTls,
     _types: PhantomData<C>,
 }
 
 impl<C> HttpNetwork<C> {
-    /// A network with its own connection pool.
-    pub fn new() -> Self {
-        let client = reqwest::Client::builder()
+    /// A network with its own connection pool, presenting this node's certificate.
+    pub fn new(tls: firebreak_tls::ClientTls) -> Self {
+        let client = tls
+            .apply(reqwest::Client::builder())
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
             .build()
             .expect("reqwest client builds with static options");
         Self {
             client,
+            tls,
             _types: PhantomData,
         }
-    }
-}
-
-impl<C> Default for HttpNetwork<C> {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -67,7 +73,7 @@ impl<C: GroupTypes> RaftNetworkFactory<C> for HttpNetwork<C> {
         HttpConnection {
             client: self.client.clone(),
             target,
-            addr: node.addr.clone(),
+            base: self.tls.url(&node.addr, &format!("/raft/{}/", C::NAME)),
             _types: PhantomData,
         }
     }
@@ -77,7 +83,8 @@ impl<C: GroupTypes> RaftNetworkFactory<C> for HttpNetwork<C> {
 pub struct HttpConnection<C> {
     client: reqwest::Client,
     target: NodeId,
-    addr: String,
+    /// `https://host:port/raft/<group>/`.
+    base: String,
     _types: PhantomData<C>,
 }
 
@@ -93,7 +100,7 @@ impl<C: GroupTypes> HttpConnection<C> {
         Resp: DeserializeOwned,
         Err: std::error::Error + DeserializeOwned,
     {
-        let url = format!("http://{}/raft/{}/{rpc}", self.addr, C::NAME);
+        let url = format!("{}{rpc}", self.base);
         let response = self
             .client
             .post(url)
@@ -160,23 +167,51 @@ pub fn routes<C: GroupTypes>(raft: Raft<C>) -> Router {
         .with_state(raft)
 }
 
+/// Refuses an RPC whose vote names another node than the caller's certificate. Without
+/// TLS (`plaintext_for_debugging`) there is no certificate and nothing to check.
+fn check_sender(peer: Option<Extension<PeerNode>>, vote: &openraft::Vote<NodeId>) -> Result<(), Response> {
+    let Some(Extension(PeerNode(caller))) = peer else {
+        return Ok(());
+    };
+    match vote.leader_id().voted_for() {
+        Some(claimed) if claimed == caller => Ok(()),
+        claimed => Err((
+            StatusCode::FORBIDDEN,
+            format!("node {caller} sent a Raft RPC on behalf of {claimed:?}: a node speaks only for itself"),
+        )
+            .into_response()),
+    }
+}
+
 async fn append<C: GroupTypes>(
     State(raft): State<Raft<C>>,
+    peer: Option<Extension<PeerNode>>,
     Json(request): Json<AppendEntriesRequest<C>>,
-) -> Json<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>> {
-    Json(raft.append_entries(request).await)
+) -> Response {
+    if let Err(refused) = check_sender(peer, &request.vote) {
+        return refused;
+    }
+    Json(raft.append_entries(request).await).into_response()
 }
 
 async fn vote<C: GroupTypes>(
     State(raft): State<Raft<C>>,
+    peer: Option<Extension<PeerNode>>,
     Json(request): Json<VoteRequest<NodeId>>,
-) -> Json<Result<VoteResponse<NodeId>, RaftError<NodeId>>> {
-    Json(raft.vote(request).await)
+) -> Response {
+    if let Err(refused) = check_sender(peer, &request.vote) {
+        return refused;
+    }
+    Json(raft.vote(request).await).into_response()
 }
 
 async fn snapshot<C: GroupTypes>(
     State(raft): State<Raft<C>>,
+    peer: Option<Extension<PeerNode>>,
     Json(request): Json<InstallSnapshotRequest<C>>,
-) -> Json<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>> {
-    Json(raft.install_snapshot(request).await)
+) -> Response {
+    if let Err(refused) = check_sender(peer, &request.vote) {
+        return refused;
+    }
+    Json(raft.install_snapshot(request).await).into_response()
 }

@@ -19,7 +19,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use firebreak_model::control::{ControlCommand, ControlState};
 use firebreak_model::kv::KvStore;
 use firebreak_model::{Member, NodeId};
@@ -31,7 +30,8 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, Api};
 use crate::group::{Group, GroupTimings};
-use crate::network::{self, HttpNetwork};
+use crate::listener::{self, Listener, Remote};
+use crate::network::HttpNetwork;
 use crate::{identity, Error, NodeConfig, Result};
 
 /// How long a graceful shutdown waits for in-flight requests before closing anyway.
@@ -40,9 +40,12 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// A started node. Dropping it does not stop it: call [`RunningNode::shutdown`].
 pub struct RunningNode {
     pub api: Arc<Api>,
+    /// The client listener's address.
     pub addr: SocketAddr,
+    /// The peer listener's address.
+    pub peer_addr: SocketAddr,
     stop: watch::Sender<bool>,
-    server: JoinHandle<()>,
+    servers: Vec<JoinHandle<()>>,
     registration: JoinHandle<()>,
     failover: Vec<JoinHandle<()>>,
     /// Each group's store failure signal (see [`RunningNode::store_failed`]).
@@ -80,7 +83,10 @@ fn raft_config(config: &NodeConfig, group: &str) -> Result<Arc<openraft::Config>
 /// A started group and its store's failure signal.
 type Started<M> = (Group<M>, watch::Receiver<Option<String>>);
 
-async fn start_group<M: Machine>(config: &NodeConfig) -> Result<Started<M>> {
+async fn start_group<M: Machine>(
+    config: &NodeConfig,
+    tls: &firebreak_tls::ClientTls,
+) -> Result<Started<M>> {
     let name = <M::Types as GroupTypes>::NAME;
     let (log, sm) =
         firebreak_store::open::<M>(&config.data_dir.join(name)).map_err(|source| Error::Store {
@@ -93,7 +99,7 @@ async fn start_group<M: Machine>(config: &NodeConfig) -> Result<Started<M>> {
     let raft = Raft::new(
         config.node_id,
         raft_config(config, name)?,
-        HttpNetwork::<M::Types>::new(),
+        HttpNetwork::<M::Types>::new(tls.clone()),
         log,
         sm,
     )
@@ -147,11 +153,93 @@ async fn bootstrap<M: Machine>(
     }
 }
 
+/// This node's TLS: its keys (reloading), the peer and client listeners' configs, and
+/// how it connects to peers. `None` keys in plain-text mode.
+struct Tls {
+    keys: Option<Arc<firebreak_tls::Keys>>,
+    peer: Option<Arc<rustls::ServerConfig>>,
+    client: Option<Arc<rustls::ServerConfig>>,
+    connect: firebreak_tls::ClientTls,
+}
+
+fn tls(config: &NodeConfig) -> Result<Tls> {
+    let Some(files) = config.tls.files() else {
+        tracing::warn!("TLS is off (tls.plaintext_for_debugging): anyone who reaches the peer port can forge leases and Raft messages; never run this way beyond one machine");
+        return Ok(Tls {
+            keys: None,
+            peer: None,
+            client: None,
+            connect: firebreak_tls::ClientTls::plaintext_for_debugging(),
+        });
+    };
+    let fail = |e: firebreak_tls::Error| Error::Tls(e.to_string());
+    let keys = firebreak_tls::Keys::load(files.keys.clone()).map_err(fail)?;
+    check_identity(config, &keys)?;
+    keys.watch();
+    let server = |clients| {
+        firebreak_tls::server_config(keys.clone(), &files.ca, clients)
+            .map(Arc::new)
+            .map_err(fail)
+    };
+    Ok(Tls {
+        peer: Some(server(firebreak_tls::ClientCerts::Required)?),
+        client: Some(server(firebreak_tls::ClientCerts::Optional)?),
+        connect: firebreak_tls::ClientTls::new(&files.ca, Some(keys.clone())).map_err(fail)?,
+        keys: Some(keys),
+    })
+}
+
+/// Refuses a certificate that names another node or cluster than this config.
+fn check_identity(config: &NodeConfig, keys: &firebreak_tls::Keys) -> Result<()> {
+    let expected = firebreak_tls::Identity {
+        cluster: config.cluster.clone(),
+        role: firebreak_tls::Role::Node(config.node_id.0),
+    };
+    match keys.identity() {
+        Some(found) if found == expected => Ok(()),
+        found => Err(Error::Tls(format!(
+            "{} names {}, not {expected}: issue this node's certificate with `firebreak cert issue node --id {} --cluster {}`",
+            keys.files().cert.display(),
+            found.map_or("no firebreak identity".to_string(), |f| f.to_string()),
+            config.node_id,
+            config.cluster,
+        ))),
+    }
+}
+
+/// Serves `router` on `addr` until `stop` turns true; returns the bound address.
+fn serve(
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    failures: Arc<std::sync::atomic::AtomicU64>,
+    router: axum::Router,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(SocketAddr, JoinHandle<()>)> {
+    let listener = Listener::new(listener::bind(addr)?, tls, failures)?;
+    let bound = axum::serve::Listener::local_addr(&listener)
+        .map_err(|source| Error::Bind { addr, source })?
+        .addr;
+    let server = tokio::spawn(async move {
+        let graceful = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let app = router.into_make_service_with_connect_info::<Remote>();
+        if let Err(err) = axum::serve(listener, app)
+            .with_graceful_shutdown(graceful)
+            .await
+        {
+            tracing::error!(cause = %err, "http server failed");
+        }
+    });
+    Ok((bound, server))
+}
+
 /// Starts a node and returns once it serves HTTP; `run` is the daemon's entry point.
 pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     identity::claim(&config)?;
-    let (control, control_failed) = start_group::<ControlState>(&config).await?;
-    let (state, state_failed) = start_group::<KvStore>(&config).await?;
+    let tls = tls(&config)?;
+    let (control, control_failed) = start_group::<ControlState>(&config, &tls.connect).await?;
+    let (state, state_failed) = start_group::<KvStore>(&config, &tls.connect).await?;
     let stores = vec![("control", control_failed), ("state", state_failed)];
     let tokens = crate::auth::Tokens::load(&config.auth)?;
     let api = Arc::new(Api::new(
@@ -159,63 +247,35 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         control.clone(),
         state.clone(),
         tokens,
+        tls.connect.clone(),
+        tls.keys.clone(),
     ));
-    let router = api::routes(api.clone()).merge(
-        network::routes(control.raft.clone())
-            .merge(network::routes(state.raft.clone()))
-            .layer(axum::extract::DefaultBodyLimit::max(
-                network::MAX_RAFT_BODY_BYTES,
-            )),
-    );
-    // A backlog of 4,096 (tokio's default is 1,024): clients of a lost site reconnecting
-    // through this gateway at once must not have their SYNs dropped.
-    let listener = {
-        let socket = match config.listen {
-            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
-            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
-        };
-        socket
-            .and_then(|s| s.set_reuseaddr(true).map(|()| s))
-            .and_then(|s| s.bind(config.listen).map(|()| s))
-            .and_then(|s| s.listen(4_096))
-            .map_err(|source| Error::Bind {
-                addr: config.listen,
-                source,
-            })?
-    };
-    let addr = listener.local_addr().map_err(|source| Error::Bind {
-        addr: config.listen,
-        source,
-    })?;
-    // Small request/response pairs (votes, heartbeats, acks) must not wait on Nagle's
-    // algorithm meeting a delayed ACK: that costs tens of milliseconds per round trip.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::warn!(cause = %err, "failed to set TCP_NODELAY");
-        }
-    });
-    let (stop, mut stopped) = watch::channel(false);
-    let server = tokio::spawn(async move {
-        let graceful = async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        };
-        if let Err(err) = axum::serve(listener, router)
-            .with_graceful_shutdown(graceful)
-            .await
-        {
-            tracing::error!(cause = %err, "http server failed");
-        }
-    });
+    let (stop, stopped) = watch::channel(false);
+    let (peer_addr, peer_server) = serve(
+        config.peer_listen,
+        tls.peer,
+        api.counters.peer_handshake_failures.clone(),
+        api::peer_routes(api.clone()),
+        stopped.clone(),
+    )?;
+    let (addr, client_server) = serve(
+        config.listen,
+        tls.client,
+        api.counters.client_handshake_failures.clone(),
+        api::client_routes(api.clone()),
+        stopped,
+    )?;
     bootstrap(&control, config.members(), config.node_id).await?;
     bootstrap(&state, config.state_members(), config.node_id).await?;
     let registration = tokio::spawn(register(control.clone()));
     let failover = crate::failover::spawn(api.clone());
-    tracing::info!(node = %config.node_id, site = %config.site, %addr, "node serving");
+    tracing::info!(node = %config.node_id, site = %config.site, %addr, %peer_addr, tls = api.keys.is_some(), "node serving");
     Ok(RunningNode {
         api,
         addr,
+        peer_addr,
         stop,
-        server,
+        servers: vec![peer_server, client_server],
         registration,
         failover,
         stores,
@@ -308,7 +368,7 @@ impl RunningNode {
                 tracing::warn!(group = name, cause = %err, "raft shutdown failed");
             }
         }
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.server).await;
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(self.servers)).await;
         tracing::info!("node stopped");
     }
 }

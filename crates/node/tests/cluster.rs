@@ -47,7 +47,14 @@ impl Cluster {
                 cluster: "test".into(),
                 node_id: p.id,
                 site: p.site.clone(),
-                listen: p.addr.parse().unwrap(),
+                listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+                peer_listen: p.addr.parse().unwrap(),
+                // These tests are about Raft and the API's answers; TLS and who may call
+                // what are the end-to-end tests' subject (tests/trust_boundary.rs).
+                tls: firebreak_node::config::TlsConfig {
+                    plaintext_for_debugging: true,
+                    ..Default::default()
+                },
                 data_dir: dir.path().join(&p.site.0),
                 peers: peers.clone(),
                 raft: raft.clone(),

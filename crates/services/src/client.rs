@@ -71,6 +71,8 @@ pub struct ClientConfig {
     pub max_attempts: u32,
     /// Seed of the jitter, so that a run can be repeated.
     pub seed: u64,
+    /// TLS to the gateways (the cluster CA), or plain HTTP for debugging.
+    pub tls: firebreak_tls::ClientTls,
 }
 
 /// What a push stream did, for whoever measures reconnect storms.
@@ -114,12 +116,16 @@ impl Client {
             !config.gateways.is_empty(),
             "a client needs at least one gateway"
         );
-        let http = reqwest::Client::builder()
+        let http = config
+            .tls
+            .apply(reqwest::Client::builder())
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(1)))
             .build()
             .expect("reqwest client builds with static options");
-        let streams = reqwest::Client::builder()
+        let streams = config
+            .tls
+            .apply(reqwest::Client::builder())
             .connect_timeout(STREAM_CONNECT_TIMEOUT)
             .build()
             .expect("reqwest client builds with static options");
@@ -167,7 +173,7 @@ impl Client {
                 &self.config.gateways[(start + attempt as usize) % self.config.gateways.len()];
             let mut request = self
                 .http
-                .request(method.clone(), format!("http://{gateway}{path}"));
+                .request(method.clone(), self.config.tls.url(gateway, path));
             if let Some(body) = body {
                 request = request.json(body);
             }
@@ -428,7 +434,10 @@ impl Client {
             let mut avoid = vec![false; gateways.len()];
             while failures < max_reconnects && !tx.is_closed() {
                 let address = &gateways[gateway];
-                let url = format!("http://{address}/messaging/conversations/{conversation}/stream");
+                let url = client.config.tls.url(
+                    address,
+                    &format!("/messaging/conversations/{conversation}/stream"),
+                );
                 if reconnects > 0 {
                     tracing::debug!(reconnects, last, "push stream reconnecting");
                 }
@@ -582,6 +591,7 @@ mod tests {
     async fn retries_to_an_overloaded_service_are_bounded_by_the_budget() {
         let (addr, hits) = overloaded().await;
         let client = Client::new(ClientConfig {
+            tls: firebreak_tls::ClientTls::plaintext_for_debugging(),
             gateways: vec![addr.clone(), addr.clone(), addr],
             timeout: Duration::from_secs(2),
             backoff: Backoff {
@@ -630,6 +640,7 @@ mod tests {
             }
         });
         let client = Client::new(ClientConfig {
+            tls: firebreak_tls::ClientTls::plaintext_for_debugging(),
             gateways: vec![addr],
             timeout: Duration::from_secs(2),
             backoff: Backoff::default(),
@@ -684,6 +695,7 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move { axum::serve(listener, app).await });
         let client = Arc::new(Client::new(ClientConfig {
+            tls: firebreak_tls::ClientTls::plaintext_for_debugging(),
             gateways: vec![addr],
             timeout: Duration::from_secs(2),
             backoff: Backoff::default(),
@@ -739,6 +751,7 @@ mod tests {
         let gateways = vec![dead(), dead(), live.clone()];
         for seed in 1..=20 {
             let client = Arc::new(Client::new(ClientConfig {
+            tls: firebreak_tls::ClientTls::plaintext_for_debugging(),
                 gateways: gateways.clone(),
                 timeout: Duration::from_secs(2),
                 backoff: Backoff::default(),

@@ -45,6 +45,8 @@ const MAX_PASSWORD_BYTES: usize = 256;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub nodes: Vec<String>,
+    /// TLS to the nodes: the cluster CA and this service's certificate.
+    pub state_tls: firebreak_tls::ClientTls,
     pub max_concurrent: usize,
     /// Password hashes computed at once.
     pub max_hashing: usize,
@@ -76,7 +78,7 @@ pub struct Session {
 /// The service's router.
 pub fn router(config: Config) -> Router {
     let service = Arc::new(Service {
-        state: StateClient::new(config.nodes, config.state_timeout),
+        state: StateClient::new(config.nodes, config.state_tls, config.state_timeout),
         permits: Semaphore::new(config.max_concurrent),
         hashing: Arc::new(Semaphore::new(config.max_hashing)),
         session_ttl: config.session_ttl,

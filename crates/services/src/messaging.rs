@@ -62,6 +62,8 @@ const HUB_RETRY: Duration = Duration::from_millis(500);
 #[derive(Debug, Clone)]
 pub struct Config {
     pub nodes: Vec<String>,
+    /// TLS to the nodes: the cluster CA and this service's certificate.
+    pub state_tls: firebreak_tls::ClientTls,
     pub max_concurrent: usize,
     /// Open push streams at once.
     pub max_streams: usize,
@@ -90,7 +92,7 @@ pub struct Message {
 
 /// The service's router.
 pub fn router(config: Config) -> Router {
-    let state = StateClient::new(config.nodes, config.state_timeout);
+    let state = StateClient::new(config.nodes, config.state_tls, config.state_timeout);
     let hub = Arc::new(Hub::default());
     tokio::spawn(run_hub(state.clone(), Arc::downgrade(&hub)));
     let service = Arc::new(Service {

@@ -49,6 +49,8 @@ pub const MAX_AMOUNT: u64 = 1_000_000_000_000;
 pub struct Config {
     /// The site's node first, then the others.
     pub nodes: Vec<String>,
+    /// TLS to the nodes: the cluster CA and this service's certificate.
+    pub state_tls: firebreak_tls::ClientTls,
     /// Requests served at once; beyond it, 503 with Retry-After.
     pub max_concurrent: usize,
     /// Timeout of one call to the state group.
@@ -63,7 +65,7 @@ struct Service {
 /// The service's router.
 pub fn router(config: Config) -> Router {
     let service = Arc::new(Service {
-        state: StateClient::new(config.nodes, config.state_timeout),
+        state: StateClient::new(config.nodes, config.state_tls, config.state_timeout),
         permits: Semaphore::new(config.max_concurrent),
     });
     Router::new()

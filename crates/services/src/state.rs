@@ -33,17 +33,20 @@ pub enum StateError {
 pub struct StateClient {
     nodes: Vec<String>,
     http: reqwest::Client,
+    tls: firebreak_tls::ClientTls,
 }
 
 impl StateClient {
-    /// A client of the nodes at `nodes` (`host:port`), tried in order.
-    pub fn new(nodes: Vec<String>, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
+    /// A client of the nodes at `nodes` (`host:port`), tried in order, presenting the
+    /// service's certificate through `tls`.
+    pub fn new(nodes: Vec<String>, tls: firebreak_tls::ClientTls, timeout: Duration) -> Self {
+        let http = tls
+            .apply(reqwest::Client::builder())
             .timeout(timeout)
             .tcp_nodelay(true)
             .build()
             .expect("reqwest client builds with static options");
-        Self { nodes, http }
+        Self { nodes, http, tls }
     }
 
     /// Runs a transaction (linearizable: it goes through the leader and the log).
@@ -53,7 +56,7 @@ impl StateClient {
         for node in &self.nodes {
             let response = match self
                 .http
-                .post(format!("http://{node}/v1/txn"))
+                .post(self.tls.url(node, "/v1/txn"))
                 .json(&body)
                 .send()
                 .await
@@ -201,7 +204,7 @@ impl StateClient {
         for node in &self.nodes {
             let request = self
                 .http
-                .get(format!("http://{node}{path}"))
+                .get(self.tls.url(node, path))
                 .query(query)
                 .timeout(LONG_POLL_TIMEOUT);
             match request.send().await {

@@ -96,6 +96,15 @@ impl ClientTls {
         format!("{}://{host_port}{path}", self.scheme())
     }
 
+    /// Configures a reqwest client to use this for `https` URLs while still allowing plain
+    /// `http` ones (the gateway's pool to service instances, which may serve either).
+    pub fn apply_any_scheme(&self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+        match &self.config {
+            Some(config) => builder.use_preconfigured_tls(ClientConfig::clone(config)),
+            None => builder,
+        }
+    }
+
     /// Configures a reqwest client to use this.
     pub fn apply(&self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
         match &self.config {

@@ -1,0 +1,373 @@
+//! The trust boundary against real node processes: who can reach the peer listener, what a
+//! member may claim there, which keys a credential reaches, and certificate rotation.
+//!
+//! - The reproduced attack: with every process of pangyo dead, a forger renews pangyo's
+//!   lease and reports its services healthy every 250 ms. Without a node certificate it
+//!   is refused at the handshake (peer listener) or finds no such endpoint (client
+//!   listener), and pangyo leaves routing on schedule.
+//! - Wrong certificates: another CA's, an expired one, a service's, a non-member's, a
+//!   member claiming another node's id, a member renewing another site's lease.
+//! - Key grants: a service reaches its own prefix only; no credential reaches no key.
+//! - Rotation: every node's certificate is replaced under traffic; no request fails and
+//!   no election happens.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use firebreak_tests::{
+    ca_dir, ca_file, http, issue, node_topology, url, Api, Outcome, TestCluster, CLUSTER,
+    DEADLINE, TEST_TOKEN,
+};
+use firebreak_tls::pki::{self, Issued, Validity};
+use firebreak_tls::{ClientTls, Identity, KeyFiles, Keys, Role};
+use serde_json::{json, Value};
+
+/// A client presenting `cert`, trusting `ca`.
+fn client_with(ca: &Path, cert: Option<&Issued>) -> reqwest::Client {
+    let keys = cert.map(|c| {
+        Keys::load(KeyFiles {
+            cert: c.cert.clone(),
+            key: c.key.clone(),
+        })
+        .expect("keys load")
+    });
+    ClientTls::new(ca, keys)
+        .expect("CA loads")
+        .apply(reqwest::Client::builder())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client")
+}
+
+/// POSTs `body` to `path` on `addr`: the status, or why no answer came.
+async fn post(client: &reqwest::Client, base: &str, path: &str, body: &Value) -> Result<u16, String> {
+    client
+        .post(format!("{base}{path}"))
+        .json(body)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| format!("{e:?}"))
+}
+
+fn lease(site: &str) -> Value {
+    json!({ "renew_lease": { "site": site, "at_ms": 0 } })
+}
+
+fn health(service: &str, site: &str) -> Value {
+    json!({ "report_health": { "service": service, "site": site, "healthy": true, "at_ms": 0 } })
+}
+
+/// A vote request in which `candidate` asks for votes.
+fn vote(candidate: u64) -> Value {
+    json!({ "vote": { "leader_id": { "term": 0, "node_id": candidate }, "committed": false }, "last_log_id": null })
+}
+
+async fn serving(api: &Api, addr: &str, service: &str) -> Option<BTreeSet<String>> {
+    let view: Value = api
+        .http
+        .get(url(addr, "/v1/routing"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some(
+        view["routes"][service]["serving"]
+            .as_array()?
+            .iter()
+            .filter_map(|s| s.as_str().map(String::from))
+            .collect(),
+    )
+}
+
+/// Forges pangyo's lease and health at every listener of `targets` every 250 ms until
+/// `stop`; returns how many forgeries were sent and how many were accepted (2xx).
+fn forge(targets: Vec<String>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(u64, u64)> {
+    tokio::spawn(async move {
+        // TLS trusting the cluster CA but with no certificate, and plain HTTP.
+        let clients = [
+            (client_with(&ca_file(), None), "https"),
+            (reqwest::Client::new(), "http"),
+        ];
+        let (mut sent, mut accepted) = (0u64, 0u64);
+        let started = Instant::now();
+        while !stop.load(Ordering::Relaxed) && started.elapsed() < DEADLINE {
+            for addr in &targets {
+                for (client, scheme) in &clients {
+                    for body in [lease("pangyo"), health("api", "pangyo"), health("ledger", "pangyo")] {
+                        let base = format!("{scheme}://{addr}");
+                        sent += 1;
+                        if let Ok(status) = post(client, &base, "/v1/internal/control", &body).await {
+                            accepted += u64::from((200..300).contains(&status));
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        (sent, accepted)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forger_without_a_node_certificate_cannot_keep_a_burned_site_routed() {
+    let mut cluster = TestCluster::start("");
+    let api = Api::new();
+    let addrs = cluster.addrs();
+    api.wait_leader(&addrs, "control").await;
+    firebreak_tests::apply_topology(&cluster, "topology.yaml", &node_topology(&cluster));
+    let deadline = Instant::now() + DEADLINE;
+    while serving(&api, &addrs[1], "ledger").await != Some(["pangyo".to_string()].into()) {
+        assert!(Instant::now() < deadline, "ledger never served from pangyo");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let the dwell time after the topology change pass, as in tests/failover.rs.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    // Every listener of the surviving sites, peer and client alike.
+    let targets: Vec<String> = cluster.nodes[1..]
+        .iter()
+        .flat_map(|n| [n.peer_addr.clone(), n.addr.clone()])
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    cluster.kill(0);
+    let killed = Instant::now();
+    let forger = forge(targets, stop.clone());
+    loop {
+        let api_sites = serving(&api, &addrs[1], "api").await.unwrap_or_default();
+        let ledger = serving(&api, &addrs[1], "ledger").await.unwrap_or_default();
+        if !api_sites.is_empty() && !api_sites.contains("pangyo") && !ledger.contains("pangyo") {
+            break;
+        }
+        assert!(
+            killed.elapsed() < DEADLINE,
+            "pangyo is still routed {:?} after its death, under forgery\n{}",
+            killed.elapsed(),
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = killed.elapsed();
+    eprintln!("pangyo left routing {took:?} after its processes died, with a forger at work");
+    assert!(took <= Duration::from_secs(3), "failover took {took:?} under forgery");
+    // The forger goes on for a while: pangyo stays out.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!serving(&api, &addrs[1], "api").await.unwrap_or_default().contains("pangyo"));
+    stop.store(true, Ordering::Relaxed);
+    let (sent, accepted) = forger.await.unwrap();
+    assert!(sent >= 24, "the forger sent only {sent} requests");
+    assert_eq!(accepted, 0, "{accepted} of {sent} forgeries were accepted");
+    let metrics = api
+        .http
+        .get(url(&addrs[1], "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refused = metrics
+        .lines()
+        .find(|l| l.starts_with("firebreak_tls_handshake_failures_total{listener=\"peer\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(refused > 0.0, "the refused handshakes are counted:\n{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_peer_certificates_are_refused() {
+    let cluster = TestCluster::start("");
+    let api = Api::new();
+    api.wait_leader(&cluster.addrs(), "control").await;
+    let scratch = cluster.dir.path().join("wrong");
+    let peer = format!("https://{}", cluster.nodes[1].peer_addr);
+
+    // Another CA, even one that calls its cluster by the same name.
+    let other_ca = scratch.join("other-ca");
+    pki::init_ca(&other_ca, CLUSTER, Validity::days(2)).unwrap();
+    let impostor = Identity {
+        cluster: CLUSTER.into(),
+        role: Role::Node(1),
+    };
+    let foreign =
+        pki::issue(&other_ca, &impostor, &["127.0.0.1".into()], Validity::days(1), &scratch, "foreign")
+            .unwrap();
+    let answer = post(&client_with(&ca_file(), Some(&foreign)), &peer, "/raft/control/vote", &vote(1)).await;
+    assert!(answer.is_err(), "another CA's certificate: {answer:?}");
+
+    // Expired: valid for a day, three days ago.
+    let start = time::OffsetDateTime::now_utc() - time::Duration::days(3);
+    let expired = pki::issue(
+        ca_dir(),
+        &impostor,
+        &["127.0.0.1".into()],
+        Validity { start, days: 1 },
+        &scratch,
+        "expired",
+    )
+    .unwrap();
+    let answer = post(&client_with(&ca_file(), Some(&expired)), &peer, "/raft/control/vote", &vote(1)).await;
+    assert!(answer.is_err(), "an expired certificate: {answer:?}");
+
+    // No certificate at all.
+    let answer = post(&client_with(&ca_file(), None), &peer, "/raft/control/vote", &vote(1)).await;
+    assert!(answer.is_err(), "no certificate: {answer:?}");
+
+    // Signed by the right CA, but not a member node.
+    let service = issue(Role::Service("payments".into()), &[], &scratch, "payments");
+    let stranger = issue(Role::Node(9), &["127.0.0.1"], &scratch, "node-9");
+    for (what, cert, candidate) in [("a service", &service, 1), ("node 9", &stranger, 9)] {
+        let answer = post(&client_with(&ca_file(), Some(cert)), &peer, "/raft/control/vote", &vote(candidate)).await;
+        assert_eq!(answer, Ok(403), "{what} on the peer listener");
+    }
+
+    // A member: node 1 may vote as itself, not as node 3.
+    let node1 = client_with(&ca_file(), Some(&issue(Role::Node(1), &["127.0.0.1"], &scratch, "node-1")));
+    assert_eq!(post(&node1, &peer, "/raft/control/vote", &vote(1)).await, Ok(200));
+    assert_eq!(post(&node1, &peer, "/raft/control/vote", &vote(3)).await, Ok(403));
+    assert_eq!(post(&node1, &peer, "/raft/state/vote", &vote(3)).await, Ok(403));
+
+    // Node 1 is pangyo's: it renews pangyo's lease, never gasan's, nor reports on busan.
+    let leader = api.wait_leader(&cluster.addrs(), "control").await as usize - 1;
+    let leader_peer = format!("https://{}", cluster.nodes[leader].peer_addr);
+    assert_eq!(post(&node1, &leader_peer, "/v1/internal/control", &lease("pangyo")).await, Ok(200));
+    assert_eq!(post(&node1, &leader_peer, "/v1/internal/control", &lease("gasan")).await, Ok(403));
+    assert_eq!(
+        post(&node1, &leader_peer, "/v1/internal/control", &health("api", "busan")).await,
+        Ok(403)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_grants_keep_each_service_in_its_own_prefix() {
+    let cluster = TestCluster::start("");
+    let api = Api::new();
+    let addrs = cluster.addrs();
+    api.wait_leader(&addrs, "state").await;
+    let scratch = cluster.dir.path().join("grants");
+    let payments = client_with(&ca_file(), Some(&issue(Role::Service("payments".into()), &[], &scratch, "payments")));
+    let base = format!("https://{}", addrs[1]);
+    let put = |client: &reqwest::Client, key: &str| {
+        client
+            .put(format!("{base}/v1/kv"))
+            .json(&json!({ "key": key, "value": "1" }))
+            .send()
+    };
+    let status = |r: reqwest::Result<reqwest::Response>| r.map(|r| r.status().as_u16()).unwrap_or(0);
+
+    assert_eq!(status(put(&payments, "payments/accounts/a").await), 200);
+    assert_eq!(status(put(&payments, "login/users/a").await), 403);
+    assert_eq!(status(put(&payments, "paymentsX").await), 403);
+    // A key hidden in the branch that would not run is still judged.
+    let txn = json!({ "compare": [], "success": [{ "put": { "key": "payments/x", "value": "1" } }],
+                      "failure": [{ "delete": { "key": "login/sessions/s" } }] });
+    let answer = payments.post(format!("{base}/v1/txn")).json(&txn).send().await;
+    assert_eq!(status(answer), 403);
+    let get = |client: &reqwest::Client, query: &str| client.get(format!("{base}/v1/kv?{query}")).send();
+    assert_eq!(status(get(&payments, "key=payments/accounts/a").await), 200);
+    assert_eq!(status(get(&payments, "prefix=payments/").await), 200);
+    assert_eq!(status(get(&payments, "prefix=").await), 403);
+    assert_eq!(status(get(&payments, "key=login/users/a").await), 403);
+    let watch = payments.get(format!("{base}/v1/watch?prefix=login/&timeout_ms=1")).send().await;
+    assert_eq!(status(watch), 403);
+
+    // The gateway's public side: no credential, no key at all.
+    let public = http();
+    assert_eq!(status(put(&public, "payments/accounts/a").await), 401);
+    assert_eq!(status(get(&public, "key=payments/accounts/a").await), 401);
+    // An operator token reaches every key.
+    let operator = public
+        .put(format!("{base}/v1/kv"))
+        .bearer_auth(TEST_TOKEN)
+        .json(&json!({ "key": "login/users/a", "value": "1" }))
+        .send()
+        .await;
+    assert_eq!(status(operator), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_every_node_certificate_under_traffic_fails_nothing_and_elects_no_one() {
+    let cluster = TestCluster::start("");
+    let api = Arc::new(Api::new());
+    let addrs = cluster.addrs();
+    api.wait_leader(&addrs, "control").await;
+    api.wait_leader(&addrs, "state").await;
+    let terms_before = terms(&api, &addrs).await;
+    let expiry = |info: &Value| info["cert_expiry_days"].as_i64();
+    let before = expiry(&api.cluster(&addrs[0]).await.unwrap());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (api, addrs, stop, ok, failed) =
+                (api.clone(), addrs.clone(), stop.clone(), ok.clone(), failed.clone());
+            tokio::spawn(async move {
+                for i in 0..100_000u64 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let addr = &addrs[(i as usize + w) % addrs.len()];
+                    match firebreak_tests::put(&api.http, addr, &format!("rotate/{w}/{i}"), "v").await {
+                        Outcome::Ok => ok.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // New certificates, valid three days instead of one, in place of every node's.
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let identity = Identity {
+            cluster: CLUSTER.into(),
+            role: Role::Node(node.id),
+        };
+        let dir = cluster.dir.path().join(format!("{}-tls", node.site));
+        pki::issue(ca_dir(), &identity, &["127.0.0.1".into()], Validity::days(3), &dir, "node")
+            .unwrap_or_else(|e| panic!("reissue node {i}: {e}"));
+    }
+    let deadline = Instant::now() + DEADLINE;
+    for addr in &addrs {
+        loop {
+            let now = api.cluster(addr).await.as_ref().and_then(expiry);
+            if now.is_some() && now != before {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{addr} never loaded its new certificate ({now:?})");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // New connections between the nodes now use the new certificates: let traffic run on.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("{ok} writes during the rotation, {failed} failed");
+    assert!(ok > 100, "only {ok} writes went through");
+    assert_eq!(failed, 0, "writes failed during the rotation\n{}", cluster.logs());
+    assert_eq!(terms(&api, &addrs).await, terms_before, "the rotation caused an election");
+}
+
+/// Each group's term, as the first node that answers sees it.
+async fn terms(api: &Api, addrs: &[String]) -> Vec<u64> {
+    for addr in addrs {
+        if let Some(info) = api.cluster(addr).await {
+            return info["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| g["term"].as_u64().unwrap())
+                .collect();
+        }
+    }
+    panic!("no node answered");
+}

@@ -4,9 +4,10 @@
 # `firebreak bench kv`. Runs firebreak (`firebreak up`) or a 3-member etcd on the same
 # loopback addresses, one after the other, and stops exactly the processes it started.
 #
-# usage: [VALUE_BYTES=N] scripts/failover-gap.sh firebreak|etcd [connections] [--no-kill]
+# usage: [VALUE_BYTES=N] [PLAINTEXT=1] scripts/failover-gap.sh firebreak|etcd [connections] [--no-kill]
 #   --no-kill: measure plain throughput and latency, with no fault.
 #   VALUE_BYTES: size of each put's value (default 100).
+#   PLAINTEXT=1: firebreak without TLS (`up --plaintext-for-debugging`), to price TLS.
 set -euo pipefail
 target=${1:?usage: $0 firebreak|etcd [connections]}
 connections=${2:-64}
@@ -29,9 +30,9 @@ trap cleanup EXIT
 
 leader_pid_firebreak() {
   local site
-  site=$("$bin" status --output json | python3 -c '
+  site=$("$bin" status --output json "${plain[@]}" | python3 -c '
 import json, sys
-views = json.load(sys.stdin)
+views = json.load(sys.stdin)["nodes"]
 for view in views.values():
     for g in view.get("groups", []):
         if g["name"] == "state" and g["role"] == "leader":
@@ -50,9 +51,15 @@ leader_pid_etcd() {
   return 1
 }
 
+plain=()
 if [ "$target" = firebreak ]; then
-  "$bin" up --data-dir "$work/data" > "$work/up.log" 2>&1 &
+  if [ -n "${PLAINTEXT:-}" ]; then plain=(--plaintext-for-debugging); fi
+  "$bin" up --data-dir "$work/data" "${plain[@]}" > "$work/up.log" 2>&1 &
   pids+=($!)
+  export FIREBREAK_CA="$work/data/ca/ca.pem"
+  until [ -f "$work/data/tokens" ]; do sleep 0.1; done
+  FIREBREAK_TOKEN=$(awk '$1 == "operator" { print $2 }' "$work/data/tokens")
+  export FIREBREAK_TOKEN
   nodes=127.0.1.1:7001,127.0.2.1:7001,127.0.3.1:7001
   until grep -q "is up" "$work/up.log"; do sleep 0.2; done
   # The node children are killed by `up` itself when it stops; record them too.
@@ -71,7 +78,7 @@ else
   until leader_pid_etcd >/dev/null 2>&1; do sleep 0.2; done
 fi
 
-"$bin" bench kv --target "$target" --nodes "$nodes" --connections "$connections" \
+"$bin" bench kv --target "$target" --nodes "$nodes" --connections "$connections" "${plain[@]}" \
   --value-bytes "${VALUE_BYTES:-100}" --duration-secs 12 > "$work/bench.out" &
 bench=$!
 sleep 5

@@ -32,11 +32,11 @@ pub struct Nodes {
     #[arg(long, env = "FIREBREAK_CA", default_value = "firebreak-data/ca/ca.pem")]
     pub ca: std::path::PathBuf,
     /// An operator certificate to present (with --key), instead of or beside a token.
-    #[arg(long, env = "FIREBREAK_CERT", requires = "key")]
-    pub cert: Option<std::path::PathBuf>,
+    #[arg(long = "cert", env = "FIREBREAK_CERT", requires = "operator_key")]
+    pub operator_cert: Option<std::path::PathBuf>,
     /// The operator certificate's key.
-    #[arg(long, env = "FIREBREAK_KEY", requires = "cert")]
-    pub key: Option<std::path::PathBuf>,
+    #[arg(long = "key", env = "FIREBREAK_KEY", requires = "operator_cert")]
+    pub operator_key: Option<std::path::PathBuf>,
     /// Plain HTTP, for nodes run with `tls.plaintext_for_debugging` only.
     #[arg(long)]
     pub plaintext_for_debugging: bool,
@@ -57,7 +57,7 @@ impl Nodes {
                 ),
             ));
         }
-        let keys = match (&self.cert, &self.key) {
+        let keys = match (&self.operator_cert, &self.operator_key) {
             (Some(cert), Some(key)) => Some(
                 firebreak_tls::Keys::load(firebreak_tls::KeyFiles {
                     cert: cert.clone(),

@@ -111,3 +111,13 @@ fn main() {
         std::process::exit(exit::code(&err));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency checks (unique argument names, valid `requires`), which
+    /// otherwise fire only when a command runs in a debug build.
+    #[test]
+    fn the_command_line_is_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}

@@ -41,6 +41,10 @@ pub struct Args {
     /// topology that keeps them alive, reachable through every node's gateway.
     #[arg(long)]
     services: bool,
+    /// No TLS and no peer authentication (anyone who reaches a port can forge leases):
+    /// for debugging, and for measuring what TLS costs, on this machine only.
+    #[arg(long)]
+    plaintext_for_debugging: bool,
 }
 
 /// The reference services `--services` runs, with their ports and modes.
@@ -59,7 +63,7 @@ struct Site {
     services: Vec<(&'static str, Child)>,
 }
 
-fn configs(data_dir: &Path, port: u16, ca: &LocalCa) -> Result<Vec<NodeConfig>> {
+fn configs(data_dir: &Path, port: u16, ca: Option<&LocalCa>) -> Result<Vec<NodeConfig>> {
     let ips: Vec<String> = (0..SITES.len())
         .map(firebreak_chaos::driver::site_ip)
         .collect();
@@ -72,7 +76,10 @@ fn configs(data_dir: &Path, port: u16, ca: &LocalCa) -> Result<Vec<NodeConfig>> 
         &data_dir.join("tokens"),
     );
     for config in &mut configs {
-        ca.issue_node(config)?;
+        match ca {
+            Some(ca) => ca.issue_node(config)?,
+            None => config.tls.plaintext_for_debugging = true,
+        }
     }
     Ok(configs)
 }
@@ -87,9 +94,12 @@ pub async fn run(args: Args) -> Result<()> {
         .with_context(|| format!("failed to create {}", data_dir.display()))?;
     let token = operator_token(&data_dir)?;
     let ca = LocalCa::open_or_create(&data_dir, CLUSTER)?;
-    let tls = ca.client()?;
+    let (tls, issuer) = match args.plaintext_for_debugging {
+        true => (ClientTls::plaintext_for_debugging(), None),
+        false => (ca.client()?, Some(&ca)),
+    };
     let mut sites = Vec::new();
-    for (name, config) in SITES.iter().zip(configs(&data_dir, args.port, &ca)?) {
+    for (name, config) in SITES.iter().zip(configs(&data_dir, args.port, issuer)?) {
         let dir = data_dir.join(name);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("failed to create {}", dir.display()))?;
@@ -117,7 +127,7 @@ pub async fn run(args: Args) -> Result<()> {
         }
         wait_ready(&sites, &tls).await?;
         if args.services {
-            start_services(&exe, &mut sites, &data_dir, &ca)?;
+            start_services(&exe, &mut sites, &data_dir, issuer)?;
             apply_topology(&sites, &token, &tls).await?;
         }
         print_sites(&sites, &data_dir, &token, &ca);
@@ -151,7 +161,12 @@ fn operator_token(data_dir: &Path) -> Result<String> {
 
 /// Starts every site's messaging, payments and login on its loopback address; each talks
 /// to its own site's node first.
-fn start_services(exe: &Path, sites: &mut [Site], data_dir: &Path, ca: &LocalCa) -> Result<()> {
+fn start_services(
+    exe: &Path,
+    sites: &mut [Site],
+    data_dir: &Path,
+    ca: Option<&LocalCa>,
+) -> Result<()> {
     let nodes: Vec<String> = sites.iter().map(|s| s.config.listen.to_string()).collect();
     for (i, site) in sites.iter_mut().enumerate() {
         let mut order = vec![nodes[i].clone()];
@@ -165,7 +180,6 @@ fn start_services(exe: &Path, sites: &mut [Site], data_dir: &Path, ca: &LocalCa)
         for (service, port, _) in SERVICES {
             let listen = format!("{}:{port}", site.config.listen.ip());
             let dir = data_dir.join(site.name);
-            let files = ca.issue_service(service, &dir.join("tls"))?;
             let mut args: Vec<String> = [
                 "serve",
                 service,
@@ -177,7 +191,12 @@ fn start_services(exe: &Path, sites: &mut [Site], data_dir: &Path, ca: &LocalCa)
             .iter()
             .map(|a| a.to_string())
             .collect();
-            args.extend(firebreak_chaos::certs::service_args(&files));
+            match ca {
+                Some(ca) => args.extend(firebreak_chaos::certs::service_args(
+                    &ca.issue_service(service, &dir.join("tls"))?,
+                )),
+                None => args.push("--plaintext-for-debugging".into()),
+            }
             let child = spawn(
                 exe,
                 &args,

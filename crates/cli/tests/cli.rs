@@ -24,6 +24,40 @@ fn version_prints_the_version() {
 }
 
 #[test]
+fn certificates_are_made_by_the_cli_and_mistakes_get_clear_errors() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let ca = dir.path().join("ca");
+    let ca = ca.to_str().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let (code, stdout, err) = firebreak(&["ca", "init", "--cluster", "prod", "--dir", ca]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("made the CA of cluster prod"), "{stdout}");
+    // A CA is never replaced in place.
+    let (code, _, err) = firebreak(&["ca", "init", "--cluster", "prod", "--dir", ca]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("already exists"), "{err}");
+    let (code, stdout, err) = firebreak(&[
+        "cert", "issue", "node", "--id", "3", "--host", "10.0.3.1", "--ca", ca, "--out", out,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("firebreak://prod/node/3"), "{stdout}");
+    assert!(dir.path().join("node-3.pem").exists() && dir.path().join("node-3.key").exists());
+    let (code, stdout, err) =
+        firebreak(&["cert", "issue", "service", "payments", "--ca", ca, "--out", out]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("firebreak://prod/service/payments"), "{stdout}");
+    for (args, needle) in [
+        (vec!["cert", "issue", "operator", "Alice!", "--ca", ca], "a-z, 0-9"),
+        (vec!["cert", "issue", "operator", "alice", "--ca", out], "ca.pem"),
+        (vec!["cert", "issue", "operator", "alice", "--ca", ca, "--days", "0"], "1 to 3650"),
+    ] {
+        let (code, _, err) = firebreak(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn malformed_config_names_file_line_and_field_and_exits_2() {
     let dir = tempfile::TempDir::new().unwrap();
     let path = dir.path().join("node.yaml");
@@ -44,7 +78,8 @@ fn data_dir_of_another_node_is_refused_with_exit_6() {
     std::fs::write(data.join("identity.json"), r#"{"cluster":"c","node_id":2}"#).unwrap();
     let path = dir.path().join("node.yaml");
     let config = format!(
-        "cluster: c\nnode_id: 1\nsite: pangyo\nlisten: 127.0.0.1:0\ndata_dir: {}\npeers:\n  - {{ id: 1, site: pangyo, addr: \"127.0.0.1:1\" }}\n",
+        "cluster: c\nnode_id: 1\nsite: pangyo\nlisten: 127.0.0.1:0\npeer_listen: 127.0.0.1:0\n\
+         tls: {{ plaintext_for_debugging: true }}\ndata_dir: {}\npeers:\n  - {{ id: 1, site: pangyo, addr: \"127.0.0.1:1\" }}\n",
         data.display()
     );
     std::fs::write(&path, config).unwrap();
@@ -57,8 +92,14 @@ fn data_dir_of_another_node_is_refused_with_exit_6() {
 
 #[test]
 fn commands_fail_over_across_nodes_and_report_unavailable() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let ca = dir.path().join("ca");
+    let (code, _, err) = firebreak(&["ca", "init", "--cluster", "c", "--dir", ca.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let ca_pem = ca.join("ca.pem");
     // Nothing listens on these ports: every node is tried and the exit code says so.
-    let (code, _, err) = firebreak(&["kv", "get", "k", "--nodes", "127.0.0.1:9,127.0.0.1:10"]);
+    let nodes = ["--nodes", "127.0.0.1:9,127.0.0.1:10", "--ca", ca_pem.to_str().unwrap()];
+    let (code, _, err) = firebreak(&[&["kv", "get", "k"][..], &nodes].concat());
     assert_eq!(code, 4, "{err}");
     assert!(
         err.contains("127.0.0.1:9") && err.contains("127.0.0.1:10"),
@@ -108,8 +149,8 @@ fn up_with_services_serves_through_every_gateway_and_stops_everything() {
         // Any node's gateway serves the services; retry while health checks settle.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if http_get("127.0.3.1:7391", "/payments/total")
-                .is_some_and(|r| r.starts_with("HTTP/1.1 200") && r.contains("total"))
+            if https_get(&dir.path().join("ca/ca.pem"), "127.0.3.1:7391", "/payments/total")
+                .is_some_and(|r| r.contains("total"))
             {
                 break true;
             }
@@ -136,21 +177,25 @@ fn up_with_services_serves_through_every_gateway_and_stops_everything() {
     }
 }
 
-/// A plain HTTP/1.1 GET over a socket; the whole response, or None.
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).ok()?;
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+/// A GET over TLS trusting `ca`: the body of a 200 answer, or None.
+fn https_get(ca: &std::path::Path, addr: &str, path: &str) -> Option<String> {
+    let tls = firebreak_tls::ClientTls::new(ca, None).ok()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
         .ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
+    runtime.block_on(async {
+        let http = tls
+            .apply(reqwest::Client::builder())
+            .timeout(std::time::Duration::from_secs(5))
+            .build()
+            .ok()?;
+        let response = http.get(tls.url(addr, path)).send().await.ok()?;
+        match response.status().is_success() {
+            true => response.text().await.ok(),
+            false => None,
+        }
+    })
 }
 
 #[test]

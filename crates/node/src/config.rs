@@ -294,7 +294,7 @@ impl NodeConfig {
         self.site
             .validate("site")
             .map_err(|e| (e.field, e.reason))?;
-        if self.peer_listen == self.listen {
+        if self.peer_listen == self.listen && self.listen.port() != 0 {
             return fail(
                 "peer_listen",
                 format!("is {}, the same as listen: give the peer listener a port of its own", self.listen),

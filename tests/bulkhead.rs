@@ -62,7 +62,10 @@ async fn control_group_commits_fast_while_state_group_is_flooded() {
         let started = Instant::now();
         let response = api
             .http
-            .post(firebreak_tests::url(&addrs[control_leader], "/v1/control/ping"))
+            .post(firebreak_tests::url(
+                &cluster.admin_addrs()[control_leader],
+                "/v1/control/ping",
+            ))
             .bearer_auth(TEST_TOKEN)
             .send()
             .await

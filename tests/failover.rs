@@ -54,7 +54,7 @@ async fn wait_routing(
 async fn failover_is_quiet_when_healthy_and_fast_when_a_site_dies() {
     let mut cluster = TestCluster::start("");
     let api = Api::new();
-    let addrs = cluster.addrs();
+    let addrs = cluster.admin_addrs();
     api.wait_leader(&addrs, "control").await;
     firebreak_tests::apply_topology(&cluster, "topology.yaml", &node_topology(&cluster));
     let all: BTreeSet<String> = ["pangyo", "gasan", "busan"].map(String::from).into();
@@ -130,7 +130,7 @@ async fn failover_is_quiet_when_healthy_and_fast_when_a_site_dies() {
 async fn operator_mistakes_get_clear_errors_and_change_nothing() {
     let cluster = TestCluster::start("");
     let api = Api::new();
-    let addrs = cluster.addrs();
+    let addrs = cluster.admin_addrs();
     api.wait_leader(&addrs, "control").await;
     firebreak_tests::apply_topology(&cluster, "topology.yaml", &node_topology(&cluster));
     let audit_len = || {
@@ -249,7 +249,7 @@ async fn an_unhealthy_instance_leaves_after_fall_and_returns_after_rise() {
     use std::sync::atomic::Ordering;
     let cluster = TestCluster::start("");
     let api = Api::new();
-    let addrs = cluster.addrs();
+    let addrs = cluster.admin_addrs();
     api.wait_leader(&addrs, "control").await;
     let endpoints: Vec<firebreak_tests::FakeEndpoint> = (0..3)
         .map(|_| firebreak_tests::FakeEndpoint::start())
@@ -310,7 +310,7 @@ async fn a_shedding_instance_is_relayed_not_multiplied() {
     use std::sync::atomic::Ordering;
     let cluster = TestCluster::start("");
     let api = Api::new();
-    let addrs = cluster.addrs();
+    let addrs = cluster.admin_addrs();
     api.wait_leader(&addrs, "control").await;
     let endpoints: Vec<firebreak_tests::FakeEndpoint> = (0..3)
         .map(|_| firebreak_tests::FakeEndpoint::start())
@@ -334,7 +334,7 @@ async fn a_shedding_instance_is_relayed_not_multiplied() {
     };
     let get = || async {
         api.http
-            .get(firebreak_tests::url(&addrs[0], "/web/page"))
+            .get(firebreak_tests::url(&cluster.addrs()[0], "/web/page"))
             .send()
             .await
             .unwrap()

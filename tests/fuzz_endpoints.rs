@@ -1,7 +1,7 @@
 //! Throws random, truncated, deeply nested and oversized JSON (unicode, huge numbers) and
-//! random query strings at every endpoint of both listeners of a running 3-node cluster
-//! (the client listener with or without an operator token; the peer listener as a member
-//! node, past the certificate gate, so the handlers themselves are fuzzed): at least 20,000
+//! random query strings at every endpoint of every listener of a running 3-node cluster
+//! (client and admin listeners with or without an operator token; the peer listener as a
+//! member node, past the certificate gate, so the handlers themselves are fuzzed): at least 20,000
 //! requests, from a seed, bounded in time. Afterwards no node has panicked or died, both
 //! Raft groups have a leader and commit writes, and no answer was a 5xx other than the
 //! documented ones (503 `not_leader`, `no_quorum`, `unavailable`, 504 `outcome_unknown`).
@@ -238,22 +238,24 @@ async fn random_input_never_panics_a_node_or_stops_a_group() {
     let http = firebreak_tests::http();
     let peer = cluster.peer_http(1);
     let peer_addrs: Vec<String> = cluster.nodes.iter().map(|n| n.peer_addr.clone()).collect();
+    let admin_addrs = cluster.admin_addrs();
     let sent = Arc::new(AtomicUsize::new(0));
     let bad = Arc::new(Mutex::new(Vec::<String>::new()));
     let started = Instant::now();
     let mut workers = tokio::task::JoinSet::new();
     for w in 0..CONCURRENCY {
         let (http, addrs, sent, bad) = (http.clone(), addrs.clone(), sent.clone(), bad.clone());
-        let (peer, peer_addrs) = (peer.clone(), peer_addrs.clone());
+        let (peer, peer_addrs, admin_addrs) =
+            (peer.clone(), peer_addrs.clone(), admin_addrs.clone());
         let mut rng = StdRng::seed_from_u64(seed.wrapping_add(w as u64));
         let endpoints = endpoints();
         workers.spawn(async move {
             while sent.fetch_add(1, Ordering::Relaxed) < REQUESTS && started.elapsed() < BUDGET {
                 let (method, path, template) = &endpoints[rng.gen_range(0..endpoints.len())];
-                let on_peer = rng.gen_bool(0.3);
-                let (client, targets) = match on_peer {
-                    true => (&peer, &peer_addrs),
-                    false => (&http, &addrs),
+                let (client, targets) = match rng.gen_range(0..3) {
+                    0 => (&peer, &peer_addrs),
+                    1 => (&http, &admin_addrs),
+                    _ => (&http, &addrs),
                 };
                 let url = firebreak_tests::url(
                     &targets[rng.gen_range(0..targets.len())],
@@ -324,10 +326,10 @@ async fn random_input_never_panics_a_node_or_stops_a_group() {
     let deadline = Instant::now() + DEADLINE;
     let mut committed = (false, false);
     while !(committed.0 && committed.1) && Instant::now() < deadline {
-        for addr in &addrs {
+        for (addr, admin) in addrs.iter().zip(&admin_addrs) {
             let ping = api
                 .http
-                .post(firebreak_tests::url(addr, "/v1/control/ping"))
+                .post(firebreak_tests::url(admin, "/v1/control/ping"))
                 .bearer_auth(TEST_TOKEN)
                 .send()
                 .await;

@@ -77,14 +77,20 @@ fn cases() -> Vec<Case> {
 }
 
 /// Sends `case` to node `i`: internal commands to its peer listener as node 1 (pangyo),
-/// the others to its client listener with the operator token (keys need a credential).
-async fn send(cluster: &TestCluster, peer: &reqwest::Client, i: usize, case: &Case, body: &Value) -> (u16, String) {
+/// keys to its client listener and operator commands to its admin listener, with the
+/// operator token.
+async fn send(
+    cluster: &TestCluster,
+    peer: &reqwest::Client,
+    i: usize,
+    case: &Case,
+    body: &Value,
+) -> (u16, String) {
     let request = match case.path {
-        "/v1/internal/control" => {
-            peer.post(url(&cluster.nodes[i].peer_addr, case.path))
-        }
+        "/v1/internal/control" => peer.post(url(&cluster.nodes[i].peer_addr, case.path)),
         "/v1/kv" => http().put(url(&cluster.nodes[i].addr, case.path)),
-        _ => http().post(url(&cluster.nodes[i].addr, case.path)),
+        "/v1/txn" => http().post(url(&cluster.nodes[i].addr, case.path)),
+        _ => http().post(url(&cluster.nodes[i].admin_addr, case.path)),
     };
     let request = match case.path {
         "/v1/internal/control" => request,
@@ -96,7 +102,8 @@ async fn send(cluster: &TestCluster, peer: &reqwest::Client, i: usize, case: &Ca
 }
 
 /// Both groups have a leader and commit a write.
-async fn groups_alive(api: &Api, addrs: &[String], after: &str) {
+async fn groups_alive(api: &Api, cluster: &TestCluster, after: &str) {
+    let addrs = &cluster.addrs();
     api.wait_leader(addrs, "control").await;
     api.wait_leader(addrs, "state").await;
     for (path, body) in [
@@ -106,7 +113,11 @@ async fn groups_alive(api: &Api, addrs: &[String], after: &str) {
         let deadline = Instant::now() + DEADLINE;
         let mut last = String::new();
         'retry: while Instant::now() < deadline {
-            for addr in addrs {
+            for node in &cluster.nodes {
+                let addr = match path {
+                    "/v1/kv" => &node.addr,
+                    _ => &node.admin_addr,
+                };
                 let url = url(addr, path);
                 let request = match path {
                     "/v1/kv" => api.http.put(url),
@@ -134,9 +145,9 @@ async fn no_request_can_stop_a_raft_group() {
     let cluster = TestCluster::start("");
     let api = Api::new();
     let addrs = cluster.addrs();
-    groups_alive(&api, &addrs, "start").await;
+    groups_alive(&api, &cluster, "start").await;
     // Each ping is an fsynced control entry: it takes an operator token.
-    for addr in &addrs {
+    for addr in &cluster.admin_addrs() {
         let response = api
             .http
             .post(url(addr, "/v1/control/ping"))
@@ -155,7 +166,11 @@ async fn no_request_can_stop_a_raft_group() {
         .send()
         .await
         .expect("the node answers");
-    assert_eq!(response.status().as_u16(), 404, "internal control on the client listener");
+    assert_eq!(
+        response.status().as_u16(),
+        404,
+        "internal control on the client listener"
+    );
     // Even a member node cannot send it: the control leader first, where the entry
     // would be appended.
     let peer = cluster.peer_http(1);
@@ -185,7 +200,7 @@ async fn no_request_can_stop_a_raft_group() {
             body.len()
         );
     }
-    groups_alive(&api, &addrs, "a 200,000-byte site name").await;
+    groups_alive(&api, &cluster, "a 200,000-byte site name").await;
 
     for case in cases() {
         // Internal forwards are for the control leader alone; the rest forward themselves.
@@ -208,7 +223,7 @@ async fn no_request_can_stop_a_raft_group() {
             case.name,
             case.field
         );
-        groups_alive(&api, &addrs, case.name).await;
+        groups_alive(&api, &cluster, case.name).await;
     }
     drop(cluster);
 }

@@ -18,12 +18,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use firebreak_tests::{
-    ca_dir, ca_file, http, issue, node_topology, url, Api, Outcome, TestCluster, CLUSTER,
-    DEADLINE, TEST_TOKEN,
+    ca_dir, ca_file, http, issue, node_topology, url, Api, Outcome, TestCluster, CLUSTER, DEADLINE,
+    TEST_TOKEN,
 };
 use firebreak_tls::pki::{self, Issued, Validity};
 use firebreak_tls::{ClientTls, Identity, KeyFiles, Keys, Role};
 use serde_json::{json, Value};
+
+/// One test at a time: the failover and election figures these tests assert must not
+/// depend on three other clusters competing for the same two cores.
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
 
 /// A client presenting `cert`, trusting `ca`.
 fn client_with(ca: &Path, cert: Option<&Issued>) -> reqwest::Client {
@@ -43,7 +50,12 @@ fn client_with(ca: &Path, cert: Option<&Issued>) -> reqwest::Client {
 }
 
 /// POSTs `body` to `path` on `addr`: the status, or why no answer came.
-async fn post(client: &reqwest::Client, base: &str, path: &str, body: &Value) -> Result<u16, String> {
+async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: &Value,
+) -> Result<u16, String> {
     client
         .post(format!("{base}{path}"))
         .json(body)
@@ -99,10 +111,15 @@ fn forge(targets: Vec<String>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle
         while !stop.load(Ordering::Relaxed) && started.elapsed() < DEADLINE {
             for addr in &targets {
                 for (client, scheme) in &clients {
-                    for body in [lease("pangyo"), health("api", "pangyo"), health("ledger", "pangyo")] {
+                    for body in [
+                        lease("pangyo"),
+                        health("api", "pangyo"),
+                        health("ledger", "pangyo"),
+                    ] {
                         let base = format!("{scheme}://{addr}");
                         sent += 1;
-                        if let Ok(status) = post(client, &base, "/v1/internal/control", &body).await {
+                        if let Ok(status) = post(client, &base, "/v1/internal/control", &body).await
+                        {
                             accepted += u64::from((200..300).contains(&status));
                         }
                     }
@@ -116,9 +133,10 @@ fn forge(targets: Vec<String>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forger_without_a_node_certificate_cannot_keep_a_burned_site_routed() {
+    let _serial = serial().await;
     let mut cluster = TestCluster::start("");
     let api = Api::new();
-    let addrs = cluster.addrs();
+    let addrs = cluster.admin_addrs();
     api.wait_leader(&addrs, "control").await;
     firebreak_tests::apply_topology(&cluster, "topology.yaml", &node_topology(&cluster));
     let deadline = Instant::now() + DEADLINE;
@@ -129,10 +147,10 @@ async fn a_forger_without_a_node_certificate_cannot_keep_a_burned_site_routed() 
     // Let the dwell time after the topology change pass, as in tests/failover.rs.
     tokio::time::sleep(Duration::from_secs(6)).await;
 
-    // Every listener of the surviving sites, peer and client alike.
+    // Every listener of the surviving sites: peer, client and admin.
     let targets: Vec<String> = cluster.nodes[1..]
         .iter()
-        .flat_map(|n| [n.peer_addr.clone(), n.addr.clone()])
+        .flat_map(|n| [n.peer_addr.clone(), n.addr.clone(), n.admin_addr.clone()])
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
     cluster.kill(0);
@@ -154,10 +172,16 @@ async fn a_forger_without_a_node_certificate_cannot_keep_a_burned_site_routed() 
     }
     let took = killed.elapsed();
     eprintln!("pangyo left routing {took:?} after its processes died, with a forger at work");
-    assert!(took <= Duration::from_secs(3), "failover took {took:?} under forgery");
+    assert!(
+        took <= Duration::from_secs(3),
+        "failover took {took:?} under forgery"
+    );
     // The forger goes on for a while: pangyo stays out.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!serving(&api, &addrs[1], "api").await.unwrap_or_default().contains("pangyo"));
+    assert!(!serving(&api, &addrs[1], "api")
+        .await
+        .unwrap_or_default()
+        .contains("pangyo"));
     stop.store(true, Ordering::Relaxed);
     let (sent, accepted) = forger.await.unwrap();
     assert!(sent >= 24, "the forger sent only {sent} requests");
@@ -176,11 +200,15 @@ async fn a_forger_without_a_node_certificate_cannot_keep_a_burned_site_routed() 
         .find(|l| l.starts_with("firebreak_tls_handshake_failures_total{listener=\"peer\"}"))
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .unwrap_or(0.0);
-    assert!(refused > 0.0, "the refused handshakes are counted:\n{metrics}");
+    assert!(
+        refused > 0.0,
+        "the refused handshakes are counted:\n{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_peer_certificates_are_refused() {
+    let _serial = serial().await;
     let cluster = TestCluster::start("");
     let api = Api::new();
     api.wait_leader(&cluster.addrs(), "control").await;
@@ -194,10 +222,22 @@ async fn wrong_peer_certificates_are_refused() {
         cluster: CLUSTER.into(),
         role: Role::Node(1),
     };
-    let foreign =
-        pki::issue(&other_ca, &impostor, &["127.0.0.1".into()], Validity::days(1), &scratch, "foreign")
-            .unwrap();
-    let answer = post(&client_with(&ca_file(), Some(&foreign)), &peer, "/raft/control/vote", &vote(1)).await;
+    let foreign = pki::issue(
+        &other_ca,
+        &impostor,
+        &["127.0.0.1".into()],
+        Validity::days(1),
+        &scratch,
+        "foreign",
+    )
+    .unwrap();
+    let answer = post(
+        &client_with(&ca_file(), Some(&foreign)),
+        &peer,
+        "/raft/control/vote",
+        &vote(1),
+    )
+    .await;
     assert!(answer.is_err(), "another CA's certificate: {answer:?}");
 
     // Expired: valid for a day, three days ago.
@@ -211,46 +251,109 @@ async fn wrong_peer_certificates_are_refused() {
         "expired",
     )
     .unwrap();
-    let answer = post(&client_with(&ca_file(), Some(&expired)), &peer, "/raft/control/vote", &vote(1)).await;
+    let answer = post(
+        &client_with(&ca_file(), Some(&expired)),
+        &peer,
+        "/raft/control/vote",
+        &vote(1),
+    )
+    .await;
     assert!(answer.is_err(), "an expired certificate: {answer:?}");
 
     // No certificate at all.
-    let answer = post(&client_with(&ca_file(), None), &peer, "/raft/control/vote", &vote(1)).await;
+    let answer = post(
+        &client_with(&ca_file(), None),
+        &peer,
+        "/raft/control/vote",
+        &vote(1),
+    )
+    .await;
     assert!(answer.is_err(), "no certificate: {answer:?}");
 
     // Signed by the right CA, but not a member node.
     let service = issue(Role::Service("payments".into()), &[], &scratch, "payments");
     let stranger = issue(Role::Node(9), &["127.0.0.1"], &scratch, "node-9");
     for (what, cert, candidate) in [("a service", &service, 1), ("node 9", &stranger, 9)] {
-        let answer = post(&client_with(&ca_file(), Some(cert)), &peer, "/raft/control/vote", &vote(candidate)).await;
+        let answer = post(
+            &client_with(&ca_file(), Some(cert)),
+            &peer,
+            "/raft/control/vote",
+            &vote(candidate),
+        )
+        .await;
         assert_eq!(answer, Ok(403), "{what} on the peer listener");
     }
 
     // A member: node 1 may vote as itself, not as node 3.
-    let node1 = client_with(&ca_file(), Some(&issue(Role::Node(1), &["127.0.0.1"], &scratch, "node-1")));
-    assert_eq!(post(&node1, &peer, "/raft/control/vote", &vote(1)).await, Ok(200));
-    assert_eq!(post(&node1, &peer, "/raft/control/vote", &vote(3)).await, Ok(403));
-    assert_eq!(post(&node1, &peer, "/raft/state/vote", &vote(3)).await, Ok(403));
+    let node1 = client_with(
+        &ca_file(),
+        Some(&issue(Role::Node(1), &["127.0.0.1"], &scratch, "node-1")),
+    );
+    assert_eq!(
+        post(&node1, &peer, "/raft/control/vote", &vote(1)).await,
+        Ok(200)
+    );
+    assert_eq!(
+        post(&node1, &peer, "/raft/control/vote", &vote(3)).await,
+        Ok(403)
+    );
+    assert_eq!(
+        post(&node1, &peer, "/raft/state/vote", &vote(3)).await,
+        Ok(403)
+    );
 
     // Node 1 is pangyo's: it renews pangyo's lease, never gasan's, nor reports on busan.
     let leader = api.wait_leader(&cluster.addrs(), "control").await as usize - 1;
     let leader_peer = format!("https://{}", cluster.nodes[leader].peer_addr);
-    assert_eq!(post(&node1, &leader_peer, "/v1/internal/control", &lease("pangyo")).await, Ok(200));
-    assert_eq!(post(&node1, &leader_peer, "/v1/internal/control", &lease("gasan")).await, Ok(403));
     assert_eq!(
-        post(&node1, &leader_peer, "/v1/internal/control", &health("api", "busan")).await,
+        post(
+            &node1,
+            &leader_peer,
+            "/v1/internal/control",
+            &lease("pangyo")
+        )
+        .await,
+        Ok(200)
+    );
+    assert_eq!(
+        post(
+            &node1,
+            &leader_peer,
+            "/v1/internal/control",
+            &lease("gasan")
+        )
+        .await,
+        Ok(403)
+    );
+    assert_eq!(
+        post(
+            &node1,
+            &leader_peer,
+            "/v1/internal/control",
+            &health("api", "busan")
+        )
+        .await,
         Ok(403)
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_grants_keep_each_service_in_its_own_prefix() {
+    let _serial = serial().await;
     let cluster = TestCluster::start("");
     let api = Api::new();
     let addrs = cluster.addrs();
     api.wait_leader(&addrs, "state").await;
     let scratch = cluster.dir.path().join("grants");
-    let payments = client_with(&ca_file(), Some(&issue(Role::Service("payments".into()), &[], &scratch, "payments")));
+    let payments = client_with(
+        &ca_file(),
+        Some(&issue(
+            Role::Service("payments".into()),
+            &[],
+            &scratch,
+            "payments",
+        )),
+    );
     let base = format!("https://{}", addrs[1]);
     let put = |client: &reqwest::Client, key: &str| {
         client
@@ -258,7 +361,8 @@ async fn key_grants_keep_each_service_in_its_own_prefix() {
             .json(&json!({ "key": key, "value": "1" }))
             .send()
     };
-    let status = |r: reqwest::Result<reqwest::Response>| r.map(|r| r.status().as_u16()).unwrap_or(0);
+    let status =
+        |r: reqwest::Result<reqwest::Response>| r.map(|r| r.status().as_u16()).unwrap_or(0);
 
     assert_eq!(status(put(&payments, "payments/accounts/a").await), 200);
     assert_eq!(status(put(&payments, "login/users/a").await), 403);
@@ -266,14 +370,22 @@ async fn key_grants_keep_each_service_in_its_own_prefix() {
     // A key hidden in the branch that would not run is still judged.
     let txn = json!({ "compare": [], "success": [{ "put": { "key": "payments/x", "value": "1" } }],
                       "failure": [{ "delete": { "key": "login/sessions/s" } }] });
-    let answer = payments.post(format!("{base}/v1/txn")).json(&txn).send().await;
+    let answer = payments
+        .post(format!("{base}/v1/txn"))
+        .json(&txn)
+        .send()
+        .await;
     assert_eq!(status(answer), 403);
-    let get = |client: &reqwest::Client, query: &str| client.get(format!("{base}/v1/kv?{query}")).send();
+    let get =
+        |client: &reqwest::Client, query: &str| client.get(format!("{base}/v1/kv?{query}")).send();
     assert_eq!(status(get(&payments, "key=payments/accounts/a").await), 200);
     assert_eq!(status(get(&payments, "prefix=payments/").await), 200);
     assert_eq!(status(get(&payments, "prefix=").await), 403);
     assert_eq!(status(get(&payments, "key=login/users/a").await), 403);
-    let watch = payments.get(format!("{base}/v1/watch?prefix=login/&timeout_ms=1")).send().await;
+    let watch = payments
+        .get(format!("{base}/v1/watch?prefix=login/&timeout_ms=1"))
+        .send()
+        .await;
     assert_eq!(status(watch), 403);
 
     // The gateway's public side: no credential, no key at all.
@@ -292,6 +404,7 @@ async fn key_grants_keep_each_service_in_its_own_prefix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_every_node_certificate_under_traffic_fails_nothing_and_elects_no_one() {
+    let _serial = serial().await;
     let cluster = TestCluster::start("");
     let api = Arc::new(Api::new());
     let addrs = cluster.addrs();
@@ -305,15 +418,22 @@ async fn rotating_every_node_certificate_under_traffic_fails_nothing_and_elects_
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let writers: Vec<_> = (0..4)
         .map(|w| {
-            let (api, addrs, stop, ok, failed) =
-                (api.clone(), addrs.clone(), stop.clone(), ok.clone(), failed.clone());
+            let (api, addrs, stop, ok, failed) = (
+                api.clone(),
+                addrs.clone(),
+                stop.clone(),
+                ok.clone(),
+                failed.clone(),
+            );
             tokio::spawn(async move {
                 for i in 0..100_000u64 {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
                     let addr = &addrs[(i as usize + w) % addrs.len()];
-                    match firebreak_tests::put(&api.http, addr, &format!("rotate/{w}/{i}"), "v").await {
+                    match firebreak_tests::put(&api.http, addr, &format!("rotate/{w}/{i}"), "v")
+                        .await
+                    {
                         Outcome::Ok => ok.fetch_add(1, Ordering::Relaxed),
                         _ => failed.fetch_add(1, Ordering::Relaxed),
                     };
@@ -330,8 +450,15 @@ async fn rotating_every_node_certificate_under_traffic_fails_nothing_and_elects_
             role: Role::Node(node.id),
         };
         let dir = cluster.dir.path().join(format!("{}-tls", node.site));
-        pki::issue(ca_dir(), &identity, &["127.0.0.1".into()], Validity::days(3), &dir, "node")
-            .unwrap_or_else(|e| panic!("reissue node {i}: {e}"));
+        pki::issue(
+            ca_dir(),
+            &identity,
+            &["127.0.0.1".into()],
+            Validity::days(3),
+            &dir,
+            "node",
+        )
+        .unwrap_or_else(|e| panic!("reissue node {i}: {e}"));
     }
     let deadline = Instant::now() + DEADLINE;
     for addr in &addrs {
@@ -340,7 +467,10 @@ async fn rotating_every_node_certificate_under_traffic_fails_nothing_and_elects_
             if now.is_some() && now != before {
                 break;
             }
-            assert!(Instant::now() < deadline, "{addr} never loaded its new certificate ({now:?})");
+            assert!(
+                Instant::now() < deadline,
+                "{addr} never loaded its new certificate ({now:?})"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -353,8 +483,17 @@ async fn rotating_every_node_certificate_under_traffic_fails_nothing_and_elects_
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     eprintln!("{ok} writes during the rotation, {failed} failed");
     assert!(ok > 100, "only {ok} writes went through");
-    assert_eq!(failed, 0, "writes failed during the rotation\n{}", cluster.logs());
-    assert_eq!(terms(&api, &addrs).await, terms_before, "the rotation caused an election");
+    assert_eq!(
+        failed,
+        0,
+        "writes failed during the rotation\n{}",
+        cluster.logs()
+    );
+    assert_eq!(
+        terms(&api, &addrs).await,
+        terms_before,
+        "the rotation caused an election"
+    );
 }
 
 /// Each group's term, as the first node that answers sees it.

@@ -98,8 +98,11 @@ pub fn service_port(node_port: u16, service: ServiceKind) -> u16 {
         }
 }
 
-/// How far above the node's client port its peer listener is.
-pub const PEER_PORT_OFFSET: u16 = 10;
+/// How far above the node's client port its peer listener is (its services take the three ports
+/// between).
+pub const PEER_PORT_OFFSET: u16 = 4;
+/// How far above the node's client port its admin listener is.
+pub const ADMIN_PORT_OFFSET: u16 = 5;
 
 /// The loopback address of the `index`-th site (0-based).
 pub fn site_ip(index: usize) -> String {
@@ -107,7 +110,7 @@ pub fn site_ip(index: usize) -> String {
 }
 
 /// Node configs for sites on `ips[N]:port` (one per site; the peer listener on
-/// `port + PEER_PORT_OFFSET`), data under `dir/<site>/data`. TLS is on, with no files
+/// `port + PEER_PORT_OFFSET`, the admin listener on `port + ADMIN_PORT_OFFSET`), data under `dir/<site>/data`. TLS is on, with no files
 /// yet: [`crate::certs::LocalCa::issue_node`] fills them in.
 pub fn node_configs(
     cluster: &str,
@@ -134,8 +137,13 @@ pub fn node_configs(
             cluster: cluster.into(),
             node_id: peer.id,
             site: peer.site.clone(),
-            listen: format!("{ip}:{port}").parse().expect("an IP address and port parse"),
+            listen: format!("{ip}:{port}")
+                .parse()
+                .expect("an IP address and port parse"),
             peer_listen: peer.addr.parse().expect("an IP address and port parse"),
+            admin_listen: format!("{ip}:{}", port + ADMIN_PORT_OFFSET)
+                .parse()
+                .expect("an IP address and port parse"),
             tls: TlsConfig::default(),
             data_dir: dir.join(&peer.site.0).join("data"),
             peers: peers.clone(),
@@ -239,6 +247,7 @@ pub struct LocalSites {
     /// The operator token written to `dir/tokens`.
     pub token: String,
     node_addrs: Vec<String>,
+    admin_addrs: Vec<String>,
     /// How the drill's own clients reach the nodes (trusting the run's CA).
     pub tls: firebreak_tls::ClientTls,
 }
@@ -287,6 +296,7 @@ impl LocalSites {
             ca.issue_node(c)?;
         }
         let node_addrs: Vec<String> = configs.iter().map(|c| c.listen.to_string()).collect();
+        let admin_addrs: Vec<String> = configs.iter().map(|c| c.admin_listen.to_string()).collect();
         let mut sites = Vec::new();
         for (i, node) in configs.iter().enumerate() {
             let dir = config.dir.join(&node.site.0);
@@ -347,6 +357,7 @@ impl LocalSites {
             sites,
             token,
             node_addrs,
+            admin_addrs,
             tls: ca.client()?,
         };
         for i in 0..driver.sites.len() {
@@ -355,9 +366,14 @@ impl LocalSites {
         Ok(driver)
     }
 
-    /// Every node's `host:port`, in site order.
+    /// Every node's client listener `host:port` (gateways, keys), in site order.
     pub fn node_addrs(&self) -> &[String] {
         &self.node_addrs
+    }
+
+    /// Every node's admin listener `host:port` (topology, routing, status), in site order.
+    pub fn admin_addrs(&self) -> &[String] {
+        &self.admin_addrs
     }
 
     /// A service's URL in a site.

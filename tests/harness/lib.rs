@@ -70,12 +70,14 @@ pub fn issue(role: Role, hosts: &[&str], out: &std::path::Path, stem: &str) -> p
     pki::issue(ca_dir(), &identity, &hosts, Validity::days(1), out, stem).expect("issue")
 }
 
-/// Runs the firebreak CLI against `nodes`; returns exit code, stdout and stderr.
+/// Runs the firebreak CLI against `nodes` (client or admin listeners, as the command
+/// needs: both flags get the list); returns exit code, stdout and stderr.
 pub fn cli(args: &[&str], nodes: &[String], token: Option<&str>) -> (i32, String, String) {
     let mut command = Command::new(binary());
     command
         .args(args)
         .env("FIREBREAK_NODES", nodes.join(","))
+        .env("FIREBREAK_ADMIN_NODES", nodes.join(","))
         .env("FIREBREAK_CA", ca_file())
         .env_remove("FIREBREAK_TOKEN");
     if let Some(token) = token {
@@ -96,7 +98,7 @@ pub fn apply_topology(cluster: &TestCluster, name: &str, yaml: &str) {
     std::fs::write(&path, yaml).expect("write topology");
     let (code, out, err) = cli(
         &["topology", "apply", path.to_str().unwrap()],
-        &cluster.addrs(),
+        &cluster.admin_addrs(),
         Some(TEST_TOKEN),
     );
     assert_eq!(code, 0, "topology apply failed: {out}{err}");
@@ -151,6 +153,8 @@ pub struct TestNode {
     pub addr: String,
     /// The peer listener (mutual TLS).
     pub peer_addr: String,
+    /// The admin listener (operator commands, status, metrics).
+    pub admin_addr: String,
     pub config: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
@@ -194,6 +198,10 @@ impl TestCluster {
             .iter()
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
+        let admin_addrs: Vec<String> = SITES
+            .iter()
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
         let peers: String = peer_addrs
             .iter()
             .zip(SITES)
@@ -208,10 +216,11 @@ impl TestCluster {
             let tls_dir = dir.path().join(format!("{site}-tls"));
             let cert = issue(Role::Node(i as u64 + 1), &["127.0.0.1"], &tls_dir, "node");
             let text = format!(
-                "cluster: {CLUSTER}\nnode_id: {}\nsite: {site}\nlisten: \"{addr}\"\npeer_listen: \"{}\"\n\
+                "cluster: {CLUSTER}\nnode_id: {}\nsite: {site}\nlisten: \"{addr}\"\npeer_listen: \"{}\"\nadmin_listen: \"{}\"\n\
                  data_dir: \"{}\"\ntls:\n  ca_file: \"{}\"\n  cert_file: \"{}\"\n  key_file: \"{}\"\npeers:\n{peers}{extra}",
                 i + 1,
                 peer_addrs[i],
+                admin_addrs[i],
                 dir.path().join(site).display(),
                 ca_file().display(),
                 cert.cert.display(),
@@ -224,6 +233,7 @@ impl TestCluster {
                 site,
                 addr: addr.clone(),
                 peer_addr: peer_addrs[i].clone(),
+                admin_addr: admin_addrs[i].clone(),
                 config,
                 log,
                 child: None,
@@ -432,9 +442,14 @@ impl TestCluster {
             .expect("client")
     }
 
-    /// Every node's address, for clients that try them in turn.
+    /// Every node's client listener, for clients that try them in turn.
     pub fn addrs(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// Every node's admin listener (operator commands, routing, metrics).
+    pub fn admin_addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.admin_addr.clone()).collect()
     }
 
     /// The tail of every node's log, to explain a failure.

@@ -91,7 +91,7 @@ pub(super) async fn apply_topology(playbook: &Playbook, sites: &LocalSites) -> R
     let deadline = tokio::time::Instant::now() + BRING_UP_TIMEOUT;
     let mut last = String::new();
     while tokio::time::Instant::now() < deadline {
-        for node in sites.node_addrs() {
+        for node in sites.admin_addrs() {
             let url = sites.tls.url(node, "/v1/topology");
             match http
                 .post(url)
@@ -133,7 +133,7 @@ pub(super) async fn wait_serving(
     };
     loop {
         let routing: Option<Value> = match http
-            .get(sites.tls.url(&nodes[0], "/v1/routing"))
+            .get(sites.tls.url(&sites.admin_addrs()[0], "/v1/routing"))
             .send()
             .await
         {

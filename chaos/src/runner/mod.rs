@@ -301,7 +301,7 @@ impl Drill<'_> {
         wait_serving(self.playbook, &nodes, sites).await?;
         let (stop_observer, stopped) = watch::channel(false);
         let observer = tokio::spawn(crate::observer::observe(
-            nodes.clone(),
+            sites.admin_addrs().to_vec(),
             sites.tls.clone(),
             self.history.clone(),
             stopped,
@@ -333,12 +333,15 @@ impl Drill<'_> {
                 // Service instances serve plain HTTP inside their site; gateways serve TLS.
                 let (addresses, tls): (Vec<String>, _) = match push.via {
                     IdleVia::Gateway => (nodes.clone(), sites.tls.clone()),
-                    IdleVia::Messaging => ((0..nodes.len())
-                        .map(|i| {
-                            let url = sites.service_url(i, ServiceKind::Messaging);
-                            url.trim_start_matches("http://").to_string()
-                        })
-                        .collect(), firebreak_tls::ClientTls::plaintext_for_debugging()),
+                    IdleVia::Messaging => (
+                        (0..nodes.len())
+                            .map(|i| {
+                                let url = sites.service_url(i, ServiceKind::Messaging);
+                                url.trim_start_matches("http://").to_string()
+                            })
+                            .collect(),
+                        firebreak_tls::ClientTls::plaintext_for_debugging(),
+                    ),
                 };
                 let idle = IdleClients::start(
                     &addresses,

@@ -116,7 +116,15 @@ pub async fn run(command: Command) -> Result<()> {
                     seq += 1;
                     let key = format!("bench/{id}/{seq}");
                     let sent = Instant::now();
-                    let ok = put(&http, &target, &tls.url(&nodes[node], ""), token.as_deref(), &key, &value).await;
+                    let ok = put(
+                        &http,
+                        &target,
+                        &tls.url(&nodes[node], ""),
+                        token.as_deref(),
+                        &key,
+                        &value,
+                    )
+                    .await;
                     if ok {
                         worker
                             .latencies

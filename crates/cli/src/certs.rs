@@ -105,8 +105,7 @@ pub fn cert(command: CertCommand) -> Result<()> {
         firebreak_model::ids::check_name("NAME", "certificate holder", name, 63)
             .map_err(|e| fail(exit::USAGE, e.to_string()))?;
     }
-    let cluster =
-        pki::ca_cluster(&common.ca).map_err(|e| fail(exit::USAGE, e.to_string()))?;
+    let cluster = pki::ca_cluster(&common.ca).map_err(|e| fail(exit::USAGE, e.to_string()))?;
     let identity = Identity { cluster, role };
     let issued = pki::issue(
         &common.ca,

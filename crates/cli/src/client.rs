@@ -13,15 +13,21 @@ use serde_json::Value;
 
 use crate::exit::{self, fail};
 
-/// Default node addresses: the three sites of `firebreak up`.
+/// Default node addresses (client listeners): the three sites of `firebreak up`.
 pub const DEFAULT_NODES: &str = "127.0.1.1:7001,127.0.2.1:7001,127.0.3.1:7001";
+/// Default admin listeners: the three sites of `firebreak up`.
+pub const DEFAULT_ADMIN_NODES: &str = "127.0.1.1:7006,127.0.2.1:7006,127.0.3.1:7006";
 
 /// Node addresses as every cluster command takes them.
 #[derive(clap::Args, Clone)]
 pub struct Nodes {
-    /// Comma-separated `host:port` of nodes, tried in turn.
+    /// Comma-separated `host:port` of the nodes' client listeners (keys), tried in turn.
     #[arg(long, env = "FIREBREAK_NODES", default_value = DEFAULT_NODES, value_delimiter = ',')]
     pub nodes: Vec<String>,
+    /// Comma-separated `host:port` of the nodes' admin listeners (operator commands,
+    /// status), tried in turn.
+    #[arg(long, env = "FIREBREAK_ADMIN_NODES", default_value = DEFAULT_ADMIN_NODES, value_delimiter = ',')]
+    pub admin_nodes: Vec<String>,
     /// Per-node request timeout in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub timeout_ms: u64,
@@ -97,11 +103,21 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client of the nodes' client listeners (keys).
     pub fn new(nodes: &Nodes) -> Result<Self> {
-        if nodes.nodes.is_empty() {
+        Self::of(nodes, &nodes.nodes, "--nodes")
+    }
+
+    /// A client of the nodes' admin listeners (operator commands, status).
+    pub fn admin(nodes: &Nodes) -> Result<Self> {
+        Self::of(nodes, &nodes.admin_nodes, "--admin-nodes")
+    }
+
+    fn of(nodes: &Nodes, addrs: &[String], flag: &str) -> Result<Self> {
+        if addrs.is_empty() {
             return Err(fail(
                 exit::USAGE,
-                "no node addresses given: pass --nodes host:port,...",
+                format!("no node addresses given: pass {flag} host:port,..."),
             ));
         }
         let tls = nodes.tls()?;
@@ -111,7 +127,7 @@ impl Client {
             .connect_timeout(Duration::from_millis(nodes.timeout_ms.min(1000)))
             .build()?;
         Ok(Self {
-            nodes: nodes.nodes.clone(),
+            nodes: addrs.to_vec(),
             http,
             tls,
             token: nodes.token()?,

@@ -120,7 +120,7 @@ pub async fn evacuate(args: EvacuateArgs) -> Result<()> {
     if let Some(expires) = expires {
         body["expires_in_ms"] = json!(expires.as_millis() as u64);
     }
-    let answer = Client::new(&args.nodes)?
+    let answer = Client::admin(&args.nodes)?
         .send(Method::POST, "/v1/evacuate", Some(&body))
         .await?;
     say(&args.output, &answer, &format!("evacuated {}", args.site));
@@ -129,7 +129,7 @@ pub async fn evacuate(args: EvacuateArgs) -> Result<()> {
 
 pub async fn restore(args: RestoreArgs) -> Result<()> {
     let body = json!({ "site": args.site, "reason": args.reason });
-    let answer = Client::new(&args.nodes)?
+    let answer = Client::admin(&args.nodes)?
         .send(Method::POST, "/v1/restore", Some(&body))
         .await?;
     say(
@@ -144,7 +144,7 @@ pub async fn restore(args: RestoreArgs) -> Result<()> {
 }
 
 pub async fn freeze(args: FreezeArgs) -> Result<()> {
-    let answer = Client::new(&args.nodes)?
+    let answer = Client::admin(&args.nodes)?
         .send(
             Method::POST,
             "/v1/freeze",
@@ -156,7 +156,7 @@ pub async fn freeze(args: FreezeArgs) -> Result<()> {
 }
 
 pub async fn unfreeze(args: UnfreezeArgs) -> Result<()> {
-    let answer = Client::new(&args.nodes)?
+    let answer = Client::admin(&args.nodes)?
         .send(Method::POST, "/v1/unfreeze", Some(&json!({})))
         .await?;
     say(&args.output, &answer, "automation unfrozen");
@@ -182,7 +182,7 @@ pub async fn audit(args: AuditArgs) -> Result<()> {
         }
         None => 0,
     };
-    let answer = Client::new(&args.nodes)?
+    let answer = Client::admin(&args.nodes)?
         .send(Method::GET, &format!("/v1/audit?since_ms={since_ms}"), None)
         .await?;
     for entry in answer["entries"].as_array().into_iter().flatten() {

@@ -53,14 +53,26 @@ pub struct Common {
     #[arg(long, default_value_t = 64)]
     max_concurrent: usize,
     /// The cluster CA's certificate.
-    #[arg(long, env = "FIREBREAK_CA", required_unless_present = "plaintext_for_debugging")]
+    #[arg(
+        long,
+        env = "FIREBREAK_CA",
+        required_unless_present = "plaintext_for_debugging"
+    )]
     ca: Option<std::path::PathBuf>,
     /// This service's certificate (`firebreak cert issue service NAME`): it grants the
     /// keys under `NAME/`. Reloaded when the file changes.
-    #[arg(long, env = "FIREBREAK_CERT", required_unless_present = "plaintext_for_debugging")]
+    #[arg(
+        long,
+        env = "FIREBREAK_CERT",
+        required_unless_present = "plaintext_for_debugging"
+    )]
     cert: Option<std::path::PathBuf>,
     /// Its key.
-    #[arg(long, env = "FIREBREAK_KEY", required_unless_present = "plaintext_for_debugging")]
+    #[arg(
+        long,
+        env = "FIREBREAK_KEY",
+        required_unless_present = "plaintext_for_debugging"
+    )]
     key: Option<std::path::PathBuf>,
     /// Plain HTTP to the nodes, for nodes run with `tls.plaintext_for_debugging` only.
     #[arg(long)]

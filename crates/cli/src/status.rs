@@ -25,7 +25,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let client = Client::new(&args.nodes)?;
+    let client = Client::admin(&args.nodes)?;
     let views = join_all(client.nodes().iter().map(|node| fetch(&client, node))).await;
     if views.iter().all(|(_, view)| view.is_err()) {
         let reasons: Vec<String> = views
@@ -221,10 +221,20 @@ fn print_tables(views: &[(String, Result<ClusterInfo>)]) {
                 }
                 Err(_) => {
                     // Name the unreachable node from the members the others know.
-                    let member = infos
+                    // Members are known by their peer address; a node is asked at its
+                    // client address: the host names it when only one member has it.
+                    let host =
+                        |addr: &str| addr.rsplit_once(':').map_or(addr, |(h, _)| h).to_string();
+                    let mut members: Vec<_> = infos
                         .iter()
                         .flat_map(|(_, g)| &g.members)
-                        .find(|m| &m.addr == node);
+                        .filter(|m| host(&m.addr) == host(node))
+                        .collect();
+                    members.dedup_by_key(|m| m.id);
+                    let member = match members.as_slice() {
+                        [one] => Some(*one),
+                        _ => None,
+                    };
                     let (id, site) = member.map_or(("?".to_string(), "?".to_string()), |m| {
                         (m.id.to_string(), m.site.clone())
                     });

@@ -62,7 +62,7 @@ pub async fn run(command: Command) -> Result<()> {
         } => {
             let topology = load(&file)?;
             let body = serde_json::to_value(&topology)?;
-            let answer = Client::new(&nodes)?
+            let answer = Client::admin(&nodes)?
                 .send(Method::POST, "/v1/topology", Some(&body))
                 .await?;
             if output == "json" {
@@ -76,7 +76,7 @@ pub async fn run(command: Command) -> Result<()> {
             }
         }
         Command::Show { output, nodes } => {
-            let answer = Client::new(&nodes)?
+            let answer = Client::admin(&nodes)?
                 .send(Method::GET, "/v1/topology", None)
                 .await?;
             if answer.is_null() {

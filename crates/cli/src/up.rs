@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use firebreak_tls::ClientTls;
 use firebreak_chaos::certs::LocalCa;
 use firebreak_node::NodeConfig;
+use firebreak_tls::ClientTls;
 use tokio::process::Child;
 
 use crate::exit::{self, fail};
@@ -34,7 +34,8 @@ pub struct Args {
     /// Where each site keeps its config, data, log and pid file.
     #[arg(long, default_value = "firebreak-data")]
     data_dir: PathBuf,
-    /// Port every node listens on, on its own loopback address.
+    /// Port of every node's client listener, on its own loopback address; the peer
+    /// listener is 4 above it and the admin listener 5 above.
     #[arg(long, default_value_t = 7001)]
     port: u16,
     /// Also run messaging, payments and login in every site (ports 8001-8003) and apply a
@@ -234,7 +235,7 @@ async fn apply_topology(sites: &[Site], token: &str, tls: &ClientTls) -> Result<
         .build()?;
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     loop {
-        let url = tls.url(&sites[0].config.listen.to_string(), "/v1/topology");
+        let url = tls.url(&sites[0].config.admin_listen.to_string(), "/v1/topology");
         let response = http
             .post(url)
             .bearer_auth(token)
@@ -312,8 +313,8 @@ fn print_sites(sites: &[Site], data_dir: &Path, token: &str, ca: &LocalCa) {
         data_dir.display()
     );
     println!(
-        "{:<8} {:<5} {:<16} {:<8} log",
-        "site", "node", "listen", "pid"
+        "{:<8} {:<5} {:<16} {:<16} {:<8} log",
+        "site", "node", "client", "admin", "pid"
     );
     for site in sites {
         let pid = site
@@ -322,10 +323,11 @@ fn print_sites(sites: &[Site], data_dir: &Path, token: &str, ca: &LocalCa) {
             .and_then(|c| c.id())
             .map_or("-".into(), |p| p.to_string());
         println!(
-            "{:<8} {:<5} {:<16} {:<8} {}",
+            "{:<8} {:<5} {:<16} {:<16} {:<8} {}",
             site.name,
             site.config.node_id,
             site.config.listen,
+            site.config.admin_listen,
             pid,
             site.log.display()
         );

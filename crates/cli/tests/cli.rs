@@ -42,14 +42,29 @@ fn certificates_are_made_by_the_cli_and_mistakes_get_clear_errors() {
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("firebreak://prod/node/3"), "{stdout}");
     assert!(dir.path().join("node-3.pem").exists() && dir.path().join("node-3.key").exists());
-    let (code, stdout, err) =
-        firebreak(&["cert", "issue", "service", "payments", "--ca", ca, "--out", out]);
+    let (code, stdout, err) = firebreak(&[
+        "cert", "issue", "service", "payments", "--ca", ca, "--out", out,
+    ]);
     assert_eq!(code, 0, "{err}");
-    assert!(stdout.contains("firebreak://prod/service/payments"), "{stdout}");
+    assert!(
+        stdout.contains("firebreak://prod/service/payments"),
+        "{stdout}"
+    );
     for (args, needle) in [
-        (vec!["cert", "issue", "operator", "Alice!", "--ca", ca], "a-z, 0-9"),
-        (vec!["cert", "issue", "operator", "alice", "--ca", out], "ca.pem"),
-        (vec!["cert", "issue", "operator", "alice", "--ca", ca, "--days", "0"], "1 to 3650"),
+        (
+            vec!["cert", "issue", "operator", "Alice!", "--ca", ca],
+            "a-z, 0-9",
+        ),
+        (
+            vec!["cert", "issue", "operator", "alice", "--ca", out],
+            "ca.pem",
+        ),
+        (
+            vec![
+                "cert", "issue", "operator", "alice", "--ca", ca, "--days", "0",
+            ],
+            "1 to 3650",
+        ),
     ] {
         let (code, _, err) = firebreak(&args);
         assert_eq!(code, 2, "{args:?}: {err}");
@@ -78,7 +93,7 @@ fn data_dir_of_another_node_is_refused_with_exit_6() {
     std::fs::write(data.join("identity.json"), r#"{"cluster":"c","node_id":2}"#).unwrap();
     let path = dir.path().join("node.yaml");
     let config = format!(
-        "cluster: c\nnode_id: 1\nsite: pangyo\nlisten: 127.0.0.1:0\npeer_listen: 127.0.0.1:0\n\
+        "cluster: c\nnode_id: 1\nsite: pangyo\nlisten: 127.0.0.1:0\npeer_listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n\
          tls: {{ plaintext_for_debugging: true }}\ndata_dir: {}\npeers:\n  - {{ id: 1, site: pangyo, addr: \"127.0.0.1:1\" }}\n",
         data.display()
     );
@@ -94,11 +109,23 @@ fn data_dir_of_another_node_is_refused_with_exit_6() {
 fn commands_fail_over_across_nodes_and_report_unavailable() {
     let dir = tempfile::TempDir::new().unwrap();
     let ca = dir.path().join("ca");
-    let (code, _, err) = firebreak(&["ca", "init", "--cluster", "c", "--dir", ca.to_str().unwrap()]);
+    let (code, _, err) = firebreak(&[
+        "ca",
+        "init",
+        "--cluster",
+        "c",
+        "--dir",
+        ca.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{err}");
     let ca_pem = ca.join("ca.pem");
     // Nothing listens on these ports: every node is tried and the exit code says so.
-    let nodes = ["--nodes", "127.0.0.1:9,127.0.0.1:10", "--ca", ca_pem.to_str().unwrap()];
+    let nodes = [
+        "--nodes",
+        "127.0.0.1:9,127.0.0.1:10",
+        "--ca",
+        ca_pem.to_str().unwrap(),
+    ];
     let (code, _, err) = firebreak(&[&["kv", "get", "k"][..], &nodes].concat());
     assert_eq!(code, 4, "{err}");
     assert!(
@@ -149,8 +176,12 @@ fn up_with_services_serves_through_every_gateway_and_stops_everything() {
         // Any node's gateway serves the services; retry while health checks settle.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if https_get(&dir.path().join("ca/ca.pem"), "127.0.3.1:7391", "/payments/total")
-                .is_some_and(|r| r.contains("total"))
+            if https_get(
+                &dir.path().join("ca/ca.pem"),
+                "127.0.3.1:7391",
+                "/payments/total",
+            )
+            .is_some_and(|r| r.contains("total"))
             {
                 break true;
             }

@@ -77,8 +77,14 @@ mod tests {
             value: "1".into(),
         };
         assert_eq!(payments.denied_key(&put("payments/accounts/1")), None);
-        assert_eq!(payments.denied_key(&put("paymentsX/1")), Some("paymentsX/1"));
-        assert_eq!(payments.denied_key(&put("login/users/a")), Some("login/users/a"));
+        assert_eq!(
+            payments.denied_key(&put("paymentsX/1")),
+            Some("paymentsX/1")
+        );
+        assert_eq!(
+            payments.denied_key(&put("login/users/a")),
+            Some("login/users/a")
+        );
         let txn = KvCommand::Txn(Txn {
             compare: vec![],
             success: vec![TxnOp::Put {

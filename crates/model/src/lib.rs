@@ -15,9 +15,9 @@
 
 pub mod control;
 mod control_input;
-pub mod grant;
 pub mod error;
 pub mod failover;
+pub mod grant;
 pub mod ids;
 pub mod kv;
 pub mod topology;

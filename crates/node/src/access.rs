@@ -4,9 +4,8 @@
 //! |---|---|---|
 //! | peer | a certificate naming a current member node of this cluster (mutual TLS) | everything on it, as that node ([`PeerNode`]) |
 //! | client | anyone, for the gateway and `/v1/health`, `/v1/cluster` | keys only with a credential: a service certificate ([`Grant::service`]), an operator certificate or an operator token ([`Grant::All`]) |
-//!
-//! Operator endpoints on the client listener check their token themselves
-//! (`crate::operator`). A certificate of another cluster is refused wherever it shows up.
+//! | admin | anyone with TLS | operator commands with an operator token, checked by `crate::operator`; status with one too under `auth.protect_reads`; metrics |
+//! A certificate of another cluster is refused wherever it shows up.
 //! In `plaintext_for_debugging` mode there are no certificates: every caller is let in as
 //! a member with every key, which is why that mode is for one machine only.
 
@@ -46,7 +45,10 @@ pub async fn require_member(
         Some(other) => {
             return refuse(
                 StatusCode::FORBIDDEN,
-                format!("{other} is not a node of cluster {}: the peer listener serves its members only", api.config.cluster),
+                format!(
+                "{other} is not a node of cluster {}: the peer listener serves its members only",
+                api.config.cluster
+            ),
             )
         }
         None => {
@@ -59,7 +61,10 @@ pub async fn require_member(
     if !is_member(&api, id) {
         return refuse(
             StatusCode::FORBIDDEN,
-            format!("node {id} is not a member of cluster {}", api.config.cluster),
+            format!(
+                "node {id} is not a member of cluster {}",
+                api.config.cluster
+            ),
         );
     }
     request.extensions_mut().insert(PeerNode(id));
@@ -110,6 +115,23 @@ pub async fn client_credentials(
     next.run(request).await
 }
 
+/// The admin listener's layer: refuses certificates of another cluster; the operator
+/// endpoints check tokens themselves.
+pub async fn admin_credentials(
+    State(api): State<Arc<Api>>,
+    ConnectInfo(remote): ConnectInfo<Remote>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match remote.identity {
+        Some(other) if other.cluster != api.config.cluster => refuse(
+            StatusCode::FORBIDDEN,
+            format!("{other} was not issued for cluster {}", api.config.cluster),
+        ),
+        _ => next.run(request).await,
+    }
+}
+
 /// The grant of a key request, or 401 naming the credentials that would do.
 pub fn grant_of(grant: Option<axum::Extension<Grant>>) -> Result<Grant, ApiError> {
     grant.map(|g| g.0).ok_or_else(|| {
@@ -122,7 +144,10 @@ pub fn grant_of(grant: Option<axum::Extension<Grant>>) -> Result<Grant, ApiError
 }
 
 /// 403 unless `grant` covers every key of `command`.
-pub fn check_command(grant: &Grant, command: &firebreak_model::kv::KvCommand) -> Result<(), ApiError> {
+pub fn check_command(
+    grant: &Grant,
+    command: &firebreak_model::kv::KvCommand,
+) -> Result<(), ApiError> {
     match grant.denied_key(command) {
         None => Ok(()),
         Some(key) => Err(denied(grant, key)),

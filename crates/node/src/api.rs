@@ -25,8 +25,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use firebreak_model::grant::Grant;
 use firebreak_model::control::{ControlCommand, ControlResponse, ControlState};
+use firebreak_model::grant::Grant;
 use firebreak_model::kv::{KvCommand, KvEntry, KvStore, Txn, MAX_RANGE_LIMIT};
 use firebreak_model::watch::{KvEvent, MAX_WATCH_EVENTS};
 use firebreak_model::{Member, NodeId};
@@ -172,17 +172,17 @@ fn key_routes() -> Router<Arc<Api>> {
         .route("/v1/watch", get(watch))
 }
 
-/// The client listener's router: keys (with a credential), cluster info, health,
-/// operator endpoints, metrics and the gateway.
+/// The client listener's router: keys (with a credential), health, cluster info and the
+/// gateway.
 pub fn client_routes(api: Arc<Api>) -> Router {
     key_routes()
         .route("/v1/cluster", get(cluster))
         .route("/v1/health", get(health))
-        .merge(crate::operator::routes())
-        .route("/metrics", get(crate::metrics::render))
-        // Node paths that are not on this listener (Raft, internal) are not services.
-        .route("/v1/{*rest}", axum::routing::any(not_found))
+        // Node paths that are not on this listener (operator, Raft, internal) are not
+        // services: the gateway must not take them.
+        .route("/v1/{*rest}", axum::routing::any(not_on_client_listener))
         .route("/raft/{*rest}", axum::routing::any(not_found))
+        .route("/metrics", axum::routing::any(not_on_client_listener))
         .route(
             "/{service}/{*rest}",
             axum::routing::any(crate::gateway::forward),
@@ -191,6 +191,24 @@ pub fn client_routes(api: Arc<Api>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             api.clone(),
             access::client_credentials,
+        ))
+        .layer(axum::middleware::map_response_with_state(
+            api.clone(),
+            add_node_header,
+        ))
+        .with_state(api)
+}
+
+/// The admin listener's router: operator commands, status and metrics.
+pub fn admin_routes(api: Arc<Api>) -> Router {
+    crate::operator::routes()
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/health", get(health))
+        .route("/metrics", get(crate::metrics::render))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            access::admin_credentials,
         ))
         .layer(axum::middleware::map_response_with_state(
             api.clone(),
@@ -221,6 +239,14 @@ pub fn peer_routes(api: Arc<Api>) -> Router {
             api,
             add_node_header,
         ))
+}
+
+async fn not_on_client_listener() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "not on the client listener: operator commands, status and metrics are on the admin listener (admin_listen); see docs/security.md",
+    )
 }
 
 async fn not_found() -> ApiError {
@@ -718,7 +744,11 @@ pub struct ClusterInfo {
     pub cluster: String,
     pub node_id: NodeId,
     pub site: String,
+    /// The client listener's address, as configured.
     pub addr: String,
+    /// The peer listener's address, as the other members reach it.
+    #[serde(default)]
+    pub peer_addr: String,
     pub version: String,
     pub groups: Vec<GroupInfo>,
     /// Sites as the control group records them, with their registered nodes.
@@ -743,7 +773,8 @@ async fn cluster(State(api): State<Arc<Api>>) -> Json<ClusterInfo> {
         cluster: api.config.cluster.clone(),
         node_id: api.config.node_id,
         site: api.config.site.to_string(),
-        addr: api.config.member().addr,
+        addr: api.config.listen.to_string(),
+        peer_addr: api.config.member().addr,
         version: env!("CARGO_PKG_VERSION").to_string(),
         groups: vec![api.control.info(), api.state.info()],
         sites,

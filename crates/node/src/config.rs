@@ -27,9 +27,13 @@ pub struct NodeConfig {
     pub node_id: NodeId,
     /// This node's site; must match its entry in `peers`.
     pub site: SiteId,
-    /// Address of the client listener: the gateway, `/v1` for services, operator commands,
-    /// status and metrics. TLS; callers present a credential where an endpoint needs one.
+    /// Address of the client listener: the gateway and the keys (`/v1/kv`, `/v1/txn`,
+    /// `/v1/watch`) for services. TLS; keys need a service certificate or operator
+    /// credential.
     pub listen: SocketAddr,
+    /// Address of the admin listener: operator commands, status and metrics. TLS; commands
+    /// need an operator token, reads too with `auth.protect_reads`.
+    pub admin_listen: SocketAddr,
     /// Address of the peer listener: Raft RPCs, lease renewals, health reports and requests
     /// forwarded between nodes. Mutual TLS: only a certificate naming a node of this
     /// cluster gets a connection. This node's `addr` in `peers` must reach it.
@@ -97,15 +101,13 @@ impl TlsConfig {
     /// The files, or `None` in plain-text mode (validation made sure one of them holds).
     pub fn files(&self) -> Option<TlsFiles> {
         match (&self.ca_file, &self.cert_file, &self.key_file) {
-            (Some(ca), Some(cert), Some(key)) if !self.plaintext_for_debugging => {
-                Some(TlsFiles {
-                    ca: ca.clone(),
-                    keys: firebreak_tls::KeyFiles {
-                        cert: cert.clone(),
-                        key: key.clone(),
-                    },
-                })
-            }
+            (Some(ca), Some(cert), Some(key)) if !self.plaintext_for_debugging => Some(TlsFiles {
+                ca: ca.clone(),
+                keys: firebreak_tls::KeyFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                },
+            }),
             _ => None,
         }
     }
@@ -294,11 +296,22 @@ impl NodeConfig {
         self.site
             .validate("site")
             .map_err(|e| (e.field, e.reason))?;
-        if self.peer_listen == self.listen && self.listen.port() != 0 {
-            return fail(
+        for (field, addr, other, other_field) in [
+            ("peer_listen", self.peer_listen, self.listen, "listen"),
+            ("admin_listen", self.admin_listen, self.listen, "listen"),
+            (
+                "admin_listen",
+                self.admin_listen,
+                self.peer_listen,
                 "peer_listen",
-                format!("is {}, the same as listen: give the peer listener a port of its own", self.listen),
-            );
+            ),
+        ] {
+            if addr == other && addr.port() != 0 {
+                return fail(
+                    field,
+                    format!("is {addr}, the same as {other_field}: give each listener a port of its own"),
+                );
+            }
         }
         self.tls.validate()?;
         let mut ids = BTreeSet::new();
@@ -423,6 +436,7 @@ node_id: 1
 site: pangyo
 listen: 127.0.0.1:7001
 peer_listen: 127.0.0.1:7002
+admin_listen: 127.0.0.1:7003
 data_dir: /tmp/x
 tls:
   plaintext_for_debugging: true
@@ -452,7 +466,7 @@ raft:
         let cases = [
             (
                 GOOD.replace("heartbeat_interval_ms", "heartbeat_ms"),
-                12,
+                13,
                 "unknown field `heartbeat_ms`",
             ),
             (GOOD.replace("node_id: 1", "node_id: one"), 2, "node_id"),

@@ -5,9 +5,9 @@
 //!   peers ─mTLS─► peer │ access::require_member ─► /raft/control/* ─► Raft<control>│
 //!                      │   /raft/state/* ─► Raft<state>; /v1/internal/control;     │
 //!                      │   writes forwarded to this node as leader                 │
-//!   clients ─TLS► client│ access::client_credentials ─► /v1/* api ─► writes: batch │
-//!                      │   (state) / Group::write; reads, watch: local replica;    │
-//!                      │   operator endpoints; gateway /{service}/...              │
+//!   clients ─TLS► client│ access::client_credentials ─► /v1/kv,txn,watch ─► writes:│
+//!                      │   batch (state); reads, watch: local replica; gateway     │
+//!   operators ─TLS► admin│ operator endpoints (token), status, /metrics            │
 //!                      └──────────────────────────────────────────────────────────┘
 //! ```
 //!
@@ -20,9 +20,9 @@
 //! controls and views, `metrics` the Prometheus text.
 //!
 //! `listener` accepts connections and completes their TLS handshakes off the accept path;
-//! `access` decides who may call what (docs/security.md). Caveats: operator endpoints,
-//! status and metrics share the client listener (no separate admin listener yet).
-//! Membership is fixed at bootstrap (no add/remove commands yet).
+//! `access` decides who may call what (docs/security.md); the admin listener serves
+//! operator commands, status and metrics (`api::admin_routes`). Caveat: membership is
+//! fixed at bootstrap (no add/remove commands yet).
 
 pub mod access;
 pub mod api;

@@ -29,6 +29,8 @@ pub struct Counters {
     pub peer_handshake_failures: Arc<AtomicU64>,
     /// Failed TLS handshakes on the client listener.
     pub client_handshake_failures: Arc<AtomicU64>,
+    /// Failed TLS handshakes on the admin listener.
+    pub admin_handshake_failures: Arc<AtomicU64>,
 }
 
 impl Counters {
@@ -111,6 +113,7 @@ fn record(api: &Api) {
     for (listener, failures) in [
         ("peer", &counters.peer_handshake_failures),
         ("client", &counters.client_handshake_failures),
+        ("admin", &counters.admin_handshake_failures),
     ] {
         counter!("firebreak_tls_handshake_failures_total", "listener" => listener)
             .absolute(failures.load(Ordering::Relaxed));

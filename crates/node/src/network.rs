@@ -169,17 +169,22 @@ pub fn routes<C: GroupTypes>(raft: Raft<C>) -> Router {
 
 /// Refuses an RPC whose vote names another node than the caller's certificate. Without
 /// TLS (`plaintext_for_debugging`) there is no certificate and nothing to check.
-fn check_sender(peer: Option<Extension<PeerNode>>, vote: &openraft::Vote<NodeId>) -> Result<(), Response> {
+fn check_sender(
+    peer: Option<Extension<PeerNode>>,
+    vote: &openraft::Vote<NodeId>,
+) -> Result<(), Box<Response>> {
     let Some(Extension(PeerNode(caller))) = peer else {
         return Ok(());
     };
     match vote.leader_id().voted_for() {
         Some(claimed) if claimed == caller => Ok(()),
-        claimed => Err((
-            StatusCode::FORBIDDEN,
-            format!("node {caller} sent a Raft RPC on behalf of {claimed:?}: a node speaks only for itself"),
-        )
-            .into_response()),
+        claimed => Err(Box::new(
+            (
+                StatusCode::FORBIDDEN,
+                format!("node {caller} sent a Raft RPC on behalf of {claimed:?}: a node speaks only for itself"),
+            )
+                .into_response(),
+        )),
     }
 }
 
@@ -189,7 +194,7 @@ async fn append<C: GroupTypes>(
     Json(request): Json<AppendEntriesRequest<C>>,
 ) -> Response {
     if let Err(refused) = check_sender(peer, &request.vote) {
-        return refused;
+        return *refused;
     }
     Json(raft.append_entries(request).await).into_response()
 }
@@ -200,7 +205,7 @@ async fn vote<C: GroupTypes>(
     Json(request): Json<VoteRequest<NodeId>>,
 ) -> Response {
     if let Err(refused) = check_sender(peer, &request.vote) {
-        return refused;
+        return *refused;
     }
     Json(raft.vote(request).await).into_response()
 }
@@ -211,7 +216,7 @@ async fn snapshot<C: GroupTypes>(
     Json(request): Json<InstallSnapshotRequest<C>>,
 ) -> Response {
     if let Err(refused) = check_sender(peer, &request.vote) {
-        return refused;
+        return *refused;
     }
     Json(raft.install_snapshot(request).await).into_response()
 }

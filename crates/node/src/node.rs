@@ -44,6 +44,8 @@ pub struct RunningNode {
     pub addr: SocketAddr,
     /// The peer listener's address.
     pub peer_addr: SocketAddr,
+    /// The admin listener's address.
+    pub admin_addr: SocketAddr,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     registration: JoinHandle<()>,
@@ -153,8 +155,8 @@ async fn bootstrap<M: Machine>(
     }
 }
 
-/// This node's TLS: its keys (reloading), the peer and client listeners' configs, and
-/// how it connects to peers. `None` keys in plain-text mode.
+/// This node's TLS: its keys (reloading), the peer listener's config, the client and
+/// admin listeners' config, and how it connects to peers. `None` keys in plain-text mode.
 struct Tls {
     keys: Option<Arc<firebreak_tls::Keys>>,
     peer: Option<Arc<rustls::ServerConfig>>,
@@ -260,22 +262,30 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     )?;
     let (addr, client_server) = serve(
         config.listen,
-        tls.client,
+        tls.client.clone(),
         api.counters.client_handshake_failures.clone(),
         api::client_routes(api.clone()),
+        stopped.clone(),
+    )?;
+    let (admin_addr, admin_server) = serve(
+        config.admin_listen,
+        tls.client,
+        api.counters.admin_handshake_failures.clone(),
+        api::admin_routes(api.clone()),
         stopped,
     )?;
     bootstrap(&control, config.members(), config.node_id).await?;
     bootstrap(&state, config.state_members(), config.node_id).await?;
     let registration = tokio::spawn(register(control.clone()));
     let failover = crate::failover::spawn(api.clone());
-    tracing::info!(node = %config.node_id, site = %config.site, %addr, %peer_addr, tls = api.keys.is_some(), "node serving");
+    tracing::info!(node = %config.node_id, site = %config.site, %addr, %peer_addr, %admin_addr, tls = api.keys.is_some(), "node serving");
     Ok(RunningNode {
         api,
         addr,
         peer_addr,
+        admin_addr,
         stop,
-        servers: vec![peer_server, client_server],
+        servers: vec![peer_server, client_server, admin_server],
         registration,
         failover,
         stores,

@@ -49,6 +49,7 @@ impl Cluster {
                 site: p.site.clone(),
                 listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
                 peer_listen: p.addr.parse().unwrap(),
+                admin_listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
                 // These tests are about Raft and the API's answers; TLS and who may call
                 // what are the end-to-end tests' subject (tests/trust_boundary.rs).
                 tls: firebreak_node::config::TlsConfig {

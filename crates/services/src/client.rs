@@ -751,7 +751,7 @@ mod tests {
         let gateways = vec![dead(), dead(), live.clone()];
         for seed in 1..=20 {
             let client = Arc::new(Client::new(ClientConfig {
-            tls: firebreak_tls::ClientTls::plaintext_for_debugging(),
+                tls: firebreak_tls::ClientTls::plaintext_for_debugging(),
                 gateways: gateways.clone(),
                 timeout: Duration::from_secs(2),
                 backoff: Backoff::default(),

@@ -67,10 +67,14 @@ impl Identity {
     pub fn from_cert(cert: &CertificateDer<'_>) -> Option<Self> {
         let (_, cert) = x509_parser::certificate::X509Certificate::from_der(cert).ok()?;
         let san = cert.subject_alternative_name().ok()??;
-        let mut found = san.value.general_names.iter().filter_map(|name| match name {
-            GeneralName::URI(uri) => Self::from_uri(uri),
-            _ => None,
-        });
+        let mut found = san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                GeneralName::URI(uri) => Self::from_uri(uri),
+                _ => None,
+            });
         let first = found.next()?;
         found.next().is_none().then_some(first)
     }
@@ -85,7 +89,8 @@ impl fmt::Display for Identity {
 /// Whole days until a certificate expires (negative once it has).
 pub fn days_to_expiry(cert: &CertificateDer<'_>) -> Option<i64> {
     let (_, cert) = x509_parser::certificate::X509Certificate::from_der(cert).ok()?;
-    let left = cert.validity().not_after.timestamp() - time::OffsetDateTime::now_utc().unix_timestamp();
+    let left =
+        cert.validity().not_after.timestamp() - time::OffsetDateTime::now_utc().unix_timestamp();
     Some(left.div_euclid(86_400))
 }
 

@@ -144,7 +144,10 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| Error::Pem(path.to_path_buf(), e.to_string()))?;
     match certs.is_empty() {
-        true => Err(Error::Pem(path.to_path_buf(), "holds no certificate".into())),
+        true => Err(Error::Pem(
+            path.to_path_buf(),
+            "holds no certificate".into(),
+        )),
         false => Ok(certs),
     }
 }

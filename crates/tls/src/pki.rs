@@ -63,7 +63,9 @@ pub fn init_ca(dir: &Path, cluster: &str, validity: Validity) -> Result<Issued> 
     params
         .distinguished_name
         .push(DnType::CommonName, ca_common_name(cluster));
-    params.distinguished_name.push(DnType::OrganizationName, "firebreak");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "firebreak");
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -99,7 +101,12 @@ pub fn ca_cluster(ca_dir: &Path) -> Result<String> {
         .unwrap_or_default();
     cn.strip_prefix("firebreak CA of ")
         .map(str::to_string)
-        .ok_or_else(|| Error::Pem(ca_dir.join(CA_CERT), "not a CA made by `firebreak ca init`".into()))
+        .ok_or_else(|| {
+            Error::Pem(
+                ca_dir.join(CA_CERT),
+                "not a CA made by `firebreak ca init`".into(),
+            )
+        })
 }
 
 fn ca_common_name(cluster: &str) -> String {
@@ -250,7 +257,11 @@ mod tests {
         })
         .unwrap();
         assert_eq!(keys.identity(), Some(node("prod", 2)));
-        assert!((8..=10).contains(&keys.days_to_expiry()), "{}", keys.days_to_expiry());
+        assert!(
+            (8..=10).contains(&keys.days_to_expiry()),
+            "{}",
+            keys.days_to_expiry()
+        );
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(&issued.key).unwrap().permissions(),
         );
@@ -263,11 +274,25 @@ mod tests {
         init_ca(dir.path(), "prod", Validity::days(30)).unwrap();
         let again = init_ca(dir.path(), "prod", Validity::days(30)).unwrap_err();
         assert!(matches!(again, Error::Exists(_)), "{again}");
-        let wrong = issue(dir.path(), &node("other", 1), &[], Validity::days(1), dir.path(), "n")
-            .unwrap_err();
+        let wrong = issue(
+            dir.path(),
+            &node("other", 1),
+            &[],
+            Validity::days(1),
+            dir.path(),
+            "n",
+        )
+        .unwrap_err();
         assert!(wrong.to_string().contains("cluster `prod`"), "{wrong}");
-        let days = issue(dir.path(), &node("prod", 1), &[], Validity::days(0), dir.path(), "n")
-            .unwrap_err();
+        let days = issue(
+            dir.path(),
+            &node("prod", 1),
+            &[],
+            Validity::days(0),
+            dir.path(),
+            "n",
+        )
+        .unwrap_err();
         assert!(matches!(days, Error::Days(0)), "{days}");
     }
 
@@ -275,8 +300,15 @@ mod tests {
     fn a_rotated_pair_is_picked_up_and_a_mismatched_one_is_not() {
         let dir = tempfile::tempdir().unwrap();
         init_ca(dir.path(), "prod", Validity::days(30)).unwrap();
-        let first = issue(dir.path(), &node("prod", 1), &[], Validity::days(5), dir.path(), "a")
-            .unwrap();
+        let first = issue(
+            dir.path(),
+            &node("prod", 1),
+            &[],
+            Validity::days(5),
+            dir.path(),
+            "a",
+        )
+        .unwrap();
         let keys = Keys::load(KeyFiles {
             cert: first.cert.clone(),
             key: first.key.clone(),
@@ -284,8 +316,15 @@ mod tests {
         .unwrap();
         let before = keys.current();
         // A new certificate without its key: refused, the old pair stays.
-        let other = issue(dir.path(), &node("prod", 1), &[], Validity::days(20), dir.path(), "b")
-            .unwrap();
+        let other = issue(
+            dir.path(),
+            &node("prod", 1),
+            &[],
+            Validity::days(20),
+            dir.path(),
+            "b",
+        )
+        .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::copy(&other.cert, &first.cert).unwrap();
         assert!(keys.reload().is_err());

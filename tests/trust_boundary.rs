@@ -5,8 +5,8 @@
 //!   lease and reports its services healthy every 250 ms. Without a node certificate it
 //!   is refused at the handshake (peer listener) or finds no such endpoint (client
 //!   listener), and pangyo leaves routing on schedule.
-//! - Wrong certificates: another CA's, an expired one, a service's, a non-member's, a
-//!   member claiming another node's id, a member renewing another site's lease.
+//! - Wrong certificates: another CA's, an expired one, none, a service's, a non-member's;
+//!   a member claiming another node's id, or renewing another site's lease.
 //! - Key grants: a service reaches its own prefix only; no credential reaches no key.
 //! - Rotation: every node's certificate is replaced under traffic; no request fails and
 //!   no election happens.
@@ -207,7 +207,7 @@ async fn a_forger_without_a_node_certificate_cannot_keep_a_burned_site_routed() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_peer_certificates_are_refused() {
+async fn certificates_from_outside_the_cluster_are_refused_on_the_peer_listener() {
     let _serial = serial().await;
     let cluster = TestCluster::start("");
     let api = Api::new();
@@ -283,8 +283,17 @@ async fn wrong_peer_certificates_are_refused() {
         .await;
         assert_eq!(answer, Ok(403), "{what} on the peer listener");
     }
+}
 
-    // A member: node 1 may vote as itself, not as node 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_speaks_only_for_itself_and_its_own_site() {
+    let _serial = serial().await;
+    let cluster = TestCluster::start("");
+    let api = Api::new();
+    api.wait_leader(&cluster.addrs(), "control").await;
+    let scratch = cluster.dir.path().join("member");
+    let peer = format!("https://{}", cluster.nodes[1].peer_addr);
+    // Node 1 may vote as itself, not as node 3.
     let node1 = client_with(
         &ca_file(),
         Some(&issue(Role::Node(1), &["127.0.0.1"], &scratch, "node-1")),
@@ -416,31 +425,7 @@ async fn rotating_every_node_certificate_under_traffic_fails_nothing_and_elects_
 
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let writers: Vec<_> = (0..4)
-        .map(|w| {
-            let (api, addrs, stop, ok, failed) = (
-                api.clone(),
-                addrs.clone(),
-                stop.clone(),
-                ok.clone(),
-                failed.clone(),
-            );
-            tokio::spawn(async move {
-                for i in 0..100_000u64 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let addr = &addrs[(i as usize + w) % addrs.len()];
-                    match firebreak_tests::put(&api.http, addr, &format!("rotate/{w}/{i}"), "v")
-                        .await
-                    {
-                        Outcome::Ok => ok.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            })
-        })
-        .collect();
+    let writers = writers(&api, &addrs, &stop, &ok, &failed);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // New certificates, valid three days instead of one, in place of every node's.
@@ -494,6 +479,41 @@ async fn rotating_every_node_certificate_under_traffic_fails_nothing_and_elects_
         terms_before,
         "the rotation caused an election"
     );
+}
+
+/// Four writers putting keys through every node in turn until `stop` (at most 100,000
+/// each), counting what was acknowledged and what was not.
+fn writers(
+    api: &Arc<Api>,
+    addrs: &[String],
+    stop: &Arc<AtomicBool>,
+    ok: &Arc<AtomicU64>,
+    failed: &Arc<AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..4)
+        .map(|w| {
+            let (api, addrs, stop, ok, failed) = (
+                api.clone(),
+                addrs.to_vec(),
+                stop.clone(),
+                ok.clone(),
+                failed.clone(),
+            );
+            tokio::spawn(async move {
+                for i in 0..100_000u64 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let addr = &addrs[(i as usize + w) % addrs.len()];
+                    let key = format!("rotate/{w}/{i}");
+                    match firebreak_tests::put(&api.http, addr, &key, "v").await {
+                        Outcome::Ok => ok.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect()
 }
 
 /// Each group's term, as the first node that answers sees it.

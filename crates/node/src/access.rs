@@ -19,8 +19,9 @@ use firebreak_model::grant::Grant;
 use firebreak_model::NodeId;
 use firebreak_tls::{Identity, Role};
 
-use crate::api::{Api, ApiError};
+use crate::context::Api;
 use crate::listener::Remote;
+use crate::reply::ApiError;
 
 /// The member node a peer request came from, as its certificate names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,37 +10,30 @@
 //!           ─► watch: long-poll on this node's replica, from a revision
 //! ```
 //!
-//! Error bodies are `{"error": {"kind", "message", "leader"?}}`. The kinds a client acts on:
-//! `invalid_input` (fix the request), `not_leader`/`no_quorum`/`unavailable`/`overloaded`
-//! (nothing was written: retry, elsewhere or later), `outcome_unknown` (it may have
-//! committed: retry only if the write is idempotent, or read to find out), `compacted`.
+//! Errors are `crate::reply::ApiError`; the routers that mount these handlers are in
+//! `crate::routes`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
-use firebreak_model::control::{ControlCommand, ControlResponse, ControlState};
+use axum::{Extension, Json};
+use firebreak_model::control::ControlCommand;
 use firebreak_model::grant::Grant;
-use firebreak_model::kv::{KvCommand, KvEntry, KvStore, Txn, MAX_RANGE_LIMIT};
+use firebreak_model::kv::{KvCommand, KvEntry, Txn, MAX_RANGE_LIMIT};
 use firebreak_model::watch::{KvEvent, MAX_WATCH_EVENTS};
-use firebreak_model::{Member, NodeId};
-use serde::de::DeserializeOwned;
+use firebreak_model::NodeId;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::Semaphore;
 
 use crate::access::{self, PeerNode};
-use crate::auth::Tokens;
-use crate::batch::StateWriter;
-use crate::group::{Group, GroupError, GroupInfo};
-use crate::metrics::Counters;
-use crate::NodeConfig;
+use crate::context::Api;
+use crate::group::{GroupError, GroupInfo};
+use crate::reply::{query, read_json, ApiError, ApiResult};
 
 /// Header set on a request a node forwarded to the leader, so it is never forwarded again.
 pub const FORWARDED_HEADER: &str = "x-firebreak-forwarded-by";
@@ -50,321 +43,6 @@ pub const NODE_HEADER: &str = "x-firebreak-node";
 pub const MAX_WATCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default page size of a range read.
 pub const DEFAULT_RANGE_LIMIT: usize = 1000;
-
-/// What every handler shares.
-pub struct Api {
-    pub config: NodeConfig,
-    pub control: Group<ControlState>,
-    pub state: Group<KvStore>,
-    /// The batched write path of the state group.
-    pub state_writer: StateWriter,
-    /// Operator tokens.
-    pub tokens: Tokens,
-    /// Failovers and blocked changes, for /metrics.
-    pub counters: Counters,
-    forward: reqwest::Client,
-    /// How this node reaches its peers' peer listeners (its own certificate, the CA).
-    peer_tls: firebreak_tls::ClientTls,
-    /// This node's certificate and key (none in plain-text mode), for their expiry.
-    pub keys: Option<Arc<firebreak_tls::Keys>>,
-    /// The gateway's pool to service instances (no overall timeout: streams pass through).
-    pub(crate) gateway: reqwest::Client,
-    /// Whether the control group is in reach, changing only on transitions: what the
-    /// gateway passes through ends when it turns false.
-    pub(crate) contact: tokio::sync::watch::Receiver<bool>,
-    watchers: Arc<Semaphore>,
-}
-
-impl Api {
-    /// Builds the API state of a node.
-    pub fn new(
-        config: NodeConfig,
-        control: Group<ControlState>,
-        state: Group<KvStore>,
-        tokens: Tokens,
-        peer_tls: firebreak_tls::ClientTls,
-        keys: Option<Arc<firebreak_tls::Keys>>,
-    ) -> Self {
-        let timeout =
-            Duration::from_millis(config.api.write_timeout_ms.max(config.api.read_timeout_ms))
-                + Duration::from_secs(2);
-        let forward = peer_tls
-            .apply(reqwest::Client::builder())
-            .timeout(timeout)
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(128)
-            .build()
-            .expect("reqwest client builds with static options");
-        let watchers = Arc::new(Semaphore::new(config.api.max_watchers));
-        let state_writer = StateWriter::spawn(state.clone(), config.api.max_inflight_writes);
-        let contact = crate::gateway::watch_contact(control.clone());
-        let gateway_tls = peer_tls.clone();
-        Self {
-            config,
-            control,
-            state,
-            state_writer,
-            tokens,
-            counters: Counters::default(),
-            forward,
-            peer_tls,
-            keys,
-            gateway: gateway_tls
-                .apply_any_scheme(reqwest::Client::builder())
-                .connect_timeout(Duration::from_secs(1))
-                .tcp_nodelay(true)
-                .build()
-                .expect("reqwest client builds with static options"),
-            contact,
-            watchers,
-        }
-    }
-}
-
-impl Api {
-    /// Whether this node runs without TLS (`tls.plaintext_for_debugging`).
-    pub fn plaintext(&self) -> bool {
-        self.keys.is_none()
-    }
-
-    /// Proposes a control command from any node: on the leader it is stamped with the
-    /// leader's clock and written; elsewhere it goes to the leader's internal endpoint,
-    /// which does the same.
-    pub async fn propose_control(
-        &self,
-        mut command: ControlCommand,
-    ) -> Result<ControlResponse, GroupError> {
-        command.stamp(crate::failover::now_ms());
-        match self.control.write(command.clone()).await {
-            Err(GroupError::NotLeader {
-                leader: Some((_, member)),
-            }) => {
-                let url = self.peer_tls.url(&member.addr, "/v1/internal/control");
-                let response = self
-                    .forward
-                    .post(url)
-                    .json(&command)
-                    .send()
-                    .await
-                    .map_err(|e| GroupError::Unavailable {
-                        reason: format!("leader at {} did not answer: {e}", member.addr),
-                    })?;
-                if !response.status().is_success() {
-                    let reason =
-                        format!("leader at {} answered {}", member.addr, response.status());
-                    return Err(GroupError::Unavailable { reason });
-                }
-                response.json().await.map_err(|e| GroupError::Unavailable {
-                    reason: e.to_string(),
-                })
-            }
-            other => other,
-        }
-    }
-}
-
-/// The key routes, served on both listeners (on the peer listener, for requests other
-/// nodes forward to this one as leader).
-fn key_routes() -> Router<Arc<Api>> {
-    Router::new()
-        .route("/v1/kv", get(kv_read).put(kv_put).delete(kv_delete))
-        .route("/v1/txn", post(txn))
-        .route("/v1/watch", get(watch))
-}
-
-/// The client listener's router: keys (with a credential), health, cluster info and the
-/// gateway.
-pub fn client_routes(api: Arc<Api>) -> Router {
-    key_routes()
-        .route("/v1/cluster", get(cluster))
-        .route("/v1/health", get(health))
-        // Node paths that are not on this listener (operator, Raft, internal) are not
-        // services: the gateway must not take them.
-        .route("/v1/{*rest}", axum::routing::any(not_on_client_listener))
-        .route("/raft/{*rest}", axum::routing::any(not_found))
-        .route("/metrics", axum::routing::any(not_on_client_listener))
-        .route(
-            "/{service}/{*rest}",
-            axum::routing::any(crate::gateway::forward),
-        )
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            api.clone(),
-            access::client_credentials,
-        ))
-        .layer(axum::middleware::map_response_with_state(
-            api.clone(),
-            add_node_header,
-        ))
-        .with_state(api)
-}
-
-/// The admin listener's router: operator commands, status and metrics.
-pub fn admin_routes(api: Arc<Api>) -> Router {
-    crate::operator::routes()
-        .route("/v1/cluster", get(cluster))
-        .route("/v1/health", get(health))
-        .route("/metrics", get(crate::metrics::render))
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            api.clone(),
-            access::admin_credentials,
-        ))
-        .layer(axum::middleware::map_response_with_state(
-            api.clone(),
-            add_node_header,
-        ))
-        .with_state(api)
-}
-
-/// The peer listener's router: both groups' Raft RPCs, lease renewals and health reports,
-/// and what other nodes forward to the leader (keys, operator writes); members only.
-pub fn peer_routes(api: Arc<Api>) -> Router {
-    let raft = crate::network::routes(api.control.raft.clone())
-        .merge(crate::network::routes(api.state.raft.clone()))
-        .layer(axum::extract::DefaultBodyLimit::max(
-            crate::network::MAX_RAFT_BODY_BYTES,
-        ));
-    key_routes()
-        .route("/v1/internal/control", post(internal_control))
-        .merge(crate::operator::routes())
-        .fallback(not_found)
-        .with_state(api.clone())
-        .merge(raft)
-        .layer(axum::middleware::from_fn_with_state(
-            api.clone(),
-            access::require_member,
-        ))
-        .layer(axum::middleware::map_response_with_state(
-            api,
-            add_node_header,
-        ))
-}
-
-async fn not_on_client_listener() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "not on the client listener: operator commands, status and metrics are on the admin listener (admin_listen); see docs/security.md",
-    )
-}
-
-async fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "no such endpoint on this listener; see docs/reference.md",
-    )
-}
-
-/// Names the answering node in every response.
-async fn add_node_header(State(api): State<Arc<Api>>, mut response: Response) -> Response {
-    response
-        .headers_mut()
-        .insert(NODE_HEADER, HeaderValue::from(api.config.node_id.0));
-    response
-}
-
-/// An error answer: status, kind, message, and where the leader is when that helps.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    kind: &'static str,
-    message: String,
-    leader: Option<(NodeId, Member)>,
-}
-
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            kind,
-            message: message.into(),
-            leader: None,
-        }
-    }
-
-    pub(crate) fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
-    }
-}
-
-impl From<GroupError> for ApiError {
-    fn from(err: GroupError) -> Self {
-        let message = err.to_string();
-        match err {
-            GroupError::NotLeader { leader } => {
-                let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_leader", match &leader {
-                    Some((id, m)) => format!("node is not the leader; node {id} at {} is", m.addr),
-                    None => "node is not the leader and no leader is known yet (election in progress?)".into(),
-                });
-                e.leader = leader;
-                e
-            }
-            GroupError::NoQuorum { .. } => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "no_quorum", message)
-            }
-            GroupError::Overloaded { .. } => {
-                Self::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", message)
-            }
-            GroupError::OutcomeUnknown { .. } => {
-                Self::new(StatusCode::GATEWAY_TIMEOUT, "outcome_unknown", message)
-            }
-            GroupError::Unavailable { .. } => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
-            }
-            GroupError::TooLarge { .. } => {
-                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
-            }
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut body = json!({ "kind": self.kind, "message": self.message });
-        if let Some((id, member)) = &self.leader {
-            body["leader"] = json!({ "id": id, "addr": member.addr, "site": member.site });
-        }
-        let mut response = (self.status, Json(json!({ "error": body }))).into_response();
-        if matches!(
-            self.status,
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-        ) {
-            response
-                .headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
-        }
-        response
-    }
-}
-
-pub(crate) type ApiResult<T> = Result<T, ApiError>;
-
-pub(crate) async fn read_json<T: DeserializeOwned>(
-    body: Body,
-    limit: usize,
-) -> ApiResult<(Bytes, T)> {
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_input",
-            format!("request body is over the {limit}-byte limit"),
-        )
-    })?;
-    let value = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::invalid(format!(
-            "request body is not valid JSON for this endpoint: {e}"
-        ))
-    })?;
-    Ok((bytes, value))
-}
-
-pub(crate) fn query<T: DeserializeOwned>(uri: &Uri) -> ApiResult<T> {
-    Query::<T>::try_from_uri(uri)
-        .map(|q| q.0)
-        .map_err(|e| ApiError::invalid(format!("bad query string: {e}")))
-}
 
 /// Sends a request on to the leader once and relays its answer.
 pub(crate) async fn forward(
@@ -472,7 +150,7 @@ struct PutBody {
     value: String,
 }
 
-async fn kv_put(
+pub(crate) async fn kv_put(
     State(api): State<Arc<Api>>,
     grant: Option<Extension<Grant>>,
     headers: HeaderMap,
@@ -501,7 +179,7 @@ struct KeyQuery {
     key: String,
 }
 
-async fn kv_delete(
+pub(crate) async fn kv_delete(
     State(api): State<Arc<Api>>,
     grant: Option<Extension<Grant>>,
     headers: HeaderMap,
@@ -520,7 +198,7 @@ async fn kv_delete(
     .await
 }
 
-async fn txn(
+pub(crate) async fn txn(
     State(api): State<Arc<Api>>,
     grant: Option<Extension<Grant>>,
     headers: HeaderMap,
@@ -587,7 +265,7 @@ pub struct RangeEntry {
     pub entry: KvEntry,
 }
 
-async fn kv_read(
+pub(crate) async fn kv_read(
     State(api): State<Arc<Api>>,
     grant: Option<Extension<Grant>>,
     headers: HeaderMap,
@@ -663,7 +341,7 @@ pub struct WatchResponse {
     pub revision: u64,
 }
 
-async fn watch(
+pub(crate) async fn watch(
     State(api): State<Arc<Api>>,
     grant: Option<Extension<Grant>>,
     uri: Uri,
@@ -761,7 +439,7 @@ pub struct ClusterInfo {
     pub cert_expiry_days: Option<i64>,
 }
 
-async fn cluster(State(api): State<Arc<Api>>) -> Json<ClusterInfo> {
+pub(crate) async fn cluster(State(api): State<Arc<Api>>) -> Json<ClusterInfo> {
     let sites = api.control.reader.read(|c| {
         c.sites
             .iter()
@@ -786,7 +464,7 @@ async fn cluster(State(api): State<Arc<Api>>) -> Json<ClusterInfo> {
 
 /// Lease renewals and health reports forwarded by other nodes; stamped here, the leader.
 /// A node renews only its own site's lease and reports only on its own site's services.
-async fn internal_control(
+pub(crate) async fn internal_control(
     State(api): State<Arc<Api>>,
     peer: Option<Extension<PeerNode>>,
     body: Body,
@@ -808,7 +486,7 @@ async fn internal_control(
     if let Some(Extension(PeerNode(sender))) = peer {
         check_own_site(&api, sender, &command)?;
     }
-    command.stamp(crate::failover::now_ms());
+    command.stamp(crate::clock::now_ms());
     let response = api.control.write(command).await?;
     Ok(Json(response).into_response())
 }
@@ -840,6 +518,6 @@ fn check_own_site(api: &Api, sender: NodeId, command: &ControlCommand) -> ApiRes
 }
 
 /// Liveness of this node's HTTP server: 200 while it serves.
-async fn health(State(api): State<Arc<Api>>) -> Json<serde_json::Value> {
+pub(crate) async fn health(State(api): State<Arc<Api>>) -> Json<serde_json::Value> {
     Json(json!({ "ok": true, "node": api.config.node_id, "site": api.config.site }))
 }

@@ -287,15 +287,8 @@ impl NodeConfig {
         members
     }
 
-    /// Checks the rules serde cannot; returns the field at fault and why.
-    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
-        let fail = |field: &str, message: String| Err((field.to_string(), message));
-        if self.cluster.is_empty() || self.cluster.len() > 63 {
-            return fail("cluster", "must be a name of 1 to 63 characters".into());
-        }
-        self.site
-            .validate("site")
-            .map_err(|e| (e.field, e.reason))?;
+    /// Every listener has a port of its own.
+    fn check_listeners(&self) -> std::result::Result<(), (String, String)> {
         for (field, addr, other, other_field) in [
             ("peer_listen", self.peer_listen, self.listen, "listen"),
             ("admin_listen", self.admin_listen, self.listen, "listen"),
@@ -307,12 +300,25 @@ impl NodeConfig {
             ),
         ] {
             if addr == other && addr.port() != 0 {
-                return fail(
-                    field,
+                return Err((
+                    field.to_string(),
                     format!("is {addr}, the same as {other_field}: give each listener a port of its own"),
-                );
+                ));
             }
         }
+        Ok(())
+    }
+
+    /// Checks the rules serde cannot; returns the field at fault and why.
+    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
+        let fail = |field: &str, message: String| Err((field.to_string(), message));
+        if self.cluster.is_empty() || self.cluster.len() > 63 {
+            return fail("cluster", "must be a name of 1 to 63 characters".into());
+        }
+        self.site
+            .validate("site")
+            .map_err(|e| (e.field, e.reason))?;
+        self.check_listeners()?;
         self.tls.validate()?;
         let mut ids = BTreeSet::new();
         let mut addrs = BTreeSet::new();

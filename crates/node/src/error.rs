@@ -1,5 +1,5 @@
 //! Errors a node reports when it cannot start or keep running. Request-level errors are
-//! [`crate::api::ApiError`], which reach clients as JSON.
+//! [`crate::reply::ApiError`], which reach clients as JSON.
 
 use std::path::PathBuf;
 

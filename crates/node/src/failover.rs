@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use firebreak_model::control::{ControlCommand, ControlResponse};
 use firebreak_model::failover::{decide, Actor, AutoCommand};
@@ -28,7 +28,8 @@ use firebreak_model::topology::Policy;
 use firebreak_model::SiteId;
 use tokio::task::JoinHandle;
 
-use crate::api::Api;
+use crate::clock::now_ms;
+use crate::context::Api;
 
 /// How often the engine runs `decide`.
 pub const ENGINE_TICK: Duration = Duration::from_millis(250);
@@ -37,13 +38,6 @@ pub const ENGINE_TICK: Duration = Duration::from_millis(250);
 const LEADERSHIP_POLL: Duration = Duration::from_millis(50);
 /// How often the agent checks which probes are due.
 const AGENT_TICK: Duration = Duration::from_millis(100);
-
-/// Milliseconds since the Unix epoch on this node's clock.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Starts the lease, agent and engine tasks; abort them to stop.
 pub fn spawn(api: Arc<Api>) -> Vec<JoinHandle<()>> {

@@ -6,7 +6,7 @@
 //! Counters: failovers proposed by this node's engine, automatic changes blocked by each
 //! rule, and failed TLS handshakes per listener (a caller without a valid certificate).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -15,35 +15,8 @@ use firebreak_model::failover::Rule;
 use metrics::{counter, gauge};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
-use crate::api::Api;
-use crate::failover::now_ms;
-
-/// Counts kept between scrapes.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub failovers: AtomicU64,
-    blocked_min_serving: AtomicU64,
-    blocked_dwell: AtomicU64,
-    blocked_max_sites_down: AtomicU64,
-    /// Failed TLS handshakes on the peer listener.
-    pub peer_handshake_failures: Arc<AtomicU64>,
-    /// Failed TLS handshakes on the client listener.
-    pub client_handshake_failures: Arc<AtomicU64>,
-    /// Failed TLS handshakes on the admin listener.
-    pub admin_handshake_failures: Arc<AtomicU64>,
-}
-
-impl Counters {
-    /// Counts one automatic change blocked by `rule`.
-    pub fn blocked(&self, rule: Rule) {
-        let counter = match rule {
-            Rule::MinServing => &self.blocked_min_serving,
-            Rule::Dwell => &self.blocked_dwell,
-            Rule::MaxSitesDown => &self.blocked_max_sites_down,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
+use crate::clock::now_ms;
+use crate::context::Api;
 
 /// Renders every metric.
 pub async fn render(State(api): State<Arc<Api>>) -> impl IntoResponse {
@@ -106,18 +79,8 @@ fn record(api: &Api) {
             }
         }
     });
-    if let Some(keys) = &api.keys {
-        gauge!("firebreak_tls_cert_expiry_days").set(keys.days_to_expiry() as f64);
-    }
+    record_tls(api);
     let counters = &api.counters;
-    for (listener, failures) in [
-        ("peer", &counters.peer_handshake_failures),
-        ("client", &counters.client_handshake_failures),
-        ("admin", &counters.admin_handshake_failures),
-    ] {
-        counter!("firebreak_tls_handshake_failures_total", "listener" => listener)
-            .absolute(failures.load(Ordering::Relaxed));
-    }
     counter!("firebreak_failovers_total").absolute(counters.failovers.load(Ordering::Relaxed));
     for (rule, value) in [
         (Rule::MinServing, &counters.blocked_min_serving),
@@ -126,5 +89,21 @@ fn record(api: &Api) {
     ] {
         counter!("firebreak_changes_blocked_total", "rule" => rule.name())
             .absolute(value.load(Ordering::Relaxed));
+    }
+}
+
+/// Days to the certificate's expiry, and failed handshakes per listener.
+fn record_tls(api: &Api) {
+    let counters = &api.counters;
+    if let Some(keys) = &api.keys {
+        gauge!("firebreak_tls_cert_expiry_days").set(keys.days_to_expiry() as f64);
+    }
+    for (listener, failures) in [
+        ("peer", &counters.peer_handshake_failures),
+        ("client", &counters.client_handshake_failures),
+        ("admin", &counters.admin_handshake_failures),
+    ] {
+        counter!("firebreak_tls_handshake_failures_total", "listener" => listener)
+            .absolute(failures.load(Ordering::Relaxed));
     }
 }

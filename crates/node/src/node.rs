@@ -28,10 +28,11 @@ use openraft::{Raft, SnapshotPolicy};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, Api};
+use crate::context::Api;
 use crate::group::{Group, GroupTimings};
 use crate::listener::{self, Listener, Remote};
 use crate::network::HttpNetwork;
+use crate::routes;
 use crate::{identity, Error, NodeConfig, Result};
 
 /// How long a graceful shutdown waits for in-flight requests before closing anyway.
@@ -257,21 +258,21 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         config.peer_listen,
         tls.peer,
         api.counters.peer_handshake_failures.clone(),
-        api::peer_routes(api.clone()),
+        routes::peer_routes(api.clone()),
         stopped.clone(),
     )?;
     let (addr, client_server) = serve(
         config.listen,
         tls.client.clone(),
         api.counters.client_handshake_failures.clone(),
-        api::client_routes(api.clone()),
+        routes::client_routes(api.clone()),
         stopped.clone(),
     )?;
     let (admin_addr, admin_server) = serve(
         config.admin_listen,
         tls.client,
         api.counters.admin_handshake_failures.clone(),
-        api::admin_routes(api.clone()),
+        routes::admin_routes(api.clone()),
         stopped,
     )?;
     bootstrap(&control, config.members(), config.node_id).await?;

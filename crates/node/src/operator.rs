@@ -24,9 +24,11 @@ use firebreak_model::topology::Topology;
 use firebreak_model::SiteId;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{forward, long_poll, query, read_json, Api, ApiError, ApiResult};
+use crate::api::{forward, long_poll};
 use crate::auth::Denied;
-use crate::failover::now_ms;
+use crate::clock::now_ms;
+use crate::context::Api;
+use crate::reply::{query, read_json, ApiError, ApiResult};
 
 /// Longest a routing long-poll waits.
 const MAX_ROUTING_WAIT: Duration = Duration::from_secs(60);

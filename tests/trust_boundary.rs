@@ -347,6 +347,67 @@ async fn a_member_speaks_only_for_itself_and_its_own_site() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_certificate_is_an_operator_on_the_admin_listener() {
+    let _serial = serial().await;
+    let cluster = TestCluster::start("");
+    let api = Api::new();
+    let admin = cluster.admin_addrs();
+    let leader = api.wait_leader(&admin, "control").await as usize - 1;
+    let scratch = cluster.dir.path().join("operators");
+    let alice = client_with(
+        &ca_file(),
+        Some(&issue(
+            Role::Operator("alice".into()),
+            &[],
+            &scratch,
+            "alice",
+        )),
+    );
+    let payments = client_with(
+        &ca_file(),
+        Some(&issue(
+            Role::Service("payments".into()),
+            &[],
+            &scratch,
+            "payments",
+        )),
+    );
+    // On a follower, so the command is forwarded to the leader with alice's name.
+    let follower = format!("https://{}", admin[(leader + 1) % 3]);
+    let freeze = json!({ "reason": "certificate drill" });
+    assert_eq!(
+        post(&alice, &follower, "/v1/freeze", &freeze).await,
+        Ok(200)
+    );
+    let audit: Value = api
+        .http
+        .get(url(&admin[leader], "/v1/audit"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        audit.to_string().contains("\"alice\""),
+        "the audit names alice: {audit}"
+    );
+    // A service certificate is no operator, and nobody can claim one by header.
+    assert_eq!(
+        post(&payments, &follower, "/v1/unfreeze", &json!({})).await,
+        Ok(401)
+    );
+    let forged = http()
+        .post(format!("{follower}/v1/unfreeze"))
+        .header("x-firebreak-operator-cert", "mallory")
+        .json(&json!({}))
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    assert_eq!(forged.ok(), Some(401), "a claimed operator header");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_grants_keep_each_service_in_its_own_prefix() {
     let _serial = serial().await;
     let cluster = TestCluster::start("");

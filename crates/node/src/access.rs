@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | peer | a certificate naming a current member node of this cluster (mutual TLS) | everything on it, as that node ([`PeerNode`]) |
 //! | client | anyone, for the gateway and `/v1/health`, `/v1/cluster` | keys only with a credential: a service certificate ([`Grant::service`]), an operator certificate or an operator token ([`Grant::All`]) |
-//! | admin | anyone with TLS | operator commands with an operator token, checked by `crate::operator`; status with one too under `auth.protect_reads`; metrics |
+//! | admin | anyone with TLS | operator commands with an operator certificate ([`OPERATOR_CERT_HEADER`]) or token, checked by `crate::operator`; status with one too under `auth.protect_reads`; metrics |
 //! A certificate of another cluster is refused wherever it shows up.
 //! In `plaintext_for_debugging` mode there are no certificates: every caller is let in as
 //! a member with every key, which is why that mode is for one machine only.
@@ -22,6 +22,12 @@ use firebreak_tls::{Identity, Role};
 use crate::context::Api;
 use crate::listener::Remote;
 use crate::reply::ApiError;
+
+/// The header through which a listener's layer tells the operator endpoints which
+/// operator's certificate a request came with. The admin listener sets it from the
+/// verified certificate alone (removing whatever a caller sent); a node forwarding an
+/// operator write to the leader passes it on, and the peer listener trusts it from members.
+pub const OPERATOR_CERT_HEADER: &str = "x-firebreak-operator-cert";
 
 /// The member node a peer request came from, as its certificate names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +102,8 @@ pub async fn client_credentials(
     mut request: Request,
     next: Next,
 ) -> Response {
+    // Only the admin listener's layer may vouch for an operator certificate.
+    request.headers_mut().remove(OPERATOR_CERT_HEADER);
     let grant = match remote.identity {
         _ if api.plaintext() => Some(Grant::All),
         Some(Identity { cluster, role }) if cluster == api.config.cluster => Some(match role {
@@ -116,19 +124,33 @@ pub async fn client_credentials(
     next.run(request).await
 }
 
-/// The admin listener's layer: refuses certificates of another cluster; the operator
-/// endpoints check tokens themselves.
+/// The admin listener's layer: refuses certificates of another cluster, and records a
+/// verified operator certificate for the operator endpoints (which otherwise check tokens).
 pub async fn admin_credentials(
     State(api): State<Arc<Api>>,
     ConnectInfo(remote): ConnectInfo<Remote>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
+    request.headers_mut().remove(OPERATOR_CERT_HEADER);
     match remote.identity {
         Some(other) if other.cluster != api.config.cluster => refuse(
             StatusCode::FORBIDDEN,
             format!("{other} was not issued for cluster {}", api.config.cluster),
         ),
+        Some(Identity {
+            role: Role::Operator(name),
+            ..
+        }) => match axum::http::HeaderValue::from_str(&name) {
+            Ok(value) => {
+                request.headers_mut().insert(OPERATOR_CERT_HEADER, value);
+                next.run(request).await
+            }
+            Err(_) => refuse(
+                StatusCode::FORBIDDEN,
+                "an operator name that is not a header value".into(),
+            ),
+        },
         _ => next.run(request).await,
     }
 }

@@ -70,8 +70,10 @@ pub(crate) async fn forward(
         .request(method.clone(), url)
         .header(FORWARDED_HEADER, api.config.node_id.to_string())
         .header("content-type", "application/json");
-    if let Some(auth) = headers.get("authorization") {
-        request = request.header("authorization", auth.clone());
+    for name in ["authorization", crate::access::OPERATOR_CERT_HEADER] {
+        if let Some(value) = headers.get(name) {
+            request = request.header(name, value.clone());
+        }
     }
     if let Some(body) = body {
         request = request.body(body);

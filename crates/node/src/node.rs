@@ -388,6 +388,11 @@ impl RunningNode {
 /// fails to make writes durable, then stops it and returns that error.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
     let node = start(config).await?;
+    let reloader = node
+        .api
+        .keys
+        .clone()
+        .map(|keys| tokio::spawn(reload_on_sighup(keys)));
     let failure = tokio::select! {
         () = shutdown => None,
         err = node.store_failed() => Some(err),
@@ -396,6 +401,31 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         None => tracing::info!("shutting down"),
         Some(_) => tracing::info!("shutting down: a store failed (the error follows)"),
     }
+    if let Some(task) = reloader {
+        task.abort();
+    }
     node.shutdown().await;
     failure.map_or(Ok(()), Err)
+}
+
+/// Reloads the certificate and key at every SIGHUP (they are also reloaded within a
+/// second of a file change).
+async fn reload_on_sighup(keys: Arc<firebreak_tls::Keys>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("no SIGHUP handler: certificates reload on file change only");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match keys.reload() {
+            Ok(true) => tracing::info!(
+                days_to_expiry = keys.days_to_expiry(),
+                "SIGHUP: reloaded the certificate"
+            ),
+            Ok(false) => tracing::info!("SIGHUP: the certificate files have not changed"),
+            Err(err) => {
+                tracing::warn!(cause = %err, "SIGHUP: kept the current certificate: the new files do not load")
+            }
+        }
+    }
 }

@@ -49,13 +49,24 @@ pub fn routes() -> Router<Arc<Api>> {
         .route("/v1/audit", get(audit))
 }
 
+/// The operator behind a request: its verified operator certificate (as the listener's
+/// layer recorded it), else its bearer token.
 fn authorize(api: &Api, headers: &HeaderMap) -> ApiResult<Actor> {
+    if let Some(name) = headers
+        .get(crate::access::OPERATOR_CERT_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
+        return Ok(Actor {
+            kind: ActorKind::Manual,
+            name: name.to_string(),
+        });
+    }
     match api.tokens.check(headers) {
         Ok(name) => Ok(Actor { kind: ActorKind::Manual, name }),
         Err(Denied::Missing) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "this endpoint needs `Authorization: Bearer TOKEN` (the CLI reads FIREBREAK_TOKEN or --token-file)",
+            "this endpoint needs an operator token (`Authorization: Bearer TOKEN`; the CLI reads FIREBREAK_TOKEN or --token-file) or an operator certificate (`firebreak cert issue operator NAME`; the CLI's --cert and --key)",
         )),
         Err(Denied::Unknown) => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "the token is not configured on this node")),
     }

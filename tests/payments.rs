@@ -19,6 +19,7 @@ async fn start() -> (
     api.wait_leader(&cluster.addrs(), "state").await;
     let config = payments::Config {
         state_tls: cluster.service_tls("payments"),
+        server_tls: None,
         nodes: cluster.addrs(),
         max_concurrent: 256,
         state_timeout: Duration::from_secs(5),

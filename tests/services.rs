@@ -18,6 +18,8 @@ async fn cluster() -> TestCluster {
 async fn messaging_at(cluster: &TestCluster) -> (String, tokio::task::JoinHandle<()>) {
     let config = messaging::Config {
         state_tls: cluster.service_tls("messaging"),
+        // In process, plain HTTP: the instances' TLS is the end-to-end tests' subject.
+        server_tls: None,
         nodes: cluster.addrs(),
         max_concurrent: 64,
         max_streams: 16,
@@ -136,6 +138,7 @@ async fn a_session_made_in_one_instance_is_valid_in_another_after_the_first_is_g
     let http = reqwest::Client::new();
     let config = login::Config {
         state_tls: cluster.service_tls("login"),
+        server_tls: None,
         nodes: cluster.addrs(),
         max_concurrent: 64,
         max_hashing: 2,

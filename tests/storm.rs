@@ -20,11 +20,11 @@ type Attempts = Arc<Mutex<Vec<Instant>>>;
 /// A naive follower: on any disconnect, reconnect at once to the next address.
 fn naive_follow(addrs: Vec<String>, attempts: Attempts, received: Arc<AtomicUsize>) {
     tokio::spawn(async move {
-        let http = reqwest::Client::new();
+        let http = firebreak_tests::stream_http();
         for i in 0..1000usize {
             attempts.lock().unwrap().push(Instant::now());
             let url = format!(
-                "http://{}/messaging/conversations/room/stream",
+                "https://{}/messaging/conversations/room/stream",
                 addrs[i % addrs.len()]
             );
             if let Ok(mut response) = http.get(url).header("last-event-id", "0").send().await {
@@ -68,7 +68,7 @@ async fn jittered_clients_spread_their_reconnects_and_naive_ones_do_not() {
                 &["--max-streams", &streams, "--keepalive-secs", "900"],
             )
         })
-        .map(|url| url.trim_start_matches("http://").to_string())
+        .map(|url| url.trim_start_matches("https://").to_string())
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -85,8 +85,8 @@ async fn jittered_clients_spread_their_reconnects_and_naive_ones_do_not() {
         max_attempts: 5,
         stream_backoff: Backoff::STREAM,
         seed: 2011,
-        // Straight to the instances, which serve plain HTTP inside their site.
-        tls: firebreak_tls::ClientTls::plaintext_for_debugging(),
+        // Straight to the instances, over TLS as the gateways reach them.
+        tls: firebreak_tls::ClientTls::new(&firebreak_tests::ca_file(), None).unwrap(),
     }));
     let mut receivers = Vec::new();
     for _ in 0..half {
@@ -104,12 +104,12 @@ async fn jittered_clients_spread_their_reconnects_and_naive_ones_do_not() {
         naive_follow(instances.clone(), naive.clone(), received.clone());
     }
     // Everyone is connected once a message reaches all of them.
-    let http = reqwest::Client::new();
+    let http = firebreak_tests::http();
     let send = |id: &'static str| {
         let (http, url) = (
             http.clone(),
             format!(
-                "http://{}/messaging/conversations/room/messages",
+                "https://{}/messaging/conversations/room/messages",
                 instances[1]
             ),
         );

@@ -4,7 +4,8 @@
 //! ```text
 //!   dir/ca/ca.pem, ca.key                 the CA (ca.key mode 0600)
 //!   dir/<site>/tls/node.pem, node.key     the node's certificate (its id, its site's IP)
-//!   dir/<site>/tls/<service>.pem, .key    each service's certificate (its key prefix)
+//!   dir/<site>/tls/<service>.pem, .key    each service's certificate (its key prefix, its
+//!                                         site's IP: the gateways reach it over TLS)
 //! ```
 //!
 //! An existing CA of the same cluster is kept (`firebreak up` run again on its data dir),
@@ -94,8 +95,8 @@ impl LocalCa {
         Ok(())
     }
 
-    /// Issues the certificate of `service`, written under `out`.
-    pub fn issue_service(&self, service: &str, out: &Path) -> Result<TlsFiles> {
+    /// Issues the certificate of `service`, serving on `hosts`, written under `out`.
+    pub fn issue_service(&self, service: &str, hosts: &[String], out: &Path) -> Result<TlsFiles> {
         let identity = Identity {
             cluster: self.cluster.clone(),
             role: Role::Service(service.to_string()),
@@ -103,7 +104,7 @@ impl LocalCa {
         let issued = pki::issue(
             &self.dir,
             &identity,
-            &[],
+            hosts,
             Validity::days(LOCAL_DAYS),
             out,
             service,

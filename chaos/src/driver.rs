@@ -317,7 +317,8 @@ impl LocalSites {
             nodes.extend(node_addrs.iter().filter(|a| **a != node_addrs[i]).cloned());
             for service in &config.services {
                 let listen = format!("{}:{}", ips[i], service_port(config.port, *service));
-                let files = ca.issue_service(service.name(), &dir.join("tls"))?;
+                let files =
+                    ca.issue_service(service.name(), &[ips[i].clone()], &dir.join("tls"))?;
                 let mut args = strings(&[
                     "serve",
                     service.name(),
@@ -376,10 +377,10 @@ impl LocalSites {
         &self.admin_addrs
     }
 
-    /// A service's URL in a site.
+    /// A service's URL in a site (TLS, with its certificate from the run's CA).
     pub fn service_url(&self, site: usize, service: ServiceKind) -> String {
         format!(
-            "http://{}:{}",
+            "https://{}:{}",
             self.config.placement.ip(site),
             service_port(self.config.port, service)
         )

@@ -60,6 +60,16 @@ pub fn http() -> reqwest::Client {
         .expect("client")
 }
 
+/// Like [`http`] but with no overall timeout, for push streams that live as long as their
+/// connection (a connect timeout still bounds reaching a dead address).
+pub fn stream_http() -> reqwest::Client {
+    tls()
+        .apply(reqwest::Client::builder())
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .expect("client")
+}
+
 /// Issues a certificate of the test CA for `role`, into `out` as `<stem>.pem`/`.key`.
 pub fn issue(role: Role, hosts: &[&str], out: &std::path::Path, stem: &str) -> pki::Issued {
     let identity = Identity {
@@ -169,11 +179,18 @@ pub struct TestCluster {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_ports(1)[0]
+}
+
+/// `n` distinct free ports: all are held open until the last is found, so the kernel
+/// cannot hand out one twice (a node's listeners on one port refuse to start).
+fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("bound address").port())
+        .collect()
 }
 
 impl TestCluster {
@@ -190,18 +207,16 @@ impl TestCluster {
     /// none: the test spawns them, after preparing their data dirs (`dir/<site>`).
     pub fn configure(extra: &str) -> Self {
         let dir = TempDir::new().expect("temp dir");
-        let addrs: Vec<String> = SITES
-            .iter()
-            .map(|_| format!("127.0.0.1:{}", free_port()))
+        let ports: Vec<String> = free_ports(3 * SITES.len())
+            .into_iter()
+            .map(|port| format!("127.0.0.1:{port}"))
             .collect();
-        let peer_addrs: Vec<String> = SITES
-            .iter()
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect();
-        let admin_addrs: Vec<String> = SITES
-            .iter()
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect();
+        let mut ports = ports.chunks(SITES.len()).map(<[String]>::to_vec);
+        let (addrs, peer_addrs, admin_addrs) = (
+            ports.next().expect("client ports"),
+            ports.next().expect("peer ports"),
+            ports.next().expect("admin ports"),
+        );
         let peers: String = peer_addrs
             .iter()
             .zip(SITES)
@@ -287,7 +302,7 @@ impl TestCluster {
     }
 
     /// Starts `firebreak serve SERVICE` in site `i` (its node first in `--nodes`) on a free
-    /// port; returns the service's base URL.
+    /// port, with a service certificate of the test CA; returns its `https://` base URL.
     pub fn spawn_service(&mut self, i: usize, service: &str, extra: &[&str]) -> String {
         let addr = format!("127.0.0.1:{}", free_port());
         let mut nodes: Vec<String> = vec![self.nodes[i].addr.clone()];
@@ -308,7 +323,12 @@ impl TestCluster {
             .open(&log_path)
             .expect("open log");
         let tls_dir = self.dir.path().join(format!("{}-tls", self.nodes[i].site));
-        let cert = issue(Role::Service(service.to_string()), &[], &tls_dir, service);
+        let cert = issue(
+            Role::Service(service.to_string()),
+            &["127.0.0.1"],
+            &tls_dir,
+            service,
+        );
         let mut command = Command::new(binary());
         command
             .args([
@@ -338,7 +358,7 @@ impl TestCluster {
         }
         self.services
             .push((i, command.spawn().expect("spawn firebreak serve")));
-        format!("http://{addr}")
+        format!("https://{addr}")
     }
 
     /// SIGKILLs the service processes of site `i` (its node keeps running).

@@ -330,18 +330,15 @@ impl Drill<'_> {
             Some(push) => {
                 phase("idle_connect");
                 let started = std::time::Instant::now();
-                // Service instances serve plain HTTP inside their site; gateways serve TLS.
-                let (addresses, tls): (Vec<String>, _) = match push.via {
-                    IdleVia::Gateway => (nodes.clone(), sites.tls.clone()),
-                    IdleVia::Messaging => (
-                        (0..nodes.len())
-                            .map(|i| {
-                                let url = sites.service_url(i, ServiceKind::Messaging);
-                                url.trim_start_matches("http://").to_string()
-                            })
-                            .collect(),
-                        firebreak_tls::ClientTls::plaintext_for_debugging(),
-                    ),
+                // Gateways and service instances alike serve TLS from the run's CA.
+                let addresses: Vec<String> = match push.via {
+                    IdleVia::Gateway => nodes.clone(),
+                    IdleVia::Messaging => (0..nodes.len())
+                        .map(|i| {
+                            let url = sites.service_url(i, ServiceKind::Messaging);
+                            url.trim_start_matches("https://").to_string()
+                        })
+                        .collect(),
                 };
                 let idle = IdleClients::start(
                     &addresses,
@@ -350,7 +347,7 @@ impl Drill<'_> {
                     self.playbook.workload.seed,
                     Duration::from_millis(self.playbook.workload.timeout_ms),
                     self.history.clone(),
-                    tls,
+                    sites.tls.clone(),
                 )
                 .await;
                 let deadline = tokio::time::Instant::now()

@@ -4,7 +4,7 @@
 //! ```text
 //!   firebreak ca init --cluster prod --dir ca/
 //!   firebreak cert issue node --ca ca/ --id 1 --host 10.0.1.5 --out tls/
-//!   firebreak cert issue service payments --ca ca/ --out tls/
+//!   firebreak cert issue service payments --ca ca/ --host 10.0.1.6 --out tls/
 //!   firebreak cert issue operator alice --ca ca/ --out tls/
 //! ```
 
@@ -53,9 +53,13 @@ pub enum Kind {
         #[command(flatten)]
         common: Common,
     },
-    /// A service's certificate: reads and writes the keys under `<name>/` only.
+    /// A service's certificate: reads and writes the keys under `<name>/` only, and serves
+    /// the gateways over TLS.
     Service {
         name: String,
+        /// IP addresses and DNS names the service is reached at (repeat or comma-separate).
+        #[arg(long = "host", value_delimiter = ',')]
+        hosts: Vec<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -98,7 +102,11 @@ pub fn cert(command: CertCommand) -> Result<()> {
     let CertCommand::Issue(kind) = command;
     let (role, hosts, common, stem) = match kind {
         Kind::Node { id, hosts, common } => (Role::Node(id), hosts, common, format!("node-{id}")),
-        Kind::Service { name, common } => (Role::Service(name.clone()), vec![], common, name),
+        Kind::Service {
+            name,
+            hosts,
+            common,
+        } => (Role::Service(name.clone()), hosts, common, name),
         Kind::Operator { name, common } => (Role::Operator(name.clone()), vec![], common, name),
     };
     if let Role::Service(name) | Role::Operator(name) = &role {

@@ -80,20 +80,29 @@ pub struct Common {
 }
 
 impl Common {
-    /// TLS to the nodes with this service's certificate (watched for rotation).
-    fn state_tls(&self) -> Result<firebreak_tls::ClientTls> {
+    /// TLS with this service's certificate (watched for rotation): to the nodes, and for
+    /// the gateways that call it. Plain HTTP both ways with `--plaintext-for-debugging`.
+    fn tls(&self) -> Result<(firebreak_tls::ClientTls, ServerTls)> {
         let (Some(ca), Some(cert), Some(key)) = (&self.ca, &self.cert, &self.key) else {
-            return Ok(firebreak_tls::ClientTls::plaintext_for_debugging());
+            return Ok((firebreak_tls::ClientTls::plaintext_for_debugging(), None));
         };
+        let usage = |e: firebreak_tls::Error| fail(exit::USAGE, e.to_string());
         let keys = firebreak_tls::Keys::load(firebreak_tls::KeyFiles {
             cert: cert.clone(),
             key: key.clone(),
         })
-        .map_err(|e| fail(exit::USAGE, e.to_string()))?;
+        .map_err(usage)?;
         keys.watch();
-        firebreak_tls::ClientTls::new(ca, Some(keys)).map_err(|e| fail(exit::USAGE, e.to_string()))
+        let server =
+            firebreak_tls::server_config(keys.clone(), ca, firebreak_tls::ClientCerts::Optional)
+                .map_err(usage)?;
+        let client = firebreak_tls::ClientTls::new(ca, Some(keys)).map_err(usage)?;
+        Ok((client, Some(std::sync::Arc::new(server))))
     }
 }
+
+/// What a service serves with.
+type ServerTls = Option<std::sync::Arc<rustls::ServerConfig>>;
 
 const STATE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -104,8 +113,10 @@ pub async fn run(command: Command) -> Result<()> {
             max_streams,
             keepalive_secs,
         } => {
+            let (state_tls, server_tls) = common.tls()?;
             let config = messaging::Config {
-                state_tls: common.state_tls()?,
+                state_tls,
+                server_tls,
                 nodes: common.nodes,
                 max_concurrent: common.max_concurrent,
                 max_streams,
@@ -119,8 +130,10 @@ pub async fn run(command: Command) -> Result<()> {
             )
         }
         Command::Payments { common } => {
+            let (state_tls, server_tls) = common.tls()?;
             let config = payments::Config {
-                state_tls: common.state_tls()?,
+                state_tls,
+                server_tls,
                 nodes: common.nodes,
                 max_concurrent: common.max_concurrent,
                 state_timeout: STATE_TIMEOUT,
@@ -135,8 +148,10 @@ pub async fn run(command: Command) -> Result<()> {
             common,
             session_ttl_secs,
         } => {
+            let (state_tls, server_tls) = common.tls()?;
             let config = login::Config {
-                state_tls: common.state_tls()?,
+                state_tls,
+                server_tls,
                 nodes: common.nodes,
                 max_concurrent: common.max_concurrent,
                 max_hashing: 4,

@@ -193,9 +193,11 @@ fn start_services(
             .map(|a| a.to_string())
             .collect();
             match ca {
-                Some(ca) => args.extend(firebreak_chaos::certs::service_args(
-                    &ca.issue_service(service, &dir.join("tls"))?,
-                )),
+                Some(ca) => {
+                    let hosts = [site.config.listen.ip().to_string()];
+                    let files = ca.issue_service(service, &hosts, &dir.join("tls"))?;
+                    args.extend(firebreak_chaos::certs::service_args(&files))
+                }
                 None => args.push("--plaintext-for-debugging".into()),
             }
             let child = spawn(
@@ -219,7 +221,7 @@ async fn apply_topology(sites: &[Site], token: &str, tls: &ClientTls) -> Result<
             .map(|s| {
                 (
                     s.name.to_string(),
-                    serde_json::json!(format!("http://{}:{port}", s.config.listen.ip())),
+                    serde_json::json!(tls.url(&format!("{}:{port}", s.config.listen.ip()), "")),
                 )
             })
             .collect();

@@ -20,8 +20,8 @@ use firebreak_model::NodeId;
 use firebreak_tls::{Identity, Role};
 
 use crate::context::Api;
-use crate::listener::Remote;
 use crate::reply::ApiError;
+use firebreak_tls::listener::Remote;
 
 /// The header through which a listener's layer tells the operator endpoints which
 /// operator's certificate a request came with. The admin listener sets it from the

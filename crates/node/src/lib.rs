@@ -19,7 +19,8 @@
 //! on the control leader, runs `firebreak_model::failover::decide`; `operator` serves the
 //! controls and views, `metrics` the Prometheus text.
 //!
-//! `listener` accepts connections and completes their TLS handshakes off the accept path;
+//! `firebreak_tls::listener` accepts connections and completes their TLS handshakes off
+//! the accept path;
 //! `access` decides who may call what (docs/security.md); the admin listener serves
 //! operator commands, status and metrics (`api::admin_routes`). Caveat: membership is
 //! fixed at bootstrap (no add/remove commands yet).
@@ -38,7 +39,6 @@ pub mod failover;
 pub mod gateway;
 pub mod group;
 mod identity;
-pub mod listener;
 pub mod metrics;
 pub mod network;
 pub mod node;

@@ -30,10 +30,10 @@ use tokio::task::JoinHandle;
 
 use crate::context::Api;
 use crate::group::{Group, GroupTimings};
-use crate::listener::{self, Listener, Remote};
 use crate::network::HttpNetwork;
 use crate::routes;
 use crate::{identity, Error, NodeConfig, Result};
+use firebreak_tls::listener::{self, Listener, Remote};
 
 /// How long a graceful shutdown waits for in-flight requests before closing anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -218,7 +218,9 @@ fn serve(
     router: axum::Router,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = Listener::new(listener::bind(addr)?, tls, failures)?;
+    let bind = |source| Error::Bind { addr, source };
+    let listener =
+        Listener::new(listener::bind(addr).map_err(bind)?, tls, failures).map_err(bind)?;
     let bound = axum::serve::Listener::local_addr(&listener)
         .map_err(|source| Error::Bind { addr, source })?
         .addr;

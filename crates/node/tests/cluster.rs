@@ -21,35 +21,40 @@ struct Cluster {
     nodes: Vec<Option<RunningNode>>,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A free `127.0.0.1` address per listener of every node, all distinct: every port is
+/// held until the last one is found, so the kernel cannot hand one out twice.
+fn free_addrs() -> Vec<String> {
+    let held: Vec<TcpListener> = (0..3 * SITES.len())
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect()
 }
 
 impl Cluster {
     async fn start(raft: RaftTimings) -> Self {
         let dir = TempDir::new().unwrap();
+        let addrs = free_addrs();
         let peers: Vec<Peer> = SITES
             .iter()
             .enumerate()
             .map(|(i, site)| Peer {
                 id: NodeId(i as u64 + 1),
                 site: SiteId::from(*site),
-                addr: format!("127.0.0.1:{}", free_port()),
+                addr: addrs[i].clone(),
             })
             .collect();
         let configs: Vec<NodeConfig> = peers
             .iter()
-            .map(|p| NodeConfig {
+            .enumerate()
+            .map(|(i, p)| NodeConfig {
                 cluster: "test".into(),
                 node_id: p.id,
                 site: p.site.clone(),
-                listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+                listen: addrs[SITES.len() + i].parse().unwrap(),
                 peer_listen: p.addr.parse().unwrap(),
-                admin_listen: format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+                admin_listen: addrs[2 * SITES.len() + i].parse().unwrap(),
                 // These tests are about Raft and the API's answers; TLS and who may call
                 // what are the end-to-end tests' subject (tests/trust_boundary.rs).
                 tls: firebreak_node::config::TlsConfig {

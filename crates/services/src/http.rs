@@ -92,30 +92,21 @@ pub(crate) fn check_id(field: &str, id: &str) -> Result<(), Failure> {
     })
 }
 
-/// Pending connections the kernel queues for accept (capped by `net.core.somaxconn`).
-/// tokio's default is 1,024: a reconnect storm of thousands of clients overflows that, and
-/// a dropped SYN costs a client a second before the kernel tries again.
-pub(crate) const LISTEN_BACKLOG: u32 = 4_096;
-
-/// Binds `listen` with [`LISTEN_BACKLOG`] (and SO_REUSEADDR, as tokio's `bind` sets).
-pub(crate) fn bind(listen: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = match listen {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(listen)?;
-    socket.listen(LISTEN_BACKLOG)
-}
+/// The TLS a service serves with: its certificate (reloading) and the cluster CA; `None`
+/// serves plain HTTP (in-process tests, `--plaintext-for-debugging`).
+pub type ServerTls = Option<std::sync::Arc<rustls::ServerConfig>>;
 
 /// Serves `router` on `listen` until the returned task is aborted; returns the bound address.
 pub(crate) async fn serve(
     listen: SocketAddr,
     router: Router,
+    tls: ServerTls,
     name: &'static str,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = bind(listen)?;
-    let addr = listener.local_addr()?;
+    use firebreak_tls::listener::{bind, Listener};
+    let failures = std::sync::Arc::default();
+    let listener = Listener::new(bind(listen)?, tls, failures)?;
+    let addr = axum::serve::Listener::local_addr(&listener)?.addr;
     let task = tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, router).await {
             tracing::error!(service = name, cause = %err, "server failed");

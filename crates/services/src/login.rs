@@ -47,6 +47,8 @@ pub struct Config {
     pub nodes: Vec<String>,
     /// TLS to the nodes: the cluster CA and this service's certificate.
     pub state_tls: firebreak_tls::ClientTls,
+    /// TLS this service serves its clients (the gateways) with; `None`: plain HTTP.
+    pub server_tls: crate::http::ServerTls,
     pub max_concurrent: usize,
     /// Password hashes computed at once.
     pub max_hashing: usize,
@@ -96,7 +98,8 @@ pub async fn spawn(
     listen: SocketAddr,
     config: Config,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    crate::http::serve(listen, router(config), "login").await
+    let tls = config.server_tls.clone();
+    crate::http::serve(listen, router(config), tls, "login").await
 }
 
 fn now_ms() -> u64 {

@@ -64,6 +64,8 @@ pub struct Config {
     pub nodes: Vec<String>,
     /// TLS to the nodes: the cluster CA and this service's certificate.
     pub state_tls: firebreak_tls::ClientTls,
+    /// TLS this service serves its clients (the gateways) with; `None`: plain HTTP.
+    pub server_tls: crate::http::ServerTls,
     pub max_concurrent: usize,
     /// Open push streams at once.
     pub max_streams: usize,
@@ -120,7 +122,8 @@ pub async fn spawn(
     listen: SocketAddr,
     config: Config,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    crate::http::serve(listen, router(config), "messaging").await
+    let tls = config.server_tls.clone();
+    crate::http::serve(listen, router(config), tls, "messaging").await
 }
 
 fn msg_key(conversation: &str, seq: u64) -> String {

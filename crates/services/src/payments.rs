@@ -51,6 +51,8 @@ pub struct Config {
     pub nodes: Vec<String>,
     /// TLS to the nodes: the cluster CA and this service's certificate.
     pub state_tls: firebreak_tls::ClientTls,
+    /// TLS this service serves its clients (the gateways) with; `None`: plain HTTP.
+    pub server_tls: crate::http::ServerTls,
     /// Requests served at once; beyond it, 503 with Retry-After.
     pub max_concurrent: usize,
     /// Timeout of one call to the state group.
@@ -83,7 +85,8 @@ pub async fn spawn(
     listen: SocketAddr,
     config: Config,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    crate::http::serve(listen, router(config), "payments").await
+    let tls = config.server_tls.clone();
+    crate::http::serve(listen, router(config), tls, "payments").await
 }
 
 #[derive(Deserialize)]

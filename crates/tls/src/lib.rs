@@ -14,6 +14,7 @@
 pub mod configs;
 pub mod identity;
 pub mod keys;
+pub mod listener;
 pub mod pki;
 
 use std::path::{Path, PathBuf};

@@ -3,8 +3,8 @@
 //! can mint any identity, so keep it off the nodes in production).
 //!
 //! Every issued certificate names one [`Identity`] as a URI SAN, plus the DNS names and IP
-//! addresses its holder serves on. Node certificates serve and present (server and client
-//! auth); service and operator certificates only present (client auth). Keys are ECDSA
+//! addresses its holder serves on. Node and service certificates serve and present (server
+//! and client auth); operator certificates only present (client auth). Keys are ECDSA
 //! P-256. Files are written to a temp name and renamed, so a node reloading them never
 //! reads half a file.
 
@@ -141,11 +141,11 @@ pub fn issue(
     params.subject_alt_names = sans(identity, hosts)?;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = match identity.role {
-        Role::Node(_) => vec![
+        Role::Node(_) | Role::Service(_) => vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ],
-        Role::Service(_) | Role::Operator(_) => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        Role::Operator(_) => vec![ExtendedKeyUsagePurpose::ClientAuth],
     };
     params.use_authority_key_identifier_extension = true;
     set_validity(&mut params, validity);

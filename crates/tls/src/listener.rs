@@ -1,5 +1,6 @@
-//! The node's listeners: a TCP socket, a TLS handshake off the accept path, and the
-//! verified identity of the other side handed to handlers as [`Remote`].
+//! A listener for axum: a TCP socket, a TLS handshake off the accept path, and the
+//! verified identity of the other side handed to handlers as [`Remote`]. Every node
+//! listener and every reference service serves through it.
 //!
 //! ```text
 //!   accept ─► TCP_NODELAY ─► spawn: TLS handshake (≤ HANDSHAKE_TIMEOUT, at most
@@ -16,22 +17,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::Identity;
 use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
-use firebreak_tls::Identity;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
-
-use crate::{Error, Result};
 
 /// Longest a TLS handshake may take before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most handshakes in progress at once per listener; beyond it the accept loop waits.
 pub const MAX_HANDSHAKES: usize = 1024;
-/// A backlog of 4,096 (tokio's default is 1,024): clients of a lost site reconnecting
-/// through this gateway at once must not have their SYNs dropped.
-const BACKLOG: u32 = 4096;
+/// Pending connections the kernel queues for accept (capped by `net.core.somaxconn`).
+/// tokio's default is 1,024: clients of a lost site reconnecting through a gateway at once
+/// overflow that, and a dropped SYN costs a client a second before the kernel tries again.
+pub const BACKLOG: u32 = 4096;
 
 /// Who is on the other side of a connection.
 #[derive(Debug, Clone)]
@@ -59,17 +59,15 @@ pub struct Listener {
     local: SocketAddr,
 }
 
-/// Binds `addr` with a large backlog.
-pub fn bind(addr: SocketAddr) -> Result<TcpListener> {
+/// Binds `addr` with [`BACKLOG`] (and SO_REUSEADDR, as tokio's `bind` sets).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
-    socket
-        .and_then(|s| s.set_reuseaddr(true).map(|()| s))
-        .and_then(|s| s.bind(addr).map(|()| s))
-        .and_then(|s| s.listen(BACKLOG))
-        .map_err(|source| Error::Bind { addr, source })
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 impl Listener {
@@ -79,11 +77,8 @@ impl Listener {
         tcp: TcpListener,
         tls: Option<Arc<rustls::ServerConfig>>,
         failures: Arc<AtomicU64>,
-    ) -> Result<Self> {
-        let local = tcp.local_addr().map_err(|source| Error::Bind {
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            source,
-        })?;
+    ) -> std::io::Result<Self> {
+        let local = tcp.local_addr()?;
         let (tx, accepted) = mpsc::channel(MAX_HANDSHAKES);
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         tokio::spawn(accept_loop(tcp, acceptor, tx, failures));

@@ -3,8 +3,12 @@
 //!
 //! ```text
 //!   attempt n  ─► ceiling = min(cap, base × 2^n) ─► delay = ceiling × u,  u ∈ [0, 1)
-//!   Retry-After: r ─► delay = max(delay, r) (never sooner than the server asked)
+//!   Retry-After: r ─► delay = r + u × max(ceiling, min(r, cap))
 //! ```
+//!
+//! `Retry-After` is a floor, never a rendezvous: every client of an overloaded or lost
+//! site is told the same `r`, so waiting exactly `r` would bring them all back in the same
+//! instant. They wait `r` and then spread over a window as wide as `r` (bounded by `cap`).
 //!
 //! Full jitter (AWS architecture blog, "Exponential Backoff And Jitter") spreads the
 //! clients that lost the same site at the same instant over the whole window instead of
@@ -48,13 +52,14 @@ impl Backoff {
     }
 
     /// The delay before retry `attempt`, from a uniform sample `u` in [0, 1) and the
-    /// server's `Retry-After`, if it sent one.
+    /// server's `Retry-After`, if it sent one: never sooner than it asked, and jittered
+    /// beyond it.
     pub fn delay(&self, attempt: u32, u: f64, retry_after: Option<Duration>) -> Duration {
         let u = u.clamp(0.0, 1.0);
-        let jittered = self.ceiling(attempt).mul_f64(u);
+        let ceiling = self.ceiling(attempt);
         match retry_after {
-            Some(after) => jittered.max(after),
-            None => jittered,
+            Some(after) => after + ceiling.max(after.min(self.cap)).mul_f64(u),
+            None => ceiling.mul_f64(u),
         }
     }
 }
@@ -86,15 +91,21 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_is_a_floor() {
+    fn retry_after_is_a_floor_with_jitter_beyond_it() {
         let b = Backoff::default();
+        // Spread over a window as wide as the wait, or the backoff's own when wider.
         assert_eq!(
             b.delay(0, 0.5, Some(Duration::from_secs(2))),
-            Duration::from_secs(2)
+            Duration::from_secs(3)
         );
         assert_eq!(
             b.delay(6, 0.9, Some(Duration::from_secs(1))),
-            Duration::from_millis(5760)
+            Duration::from_millis(1000 + 5760)
+        );
+        // A huge Retry-After is honoured, with no more jitter than the cap.
+        assert_eq!(
+            b.delay(0, 0.5, Some(Duration::from_secs(600))),
+            Duration::from_secs(605)
         );
         assert_eq!(parse_retry_after(" 3 "), Some(Duration::from_secs(3)));
         assert_eq!(parse_retry_after("soon"), None);
@@ -113,6 +124,26 @@ mod tests {
             }
         }
         *windows.values().max().unwrap() as f64 / (3 * clients) as f64
+    }
+
+    /// 10,000 clients all told `Retry-After: 1` (as every 503 and 429 says) must not come
+    /// back together one second later: the 2011 retry-DDoS again.
+    #[test]
+    fn clients_told_to_retry_after_one_second_do_not_return_in_lockstep() {
+        const SEED: u64 = 20110311;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(SEED);
+        let backoff = Backoff::default();
+        let mut windows = std::collections::BTreeMap::<u128, usize>::new();
+        for _ in 0..10_000 {
+            let at = backoff.delay(0, rng.gen::<f64>(), Some(Duration::from_secs(1)));
+            assert!(at >= Duration::from_secs(1), "sooner than the server asked");
+            *windows.entry(at.as_millis() / 100).or_default() += 1;
+        }
+        let share = *windows.values().max().unwrap() as f64 / 10_000.0;
+        assert!(
+            share < 0.15,
+            "busiest 100 ms window after Retry-After took {share:.3} of the retries (seed {SEED})"
+        );
     }
 
     /// 10,000 clients lose their site at once. With full jitter from a 500 ms base no 100 ms

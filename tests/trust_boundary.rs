@@ -18,11 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use firebreak_tests::{
-    ca_dir, ca_file, http, issue, node_topology, url, Api, Outcome, TestCluster, CLUSTER, DEADLINE,
-    TEST_TOKEN,
+    ca_dir, ca_file, http, http_as, issue, node_topology, url, Api, Outcome, TestCluster, CLUSTER,
+    DEADLINE, TEST_TOKEN,
 };
 use firebreak_tls::pki::{self, Issued, Validity};
-use firebreak_tls::{ClientTls, Identity, KeyFiles, Keys, Role};
+use firebreak_tls::{Identity, Role};
 use serde_json::{json, Value};
 
 /// One test at a time: the failover and election figures these tests assert must not
@@ -30,23 +30,6 @@ use serde_json::{json, Value};
 async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
-}
-
-/// A client presenting `cert`, trusting `ca`.
-fn client_with(ca: &Path, cert: Option<&Issued>) -> reqwest::Client {
-    let keys = cert.map(|c| {
-        Keys::load(KeyFiles {
-            cert: c.cert.clone(),
-            key: c.key.clone(),
-        })
-        .expect("keys load")
-    });
-    ClientTls::new(ca, keys)
-        .expect("CA loads")
-        .apply(reqwest::Client::builder())
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client")
 }
 
 /// POSTs `body` to `path` on `addr`: the status, or why no answer came.
@@ -103,7 +86,7 @@ fn forge(targets: Vec<String>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle
     tokio::spawn(async move {
         // TLS trusting the cluster CA but with no certificate, and plain HTTP.
         let clients = [
-            (client_with(&ca_file(), None), "https"),
+            (http_as(&ca_file(), None), "https"),
             (reqwest::Client::new(), "http"),
         ];
         let (mut sent, mut accepted) = (0u64, 0u64);
@@ -215,72 +198,44 @@ async fn certificates_from_outside_the_cluster_are_refused_on_the_peer_listener(
     let scratch = cluster.dir.path().join("wrong");
     let peer = format!("https://{}", cluster.nodes[1].peer_addr);
 
+    // A vote request for `candidate` presenting `cert`: the status, or why none came.
+    let vote_as = |cert: Option<Issued>, candidate: u64| {
+        let peer = peer.clone();
+        async move {
+            let client = http_as(&ca_file(), cert.as_ref());
+            post(&client, &peer, "/raft/control/vote", &vote(candidate)).await
+        }
+    };
+    let node1 = |ca: &Path, validity: Validity, stem: &str| {
+        let identity = Identity {
+            cluster: CLUSTER.into(),
+            role: Role::Node(1),
+        };
+        let hosts = ["127.0.0.1".to_string()];
+        pki::issue(ca, &identity, &hosts, validity, &scratch, stem).unwrap()
+    };
+
     // Another CA, even one that calls its cluster by the same name.
     let other_ca = scratch.join("other-ca");
     pki::init_ca(&other_ca, CLUSTER, Validity::days(2)).unwrap();
-    let impostor = Identity {
-        cluster: CLUSTER.into(),
-        role: Role::Node(1),
-    };
-    let foreign = pki::issue(
-        &other_ca,
-        &impostor,
-        &["127.0.0.1".into()],
-        Validity::days(1),
-        &scratch,
-        "foreign",
-    )
-    .unwrap();
-    let answer = post(
-        &client_with(&ca_file(), Some(&foreign)),
-        &peer,
-        "/raft/control/vote",
-        &vote(1),
-    )
-    .await;
+    let foreign = node1(&other_ca, Validity::days(1), "foreign");
+    let answer = vote_as(Some(foreign), 1).await;
     assert!(answer.is_err(), "another CA's certificate: {answer:?}");
 
     // Expired: valid for a day, three days ago.
     let start = time::OffsetDateTime::now_utc() - time::Duration::days(3);
-    let expired = pki::issue(
-        ca_dir(),
-        &impostor,
-        &["127.0.0.1".into()],
-        Validity { start, days: 1 },
-        &scratch,
-        "expired",
-    )
-    .unwrap();
-    let answer = post(
-        &client_with(&ca_file(), Some(&expired)),
-        &peer,
-        "/raft/control/vote",
-        &vote(1),
-    )
-    .await;
+    let expired = node1(ca_dir(), Validity { start, days: 1 }, "expired");
+    let answer = vote_as(Some(expired), 1).await;
     assert!(answer.is_err(), "an expired certificate: {answer:?}");
 
-    // No certificate at all.
-    let answer = post(
-        &client_with(&ca_file(), None),
-        &peer,
-        "/raft/control/vote",
-        &vote(1),
-    )
-    .await;
+    let answer = vote_as(None, 1).await;
     assert!(answer.is_err(), "no certificate: {answer:?}");
 
     // Signed by the right CA, but not a member node.
     let service = issue(Role::Service("payments".into()), &[], &scratch, "payments");
     let stranger = issue(Role::Node(9), &["127.0.0.1"], &scratch, "node-9");
-    for (what, cert, candidate) in [("a service", &service, 1), ("node 9", &stranger, 9)] {
-        let answer = post(
-            &client_with(&ca_file(), Some(cert)),
-            &peer,
-            "/raft/control/vote",
-            &vote(candidate),
-        )
-        .await;
+    for (what, cert, candidate) in [("a service", service, 1), ("node 9", stranger, 9)] {
+        let answer = vote_as(Some(cert), candidate).await;
         assert_eq!(answer, Ok(403), "{what} on the peer listener");
     }
 }
@@ -294,7 +249,7 @@ async fn a_member_speaks_only_for_itself_and_its_own_site() {
     let scratch = cluster.dir.path().join("member");
     let peer = format!("https://{}", cluster.nodes[1].peer_addr);
     // Node 1 may vote as itself, not as node 3.
-    let node1 = client_with(
+    let node1 = http_as(
         &ca_file(),
         Some(&issue(Role::Node(1), &["127.0.0.1"], &scratch, "node-1")),
     );
@@ -354,7 +309,7 @@ async fn an_operator_certificate_is_an_operator_on_the_admin_listener() {
     let admin = cluster.admin_addrs();
     let leader = api.wait_leader(&admin, "control").await as usize - 1;
     let scratch = cluster.dir.path().join("operators");
-    let alice = client_with(
+    let alice = http_as(
         &ca_file(),
         Some(&issue(
             Role::Operator("alice".into()),
@@ -363,7 +318,7 @@ async fn an_operator_certificate_is_an_operator_on_the_admin_listener() {
             "alice",
         )),
     );
-    let payments = client_with(
+    let payments = http_as(
         &ca_file(),
         Some(&issue(
             Role::Service("payments".into()),
@@ -415,7 +370,7 @@ async fn key_grants_keep_each_service_in_its_own_prefix() {
     let addrs = cluster.addrs();
     api.wait_leader(&addrs, "state").await;
     let scratch = cluster.dir.path().join("grants");
-    let payments = client_with(
+    let payments = http_as(
         &ca_file(),
         Some(&issue(
             Role::Service("payments".into()),

@@ -43,7 +43,28 @@ pub fn ca_file() -> PathBuf {
 
 /// TLS that trusts the test CA, presenting no certificate.
 pub fn tls() -> ClientTls {
-    ClientTls::new(&ca_file(), None).expect("test CA loads")
+    tls_as(&ca_file(), None)
+}
+
+/// TLS that trusts the CA certificate at `ca` and presents `cert` if given.
+pub fn tls_as(ca: &std::path::Path, cert: Option<&pki::Issued>) -> ClientTls {
+    let keys = cert.map(|c| {
+        firebreak_tls::Keys::load(firebreak_tls::KeyFiles {
+            cert: c.cert.clone(),
+            key: c.key.clone(),
+        })
+        .expect("keys load")
+    });
+    ClientTls::new(ca, keys).expect("CA loads")
+}
+
+/// An HTTP client (10 s per request) over [`tls_as`].
+pub fn http_as(ca: &std::path::Path, cert: Option<&pki::Issued>) -> reqwest::Client {
+    tls_as(ca, cert)
+        .apply(reqwest::Client::builder())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
 }
 
 /// `https://addr/path`: a node's client listener.
@@ -53,11 +74,7 @@ pub fn url(addr: &str, path: &str) -> String {
 
 /// An HTTP client that trusts the test CA (for gateways and client listeners).
 pub fn http() -> reqwest::Client {
-    tls()
-        .apply(reqwest::Client::builder())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
+    http_as(&ca_file(), None)
 }
 
 /// Like [`http`] but with no overall timeout, for push streams that live as long as their
@@ -433,12 +450,7 @@ impl TestCluster {
             &self.dir.path().join("services-tls"),
             service,
         );
-        let keys = firebreak_tls::Keys::load(firebreak_tls::KeyFiles {
-            cert: cert.cert,
-            key: cert.key,
-        })
-        .expect("service keys load");
-        ClientTls::new(&ca_file(), Some(keys)).expect("test CA loads")
+        tls_as(&ca_file(), Some(&cert))
     }
 
     /// An HTTP client holding node `id`'s certificate, for the peer listeners.
@@ -449,17 +461,7 @@ impl TestCluster {
             &self.dir.path().join("peer-clients"),
             &format!("node-{id}"),
         );
-        let keys = firebreak_tls::Keys::load(firebreak_tls::KeyFiles {
-            cert: cert.cert,
-            key: cert.key,
-        })
-        .expect("node keys load");
-        ClientTls::new(&ca_file(), Some(keys))
-            .expect("test CA loads")
-            .apply(reqwest::Client::builder())
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("client")
+        http_as(&ca_file(), Some(&cert))
     }
 
     /// Every node's client listener, for clients that try them in turn.

@@ -110,12 +110,7 @@ pub async fn client_credentials(
             Role::Service(name) => Grant::service(&name),
             Role::Operator(_) | Role::Node(_) => Grant::All,
         }),
-        Some(other) => {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                format!("{other} was not issued for cluster {}", api.config.cluster),
-            )
-        }
+        Some(other) => return foreign(&api, &other),
         None => api.tokens.check(request.headers()).ok().map(|_| Grant::All),
     };
     if let Some(grant) = grant {
@@ -134,10 +129,7 @@ pub async fn admin_credentials(
 ) -> Response {
     request.headers_mut().remove(OPERATOR_CERT_HEADER);
     match remote.identity {
-        Some(other) if other.cluster != api.config.cluster => refuse(
-            StatusCode::FORBIDDEN,
-            format!("{other} was not issued for cluster {}", api.config.cluster),
-        ),
+        Some(other) if other.cluster != api.config.cluster => foreign(&api, &other),
         Some(Identity {
             role: Role::Operator(name),
             ..
@@ -186,6 +178,17 @@ pub fn denied(grant: &Grant, key: &str) -> ApiError {
             "key {} is outside this credential's grant ({})",
             firebreak_model::ids::quote(key),
             grant.describe()
+        ),
+    )
+}
+
+/// 403 for a certificate that the CA issued for another cluster.
+fn foreign(api: &Api, identity: &Identity) -> Response {
+    refuse(
+        StatusCode::FORBIDDEN,
+        format!(
+            "{identity} was not issued for cluster {}",
+            api.config.cluster
         ),
     )
 }

@@ -9,7 +9,6 @@ use std::fmt;
 
 use rustls_pki_types::CertificateDer;
 use x509_parser::extensions::GeneralName;
-use x509_parser::prelude::FromDer;
 
 /// What a certificate is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +64,7 @@ impl Identity {
 
     /// The identity a (verified) end-entity certificate names, if it names exactly one.
     pub fn from_cert(cert: &CertificateDer<'_>) -> Option<Self> {
-        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(cert).ok()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(cert).ok()?;
         let san = cert.subject_alternative_name().ok()??;
         let mut found = san
             .value
@@ -88,7 +87,7 @@ impl fmt::Display for Identity {
 
 /// Whole days until a certificate expires (negative once it has).
 pub fn days_to_expiry(cert: &CertificateDer<'_>) -> Option<i64> {
-    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(cert).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(cert).ok()?;
     let left =
         cert.validity().not_after.timestamp() - time::OffsetDateTime::now_utc().unix_timestamp();
     Some(left.div_euclid(86_400))

@@ -85,14 +85,10 @@ pub fn init_ca(dir: &Path, cluster: &str, validity: Validity) -> Result<Issued> 
 
 /// The cluster a CA certificate (as `ca init` wrote it) was made for.
 pub fn ca_cluster(ca_dir: &Path) -> Result<String> {
-    let (pem, _) = read_ca(ca_dir, false)?;
-    let der = rustls_pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
-        .map_err(|e| Error::Pem(ca_dir.join(CA_CERT), e.to_string()))?;
-    let der: rustls_pki_types::CertificateDer = der;
-    let (_, cert) = <x509_parser::certificate::X509Certificate as x509_parser::prelude::FromDer<
-        _,
-    >>::from_der(&der)
-    .map_err(|e| Error::Pem(ca_dir.join(CA_CERT), e.to_string()))?;
+    let path = ca_dir.join(CA_CERT);
+    let der = crate::keys::read_certs(&path)?.remove(0);
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| Error::Pem(path.clone(), e.to_string()))?;
     let cn = cert
         .subject()
         .iter_common_name()
@@ -101,12 +97,7 @@ pub fn ca_cluster(ca_dir: &Path) -> Result<String> {
         .unwrap_or_default();
     cn.strip_prefix("firebreak CA of ")
         .map(str::to_string)
-        .ok_or_else(|| {
-            Error::Pem(
-                ca_dir.join(CA_CERT),
-                "not a CA made by `firebreak ca init`".into(),
-            )
-        })
+        .ok_or_else(|| Error::Pem(path, "not a CA made by `firebreak ca init`".into()))
 }
 
 fn ca_common_name(cluster: &str) -> String {
@@ -131,7 +122,7 @@ pub fn issue(
             asked: identity.cluster.clone(),
         });
     }
-    let (ca_pem, ca_key) = read_ca(ca_dir, true)?;
+    let (ca_pem, ca_key) = read_ca(ca_dir)?;
     let ca_key = KeyPair::from_pem(&ca_key).map_err(Error::Generate)?;
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(Error::Generate)?;
     let mut params = CertificateParams::default();
@@ -190,17 +181,13 @@ fn check_days(days: i64) -> Result<()> {
     }
 }
 
-fn read_ca(dir: &Path, with_key: bool) -> Result<(String, String)> {
+/// The CA's certificate and key, as PEM.
+fn read_ca(dir: &Path) -> Result<(String, String)> {
     let read = |name: &str| {
         let path = dir.join(name);
         std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))
     };
-    let cert = read(CA_CERT)?;
-    let key = match with_key {
-        true => read(CA_KEY)?,
-        false => String::new(),
-    };
-    Ok((cert, key))
+    Ok((read(CA_CERT)?, read(CA_KEY)?))
 }
 
 /// Writes `text` to `path` with `mode`, through a temp file renamed into place.

@@ -301,13 +301,9 @@ async fn an_unhealthy_instance_leaves_after_fall_and_returns_after_rise() {
     .await;
 }
 
-/// An instance that sheds load is answered as is: the gateway does not try every other
-/// site (under overload they are as busy, and with the client also going round every
-/// gateway that would multiply the load by the number of sites). An instance that is
-/// merely unavailable is still skipped for the next site.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shedding_instance_is_relayed_not_multiplied() {
-    use std::sync::atomic::Ordering;
+/// A cluster whose service `web` is three fake instances, one per site, all serving;
+/// `PUT /web/items/*` is declared safe to repeat.
+async fn web_cluster() -> (TestCluster, Api, Vec<firebreak_tests::FakeEndpoint>) {
     let cluster = TestCluster::start("");
     let api = Api::new();
     let addrs = cluster.admin_addrs();
@@ -317,7 +313,7 @@ async fn a_shedding_instance_is_relayed_not_multiplied() {
         .collect();
     let topology = format!(
         "sites: [{{name: pangyo}}, {{name: gasan}}, {{name: busan}}]\nservices:\n  - name: web\n    mode: active-active\n    \
-         endpoints: {{pangyo: \"{}\", gasan: \"{}\", busan: \"{}\"}}\n    \
+         endpoints: {{pangyo: \"{}\", gasan: \"{}\", busan: \"{}\"}}\n    retry_safe: [\"PUT /web/items/*\"]\n    \
          health: {{path: /health, interval_ms: 300, timeout_ms: 200, fall: 3, rise: 2}}\npolicy: {{dwell_ms: 2000}}\n",
         endpoints[0].url, endpoints[1].url, endpoints[2].url
     );
@@ -326,12 +322,25 @@ async fn a_shedding_instance_is_relayed_not_multiplied() {
         serving(v, "web").len() == 3
     })
     .await;
-    let total = || {
-        endpoints
-            .iter()
-            .map(|e| e.requests.load(Ordering::Relaxed))
-            .sum::<usize>()
-    };
+    (cluster, api, endpoints)
+}
+
+/// Requests other than health checks the fake instances have received.
+fn requests(endpoints: &[firebreak_tests::FakeEndpoint]) -> usize {
+    endpoints
+        .iter()
+        .map(|e| e.requests.load(std::sync::atomic::Ordering::Relaxed))
+        .sum()
+}
+
+/// An instance that sheds load is answered as is: the gateway does not try every other
+/// site (under overload they are as busy, and with the client also going round every
+/// gateway that would multiply the load by the number of sites). An instance that is
+/// merely unavailable is still skipped for the next site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shedding_instance_is_relayed_not_multiplied() {
+    use std::sync::atomic::Ordering;
+    let (cluster, api, endpoints) = web_cluster().await;
     let get = || async {
         api.http
             .get(firebreak_tests::url(&cluster.addrs()[0], "/web/page"))
@@ -343,12 +352,16 @@ async fn a_shedding_instance_is_relayed_not_multiplied() {
     for e in &endpoints {
         e.shed.store(true, Ordering::Relaxed);
     }
-    let before = total();
+    let before = requests(&endpoints);
     let response = get().await;
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("x-firebreak-shed"));
     assert!(response.headers().contains_key("retry-after"));
-    assert_eq!(total() - before, 1, "one instance asked, not all three");
+    assert_eq!(
+        requests(&endpoints) - before,
+        1,
+        "one instance asked, not all three"
+    );
 
     // Not shedding but unavailable (plain 503): the gateway tries the next site.
     for e in &endpoints {
@@ -359,12 +372,72 @@ async fn a_shedding_instance_is_relayed_not_multiplied() {
         .position(|e| e.requests.load(Ordering::Relaxed) > 0)
         .expect("the shed request reached one endpoint");
     endpoints[first].healthy.store(false, Ordering::Relaxed);
-    let before = total();
+    let before = requests(&endpoints);
     let response = get().await;
     assert_eq!(response.status(), 200, "served by another site");
     assert_eq!(
-        total() - before,
+        requests(&endpoints) - before,
         2,
         "the unavailable instance, then the next"
     );
+}
+
+/// A request whose answer was lost after an instance took it may have been applied. The
+/// gateway says so (504 `outcome_unknown`), never 503 (which promises that nothing was
+/// applied, so a client would send it anywhere again); it repeats at another site only
+/// what the topology declares safe, whatever headers the request carries; and the
+/// client reports Unknown, not Failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_lost_after_reaching_an_instance_is_outcome_unknown() {
+    use firebreak_services::client::{Client, ClientConfig, Outcome, Retry};
+    let (cluster, api, endpoints) = web_cluster().await;
+    for e in &endpoints {
+        e.swallow.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    let gateway = &cluster.addrs()[0];
+    let send = |method: reqwest::Method, path: &str| {
+        api.http
+            .request(method, firebreak_tests::url(gateway, path))
+            .header("idempotency-key", "not-a-promise")
+            .body("{}")
+            .send()
+    };
+    for (method, path, instances) in [
+        (reqwest::Method::POST, "/web/orders", 1),
+        (reqwest::Method::PUT, "/web/items/7", 3),
+        (reqwest::Method::GET, "/web/page", 3),
+    ] {
+        let before = requests(&endpoints);
+        let response = send(method.clone(), path)
+            .await
+            .expect("the gateway answers");
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or_default();
+        assert_eq!(status, 504, "{method} {path}: {body}");
+        assert_eq!(body["error"]["kind"], "outcome_unknown", "{body}");
+        assert_eq!(
+            requests(&endpoints) - before,
+            instances,
+            "{method} {path}: instances that received it"
+        );
+    }
+
+    let client = Client::new(ClientConfig {
+        gateways: cluster.addrs(),
+        timeout: Duration::from_secs(5),
+        backoff: firebreak_services::backoff::Backoff::default(),
+        stream_backoff: firebreak_services::backoff::Backoff::STREAM,
+        max_attempts: 3,
+        seed: 1,
+        tls: firebreak_tests::tls(),
+    });
+    let outcome = client
+        .request(
+            reqwest::Method::POST,
+            "/web/orders",
+            Some(&serde_json::json!({})),
+            Retry::Once,
+        )
+        .await;
+    assert!(matches!(outcome, Outcome::Unknown(_)), "{outcome:?}");
 }

@@ -24,6 +24,7 @@ async fn messaging_at(cluster: &TestCluster) -> (String, tokio::task::JoinHandle
         max_concurrent: 64,
         max_streams: 16,
         keepalive: Duration::from_secs(1),
+        reconnect_window: None,
         state_timeout: Duration::from_secs(5),
     };
     let (addr, task) = messaging::spawn("127.0.0.1:0".parse().unwrap(), config)
@@ -243,7 +244,12 @@ async fn the_client_waits_as_long_as_retry_after_asks() {
     });
     let started = std::time::Instant::now();
     let outcome = client
-        .request(reqwest::Method::GET, "/health", None, None)
+        .request(
+            reqwest::Method::GET,
+            "/health",
+            None,
+            firebreak_services::client::Retry::Safe,
+        )
         .await;
     assert!(
         matches!(

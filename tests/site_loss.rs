@@ -175,7 +175,12 @@ async fn losing_a_whole_site_loses_no_acknowledged_write() {
             "money was created or destroyed: {total}"
         );
         let b = client
-            .request(reqwest::Method::GET, "/payments/accounts/b", None, None)
+            .request(
+                reqwest::Method::GET,
+                "/payments/accounts/b",
+                None,
+                firebreak_services::client::Retry::Safe,
+            )
             .await;
         b.ok().expect("balance readable")["balance"]
             .as_u64()

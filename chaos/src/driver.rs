@@ -56,6 +56,8 @@ pub struct DriverConfig {
     pub raft: RaftTimings,
     /// Put every site's data dir on a drop-unsynced filesystem, for power-loss faults.
     pub power_loss: bool,
+    /// The reconnect window the messaging instances suggest to stream clients, in ms.
+    pub reconnect_window_ms: Option<u64>,
 }
 
 /// Where a driver's sites live: loopback addresses in the host's namespace, or one
@@ -328,6 +330,9 @@ impl LocalSites {
                     &nodes.join(","),
                 ]);
                 args.extend(crate::certs::service_args(&files));
+                if let (ServiceKind::Messaging, Some(ms)) = (service, config.reconnect_window_ms) {
+                    args.extend(strings(&["--reconnect-window-ms", &ms.to_string()]));
+                }
                 processes.push(Process {
                     kind: ProcessKind::Service(*service),
                     args,

@@ -197,6 +197,11 @@ pub struct IdlePush {
     /// files per stream, so 10,000 streams through one gateway need a limit above 20,000.
     #[serde(default)]
     pub via: IdleVia,
+    /// The reconnect window the messaging instances suggest to their stream clients
+    /// (`serve messaging --reconnect-window-ms`), in milliseconds: firebreak's clients
+    /// spread their reconnects over it. Unset: the client's own 1 s first window.
+    #[serde(default)]
+    pub window_ms: Option<u64>,
 }
 
 /// Where idle push clients connect.
@@ -752,6 +757,17 @@ impl Playbook {
                         idle.through,
                         self.topology.sites.join(", ")
                     ),
+                ));
+            }
+            if idle
+                .window_ms
+                .is_some_and(|w| !(100..=300_000).contains(&w))
+            {
+                return Err(Problem::at(
+                    "workload",
+                    "window_ms",
+                    0,
+                    "idle_push.window_ms: must be 100 to 300,000 (5 minutes)",
                 ));
             }
             if !self.services().contains(&ServiceKind::Messaging) {

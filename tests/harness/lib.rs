@@ -631,6 +631,9 @@ pub struct FakeEndpoint {
     /// true: requests other than health checks get the 503 of a service shedding load
     /// (Retry-After and `x-firebreak-shed`).
     pub shed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// true: requests other than health checks are read and the connection is closed
+    /// without an answer (an instance that dies after taking a request).
+    pub swallow: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Requests other than health checks received.
     pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -649,11 +652,13 @@ impl FakeEndpoint {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let healthy = Arc::new(AtomicBool::new(true));
         let shed = Arc::new(AtomicBool::new(false));
+        let swallow = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (h, sh, r, s) = (
+        let (h, sh, sw, r, s) = (
             healthy.clone(),
             shed.clone(),
+            swallow.clone(),
             requests.clone(),
             stop.clone(),
         );
@@ -668,6 +673,9 @@ impl FakeEndpoint {
                         let health = buf[..n].starts_with(b"GET /health");
                         if !health {
                             r.fetch_add(1, Ordering::Relaxed);
+                            if sw.load(Ordering::Relaxed) {
+                                continue;
+                            }
                         }
                         let (status, extra) = if !h.load(Ordering::Relaxed) {
                             ("503 Service Unavailable", "retry-after: 1\r\n")
@@ -692,6 +700,7 @@ impl FakeEndpoint {
             url,
             healthy,
             shed,
+            swallow,
             requests,
             stop,
             thread: Some(thread),

@@ -74,6 +74,7 @@ fn topology(playbook: &Playbook, sites: &LocalSites) -> Value {
                 .collect();
             json!({
                 "name": s.name.name(), "mode": s.mode.name(), "endpoints": endpoints, "priorities": names,
+                "retry_safe": firebreak_services::retry_safe(s.name.name()),
                 "health": { "path": "/health", "interval_ms": 500, "timeout_ms": 250, "fall": 2, "rise": 2 },
             })
         })

@@ -231,6 +231,11 @@ async fn run_sites(
         placement,
         raft: playbook.topology.raft.clone(),
         power_loss: playbook.has_power_loss(),
+        reconnect_window_ms: playbook
+            .workload
+            .idle_push
+            .as_ref()
+            .and_then(|i| i.window_ms),
     })?;
     eprintln!(
         "drill {}: seed {seed}; {} sites {place}:{}; logs in {}",

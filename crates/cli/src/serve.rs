@@ -24,6 +24,12 @@ pub enum Command {
         /// about 0.4 KB an hour on the wire (README); short values are for drills.
         #[arg(long, default_value_t = 900)]
         keepalive_secs: u64,
+        /// The window, in milliseconds, over which the clients of a stream that ends should
+        /// spread their reconnects: size it to the fleet, e.g. clients per site divided by
+        /// the reconnects per second the surviving sites can take. Unset: each client's own
+        /// backoff (a 1 s first window in firebreak's client).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(100..=300_000))]
+        reconnect_window_ms: Option<u64>,
     },
     /// Accounts and transfers with idempotency keys.
     Payments {
@@ -112,6 +118,7 @@ pub async fn run(command: Command) -> Result<()> {
             common,
             max_streams,
             keepalive_secs,
+            reconnect_window_ms,
         } => {
             let (state_tls, server_tls) = common.tls()?;
             let config = messaging::Config {
@@ -121,6 +128,7 @@ pub async fn run(command: Command) -> Result<()> {
                 max_concurrent: common.max_concurrent,
                 max_streams,
                 keepalive: Duration::from_secs(keepalive_secs.max(1)),
+                reconnect_window: reconnect_window_ms.map(Duration::from_millis),
                 state_timeout: STATE_TIMEOUT,
             };
             (

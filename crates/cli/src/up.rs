@@ -227,6 +227,7 @@ async fn apply_topology(sites: &[Site], token: &str, tls: &ClientTls) -> Result<
             .collect();
         services.push(serde_json::json!({
             "name": service, "mode": mode, "endpoints": endpoints, "priorities": SITES,
+            "retry_safe": firebreak_services::retry_safe(service),
             "health": { "path": "/health", "interval_ms": 500, "timeout_ms": 250, "fall": 3, "rise": 2 },
         }));
     }

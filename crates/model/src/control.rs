@@ -134,11 +134,10 @@ impl ControlCommand {
 }
 
 impl ControlState {
-    /// Applies a committed command.
+    /// Applies a committed command. Never validates: the proposer did, by the rules of its
+    /// version, and an entry today's limits would refuse must apply alike on every replica
+    /// of a rolling upgrade.
     pub fn apply(&mut self, command: &ControlCommand) -> ControlResponse {
-        if command.validate().is_err() {
-            return ControlResponse::None;
-        }
         match command {
             ControlCommand::RegisterMember { node_id, member } => {
                 let changed = self.members.get(node_id) != Some(member);
@@ -270,13 +269,22 @@ mod tests {
         );
     }
 
+    /// A freeze whose reason an older version's larger limit accepted is committed; a
+    /// replica running today's limits applies it as the others did: automation stops.
     #[test]
-    fn invalid_site_is_refused_and_changes_nothing() {
+    fn an_entry_over_todays_limits_still_applies() {
+        let command = ControlCommand::Freeze {
+            actor: Actor {
+                kind: crate::failover::ActorKind::Manual,
+                name: "ops".into(),
+            },
+            reason: "r".repeat(crate::failover::MAX_TEXT_BYTES + 1),
+            at_ms: 1,
+        };
+        assert_eq!(command.validate().unwrap_err().field, "reason");
         let mut state = ControlState::default();
-        let bad = register(1, "Pangyo Site");
-        assert_eq!(bad.validate().unwrap_err().field, "member.site");
-        assert_eq!(state.apply(&bad), ControlResponse::None);
-        assert!(state.members.is_empty());
+        state.apply(&command);
+        assert!(state.failover.frozen.is_some(), "the freeze applied");
     }
 
     #[test]

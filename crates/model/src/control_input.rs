@@ -7,7 +7,7 @@
 //! that changes between versions must not make two replicas apply one entry differently.
 
 use crate::control::{ControlCommand, MAX_ADDR_BYTES};
-use crate::failover::{Actor, RouteChange, Rule, MAX_TEXT_BYTES};
+use crate::failover::{Actor, RouteChange, Rule, MAX_EVACUATION_MS, MAX_TEXT_BYTES};
 use crate::ids::quote;
 use crate::kv::MAX_COMMAND_BYTES;
 use crate::topology::{check_service_name, MAX_SITES};
@@ -49,12 +49,19 @@ impl ControlCommand {
                 actor,
                 reason,
                 overrides,
-                ..
+                expires_at_ms,
+                at_ms,
             } => {
                 site.validate("site")?;
                 check_actor(actor)?;
                 check_text("reason", reason)?;
                 check_overrides(overrides)?;
+                if *expires_at_ms <= *at_ms || expires_at_ms - at_ms > MAX_EVACUATION_MS {
+                    return Err(InvalidInput::new(
+                        "expires_in_ms",
+                        "an evacuation must expire within 72 hours (and after it starts)",
+                    ));
+                }
             }
             ControlCommand::Restore {
                 site,

@@ -253,9 +253,6 @@ impl Failover {
         actor: &Actor,
         at_ms: u64,
     ) -> Result<(), Refusal> {
-        topology
-            .validate()
-            .map_err(|e| Refusal::invalid(e.to_string()))?;
         self.routing
             .retain(|name, _| topology.service(name).is_some());
         self.health
@@ -438,14 +435,7 @@ impl Failover {
             }
             Some(_) => {}
         }
-        check_text("reason", &evacuation.reason)?;
         let at_ms = evacuation.at_ms;
-        if evacuation.expires_at_ms <= at_ms || evacuation.expires_at_ms - at_ms > MAX_EVACUATION_MS
-        {
-            return Err(Refusal::invalid(
-                "an evacuation must expire within 72 hours",
-            ));
-        }
         if let Some(existing) = self.evacuations.get(site) {
             if existing.actor.kind > evacuation.actor.kind {
                 return Err(Refusal::invalid(format!(
@@ -523,7 +513,6 @@ impl Failover {
 
     /// Stops automation until unfrozen.
     pub fn freeze(&mut self, freeze: Freeze) -> Result<(), Refusal> {
-        check_text("reason", &freeze.reason)?;
         let (actor, reason, at_ms) = (freeze.actor.clone(), freeze.reason.clone(), freeze.at_ms);
         self.frozen = Some(freeze);
         self.audit(AuditEntry::new(
@@ -574,15 +563,6 @@ impl Failover {
             .and_then(|h| h.get(site))
             .is_none_or(|h| h.healthy)
     }
-}
-
-fn check_text(field: &str, text: &str) -> Result<(), Refusal> {
-    if text.trim().is_empty() || text.len() > MAX_TEXT_BYTES {
-        return Err(Refusal::invalid(format!(
-            "{field} must be 1 to {MAX_TEXT_BYTES} bytes"
-        )));
-    }
-    Ok(())
 }
 
 /// What `decide` wants done, and what its rules held back.

@@ -9,8 +9,9 @@
 //! Invariants: the revision grows by exactly one for each command that changes at least one
 //! key, and every key changed by that command carries it as `mod_revision`; a command that
 //! changes nothing (a delete of a missing key, a transaction whose branch only reads)
-//! leaves the revision alone. `apply` never fails: commands are validated before they are
-//! proposed, and an invalid command that reached the log anyway changes nothing.
+//! leaves the revision alone. `apply` never fails and never validates: commands are validated
+//! before they are proposed, and a committed entry applies the same on every replica and
+//! in every version, whatever that version's limits.
 //!
 //! Limits: keys up to [`MAX_KEY_BYTES`], values up to [`MAX_VALUE_BYTES`], transactions up
 //! to [`MAX_TXN_COMPARES`] compares and [`MAX_TXN_OPS`] operations per branch, and a whole
@@ -364,12 +365,12 @@ impl KvStore {
 
     /// Applies a committed command. Returns the response and the events it caused, which the
     /// caller persists; the events are also recorded in the watch history.
+    ///
+    /// Apply never validates: the proposer did, by the rules of its version. A limit that
+    /// changes between versions must not make replicas of a rolling upgrade apply the same
+    /// committed entry differently, so an entry today's limits would refuse applies as the
+    /// version that accepted it meant.
     pub fn apply(&mut self, command: &KvCommand) -> (KvResponse, Vec<KvEvent>) {
-        if command.validate().is_err() {
-            // Validated before proposing; an invalid entry from an older or buggy proposer
-            // must still apply identically everywhere, so it changes nothing.
-            return (KvResponse::None, Vec::new());
-        }
         let next = self.revision + 1;
         let mut events = Vec::new();
         let response = match command {
@@ -624,6 +625,26 @@ mod tests {
         assert!(!more);
     }
 
+    /// A rolling upgrade that lowers a limit: the entry an older version accepted (a key
+    /// over today's limit) is committed, and every replica, old or new, applies it alike.
+    #[test]
+    fn an_entry_over_todays_limits_still_applies() {
+        let key = "k".repeat(MAX_KEY_BYTES + 1);
+        let command = KvCommand::Put {
+            key: key.clone(),
+            value: "v".into(),
+        };
+        assert!(command.validate().is_err(), "over today's limit");
+        let mut store = KvStore::default();
+        let (response, events) = store.apply(&command);
+        assert!(
+            matches!(response, KvResponse::Put { revision: 1, .. }),
+            "{response:?}"
+        );
+        assert_eq!(events.len(), 1);
+        assert_eq!(store.get(&key).map(|e| e.value.as_str()), Some("v"));
+    }
+
     #[test]
     fn validate_rejects_each_limit_with_the_field() {
         let cases = [
@@ -656,16 +677,6 @@ mod tests {
         for (command, field) in cases {
             assert_eq!(command.validate().unwrap_err().field, field, "{command:?}");
         }
-    }
-
-    #[test]
-    fn invalid_command_in_the_log_changes_nothing() {
-        let mut kv = KvStore::default();
-        let (resp, events) = kv.apply(&put("", "v"));
-        assert_eq!(
-            (resp, events.len(), kv.revision()),
-            (KvResponse::None, 0, 0)
-        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod failover;
 pub mod grant;
 pub mod ids;
 pub mod kv;
+pub mod retry;
 pub mod topology;
 pub mod watch;
 
@@ -38,6 +39,12 @@ pub const SHED_HEADER: &str = "x-firebreak-shed";
 /// [`stream_silence_limit`] of it takes the stream as dead (a partition drops packets
 /// without a reset, and TCP alone would wait many minutes) and reconnects elsewhere.
 pub const KEEPALIVE_HEADER: &str = "x-firebreak-keepalive-ms";
+
+/// Response header of a push stream: the window, in milliseconds, over which its clients
+/// should spread their reconnects when it ends (a server sizes it to its fleet: what the
+/// surviving sites can take). It overrides the client's own first backoff window, as an
+/// SSE `retry:` field in an event does.
+pub const RECONNECT_WINDOW_HEADER: &str = "x-firebreak-reconnect-window-ms";
 
 /// How long a push stream advertising `keepalive` may stay silent before its client takes
 /// it as dead: two keepalives and a second, so one late comment on a busy site is not a

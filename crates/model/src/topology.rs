@@ -75,6 +75,18 @@ pub struct ServiceSpec {
     /// name order.
     #[serde(default)]
     pub priorities: Vec<SiteId>,
+    /// Writes that may be sent again after their outcome became unknown, as
+    /// `"METHOD /path"` with `*` for one segment: the ones the service deduplicates.
+    /// GET and HEAD are always safe; see [`crate::retry`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retry_safe: Vec<String>,
+}
+
+impl ServiceSpec {
+    /// Whether a `method` request to `path` may be sent again after a lost answer.
+    pub fn retry_safe(&self, method: &str, path: &str) -> bool {
+        crate::retry::is_safe(&self.retry_safe, method, path)
+    }
 }
 
 /// An HTTP health check, run by the agent of the site the endpoint is in.
@@ -246,6 +258,7 @@ impl Topology {
                 ));
             }
         }
+        crate::retry::check_rules(&format!("{at}.retry_safe"), &service.retry_safe)?;
         let h = &service.health;
         if !h.path.starts_with('/') {
             return Err(InvalidInput::new(

@@ -149,12 +149,12 @@ fn run(scenario: Scenario) -> String {
         } else {
             panic!("step at {at_ms} has no action");
         };
-        writeln!(
-            out,
-            "t={at_ms} {label}: {}",
-            outcome(&state.apply(&command))
-        )
-        .unwrap();
+        // As the node does: validate when proposing, then apply what was committed.
+        let result = match command.validate() {
+            Err(err) => format!("invalid: {err}"),
+            Ok(()) => outcome(&state.apply(&command)),
+        };
+        writeln!(out, "t={at_ms} {label}: {result}").unwrap();
     }
     let f = &state.failover;
     writeln!(out, "-- final routing").unwrap();

@@ -5,10 +5,18 @@
 //!   request ─► routing[service].serving ─► own site first, then topology priority
 //!           ─► forward (method, headers, bounded body; the response streams through,
 //!              so push streams work) ─► response + x-firebreak-site, x-firebreak-epoch
-//!   instance unreachable ─► next serving site, only when safe: a connection that was
-//!              never made, a GET, or a request with an Idempotency-Key header
+//!   no connection made ─► next serving site (nothing was sent)
+//!   sent, answer lost ─► retry-safe (GET, HEAD, the service's `retry_safe` routes in
+//!              the topology)? next serving site : 504 outcome_unknown
 //!   instance sheds load (503 + x-firebreak-shed) ─► relayed: the client decides
+//!   no site answered ─► 503 unavailable only if the request was never sent to any
+//!              instance; 504 outcome_unknown if one may have received it
 //! ```
+//!
+//! So a 503 from the gateway always means "nothing was applied": a client may send it
+//! anywhere again. Whether a request is safe to repeat is declared per service and route
+//! in the topology, by whoever knows what the service deduplicates; no header of the
+//! request is trusted for it.
 //!
 //! A node cut off from its control group (no leader in reach) answers 503 at once: its
 //! routing may be stale and its site cannot commit, so the client should go elsewhere.
@@ -42,11 +50,20 @@ const HOP_HEADERS: [&str; 6] = [
     "content-length",
 ];
 
-/// The instances to try for `service`, best first, with the service's epoch.
-fn candidates(api: &Api, service: &str) -> Option<(Vec<(SiteId, String)>, u64)> {
+/// Where a request goes: the instances to try, best first, the service's epoch, and
+/// whether the request may be sent again after a lost answer.
+struct Plan {
+    targets: Vec<(SiteId, String)>,
+    epoch: u64,
+    retry_safe: bool,
+}
+
+/// The plan for a `method` request to `path` of `service`.
+fn candidates(api: &Api, service: &str, method: &Method, path: &str) -> Option<Plan> {
     api.control.reader.read(|c| {
         let f = &c.failover;
         let spec = f.topology.as_ref()?.service(service)?;
+        let retry_safe = spec.retry_safe(method.as_str(), path);
         let route = f.routing.get(service)?;
         let own = &api.config.site;
         let mut sites: Vec<SiteId> = Topology::ranked_sites(spec)
@@ -57,11 +74,15 @@ fn candidates(api: &Api, service: &str) -> Option<(Vec<(SiteId, String)>, u64)> 
             let mine = sites.remove(i);
             sites.insert(0, mine);
         }
-        let out = sites
+        let targets = sites
             .into_iter()
-            .map(|s| (s.clone(), spec.endpoints[&s].clone()))
+            .filter_map(|s| Some((s.clone(), spec.endpoints.get(&s)?.clone())))
             .collect();
-        Some((out, route.epoch))
+        Some(Plan {
+            targets,
+            epoch: route.epoch,
+            retry_safe,
+        })
     })
 }
 
@@ -83,7 +104,8 @@ pub async fn forward(
             "this node is cut off from its control group (no leader in reach); try another node",
         ));
     }
-    let (targets, epoch) = candidates(&api, &service).ok_or_else(|| {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let plan = candidates(&api, &service, &method, uri.path()).ok_or_else(|| {
         // A replica without any topology is starting or catching up (a node restored on
         // an empty disk): "no such service" would be a wrong definitive answer.
         if api.control.reader.read(|c| c.failover.topology.is_none()) {
@@ -100,7 +122,7 @@ pub async fn forward(
             )
         }
     })?;
-    if targets.is_empty() {
+    if plan.targets.is_empty() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -116,46 +138,92 @@ pub async fn forward(
                 format!("request body is over {MAX_GATEWAY_BODY_BYTES} bytes"),
             )
         })?;
-    let safe =
-        method == Method::GET || method == Method::HEAD || headers.contains_key("idempotency-key");
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let request = Outgoing {
+        method,
+        path,
+        headers,
+        body,
+    };
+    try_sites(&api, &service, &plan, &request).await
+}
+
+/// A request as the gateway passes it on.
+struct Outgoing {
+    method: Method,
+    path: String,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+}
+
+/// Sends `request` to the plan's instances in turn until one answers (see the module
+/// docs for when it moves on).
+async fn try_sites(
+    api: &Api,
+    service: &str,
+    plan: &Plan,
+    request: &Outgoing,
+) -> ApiResult<Response> {
     let mut tried = Vec::new();
-    for (site, endpoint) in &targets {
-        let mut request = api.gateway.request(
-            method.clone(),
-            format!("{}{path}", endpoint.trim_end_matches('/')),
-        );
-        for (name, value) in &headers {
+    let mut sent = false;
+    for (site, endpoint) in &plan.targets {
+        let url = format!("{}{}", endpoint.trim_end_matches('/'), request.path);
+        let mut outgoing = api.gateway.request(request.method.clone(), url);
+        for (name, value) in &request.headers {
             if !HOP_HEADERS.contains(&name.as_str()) {
-                request = request.header(name, value);
+                outgoing = outgoing.header(name, value);
             }
         }
-        match request.body(body.clone()).send().await {
-            // An instance that sheds load is answered as is: the client moves on to
-            // another gateway (another site) or waits as Retry-After asks.
+        match outgoing.body(request.body.clone()).send().await {
+            // An instance's own 503 means it applied nothing; one that sheds load is
+            // answered as is: the client moves on to another gateway (another site) or
+            // waits as Retry-After asks.
             Ok(response)
                 if response.status() == StatusCode::SERVICE_UNAVAILABLE
-                    && safe
-                    && !response.headers().contains_key(firebreak_model::SHED_HEADER) =>
+                    && plan.retry_safe
+                    && !response
+                        .headers()
+                        .contains_key(firebreak_model::SHED_HEADER) =>
             {
                 tried.push(format!("{site}: 503"));
             }
-            Ok(response) => return Ok(relay(response, site, epoch, api.contact.clone())),
-            Err(err) if err.is_connect() || safe => tried.push(format!("{site}: {err}")),
+            Ok(response) => {
+                return Ok(relay(response, site, plan.epoch, api.contact.clone()));
+            }
+            Err(err) if err.is_connect() => tried.push(format!("{site}: {err}")),
+            Err(err) if plan.retry_safe => {
+                sent = true;
+                tried.push(format!("{site}: {err} (after sending)"));
+            }
             Err(err) => {
-                return Err(ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "outcome_unknown",
-                    format!("instance in {site} took the request but did not answer ({err}); retry with an Idempotency-Key"),
-                ))
+                return Err(outcome_unknown(format!(
+                    "instance in {site} took the request but did not answer ({err})"
+                )))
             }
         }
+    }
+    let tried = tried.join("; ");
+    if sent {
+        return Err(outcome_unknown(format!(
+            "no instance of {service} answered, and one may have received the request: {tried}"
+        )));
     }
     Err(ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "unavailable",
-        format!("no instance of {service} answered: {}", tried.join("; ")),
+        format!("no instance of {service} answered, and none applied the request: {tried}"),
     ))
+}
+
+/// 504: the request may have been applied; `what` says why nobody knows.
+fn outcome_unknown(what: String) -> ApiError {
+    ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "outcome_unknown",
+        format!(
+            "{what}; it may have been applied: retry only if the service deduplicates it \
+             (the same idempotency key or message id), or check its outcome first"
+        ),
+    )
 }
 
 /// The instance's answer with the gateway's headers; a push stream ends early if this node

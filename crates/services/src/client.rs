@@ -18,9 +18,10 @@
 //! was reached draws on a retry budget ([`RETRY_RATIO`] of the requests made), so that an
 //! overloaded service gets at most that much extra load from its clients' retries.
 //!
-//! Idempotent requests are GETs and writes that carry a key the service deduplicates on
-//! (`client_msg_id`, `idempotency_key`); the key also travels as `Idempotency-Key`, which
-//! tells the gateway it may retry on another site.
+//! Whether a request may be sent again after a lost answer is the caller's [`Retry`]: a
+//! read, or a write the service deduplicates (`client_msg_id`, `idempotency_key`). The
+//! gateways decide the same from the topology's `retry_safe` routes; a 503 from them means
+//! nothing was applied, and a 504 that something may have been.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -55,6 +56,15 @@ impl Outcome {
             _ => None,
         }
     }
+}
+
+/// Whether a request may be sent again once its outcome is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// A read, or a write the service applies at most once whatever the repeats.
+    Safe,
+    /// A write a repeat could apply twice: a lost answer makes it [`Outcome::Unknown`].
+    Once,
 }
 
 /// Client settings.
@@ -143,15 +153,16 @@ impl Client {
         self.rng.lock().expect("rng lock").gen::<f64>()
     }
 
-    /// Sends a request with retries; `key` marks it idempotent.
+    /// Sends a request with retries; only a [`Retry::Safe`] one is sent again after its
+    /// answer was lost.
     pub async fn request(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
-        key: Option<&str>,
+        retry: Retry,
     ) -> Outcome {
-        let idempotent = key.is_some() || method == Method::GET;
+        let idempotent = retry == Retry::Safe;
         let mut maybe_applied = None;
         let mut last = String::new();
         let gateways = self.config.gateways.len();
@@ -176,9 +187,6 @@ impl Client {
                 .request(method.clone(), self.config.tls.url(gateway, path));
             if let Some(body) = body {
                 request = request.json(body);
-            }
-            if let Some(key) = key {
-                request = request.header("idempotency-key", key);
             }
             let retry_after = match request.send().await {
                 Ok(response) => {
@@ -296,7 +304,7 @@ impl Client {
     ) -> Outcome {
         let request = json!({ "client_msg_id": client_msg_id, "sender": sender, "body": body });
         let path = format!("/messaging/conversations/{conversation}/messages");
-        self.request(Method::POST, &path, Some(&request), Some(client_msg_id))
+        self.request(Method::POST, &path, Some(&request), Retry::Safe)
             .await
     }
 
@@ -306,21 +314,17 @@ impl Client {
             Method::GET,
             &format!("/messaging/conversations/{conversation}/messages?after={after}"),
             None,
-            None,
+            Retry::Safe,
         )
         .await
     }
 
-    /// Opens an account (a retry after an unknown outcome may answer 409 `exists`).
+    /// Opens an account; a repeat cannot open it twice, but a repeat after a lost answer
+    /// may answer 409 `exists` for the account the first attempt opened.
     pub async fn open_account(&self, id: &str, balance: u64) -> Outcome {
         let body = json!({ "id": id, "balance": balance });
-        self.request(
-            Method::POST,
-            "/payments/accounts",
-            Some(&body),
-            Some(&format!("open-{id}")),
-        )
-        .await
+        self.request(Method::POST, "/payments/accounts", Some(&body), Retry::Safe)
+            .await
     }
 
     /// Moves money once per `idempotency_key`, however often it is retried.
@@ -337,7 +341,7 @@ impl Client {
             Method::POST,
             "/payments/transfers",
             Some(&body),
-            Some(idempotency_key),
+            Retry::Safe,
         )
         .await
     }
@@ -345,49 +349,47 @@ impl Client {
     /// The recorded result of a transfer (404 if it never applied); never applies it.
     pub async fn transfer_record(&self, idempotency_key: &str) -> Outcome {
         let path = format!("/payments/transfers/{idempotency_key}");
-        self.request(Method::GET, &path, None, None).await
+        self.request(Method::GET, &path, None, Retry::Safe).await
     }
 
     /// An account's balance.
     pub async fn balance(&self, id: &str) -> Outcome {
         let path = format!("/payments/accounts/{id}");
-        self.request(Method::GET, &path, None, None).await
+        self.request(Method::GET, &path, None, Retry::Safe).await
     }
 
     /// The sum of every balance.
     pub async fn total(&self) -> Outcome {
-        self.request(Method::GET, "/payments/total", None, None)
+        self.request(Method::GET, "/payments/total", None, Retry::Safe)
             .await
     }
 
-    /// Registers a user.
+    /// Registers a user; like [`Client::open_account`], a repeat may answer 409 `exists`.
     pub async fn register(&self, user: &str, password: &str) -> Outcome {
         let body = json!({ "user": user, "password": password });
-        self.request(
-            Method::POST,
-            "/login/users",
-            Some(&body),
-            Some(&format!("register-{user}")),
-        )
-        .await
+        self.request(Method::POST, "/login/users", Some(&body), Retry::Safe)
+            .await
     }
 
-    /// Logs in; a retry only makes another session, so it is safe.
+    /// Logs in. The service does not deduplicate logins: a repeat after a lost answer
+    /// makes a second session, which nobody holds and which expires and is swept after
+    /// the session lifetime. That is harmless, so a login is declared safe to repeat
+    /// (here and in the topology's `retry_safe`).
     pub async fn log_in(&self, user: &str, password: &str) -> Outcome {
         let body = json!({ "user": user, "password": password });
-        self.request(
-            Method::POST,
-            "/login/sessions",
-            Some(&body),
-            Some(&format!("login-{user}")),
-        )
-        .await
+        self.request(Method::POST, "/login/sessions", Some(&body), Retry::Safe)
+            .await
     }
 
     /// Checks a session token.
     pub async fn validate(&self, token: &str) -> Outcome {
-        self.request(Method::GET, &format!("/login/sessions/{token}"), None, None)
-            .await
+        self.request(
+            Method::GET,
+            &format!("/login/sessions/{token}"),
+            None,
+            Retry::Safe,
+        )
+        .await
     }
 
     /// Follows a conversation's push stream from after `after`, reconnecting with
@@ -432,6 +434,8 @@ impl Client {
             let mut reconnects = 0u32;
             // Gateways whose connection ended or failed since a stream was last open.
             let mut avoid = vec![false; gateways.len()];
+            // The reconnect window the servers suggested last, if any.
+            let mut window = None;
             while failures < max_reconnects && !tx.is_closed() {
                 let address = &gateways[gateway];
                 let url = client.config.tls.url(
@@ -451,51 +455,15 @@ impl Client {
                     .await;
                 let mut retry_after = None;
                 match streaming {
-                    Ok(mut response) if response.status().is_success() => {
+                    Ok(response) if response.status().is_success() => {
                         observer(StreamEvent::Open { gateway: address });
                         failures = 0;
                         avoid.fill(false);
-                        let silence = stream_silence(response.headers());
-                        let mut buffer = String::new();
-                        loop {
-                            let chunk = match tokio::time::timeout(silence, response.chunk()).await
-                            {
-                                Ok(Ok(Some(chunk))) => chunk,
-                                Ok(_) => break,
-                                Err(_) => {
-                                    tracing::warn!(
-                                        gateway = %address,
-                                        silent_ms = silence.as_millis() as u64,
-                                        "push stream silent past its keepalive; reconnecting"
-                                    );
-                                    break;
-                                }
-                            };
-                            buffer.push_str(&String::from_utf8_lossy(&chunk));
-                            while let Some(end) = buffer.find("\n\n") {
-                                let block: String = buffer.drain(..end + 2).collect();
-                                let data = block.lines().find_map(|l| l.strip_prefix("data:"));
-                                let Some(message) =
-                                    data.and_then(|d| serde_json::from_str::<Value>(d.trim()).ok())
-                                else {
-                                    continue;
-                                };
-                                let seq = message["seq"].as_u64().unwrap_or(0);
-                                if seq <= last {
-                                    continue;
-                                }
-                                last = seq;
-                                if tx.send(message).await.is_err() {
-                                    return;
-                                }
-                            }
-                            if buffer.len() > MAX_EVENT_BYTES {
-                                tracing::warn!(
-                                    bytes = buffer.len(),
-                                    "push stream event too large; reconnecting"
-                                );
-                                break;
-                            }
+                        window = header_window(response.headers()).or(window);
+                        let read = pump(response, address, &mut last, &tx).await;
+                        window = read.window.or(window);
+                        if read.receiver_gone {
+                            return;
                         }
                     }
                     Ok(response) => {
@@ -514,17 +482,81 @@ impl Client {
                 // and not back to one that failed since the last open stream.
                 avoid[gateway] = true;
                 gateway = firebreak_model::next_gateway(gateway, &avoid, client.jitter());
-                tokio::time::sleep(client.config.stream_backoff.delay(
-                    failures,
-                    client.jitter(),
-                    retry_after,
-                ))
-                .await;
+                let backoff = match window {
+                    Some(w) => Backoff {
+                        base: w,
+                        cap: client.config.stream_backoff.cap.max(w),
+                    },
+                    None => client.config.stream_backoff,
+                };
+                tokio::time::sleep(backoff.delay(failures, client.jitter(), retry_after)).await;
                 failures += 1;
             }
         });
         rx
     }
+}
+
+/// What reading one open push stream left behind.
+struct Pumped {
+    /// The reconnect window the stream's last `retry:` suggested.
+    window: Option<Duration>,
+    /// The receiver was dropped: stop following.
+    receiver_gone: bool,
+}
+
+/// Passes the messages of an open push stream to `tx`, each once and in order (those at or
+/// below `last` are dropped), until the stream ends, fails or falls silent.
+async fn pump(
+    response: reqwest::Response,
+    gateway: &str,
+    last: &mut u64,
+    tx: &tokio::sync::mpsc::Sender<Value>,
+) -> Pumped {
+    use futures::StreamExt;
+    let silence = stream_silence(response.headers());
+    let mut events = std::pin::pin!(crate::push::events(response.bytes_stream(), Some(silence)));
+    let mut window = None;
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(err) => {
+                tracing::warn!(%gateway, cause = %err, "push stream ended; reconnecting");
+                break;
+            }
+        };
+        if let Some(retry) = event.retry {
+            window = Some(crate::push::window(retry));
+        }
+        let Ok(message) = serde_json::from_str::<Value>(&event.data) else {
+            continue;
+        };
+        let seq = message["seq"].as_u64().unwrap_or(0);
+        if seq <= *last {
+            continue;
+        }
+        *last = seq;
+        if tx.send(message).await.is_err() {
+            return Pumped {
+                window,
+                receiver_gone: true,
+            };
+        }
+    }
+    Pumped {
+        window,
+        receiver_gone: false,
+    }
+}
+
+/// The reconnect window a push stream's answer suggests
+/// ([`firebreak_model::RECONNECT_WINDOW_HEADER`]), within the client's bounds.
+fn header_window(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(firebreak_model::RECONNECT_WINDOW_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|ms| crate::push::window(Duration::from_millis(ms)))
 }
 
 /// The `error.message` of an error answer, or nothing.
@@ -553,10 +585,6 @@ const STREAM_CONNECT_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// Longest keepalive interval the client believes (and assumes when none is advertised).
 const MAX_KEEPALIVE: Duration = Duration::from_secs(1800);
-
-/// Largest push event the client buffers; a stream sending more without a blank line is
-/// broken, and the client reconnects.
-const MAX_EVENT_BYTES: usize = 1 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -604,7 +632,7 @@ mod tests {
         });
         let requests = 200u64;
         for _ in 0..requests {
-            let outcome = client.request(Method::GET, "/x", None, None).await;
+            let outcome = client.request(Method::GET, "/x", None, Retry::Safe).await;
             assert!(matches!(outcome, Outcome::Failed(_)), "{outcome:?}");
         }
         let rounds = requests as f64 + RETRY_BURST + RETRY_RATIO * requests as f64;
@@ -649,7 +677,7 @@ mod tests {
             seed: 1,
         });
         let outcome = client
-            .request(Method::POST, "/x", Some(&json!({})), None)
+            .request(Method::POST, "/x", Some(&json!({})), Retry::Once)
             .await;
         match outcome {
             Outcome::Unknown(reason) => assert!(reason.contains("answer was cut"), "{reason}"),

@@ -21,4 +21,16 @@ mod http;
 pub mod login;
 pub mod messaging;
 pub mod payments;
+pub mod push;
 pub mod state;
+
+/// The `retry_safe` routes of reference service `name` for a topology (empty for a name
+/// that is not one).
+pub fn retry_safe(name: &str) -> &'static [&'static str] {
+    match name {
+        "messaging" => messaging::RETRY_SAFE,
+        "payments" => payments::RETRY_SAFE,
+        "login" => login::RETRY_SAFE,
+        _ => &[],
+    }
+}

@@ -41,6 +41,16 @@ const MAX_USER_BYTES: usize = 64;
 const MIN_PASSWORD_BYTES: usize = 8;
 const MAX_PASSWORD_BYTES: usize = 256;
 
+/// The writes a repeat cannot apply twice, for the topology's `retry_safe`: a user registers once (a repeat
+/// answers 409 `exists`) and logging out twice is logging out. A repeated login is not
+/// deduplicated: it makes a second session that nobody holds, which expires and is swept
+/// after `session_ttl`; harmless, so it is declared safe.
+pub const RETRY_SAFE: &[&str] = &[
+    "POST /login/users",
+    "POST /login/sessions",
+    "DELETE /login/sessions/*",
+];
+
 /// How the service runs.
 #[derive(Debug, Clone)]
 pub struct Config {

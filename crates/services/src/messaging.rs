@@ -58,6 +58,10 @@ const IDLE_REREAD: Duration = Duration::from_secs(60);
 /// Pause before the hub retries an unreachable state group.
 const HUB_RETRY: Duration = Duration::from_millis(500);
 
+/// The writes a repeat cannot apply twice, for the topology's `retry_safe`: a message is stored once per
+/// `client_msg_id`.
+pub const RETRY_SAFE: &[&str] = &["POST /messaging/conversations/*/messages"];
+
 /// How the service runs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -71,6 +75,10 @@ pub struct Config {
     pub max_streams: usize,
     /// Interval of the keepalive comment on idle streams.
     pub keepalive: Duration,
+    /// The window over which the clients of a stream that ends should spread their
+    /// reconnects, sized to the fleet (sent as [`firebreak_model::RECONNECT_WINDOW_HEADER`]);
+    /// `None` leaves it to each client's backoff.
+    pub reconnect_window: Option<Duration>,
     pub state_timeout: Duration,
 }
 
@@ -80,6 +88,7 @@ struct Service {
     permits: Semaphore,
     streams: Arc<Semaphore>,
     keepalive: Duration,
+    reconnect_window: Option<Duration>,
 }
 
 /// A stored message.
@@ -103,6 +112,7 @@ pub fn router(config: Config) -> Router {
         permits: Semaphore::new(config.max_concurrent),
         streams: Arc::new(Semaphore::new(config.max_streams)),
         keepalive: config.keepalive,
+        reconnect_window: config.reconnect_window,
     });
     Router::new()
         .route(
@@ -297,11 +307,18 @@ async fn stream(
         rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
     });
     let keepalive_ms = HeaderValue::from(service.keepalive.as_millis() as u64);
-    Ok((
+    let mut response = (
         [(firebreak_model::KEEPALIVE_HEADER, keepalive_ms)],
         Sse::new(events).keep_alive(KeepAlive::new().interval(service.keepalive)),
     )
-        .into_response())
+        .into_response();
+    if let Some(window) = service.reconnect_window {
+        response.headers_mut().insert(
+            firebreak_model::RECONNECT_WINDOW_HEADER,
+            HeaderValue::from(window.as_millis() as u64),
+        );
+    }
+    Ok(response)
 }
 
 /// What the hub tells a stream.

@@ -44,6 +44,10 @@ const MAX_CAS_ATTEMPTS: usize = 32;
 /// Largest amount one transfer moves, and largest opening balance.
 pub const MAX_AMOUNT: u64 = 1_000_000_000_000;
 
+/// The writes a repeat cannot apply twice, for the topology's `retry_safe`: a transfer applies once per
+/// idempotency key, and an account opens once (a repeat answers 409 `exists`).
+pub const RETRY_SAFE: &[&str] = &["POST /payments/accounts", "POST /payments/transfers"];
+
 /// How the service runs.
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -202,7 +202,7 @@ mod tests {
             "{conf}"
         );
         // 17 items (a leaf splits above 16) of the largest entry fit under a quarter.
-        assert!(17 * crate::log_store::MAX_ENCODED_ENTRY_BYTES < crate::SEGMENT_BYTES / 4);
+        const { assert!(17 * crate::log_store::MAX_ENCODED_ENTRY_BYTES < crate::SEGMENT_BYTES / 4) };
     }
 
     #[test]

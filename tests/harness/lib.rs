@@ -123,12 +123,22 @@ pub fn cli(args: &[&str], nodes: &[String], token: Option<&str>) -> (i32, String
 pub fn apply_topology(cluster: &TestCluster, name: &str, yaml: &str) {
     let path = cluster.dir.path().join(name);
     std::fs::write(&path, yaml).expect("write topology");
-    let (code, out, err) = cli(
-        &["topology", "apply", path.to_str().unwrap()],
-        &cluster.admin_addrs(),
-        Some(TEST_TOKEN),
-    );
-    assert_eq!(code, 0, "topology apply failed: {out}{err}");
+    // Right after an election a node may not know its leader yet (a busy machine runs
+    // several clusters at once): that refusal changed nothing, so try again until DEADLINE.
+    let started = Instant::now();
+    loop {
+        let (code, out, err) = cli(
+            &["topology", "apply", path.to_str().unwrap()],
+            &cluster.admin_addrs(),
+            Some(TEST_TOKEN),
+        );
+        let electing = err.contains("no leader is known yet");
+        if code == 0 || !electing || started.elapsed() > DEADLINE {
+            assert_eq!(code, 0, "topology apply failed: {out}{err}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// A topology whose one service per mode is the nodes' own HTTP API (`/v1/health`), so a
@@ -289,6 +299,7 @@ impl TestCluster {
 
     /// Starts node `i`'s process.
     pub fn spawn(&mut self, i: usize) {
+        let clock_step_file = self.clock_step_file(i);
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "node {i} is already running");
         let log = std::fs::OpenOptions::new()
@@ -310,12 +321,29 @@ impl TestCluster {
             .arg(&node.config)
             .env("FIREBREAK_LOG", "info,openraft=warn")
             .env("FIREBREAK_NODE_TOKENS", format!("tester:{TEST_TOKEN}"))
+            .env("FIREBREAK_DEBUG_CLOCK_STEP_FILE", clock_step_file)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
             .stderr(log)
             .spawn()
             .expect("spawn firebreak node");
         node.child = Some(child);
+    }
+
+    /// The file node `i` (a debug build) reads its clock step from.
+    fn clock_step_file(&self, i: usize) -> PathBuf {
+        self.dir
+            .path()
+            .join(format!("{}.clock-step", self.nodes[i].site))
+    }
+
+    /// Steps node `i`'s wall clock to `ms` ahead of the system's (behind if negative), as
+    /// an NTP step would; 0 puts it back.
+    pub fn step_clock(&self, i: usize, ms: i64) {
+        let path = self.clock_step_file(i);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, ms.to_string()).expect("write clock step");
+        std::fs::rename(&tmp, &path).expect("install clock step");
     }
 
     /// Starts `firebreak serve SERVICE` in site `i` (its node first in `--nodes`) on a free

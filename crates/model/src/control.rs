@@ -31,6 +31,11 @@ pub struct ControlState {
     /// Topology, leases, health, routing, controls and audit.
     #[serde(default)]
     pub failover: Failover,
+    /// The latest time stamped on an applied command: where the control group's timeline
+    /// has got to. Every node's clock follows it, so that no leader stamps into the past
+    /// of the one before it (however far behind its own wall clock is).
+    #[serde(default)]
+    pub clock_ms: u64,
 }
 
 /// What the control group knows of one site.
@@ -108,6 +113,21 @@ pub enum ControlResponse {
 }
 
 impl ControlCommand {
+    /// The command's time, if it carries one.
+    pub fn at_ms(&self) -> Option<u64> {
+        match self {
+            ControlCommand::ApplyTopology { at_ms, .. }
+            | ControlCommand::RenewLease { at_ms, .. }
+            | ControlCommand::ReportHealth { at_ms, .. }
+            | ControlCommand::Restore { at_ms, .. }
+            | ControlCommand::Freeze { at_ms, .. }
+            | ControlCommand::Unfreeze { at_ms, .. }
+            | ControlCommand::Evacuate { at_ms, .. } => Some(*at_ms),
+            ControlCommand::Route(change) => Some(change.at_ms),
+            ControlCommand::RegisterMember { .. } | ControlCommand::Ping => None,
+        }
+    }
+
     /// Sets the command's time, as the control leader does when it proposes it, so that
     /// every time in the control state comes from one clock per leadership.
     pub fn stamp(&mut self, now_ms: u64) {
@@ -138,6 +158,9 @@ impl ControlState {
     /// version, and an entry today's limits would refuse must apply alike on every replica
     /// of a rolling upgrade.
     pub fn apply(&mut self, command: &ControlCommand) -> ControlResponse {
+        if let Some(at_ms) = command.at_ms() {
+            self.clock_ms = self.clock_ms.max(at_ms);
+        }
         match command {
             ControlCommand::RegisterMember { node_id, member } => {
                 let changed = self.members.get(node_id) != Some(member);

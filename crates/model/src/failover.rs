@@ -8,9 +8,13 @@
 //! ```
 //!
 //! Time: every command carries `at_ms`, stamped by the control leader that proposes it, so
-//! apply is deterministic. `decide` judges leases with the same leader's clock, and gives
-//! every site a grace of `site_down_after_ms` after a leadership change, so skew between
-//! two leaders' clocks never takes a site down.
+//! apply is deterministic. The stamps lie on one timeline: a node's clock advances with its
+//! monotonic clock and never reads behind the group's latest stamp (`ControlState::clock_ms`,
+//! followed by the node's `clock`), so a clock step on a leader, or skew between two
+//! leaders' clocks, neither takes a live site down nor keeps a dead one up. `decide` judges
+//! leases and dwell as differences on that timeline. After a leadership change the engine
+//! waits two lease intervals before it runs `decide`: no lease could be renewed while there
+//! was no leader.
 //!
 //! Invariants, enforced in apply for every routing change, automatic or manual:
 //! - a service always keeps a serving site (`min-serving`): automation fails static;

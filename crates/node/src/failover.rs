@@ -38,10 +38,14 @@ pub const ENGINE_TICK: Duration = Duration::from_millis(250);
 const LEADERSHIP_POLL: Duration = Duration::from_millis(50);
 /// How often the agent checks which probes are due.
 const AGENT_TICK: Duration = Duration::from_millis(100);
+/// How often a node moves its clock up to the control group's latest stamp.
+const CLOCK_TICK: Duration = Duration::from_millis(50);
 
 /// Starts the lease, agent and engine tasks; abort them to stop.
 pub fn spawn(api: Arc<Api>) -> Vec<JoinHandle<()>> {
+    crate::clock::now_ms(); // anchors the clock at start
     vec![
+        tokio::spawn(follow_clock(api.clone())),
         tokio::spawn(renew_leases(api.clone())),
         tokio::spawn(agent(api.clone())),
         tokio::spawn(engine(api)),
@@ -53,6 +57,17 @@ fn policy(api: &Api) -> Policy {
         .reader
         .read(|c| c.failover.topology.as_ref().map(|t| t.policy.clone()))
         .unwrap_or_default()
+}
+
+/// Keeps this node's clock from reading behind the control group's latest stamp (see
+/// `clock`), so that it stamps on the same timeline when it leads.
+async fn follow_clock(api: Arc<Api>) {
+    let mut tick = tokio::time::interval(CLOCK_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        crate::clock::observe(api.control.reader.read(|c| c.clock_ms));
+    }
 }
 
 async fn renew_leases(api: Arc<Api>) {

@@ -144,6 +144,7 @@ async fn a_session_made_in_one_instance_is_valid_in_another_after_the_first_is_g
         max_concurrent: 64,
         max_hashing: 2,
         session_ttl: Duration::from_secs(3600),
+        sweep_interval: Duration::from_secs(60),
         state_timeout: Duration::from_secs(5),
     };
     let (first, first_task) = login::spawn("127.0.0.1:0".parse().unwrap(), config.clone())
@@ -215,6 +216,83 @@ async fn a_session_made_in_one_instance_is_valid_in_another_after_the_first_is_g
         401
     );
     second_task.abort();
+}
+
+/// Expired sessions leave the state group in bounded sweeps; live ones stay. Without the
+/// sweep, every login ever made would stay in state and snapshots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_sessions_are_swept_and_live_ones_kept() {
+    use firebreak_services::state::StateClient;
+    let cluster = cluster().await;
+    let http = reqwest::Client::new();
+    let config = login::Config {
+        state_tls: cluster.service_tls("login"),
+        server_tls: None,
+        nodes: cluster.addrs(),
+        max_concurrent: 64,
+        max_hashing: 2,
+        session_ttl: Duration::from_secs(3),
+        sweep_interval: Duration::from_millis(300),
+        state_timeout: Duration::from_secs(5),
+    };
+    let state = StateClient::new(
+        cluster.addrs(),
+        cluster.service_tls("login"),
+        Duration::from_secs(5),
+    );
+    let sessions = || async {
+        let (entries, _) = state
+            .range("login/sessions/", None, 1000)
+            .await
+            .expect("range");
+        entries.len()
+    };
+    let (addr, task) = login::spawn("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let credentials = json!({ "user": "bob", "password": "correct horse battery" });
+    let created = http
+        .post(format!("http://{addr}/login/users"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let log_in = || async {
+        let session: Value = http
+            .post(format!("http://{addr}/login/sessions"))
+            .json(&credentials)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        session["token"].as_str().expect("a token").to_string()
+    };
+    for _ in 0..40 {
+        log_in().await;
+    }
+    assert_eq!(sessions().await, 40);
+    let started = std::time::Instant::now();
+    while sessions().await > 0 {
+        assert!(
+            started.elapsed() < firebreak_tests::DEADLINE,
+            "expired sessions were never swept"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A live session outlasts several sweeps.
+    let token = log_in().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let valid = http
+        .get(format!("http://{addr}/login/sessions/{token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(valid.status(), 200, "a live session was swept");
+    assert_eq!(sessions().await, 1);
+    task.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,6 +43,9 @@ pub enum Command {
         /// Session lifetime, in seconds.
         #[arg(long, default_value_t = 86_400)]
         session_ttl_secs: u64,
+        /// How often expired sessions are swept out of the state group, in seconds.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        sweep_interval_secs: u64,
     },
 }
 
@@ -155,6 +158,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Login {
             common,
             session_ttl_secs,
+            sweep_interval_secs,
         } => {
             let (state_tls, server_tls) = common.tls()?;
             let config = login::Config {
@@ -164,6 +168,7 @@ pub async fn run(command: Command) -> Result<()> {
                 max_concurrent: common.max_concurrent,
                 max_hashing: 4,
                 session_ttl: Duration::from_secs(session_ttl_secs),
+                sweep_interval: Duration::from_secs(sweep_interval_secs),
                 state_timeout: STATE_TIMEOUT,
             };
             (

@@ -7,10 +7,15 @@
 //!              ─► too many writes in flight ───► Overloaded            (nothing written)
 //!              ─► client_write, bounded by write_timeout
 //!                    ok ──────────────────────► response
-//!                    ForwardToLeader ─────────► NotLeader (openraft never appended it,
-//!                                                or truncated it)
+//!                    ForwardToLeader ─────────► OutcomeUnknown (see below)
 //!                    timeout / Raft stopped ──► OutcomeUnknown (it may still commit)
 //! ```
+//!
+//! A ForwardToLeader from `client_write` comes either from a leadership lost between the
+//! check above and the call (nothing appended) or from openraft truncating the appended
+//! entry under a new leader. The two cannot be told apart from the error, so it is an
+//! unknown outcome: NotLeader would have the caller forward the write to the new leader,
+//! and a write must never be proposed twice on the strength of a guess.
 //!
 //! openraft 0.9 keeps a leader that lost its quorum in the leader role and its writes hang
 //! (RAFT-NOTES.md); checking `millis_since_quorum_ack` first makes such a leader refuse
@@ -52,6 +57,18 @@ pub enum GroupError {
     /// entry limit, which would stop the group.
     #[error("command is {bytes} bytes once encoded, over the limit of {limit}")]
     TooLarge { bytes: usize, limit: usize },
+}
+
+/// The answer to a write that openraft took and then handed to another leader
+/// (ForwardToLeader): it may have been appended, so it is never forwarded again.
+fn handed_over(leader: Option<NodeId>) -> GroupError {
+    let leader = leader.map_or_else(|| "none known yet".to_string(), |id| format!("node {id}"));
+    GroupError::OutcomeUnknown {
+        reason: format!(
+            "leadership moved while the write was being proposed (new leader: {leader}); \
+             it may have been appended and may still commit, so it was not forwarded"
+        ),
+    }
 }
 
 /// Counts what serializing writes, without keeping it.
@@ -216,9 +233,7 @@ impl<M: Machine> Group<M> {
         {
             Ok(Ok(response)) => Ok(response.data),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
-                Err(GroupError::NotLeader {
-                    leader: forward.leader_id.zip(forward.leader_node),
-                })
+                Err(handed_over(forward.leader_id))
             }
             Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(err)))) => {
                 Err(GroupError::OutcomeUnknown {

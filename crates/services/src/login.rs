@@ -10,11 +10,17 @@
 //!
 //! Hashing is deliberately slow and CPU-bound: it runs on blocking threads, at most
 //! `max_hashing` at once; beyond that, and beyond `max_concurrent` requests, the service
-//! sheds load with 503 and Retry-After. Caveat: expired sessions are refused but their
-//! keys are not yet swept from the state group.
+//! sheds load with 503 and Retry-After.
+//!
+//! Expired sessions are refused at once and swept out of the state group every
+//! `sweep_interval`: each round reads at most [`SWEEP_PAGES`] pages of [`SWEEP_PAGE`]
+//! sessions from the node's replica, from where the last round stopped, and deletes the
+//! expired ones [`SWEEP_BATCH`] to a transaction, so state and snapshots stay flat however
+//! many sessions are made, and one round's load on the state group is bounded. Every
+//! instance sweeps; two deleting the same key is harmless.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -31,7 +37,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::http::{shed, Failure};
-use crate::state::StateClient;
+use crate::state::{StateClient, StateError};
 
 const USERS: &str = "login/users/";
 const SESSIONS: &str = "login/sessions/";
@@ -63,8 +69,17 @@ pub struct Config {
     /// Password hashes computed at once.
     pub max_hashing: usize,
     pub session_ttl: Duration,
+    /// How often expired sessions are swept.
+    pub sweep_interval: Duration,
     pub state_timeout: Duration,
 }
+
+/// Sessions read per page when sweeping.
+pub const SWEEP_PAGE: usize = 256;
+/// Most pages one sweep round reads; the next round carries on from there.
+pub const SWEEP_PAGES: usize = 16;
+/// Expired sessions deleted per transaction (at most the state group's ops per txn).
+pub const SWEEP_BATCH: usize = firebreak_model::kv::MAX_TXN_OPS;
 
 struct Service {
     state: StateClient,
@@ -95,6 +110,7 @@ pub fn router(config: Config) -> Router {
         hashing: Arc::new(Semaphore::new(config.max_hashing)),
         session_ttl: config.session_ttl,
     });
+    tokio::spawn(sweep(Arc::downgrade(&service), config.sweep_interval));
     Router::new()
         .route("/login/users", post(register))
         .route("/login/sessions", post(log_in))
@@ -110,6 +126,64 @@ pub async fn spawn(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let tls = config.server_tls.clone();
     crate::http::serve(listen, router(config), tls, "login").await
+}
+
+/// Sweeps expired sessions every `interval` until the service is dropped.
+async fn sweep(service: Weak<Service>, interval: Duration) {
+    let mut cursor = None;
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(service) = service.upgrade() else {
+            return;
+        };
+        match sweep_round(&service.state, &mut cursor, now_ms()).await {
+            Ok(0) => {}
+            Ok(swept) => tracing::info!(swept, "expired sessions swept"),
+            Err(err) => {
+                tracing::warn!(cause = %err, "session sweep failed; the next round retries")
+            }
+        }
+    }
+}
+
+/// One bounded round from `cursor` (the last key read; `None`: from the start); returns
+/// how many expired sessions it deleted.
+async fn sweep_round(
+    state: &StateClient,
+    cursor: &mut Option<String>,
+    now_ms: u64,
+) -> Result<usize, StateError> {
+    let mut swept = 0;
+    for _ in 0..SWEEP_PAGES {
+        let (page, _) = state
+            .range_stale(SESSIONS, cursor.as_deref(), SWEEP_PAGE)
+            .await?;
+        let full = page.len() == SWEEP_PAGE;
+        *cursor = page.last().filter(|_| full).map(|(key, _)| key.clone());
+        let expired: Vec<String> = page
+            .into_iter()
+            .filter(|(_, entry)| {
+                serde_json::from_str::<Session>(&entry.value)
+                    .is_ok_and(|s| s.expires_at_ms <= now_ms)
+            })
+            .map(|(key, _)| key)
+            .collect();
+        for batch in expired.chunks(SWEEP_BATCH) {
+            let txn = Txn {
+                success: batch
+                    .iter()
+                    .map(|key| TxnOp::Delete { key: key.clone() })
+                    .collect(),
+                ..Txn::default()
+            };
+            state.txn(&txn).await?;
+            swept += batch.len();
+        }
+        if cursor.is_none() {
+            break;
+        }
+    }
+    Ok(swept)
 }
 
 fn now_ms() -> u64 {

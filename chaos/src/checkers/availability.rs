@@ -138,9 +138,9 @@ fn figures_of(
             }
         }
     }
-    for (second, mut l) in seconds.iter_mut().zip(latencies) {
-        second.p50_ms = percentile(&mut l, 0.5);
-        second.max_ms = l.last().copied().unwrap_or(0);
+    for (second, l) in seconds.iter_mut().zip(latencies) {
+        second.p50_ms = percentile(&l, 0.5);
+        second.max_ms = l.iter().copied().max().unwrap_or(0);
     }
     let mut failover_ms = Some(0);
     for (i, at) in faults.iter().enumerate() {
@@ -163,8 +163,8 @@ fn figures_of(
             ok as f64 / total as f64
         },
         failover_ms,
-        latency_p50_ms: percentile(&mut all_latencies.clone(), 0.5),
-        latency_p99_ms: percentile(&mut all_latencies, 0.99),
+        latency_p50_ms: percentile(&all_latencies, 0.5),
+        latency_p99_ms: percentile(&all_latencies, 0.99),
         seconds,
     }
 }
@@ -233,8 +233,8 @@ fn check_steady_state(finding: &mut Finding, playbook: &Playbook, ops: &[&Operat
                 steady.availability_min * 100.0
             ));
         }
-        let mut latencies: Vec<u64> = inside.iter().filter_map(|o| o.latency_ms()).collect();
-        let p99 = percentile(&mut latencies, 0.99);
+        let latencies: Vec<u64> = inside.iter().filter_map(|o| o.latency_ms()).collect();
+        let p99 = percentile(&latencies, 0.99);
         if p99 > steady.latency_p99_ms_max {
             finding.violation(format!(
                 "{service}: p99 latency {p99} ms {name}, steady state allows {} ms",
@@ -244,14 +244,18 @@ fn check_steady_state(finding: &mut Finding, playbook: &Playbook, ops: &[&Operat
     }
 }
 
-/// The `q` quantile (0 to 1) of `values`, sorting them; 0 when empty.
-pub fn percentile(values: &mut [u64], q: f64) -> u64 {
-    if values.is_empty() {
+/// The `q` quantile (0 to 1) of `values` in ms, from an HDR histogram (3 significant
+/// digits); 0 when empty.
+pub fn percentile(values: &[u64], q: f64) -> u64 {
+    let mut histogram =
+        hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits is a valid precision");
+    for &value in values {
+        histogram.saturating_record(value);
+    }
+    if histogram.is_empty() {
         return 0;
     }
-    values.sort_unstable();
-    let rank = ((values.len() as f64 * q).ceil() as usize).clamp(1, values.len());
-    values[rank - 1]
+    histogram.value_at_quantile(q)
 }
 
 #[cfg(test)]
@@ -355,8 +359,8 @@ mod tests {
 
     #[test]
     fn percentiles() {
-        assert_eq!(percentile(&mut [5, 1, 3, 2, 4], 0.5), 3);
-        assert_eq!(percentile(&mut (1..=100).collect::<Vec<_>>(), 0.99), 99);
-        assert_eq!(percentile(&mut [], 0.99), 0);
+        assert_eq!(percentile(&[5, 1, 3, 2, 4], 0.5), 3);
+        assert_eq!(percentile(&(1..=100).collect::<Vec<_>>(), 0.99), 99);
+        assert_eq!(percentile(&[], 0.99), 0);
     }
 }

@@ -27,6 +27,8 @@ pub struct Api {
     pub tokens: Tokens,
     /// Failovers and blocked changes, for /metrics.
     pub counters: Counters,
+    /// The recorder /metrics renders.
+    pub(crate) metrics: crate::metrics::Registry,
     pub(crate) forward: reqwest::Client,
     /// How this node reaches its peers' peer listeners (its own certificate, the CA).
     pub(crate) peer_tls: firebreak_tls::ClientTls,
@@ -71,6 +73,7 @@ impl Api {
             state_writer,
             tokens,
             counters: Counters::default(),
+            metrics: crate::metrics::Registry::default(),
             forward,
             peer_tls,
             keys,

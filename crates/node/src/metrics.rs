@@ -1,5 +1,7 @@
-//! `/metrics` in Prometheus text format, rendered at each scrape from the node's state
-//! (no global recorder, so several nodes can live in one test process).
+//! `/metrics` in Prometheus text format. Each node has one recorder (not a global one, so
+//! several nodes can live in one test process); every scrape sets its gauges from the
+//! node's state and counters, and a series not set for [`IDLE_SERIES`] (a site or service
+//! removed from the topology) ages out.
 //!
 //! Gauges: per group leader id, term, commit and applied index; per site up and lease age;
 //! per service and site serving and healthy; days until this node's certificate expires.
@@ -13,19 +15,38 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use firebreak_model::failover::Rule;
 use metrics::{counter, gauge};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::clock::now_ms;
 use crate::context::Api;
 
+/// How long a series that no scrape set any more is kept.
+pub const IDLE_SERIES: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A node's metrics recorder.
+pub struct Registry {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .idle_timeout(metrics_util::MetricKindMask::ALL, Some(IDLE_SERIES))
+            .build_recorder();
+        let handle = recorder.handle();
+        Self { recorder, handle }
+    }
+}
+
 /// Renders every metric.
 pub async fn render(State(api): State<Arc<Api>>) -> impl IntoResponse {
-    let recorder = PrometheusBuilder::new().build_recorder();
-    let handle = recorder.handle();
-    metrics::with_local_recorder(&recorder, || record(&api));
+    let registry = &api.metrics;
+    metrics::with_local_recorder(&registry.recorder, || record(&api));
+    registry.handle.run_upkeep();
     (
         [("content-type", "text/plain; version=0.0.4")],
-        handle.render(),
+        registry.handle.render(),
     )
 }
 

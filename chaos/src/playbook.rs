@@ -417,6 +417,10 @@ pub struct Expectations {
     /// client using firebreak's client has a stream open again.
     #[serde(default)]
     pub idle_back_secs_max: Option<f64>,
+    /// Least ratio of the naive clients' peak reconnects per 100 ms at the survivors to
+    /// firebreak's clients' peak, in the same run: how much gentler firebreak's are.
+    #[serde(default)]
+    pub idle_peak_ratio_min: Option<f64>,
     /// Longest time from a message's acknowledgement to its push to each recipient.
     #[serde(default)]
     pub push_delay_secs_max: Option<f64>,
@@ -1109,6 +1113,16 @@ impl Playbook {
                     "idle_back_secs_max",
                     0,
                     "must be above 0",
+                ));
+            }
+        }
+        if let Some(ratio) = e.idle_peak_ratio_min {
+            if self.workload.idle_push.is_none() || ratio <= 0.0 {
+                return Err(Problem::at(
+                    "expect",
+                    "idle_peak_ratio_min",
+                    0,
+                    "must be above 0, with workload.idle_push (both kinds of idle client)",
                 ));
             }
         }

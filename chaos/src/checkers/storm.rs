@@ -2,7 +2,9 @@
 //! received the message sent after the workload, and firebreak's clients were back within
 //! `expect.idle_back_secs_max`. Measured per kind of client: reconnect attempts per 100 ms
 //! at the surviving sites (everything but `idle_push.through`) from the fault on, the
-//! peak, and the time until the last disrupted client had a stream open again.
+//! peak, and the time until the last disrupted client had a stream open again. With
+//! `expect.idle_peak_ratio_min`, the naive clients' peak must be at least that many times
+//! firebreak's, in the same run.
 //!
 //! A client counts as disrupted when it attempts a connection after the fault, and as back
 //! at its first stream opened after that attempt. The fault is the first timeline step
@@ -205,7 +207,28 @@ pub fn check(playbook: &Playbook, events: &[Event]) -> Option<(Finding, Vec<Stor
             "the probe message was never sent, so nobody can vouch the clients are back",
         );
     }
+    if let Some(min) = playbook.expect.idle_peak_ratio_min {
+        check_peak_ratio(&mut finding, &figures, min);
+    }
     Some((finding, figures))
+}
+
+/// The naive clients' peak reconnects per 100 ms must be at least `min` times firebreak's.
+fn check_peak_ratio(finding: &mut Finding, figures: &[StormFigures], min: f64) {
+    let peak = |kind| {
+        figures
+            .iter()
+            .find(|f| f.kind == kind)
+            .map_or(0, |f| f.peak_per_100ms)
+    };
+    let (firebreak, naive) = (peak(IdleKind::Firebreak), peak(IdleKind::Naive));
+    let ratio = naive as f64 / firebreak.max(1) as f64;
+    if ratio < min {
+        finding.violation(format!(
+            "firebreak's clients peaked at {firebreak} reconnects per 100 ms, the naive ones at \
+             {naive}: {ratio:.1}x gentler, the playbook wants at least {min}x"
+        ));
+    }
 }
 
 #[cfg(test)]
@@ -339,6 +362,20 @@ mod tests {
         let (finding, _) = check(&playbook("idle_back_secs_max: 0.5"), &storm()).unwrap();
         assert!(!finding.passed);
         assert!(finding.violations[0].contains("back 0.8 s after the fault"));
+    }
+
+    #[test]
+    fn a_storm_not_gentle_enough_is_caught() {
+        // Naive peak 2, firebreak's 1: twice as gentle.
+        let (finding, _) = check(&playbook("idle_peak_ratio_min: 2"), &storm()).unwrap();
+        assert!(finding.passed, "{:?}", finding.violations);
+        let (finding, _) = check(&playbook("idle_peak_ratio_min: 3"), &storm()).unwrap();
+        assert!(!finding.passed);
+        assert!(
+            finding.violations[0].contains("2.0x gentler, the playbook wants at least 3x"),
+            "{:?}",
+            finding.violations
+        );
     }
 
     #[test]

@@ -40,6 +40,22 @@ pub const SHED_HEADER: &str = "x-firebreak-shed";
 /// without a reset, and TCP alone would wait many minutes) and reconnects elsewhere.
 pub const KEEPALIVE_HEADER: &str = "x-firebreak-keepalive-ms";
 
+/// Request header: how many milliseconds its caller will wait for an answer, counted from
+/// when the request was sent. Each hop passes on what is left of it, and drops work whose
+/// deadline has passed: its caller has given up, and finishing it would only take capacity
+/// from requests that can still be answered in time.
+pub const DEADLINE_HEADER: &str = "x-firebreak-deadline-ms";
+
+/// Longest deadline a hop believes.
+pub const MAX_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The deadline a [`DEADLINE_HEADER`] value gives, at most [`MAX_DEADLINE`]; `None` for a
+/// value that is not a number of milliseconds.
+pub fn parse_deadline(value: &str) -> Option<std::time::Duration> {
+    let ms: u64 = value.trim().parse().ok()?;
+    Some(std::time::Duration::from_millis(ms).min(MAX_DEADLINE))
+}
+
 /// Response header of a push stream: the window, in milliseconds, over which its clients
 /// should spread their reconnects when it ends (a server sizes it to its fleet: what the
 /// surviving sites can take). It overrides the client's own first backoff window, as an

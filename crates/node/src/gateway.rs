@@ -13,6 +13,10 @@
 //!              instance; 504 outcome_unknown if one may have received it
 //! ```
 //!
+//! A request's deadline (`x-firebreak-deadline-ms`, what its caller will wait) bounds the
+//! whole relay: each instance is sent what is left of it, and when it runs out the gateway
+//! stops trying (503 if nothing was sent yet, else 504).
+//!
 //! So a 503 from the gateway always means "nothing was applied": a client may send it
 //! anywhere again. Whether a request is safe to repeat is declared per service and route
 //! in the topology, by whoever knows what the service deduplicates; no header of the
@@ -95,6 +99,11 @@ pub async fn forward(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
+    let deadline = headers
+        .get(firebreak_model::DEADLINE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(firebreak_model::parse_deadline)
+        .map(|budget| tokio::time::Instant::now() + budget);
     if !api.control.in_contact() {
         // Cut off (or mid-election): this replica's routing may be stale, and what its
         // site's services would write cannot commit. Send the client elsewhere at once.
@@ -143,6 +152,7 @@ pub async fn forward(
         path,
         headers,
         body,
+        deadline,
     };
     try_sites(&api, &service, &plan, &request).await
 }
@@ -153,6 +163,8 @@ struct Outgoing {
     path: String,
     headers: HeaderMap,
     body: axum::body::Bytes,
+    /// When the caller stops waiting, if it said.
+    deadline: Option<tokio::time::Instant>,
 }
 
 /// Sends `request` to the plan's instances in turn until one answers (see the module
@@ -166,14 +178,22 @@ async fn try_sites(
     let mut tried = Vec::new();
     let mut sent = false;
     for (site, endpoint) in &plan.targets {
-        let url = format!("{}{}", endpoint.trim_end_matches('/'), request.path);
-        let mut outgoing = api.gateway.request(request.method.clone(), url);
-        for (name, value) in &request.headers {
-            if !HOP_HEADERS.contains(&name.as_str()) {
-                outgoing = outgoing.header(name, value);
-            }
+        let left = request
+            .deadline
+            .map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            tried.push(format!("{site}: not tried, the caller's deadline passed"));
+            break;
         }
-        match outgoing.body(request.body.clone()).send().await {
+        let answer = match send(api, endpoint, request, left).await {
+            Some(answer) => answer,
+            None => {
+                return Err(outcome_unknown(format!(
+                    "the caller's deadline passed while the instance in {site} had the request"
+                )))
+            }
+        };
+        match answer {
             // An instance's own 503 means it applied nothing; one that sheds load is
             // answered as is: the client moves on to another gateway (another site) or
             // waits as Retry-After asks.
@@ -212,6 +232,34 @@ async fn try_sites(
         "unavailable",
         format!("no instance of {service} answered, and none applied the request: {tried}"),
     ))
+}
+
+/// Sends `request` to the instance at `endpoint` with `left` of its deadline (`None`:
+/// none); `None` when the deadline passed before the instance answered.
+async fn send(
+    api: &Api,
+    endpoint: &str,
+    request: &Outgoing,
+    left: Option<std::time::Duration>,
+) -> Option<reqwest::Result<reqwest::Response>> {
+    let url = format!("{}{}", endpoint.trim_end_matches('/'), request.path);
+    let mut outgoing = api.gateway.request(request.method.clone(), url);
+    for (name, value) in &request.headers {
+        let name = name.as_str();
+        if !HOP_HEADERS.contains(&name) && name != firebreak_model::DEADLINE_HEADER {
+            outgoing = outgoing.header(name, value);
+        }
+    }
+    let sending = match left {
+        Some(left) => outgoing.header(firebreak_model::DEADLINE_HEADER, left.as_millis() as u64),
+        None => outgoing,
+    }
+    .body(request.body.clone())
+    .send();
+    match left {
+        Some(left) => tokio::time::timeout(left, sending).await.ok(),
+        None => Some(sending.await),
+    }
 }
 
 /// 504: the request may have been applied; `what` says why nobody knows.

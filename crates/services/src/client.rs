@@ -182,9 +182,14 @@ impl Client {
             let mut reached = true;
             let gateway =
                 &self.config.gateways[(start + attempt as usize) % self.config.gateways.len()];
+            // The gateway and the service drop the work once this attempt stops waiting.
             let mut request = self
                 .http
-                .request(method.clone(), self.config.tls.url(gateway, path));
+                .request(method.clone(), self.config.tls.url(gateway, path))
+                .header(
+                    firebreak_model::DEADLINE_HEADER,
+                    self.config.timeout.as_millis() as u64,
+                );
             if let Some(body) = body {
                 request = request.json(body);
             }
@@ -520,6 +525,14 @@ async fn pump(
     while let Some(event) = events.next().await {
         let event = match event {
             Ok(event) => event,
+            // A connection that breaks is what losing a site looks like: not worth a warning
+            // from each of a million clients. A silent or oversized stream is.
+            Err(eventsource_stream::EventStreamError::Transport(
+                crate::push::StreamFault::Transport(cause),
+            )) => {
+                tracing::debug!(%gateway, %cause, "push stream connection ended; reconnecting");
+                break;
+            }
             Err(err) => {
                 tracing::warn!(%gateway, cause = %err, "push stream ended; reconnecting");
                 break;

@@ -92,6 +92,45 @@ pub(crate) fn check_id(field: &str, id: &str) -> Result<(), Failure> {
     })
 }
 
+/// Drops work whose caller has given up: a request whose [`firebreak_model::DEADLINE_HEADER`]
+/// is 0 is answered 503 at once (nothing was done), and one still running when its
+/// deadline passes is cut off with 504 `outcome_unknown` (a write may have reached the
+/// state group). A push stream's deadline covers only its opening.
+pub(crate) async fn deadline(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(budget) = request
+        .headers()
+        .get(firebreak_model::DEADLINE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(firebreak_model::parse_deadline)
+    else {
+        return next.run(request).await;
+    };
+    if budget.is_zero() {
+        return Failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "deadline_passed",
+            "the caller's deadline had passed when the request arrived; nothing was done".into(),
+        )
+        .into_response();
+    }
+    match tokio::time::timeout(budget, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Failure(
+            StatusCode::GATEWAY_TIMEOUT,
+            "outcome_unknown",
+            format!(
+                "the caller's deadline ({} ms) passed while the request was being served; it \
+                 may have been applied",
+                budget.as_millis()
+            ),
+        )
+        .into_response(),
+    }
+}
+
 /// The TLS a service serves with: its certificate (reloading) and the cluster CA; `None`
 /// serves plain HTTP (in-process tests, `--plaintext-for-debugging`).
 pub type ServerTls = Option<std::sync::Arc<rustls::ServerConfig>>;

@@ -116,6 +116,7 @@ pub fn router(config: Config) -> Router {
         .route("/login/sessions", post(log_in))
         .route("/login/sessions/{token}", get(validate).delete(log_out))
         .route("/health", get(|| async { Json(json!({ "ok": true })) }))
+        .layer(axum::middleware::from_fn(crate::http::deadline))
         .with_state(service)
 }
 

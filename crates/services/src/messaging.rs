@@ -124,6 +124,7 @@ pub fn router(config: Config) -> Router {
             get(stream),
         )
         .route("/health", get(|| async { Json(json!({ "ok": true })) }))
+        .layer(axum::middleware::from_fn(crate::http::deadline))
         .with_state(service)
 }
 

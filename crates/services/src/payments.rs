@@ -81,6 +81,7 @@ pub fn router(config: Config) -> Router {
         .route("/payments/transfers/{key}", get(transfer_record))
         .route("/payments/total", get(total))
         .route("/health", get(|| async { Json(json!({ "ok": true })) }))
+        .layer(axum::middleware::from_fn(crate::http::deadline))
         .with_state(service)
 }
 

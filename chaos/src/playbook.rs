@@ -93,6 +93,12 @@ pub struct TopologySpec {
     /// Least time between two routing changes of one service (the dwell rule).
     #[serde(default = "default_dwell_ms")]
     pub dwell_ms: u64,
+    /// How often every node renews its site's lease, and when a site whose lease is that
+    /// old is down (the topology's policy; default: its defaults, 500 and 2,000 ms).
+    #[serde(default)]
+    pub lease_interval_ms: Option<u64>,
+    #[serde(default)]
+    pub site_down_after_ms: Option<u64>,
     /// The nodes' Raft timings (default: the node's defaults, tuned for one machine);
     /// scale them with the round trip between sites, as the README explains.
     #[serde(default)]

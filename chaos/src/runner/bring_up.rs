@@ -82,7 +82,18 @@ fn topology(playbook: &Playbook, sites: &LocalSites) -> Value {
     json!({
         "sites": names.iter().map(|s| json!({ "name": s })).collect::<Vec<_>>(),
         "services": services,
-        "policy": { "dwell_ms": playbook.topology.dwell_ms },
+        "policy": policy(playbook),
+    })
+}
+
+/// The topology's policy: the playbook's timings over the defaults.
+fn policy(playbook: &Playbook) -> Value {
+    let t = &playbook.topology;
+    let defaults = firebreak_model::topology::Policy::default();
+    json!({
+        "dwell_ms": t.dwell_ms,
+        "lease_interval_ms": t.lease_interval_ms.unwrap_or(defaults.lease_interval_ms),
+        "site_down_after_ms": t.site_down_after_ms.unwrap_or(defaults.site_down_after_ms),
     })
 }
 

@@ -23,6 +23,7 @@ pub mod messaging;
 pub mod payments;
 pub mod push;
 pub mod state;
+mod stripes;
 
 /// The `retry_safe` routes of reference service `name` for a topology (empty for a name
 /// that is not one).

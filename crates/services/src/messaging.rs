@@ -89,6 +89,8 @@ struct Service {
     streams: Arc<Semaphore>,
     keepalive: Duration,
     reconnect_window: Option<Duration>,
+    /// One send per conversation at a time in this instance (see `stripes`).
+    stripes: crate::stripes::Stripes,
 }
 
 /// A stored message.
@@ -113,6 +115,7 @@ pub fn router(config: Config) -> Router {
         streams: Arc::new(Semaphore::new(config.max_streams)),
         keepalive: config.keepalive,
         reconnect_window: config.reconnect_window,
+        stripes: Default::default(),
     });
     Router::new()
         .route(
@@ -167,6 +170,7 @@ async fn send(
     }
     let seq_key = format!("{SEQ}{conversation}");
     let id_key = format!("{IDS}{conversation}/{}", req.client_msg_id);
+    let _turn = service.stripes.lock(&[&conversation]).await;
     for _ in 0..MAX_CAS_ATTEMPTS {
         let entries = service
             .state

@@ -66,6 +66,8 @@ pub struct Config {
 struct Service {
     state: StateClient,
     permits: Semaphore,
+    /// One transfer per account at a time in this instance (see `stripes`).
+    stripes: crate::stripes::Stripes,
 }
 
 /// The service's router.
@@ -73,6 +75,7 @@ pub fn router(config: Config) -> Router {
     let service = Arc::new(Service {
         state: StateClient::new(config.nodes, config.state_tls, config.state_timeout),
         permits: Semaphore::new(config.max_concurrent),
+        stripes: Default::default(),
     });
     Router::new()
         .route("/payments/accounts", post(create_account))
@@ -254,6 +257,7 @@ async fn transfer(
         format!("{ACCOUNTS}{}", req.to),
         format!("{TRANSFERS}{}", req.idempotency_key),
     ];
+    let _turn = service.stripes.lock(&[&req.from, &req.to]).await;
     for _ in 0..MAX_CAS_ATTEMPTS {
         let entries = service.state.get_many(&keys).await?;
         if let Some(done) = &entries[2] {

@@ -134,12 +134,15 @@ const CONTROL_ROUTE: &str = "route:";
 const CONTROL_HEALTH: &str = "health:";
 const CONTROL_AUDIT: &str = "audit:";
 
-/// Members, sites and the ping count.
+/// Members, sites, the ping count and the group's latest stamp.
 #[derive(Serialize, serde::Deserialize, Default)]
 struct MembersRecord {
     sites: BTreeMap<SiteId, SiteRecord>,
     members: BTreeMap<NodeId, Member>,
     pings: u64,
+    /// `ControlState::clock_ms` (absent in records written before it existed: 0).
+    #[serde(default)]
+    clock_ms: u64,
 }
 
 /// Failover state bounded by the number of sites.
@@ -161,6 +164,7 @@ fn core_changes(state: &ControlState, changes: &mut Vec<Change>) {
         sites: state.sites.clone(),
         members: state.members.clone(),
         pings: state.pings,
+        clock_ms: state.clock_ms,
     };
     changes.push(Change::put(CONTROL_MEMBERS, &members));
     let f = &state.failover;
@@ -235,6 +239,7 @@ impl Machine for ControlState {
             if key.as_bytes() == CONTROL_MEMBERS {
                 let m: MembersRecord = serde_json::from_slice(&value).map_err(bad)?;
                 (state.sites, state.members, state.pings) = (m.sites, m.members, m.pings);
+                state.clock_ms = m.clock_ms;
             } else if key.as_bytes() == CONTROL_FAILOVER {
                 let f: FailoverRecord = serde_json::from_slice(&value).map_err(bad)?;
                 let failover = &mut state.failover;

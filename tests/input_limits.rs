@@ -158,11 +158,13 @@ async fn no_request_can_stop_a_raft_group() {
     }
 
     let attack = json!({ "renew_lease": { "site": site(200_000), "at_ms": 0 } });
-    // The internal endpoint is not on the client listener at all.
+    // The internal endpoint is not on the client listener at all. (A small body: the 404
+    // comes before a 200 KB body is read, and the client may then see a broken pipe.)
+    let small = json!({ "renew_lease": { "site": "pangyo", "at_ms": 0 } });
     let response = api
         .http
         .post(url(&addrs[0], "/v1/internal/control"))
-        .json(&attack)
+        .json(&small)
         .send()
         .await
         .expect("the node answers");

@@ -135,6 +135,7 @@ async fn a_forger_without_a_node_certificate_cannot_keep_a_burned_site_routed() 
         .iter()
         .flat_map(|n| [n.peer_addr.clone(), n.addr.clone(), n.admin_addr.clone()])
         .collect();
+    let (refused_before, _) = peer_handshake_failures(&api, &addrs[1]).await;
     let stop = Arc::new(AtomicBool::new(false));
     cluster.kill(0);
     let killed = Instant::now();
@@ -169,9 +170,18 @@ async fn a_forger_without_a_node_certificate_cannot_keep_a_burned_site_routed() 
     let (sent, accepted) = forger.await.unwrap();
     assert!(sent >= 24, "the forger sent only {sent} requests");
     assert_eq!(accepted, 0, "{accepted} of {sent} forgeries were accepted");
+    let (refused, metrics) = peer_handshake_failures(&api, &addrs[1]).await;
+    assert!(
+        refused > refused_before,
+        "the refused handshakes are counted ({refused_before} before the forger):\n{metrics}"
+    );
+}
+
+/// The peer listener's failed handshakes as node `addr` counts them, and its metrics.
+async fn peer_handshake_failures(api: &Api, addr: &str) -> (f64, String) {
     let metrics = api
         .http
-        .get(url(&addrs[1], "/metrics"))
+        .get(url(addr, "/metrics"))
         .send()
         .await
         .unwrap()
@@ -183,10 +193,7 @@ async fn a_forger_without_a_node_certificate_cannot_keep_a_burned_site_routed() 
         .find(|l| l.starts_with("firebreak_tls_handshake_failures_total{listener=\"peer\"}"))
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .unwrap_or(0.0);
-    assert!(
-        refused > 0.0,
-        "the refused handshakes are counted:\n{metrics}"
-    );
+    (refused, metrics)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -227,7 +227,30 @@ impl TestCluster {
         for i in 0..3 {
             cluster.spawn(i);
         }
+        cluster.wait_listening();
         cluster
+    }
+
+    /// Waits until every node accepts connections on all three listeners: a test that
+    /// calls each node must not find one still starting (seen once in CI: a refused
+    /// connection to an admin listener right after the leaders were known).
+    pub fn wait_listening(&self) {
+        let started = Instant::now();
+        for node in &self.nodes {
+            for addr in [&node.addr, &node.peer_addr, &node.admin_addr] {
+                let addr: std::net::SocketAddr = addr.parse().expect("a node address");
+                while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                    .is_err()
+                {
+                    assert!(
+                        started.elapsed() < DEADLINE,
+                        "{addr} never accepted a connection\n{}",
+                        self.logs()
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
     }
 
     /// Writes configs for three nodes (with `extra` YAML appended to each) and starts

@@ -6,30 +6,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use firebreak_tests::{node_topology, Api, TestCluster, DEADLINE};
-use serde_json::Value;
+use firebreak_tests::{node_topology, serving, Api, TestCluster, DEADLINE};
 
 const HOUR_MS: i64 = 3_600_000;
-
-async fn routing(api: &Api, addr: &str) -> Option<Value> {
-    let response = api
-        .http
-        .get(firebreak_tests::url(addr, "/v1/routing"))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .ok()?;
-    response.json().await.ok()
-}
-
-fn serving(view: &Value, service: &str) -> BTreeSet<String> {
-    view["routes"][service]["serving"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.as_str().map(String::from))
-        .collect()
-}
 
 /// Waits until both services of `node_topology` are served by exactly `sites`, as the
 /// node at `addr` sees it; returns how long it took.
@@ -37,7 +16,7 @@ async fn wait_served_by(cluster: &TestCluster, api: &Api, addr: &str, sites: &[&
     let want: BTreeSet<String> = sites.iter().map(|s| s.to_string()).collect();
     let started = Instant::now();
     loop {
-        if let Some(view) = routing(api, addr).await {
+        if let Some(view) = api.routing(addr).await {
             if serving(&view, "api") == want && serving(&view, "ledger").is_subset(&want) {
                 return started.elapsed();
             }
@@ -67,12 +46,12 @@ async fn a_clock_step_on_the_leader_changes_no_routing_and_failover_still_works(
     let api = Api::new();
     let leader = serving_cluster(&cluster, &api).await;
     let addr = cluster.admin_addrs()[leader].clone();
-    let before = routing(&api, &addr).await.expect("routing answers");
+    let before = api.routing(&addr).await.expect("routing answers");
     for step in [HOUR_MS, -HOUR_MS] {
         cluster.step_clock(leader, step);
         for _ in 0..6 {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let now = routing(&api, &addr).await.expect("routing answers");
+            let now = api.routing(&addr).await.expect("routing answers");
             assert_eq!(
                 now["revision"],
                 before["revision"],

@@ -7,29 +7,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use firebreak_tests::{cli, node_topology, Api, TestCluster, DEADLINE, TEST_TOKEN};
+use firebreak_tests::{cli, node_topology, serving, Api, TestCluster, DEADLINE, TEST_TOKEN};
 use serde_json::Value;
-
-/// The routing table as node `addr` holds it.
-async fn routing(api: &Api, addr: &str) -> Option<Value> {
-    let response = api
-        .http
-        .get(firebreak_tests::url(addr, "/v1/routing"))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await
-        .ok()?;
-    response.json().await.ok()
-}
-
-fn serving(view: &Value, service: &str) -> BTreeSet<String> {
-    view["routes"][service]["serving"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.as_str().map(String::from))
-        .collect()
-}
 
 /// Waits until `check` holds for node `addr`'s routing; returns how long it took.
 async fn wait_routing(
@@ -40,7 +19,7 @@ async fn wait_routing(
 ) -> Duration {
     let started = Instant::now();
     loop {
-        if let Some(view) = routing(api, addr).await {
+        if let Some(view) = api.routing(addr).await {
             if check(&view) {
                 return started.elapsed();
             }
@@ -67,10 +46,10 @@ async fn failover_is_quiet_when_healthy_and_fast_when_a_site_dies() {
     .await;
 
     // A healthy cluster, one minute: not one routing change.
-    let start = routing(&api, &addrs[0]).await.expect("routing answers");
+    let start = api.routing(&addrs[0]).await.expect("routing answers");
     for _ in 0..60 {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = routing(&api, &addrs[0]).await.expect("routing answers");
+        let now = api.routing(&addrs[0]).await.expect("routing answers");
         assert_eq!(
             now["revision"],
             start["revision"],
@@ -122,7 +101,7 @@ async fn failover_is_quiet_when_healthy_and_fast_when_a_site_dies() {
         "failover took {took:?}\n{}",
         cluster.logs()
     );
-    let view = routing(&api, &addrs[survivor]).await.unwrap();
+    let view = api.routing(&addrs[survivor]).await.unwrap();
     assert!(view["routes"]["ledger"]["epoch"].as_u64().unwrap() >= 1);
 }
 

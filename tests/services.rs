@@ -133,20 +133,29 @@ async fn resends_are_stored_once_and_streams_resume_exactly_once_in_order() {
     other_task.abort();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_made_in_one_instance_is_valid_in_another_after_the_first_is_gone() {
-    let cluster = cluster().await;
-    let http = reqwest::Client::new();
-    let config = login::Config {
+/// A login instance's config against `cluster`, plain HTTP to its callers.
+fn login_config(
+    cluster: &TestCluster,
+    session_ttl: Duration,
+    sweep_interval: Duration,
+) -> login::Config {
+    login::Config {
         state_tls: cluster.service_tls("login"),
         server_tls: None,
         nodes: cluster.addrs(),
         max_concurrent: 64,
         max_hashing: 2,
-        session_ttl: Duration::from_secs(3600),
-        sweep_interval: Duration::from_secs(60),
+        session_ttl,
+        sweep_interval,
         state_timeout: Duration::from_secs(5),
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_made_in_one_instance_is_valid_in_another_after_the_first_is_gone() {
+    let cluster = cluster().await;
+    let http = reqwest::Client::new();
+    let config = login_config(&cluster, Duration::from_secs(3600), Duration::from_secs(60));
     let (first, first_task) = login::spawn("127.0.0.1:0".parse().unwrap(), config.clone())
         .await
         .unwrap();
@@ -225,16 +234,7 @@ async fn expired_sessions_are_swept_and_live_ones_kept() {
     use firebreak_services::state::StateClient;
     let cluster = cluster().await;
     let http = reqwest::Client::new();
-    let config = login::Config {
-        state_tls: cluster.service_tls("login"),
-        server_tls: None,
-        nodes: cluster.addrs(),
-        max_concurrent: 64,
-        max_hashing: 2,
-        session_ttl: Duration::from_secs(3),
-        sweep_interval: Duration::from_millis(300),
-        state_timeout: Duration::from_secs(5),
-    };
+    let config = login_config(&cluster, Duration::from_secs(3), Duration::from_millis(300));
     let state = StateClient::new(
         cluster.addrs(),
         cluster.service_tls("login"),

@@ -160,6 +160,16 @@ pub fn node_topology(cluster: &TestCluster) -> String {
     )
 }
 
+/// The sites serving `service` in a `/v1/routing` answer (none if it has no route).
+pub fn serving(view: &Value, service: &str) -> std::collections::BTreeSet<String> {
+    view["routes"][service]["serving"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(String::from))
+        .collect()
+}
+
 /// How long any wait in these tests may take before it fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -579,6 +589,18 @@ impl Api {
         let response = self
             .http
             .get(url(addr, "/v1/cluster"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        response.json().await.ok()
+    }
+
+    /// `/v1/routing` of one node, or `None` if it does not answer.
+    pub async fn routing(&self, addr: &str) -> Option<Value> {
+        let response = self
+            .http
+            .get(url(addr, "/v1/routing"))
             .timeout(Duration::from_secs(2))
             .send()
             .await

@@ -690,14 +690,10 @@ mod tests {
         (addr, hits)
     }
 
-    /// A service that sheds load is asked once per round, not once per gateway: its other
-    /// sites are as busy, and going round them at once would triple the overload. Under
-    /// sustained shedding a request costs its first attempt plus the retry budget's share
-    /// (about 2,000 for these 1,000 requests; going round the gateways made it 6,000).
-    #[tokio::test]
-    async fn a_shedding_service_ends_the_round() {
-        let (addr, hits) = refusing(&[("x-firebreak-shed", "1")]).await;
-        let client = Client::new(ClientConfig {
+    /// A client whose three gateways are all `addr`, retrying at once (1 ms backoff) up to
+    /// 30 attempts: only the retry budget can bound what reaches the service.
+    fn three_gateways_at(addr: String) -> Client {
+        Client::new(ClientConfig {
             tls: firebreak_tls::ClientTls::plaintext_for_debugging(),
             gateways: vec![addr.clone(), addr.clone(), addr],
             timeout: Duration::from_secs(2),
@@ -708,7 +704,17 @@ mod tests {
             max_attempts: 30,
             stream_backoff: Backoff::STREAM,
             seed: 1,
-        });
+        })
+    }
+
+    /// A service that sheds load is asked once per round, not once per gateway: its other
+    /// sites are as busy, and going round them at once would triple the overload. Under
+    /// sustained shedding a request costs its first attempt plus the retry budget's share
+    /// (about 2,000 for these 1,000 requests; going round the gateways made it 6,000).
+    #[tokio::test]
+    async fn a_shedding_service_ends_the_round() {
+        let (addr, hits) = refusing(&[("x-firebreak-shed", "1")]).await;
+        let client = three_gateways_at(addr);
         let requests = 1_000u64;
         for _ in 0..requests {
             let outcome = client.request(Method::GET, "/x", None, Retry::Safe).await;
@@ -728,18 +734,7 @@ mod tests {
     #[tokio::test]
     async fn retries_to_an_overloaded_service_are_bounded_by_the_budget() {
         let (addr, hits) = overloaded().await;
-        let client = Client::new(ClientConfig {
-            tls: firebreak_tls::ClientTls::plaintext_for_debugging(),
-            gateways: vec![addr.clone(), addr.clone(), addr],
-            timeout: Duration::from_secs(2),
-            backoff: Backoff {
-                base: Duration::from_millis(1),
-                cap: Duration::from_millis(1),
-            },
-            max_attempts: 30,
-            stream_backoff: Backoff::STREAM,
-            seed: 1,
-        });
+        let client = three_gateways_at(addr);
         let requests = 200u64;
         for _ in 0..requests {
             let outcome = client.request(Method::GET, "/x", None, Retry::Safe).await;

@@ -36,13 +36,23 @@ async fn start() -> (
 }
 
 async fn open(http: &reqwest::Client, base: &str, id: &str, balance: u64) {
-    let response = http
-        .post(format!("{base}/payments/accounts"))
-        .json(&json!({ "id": id, "balance": balance }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    // Right after start the state group may elect again: a 503 applied nothing (the
+    // service's contract), so try again until the deadline.
+    let started = std::time::Instant::now();
+    loop {
+        let response = http
+            .post(format!("{base}/payments/accounts"))
+            .json(&json!({ "id": id, "balance": balance }))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        if status != 503 || started.elapsed() > firebreak_tests::DEADLINE {
+            assert_eq!(status, 201, "{}", response.text().await.unwrap());
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn balance(http: &reqwest::Client, base: &str, id: &str) -> u64 {

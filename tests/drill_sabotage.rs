@@ -31,3 +31,37 @@ fn a_setup_that_loses_writes_fails_the_drill() {
     );
     assert!(finding("login")["counts"]["invalid"].as_u64().unwrap() > 0);
 }
+
+/// Push streams that repeat or swap messages (the server's fault, which the client hides
+/// by dropping what it has seen) fail the drill: the checker judges the raw record.
+#[test]
+fn a_server_that_pushes_twice_fails_the_drill() {
+    let messaging = sabotaged_push("twice", 7461);
+    assert!(
+        messaging["counts"]["duplicated"].as_u64().unwrap() > 0,
+        "{messaging}"
+    );
+}
+
+#[test]
+fn a_server_that_pushes_out_of_order_fails_the_drill() {
+    let messaging = sabotaged_push("reorder", 7471);
+    assert!(
+        messaging["counts"]["reordered"].as_u64().unwrap() > 0,
+        "{messaging}"
+    );
+}
+
+/// Runs sabotage-push with the push sabotage `how`; returns the messaging finding.
+fn sabotaged_push(how: &str, port: u16) -> serde_json::Value {
+    let mut drill = DrillRun::start_with_env(
+        "tests/playbooks/sabotage-push.yaml",
+        port,
+        &[("FIREBREAK_SABOTAGE_PUSH", how)],
+    );
+    let (code, stdout, stderr) = drill.wait();
+    assert_eq!(code, 9, "violated expectations exit 9\n{stdout}\n{stderr}");
+    let messaging = drill.finding("messaging");
+    assert_eq!(messaging["passed"], false, "{messaging}");
+    messaging
+}

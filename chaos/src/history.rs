@@ -128,13 +128,17 @@ pub enum Event {
         recipient: String,
         conversation: String,
     },
-    /// A push stream handed a message to its recipient.
+    /// A recipient's push stream received a message, as the server sent it: every one,
+    /// before the client drops those it has passed on already, so that a duplicate or a
+    /// reorder by the server is in the history. `via` is the gateway it came through.
     Deliver {
         at_ms: u64,
         recipient: String,
         conversation: String,
         seq: u64,
         client_msg_id: String,
+        #[serde(default)]
+        via: String,
     },
     Fault {
         at_ms: u64,
@@ -144,6 +148,15 @@ pub enum Event {
     },
     /// What a node said about a group: its term and the leader it knows.
     Leader {
+        at_ms: u64,
+        node: u64,
+        group: String,
+        term: u64,
+        leader: u64,
+    },
+    /// A node saved a committed vote to its log store: `leader` won `term` in `group` (from
+    /// the node's election journal, so a leadership too short for any poll is seen too).
+    Elected {
         at_ms: u64,
         node: u64,
         group: String,
@@ -252,6 +265,7 @@ impl Event {
             | Event::Deliver { at_ms, .. }
             | Event::Fault { at_ms, .. }
             | Event::Leader { at_ms, .. }
+            | Event::Elected { at_ms, .. }
             | Event::Route { at_ms, .. }
             | Event::IdleAttempt { at_ms, .. }
             | Event::IdleOpen { at_ms, .. }

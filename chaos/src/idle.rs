@@ -163,6 +163,7 @@ impl IdleClients {
                         StreamEvent::Open { gateway } => {
                             state.open(index, IdleKind::Firebreak, number, gateway)
                         }
+                        StreamEvent::Received { .. } => {}
                     })
                 };
                 let mut stream = client.follow_observed(CONVERSATION, 0, MAX_RECONNECTS, observer);

@@ -2,12 +2,14 @@
 //! routing table, and records what changed in the history (for the control checker and
 //! the report's timeline).
 //!
-//! It records a `Leader` event only when a node's (term, leader) for a group changes, and a
-//! `Route` event only when a service's epoch changes, so the history stays small. A node
+//! It records a `Leader` event only when a node's (term, leader) for a group changes, an
+//! `Elected` event for each entry new in a node's election journal (the committed votes it
+//! saved, bounded on the node), and a `Route` event only when a service's epoch changes,
+//! so the history stays small. A node
 //! that does not answer within [`POLL_TIMEOUT`] is skipped for that round (it may be dead
 //! or paused: that is the drill's business, not the observer's).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -20,29 +22,37 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// How long one answer may take.
 pub const POLL_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Polls until `stop` turns true.
+/// Polls until `stop` turns true; `first_round` fires once the first round is recorded
+/// (so that the drill's workload starts after the leaders of the start are known).
 pub async fn observe(
     nodes: Vec<String>,
     tls: firebreak_tls::ClientTls,
     history: History,
     mut stop: watch::Receiver<bool>,
+    first_round: tokio::sync::oneshot::Sender<()>,
 ) {
+    let mut first_round = Some(first_round);
     let http = tls
         .apply(reqwest::Client::builder())
         .timeout(POLL_TIMEOUT)
         .build()
         .expect("reqwest client builds with static options");
     let mut leaders: BTreeMap<(u64, String), (u64, u64)> = BTreeMap::new();
+    let mut elected: BTreeSet<(u64, String, u64, u64)> = BTreeSet::new();
     let mut epochs: BTreeMap<String, u64> = BTreeMap::new();
     loop {
         let round = futures_round(&http, &tls, &nodes).await;
         for (cluster, routing) in round {
             if let Some(info) = cluster {
                 record_leaders(&info, &history, &mut leaders);
+                record_elections(&info, &history, &mut elected);
             }
             if let Some(routing) = routing {
                 record_routes(&routing, &history, &mut epochs);
             }
+        }
+        if let Some(first) = first_round.take() {
+            let _ = first.send(());
         }
         tokio::select! {
             _ = tokio::time::sleep(POLL_INTERVAL) => {}
@@ -104,6 +114,27 @@ fn record_leaders(info: &Value, history: &History, seen: &mut BTreeMap<(u64, Str
                 term,
                 leader,
             });
+        }
+    }
+}
+
+/// Each (node, group, term, leader) from the nodes' election journals, once.
+fn record_elections(info: &Value, history: &History, seen: &mut BTreeSet<(u64, String, u64, u64)>) {
+    let node = info["node_id"].as_u64().unwrap_or(0);
+    for group in info["groups"].as_array().into_iter().flatten() {
+        let name = group["name"].as_str().unwrap_or("?");
+        for entry in group["elections"].as_array().into_iter().flatten() {
+            let term = entry["term"].as_u64().unwrap_or(0);
+            let leader = entry["leader"].as_u64().unwrap_or(0);
+            if seen.insert((node, name.to_string(), term, leader)) {
+                history.record(Event::Elected {
+                    at_ms: history.now_ms(),
+                    node,
+                    group: name.to_string(),
+                    term,
+                    leader,
+                });
+            }
         }
     }
 }

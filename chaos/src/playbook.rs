@@ -430,6 +430,10 @@ pub struct Expectations {
     /// Longest time from a message's acknowledgement to its push to each recipient.
     #[serde(default)]
     pub push_delay_secs_max: Option<f64>,
+    /// Checkers not to run, by name (`crashes`, `dwell`...): each invariant can be judged
+    /// alone. The report lists what ran.
+    #[serde(default)]
+    pub checkers_off: Vec<String>,
 }
 
 /// A process of a site, as a fault target names it.
@@ -577,7 +581,29 @@ impl Playbook {
         self.validate_topology()?;
         self.validate_workload()?;
         self.validate_timeline()?;
-        self.validate_expectations()
+        self.validate_expectations()?;
+        self.validate_checkers_off()
+    }
+
+    fn validate_checkers_off(&self) -> std::result::Result<(), Problem> {
+        let names = crate::checkers::NAMES;
+        match self
+            .expect
+            .checkers_off
+            .iter()
+            .find(|c| !names.contains(&c.as_str()))
+        {
+            Some(unknown) => Err(Problem::at(
+                "expect",
+                "checkers_off",
+                0,
+                format!(
+                    "{unknown} is not a checker; the checkers are {}",
+                    names.join(", ")
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     fn validate_topology(&self) -> std::result::Result<(), Problem> {
@@ -1348,6 +1374,11 @@ expect:
                 ),
                 "p.yaml:16:23",
                 "needs workload.idle_push",
+            ),
+            (
+                GOOD.replace("{ payments: 5 }", "{ payments: 5 }\n  checkers_off: [dwel]"),
+                "p.yaml:16:",
+                "expect.checkers_off: dwel is not a checker; the checkers are messaging,",
             ),
         ];
         for (text, place, what) in cases {

@@ -242,13 +242,11 @@ impl Report {
         for f in &self.findings {
             let mark = if f.passed { "ok  " } else { "FAIL" };
             let counts: Vec<String> = f.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            let _ = writeln!(
-                out,
-                "{mark} {}: {} ({})",
-                f.checker,
-                f.property,
-                counts.join(", ")
-            );
+            let counts = match counts.is_empty() {
+                true => String::new(),
+                false => format!(" ({})", counts.join(", ")),
+            };
+            let _ = writeln!(out, "{mark} {}: {}{counts}", f.checker, f.property);
             for v in f.violations.iter().take(TERMINAL_VIOLATIONS) {
                 let _ = writeln!(out, "       - {v}");
             }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use firebreak_services::backoff::Backoff;
-use firebreak_services::client::{Client, ClientConfig, Outcome};
+use firebreak_services::client::{Client, ClientConfig, Outcome, StreamEvent, StreamObserver};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -247,19 +247,9 @@ impl Runner {
                         recipient: who.clone(),
                         conversation: room.clone(),
                     });
-                    let mut stream = client.follow(&room, 0, MAX_RECONNECTS);
-                    while let Some(message) = stream.recv().await {
-                        history.record(Event::Deliver {
-                            at_ms: history.now_ms(),
-                            recipient: who.clone(),
-                            conversation: room.clone(),
-                            seq: message["seq"].as_u64().unwrap_or(0),
-                            client_msg_id: message["client_msg_id"]
-                                .as_str()
-                                .unwrap_or("")
-                                .to_string(),
-                        });
-                    }
+                    let observer = raw_deliveries(history, who, room.clone());
+                    let mut stream = client.follow_observed(&room, 0, MAX_RECONNECTS, observer);
+                    while stream.recv().await.is_some() {}
                 })
             })
             .collect()
@@ -363,6 +353,23 @@ impl Runner {
     pub fn client(&self) -> &Client {
         &self.client
     }
+}
+
+/// Records every message a recipient's stream receives, as the server sent it (before the
+/// client's own dedupe), so the messaging checker judges the server's order.
+fn raw_deliveries(history: History, recipient: String, conversation: String) -> StreamObserver {
+    Arc::new(move |event: StreamEvent<'_>| {
+        if let StreamEvent::Received { gateway, message } = event {
+            history.record(Event::Deliver {
+                at_ms: history.now_ms(),
+                recipient: recipient.clone(),
+                conversation: conversation.clone(),
+                seq: message["seq"].as_u64().unwrap_or(0),
+                client_msg_id: message["client_msg_id"].as_str().unwrap_or("").to_string(),
+                via: gateway.to_string(),
+            });
+        }
+    })
 }
 
 /// A message's body: `drill <id>`, padded to `bytes` when given.

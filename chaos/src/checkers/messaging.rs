@@ -6,9 +6,11 @@
 //! a national messenger. Per conversation:
 //! - stored: every acknowledged `client_msg_id` at exactly one seq, the seq it was
 //!   acknowledged with; a refused message never stored; an unknown one at most once;
-//! - per recipient: no seq delivered twice (duplicated), none after a higher one
-//!   (reordered), every acknowledged message delivered, or else found by the catch-up
-//!   read at the end ("recovered": late, not lost); neither is lost;
+//! - per recipient, on the raw record of what its push stream received (before the
+//!   client's dedupe, so that the server's faults show): no seq pushed twice
+//!   (duplicated), none after a higher one (reordered), no stored seq jumped over
+//!   (skipped); every acknowledged message pushed, or else, after the last one pushed,
+//!   found by the catch-up read at the end ("recovered": late, not lost);
 //! - with `expect.push_delay_secs_max`: every acknowledged message pushed to every
 //!   recipient within that long of its acknowledgement (a recovered one was never pushed
 //!   and breaks it too). The longest delay is counted either way (`push_delay_max_ms`).
@@ -83,7 +85,14 @@ pub fn check(
             .get(conversation.as_str())
             .cloned()
             .unwrap_or_default();
-        check_recipient(&mut finding, events, &recipient, &conversation, &messages);
+        let kept = stored.get(conversation.as_str()).copied();
+        check_recipient(
+            &mut finding,
+            events,
+            (&recipient, &conversation),
+            &messages,
+            kept,
+        );
     }
     check_push_delay(&mut finding, events, ops, push_delay_max);
     finding
@@ -204,13 +213,18 @@ fn recipients(events: &[Event]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// One recipient's raw record: every message its stream received, in order, as the server
+/// sent it. A seq received twice is duplicated; one below a seq received before it is
+/// reordered; a stored seq that the stream jumped over is skipped (a gap), even if the
+/// catch-up read found it later. Only messages after the last one pushed may be recovered.
 fn check_recipient(
     finding: &mut Finding,
     events: &[Event],
-    recipient: &str,
-    conversation: &str,
+    (recipient, conversation): (&str, &str),
     acked: &BTreeMap<&str, u64>,
+    stored: Option<&[StoredMessage]>,
 ) {
+    let stored_seqs: BTreeSet<u64> = stored.unwrap_or_default().iter().map(|m| m.seq).collect();
     let mut seen: BTreeSet<u64> = BTreeSet::new();
     let mut delivered_ids: BTreeSet<&str> = BTreeSet::new();
     let mut recovered_ids: BTreeSet<&str> = BTreeSet::new();
@@ -222,20 +236,22 @@ fn check_recipient(
                 recipient: r,
                 seq,
                 client_msg_id,
+                via,
                 ..
             } if r == recipient => {
+                let when = format!("at {} via {via}", secs(*at_ms));
                 if !seen.insert(*seq) {
                     finding.count("duplicated", 1);
                     finding.violation(format!(
-                        "recipient {recipient}: seq {seq} ({client_msg_id}) delivered again at {}",
-                        secs(*at_ms)
+                        "recipient {recipient}: seq {seq} ({client_msg_id}) pushed again {when}"
                     ));
                 } else if *seq < highest {
                     finding.count("reordered", 1);
                     finding.violation(format!(
-                        "recipient {recipient}: seq {seq} ({client_msg_id}) delivered after seq {highest} at {}",
-                        secs(*at_ms)
+                        "recipient {recipient}: seq {seq} ({client_msg_id}) pushed after seq {highest} {when}"
                     ));
+                } else {
+                    skipped(finding, recipient, &stored_seqs, (highest, *seq), &when);
                 }
                 highest = highest.max(*seq);
                 delivered_ids.insert(client_msg_id);
@@ -263,6 +279,25 @@ fn check_recipient(
             ));
         }
     }
+}
+
+/// Stored seqs strictly between the highest pushed so far and the one just pushed: the
+/// stream skipped them.
+fn skipped(
+    finding: &mut Finding,
+    recipient: &str,
+    stored: &BTreeSet<u64>,
+    (highest, seq): (u64, u64),
+    when: &str,
+) {
+    let gap: Vec<u64> = stored.range(highest + 1..seq).copied().collect();
+    if gap.is_empty() {
+        return;
+    }
+    finding.count("skipped", gap.len() as u64);
+    finding.violation(format!(
+        "recipient {recipient}: seq {seq} pushed {when} right after seq {highest}, skipping stored seqs {gap:?}"
+    ));
 }
 
 #[cfg(test)]
@@ -307,6 +342,7 @@ mod tests {
                 conversation: "c".into(),
                 seq: *seq,
                 client_msg_id: id.to_string(),
+                via: "127.0.0.1:7000".into(),
             });
         }
         events.push(Event::Stored {
@@ -348,14 +384,8 @@ mod tests {
 
     #[test]
     fn a_message_never_pushed_breaks_the_delay_bound() {
-        let mut events = history(&[(1, "m1"), (3, "m3")], &STORED);
-        events.push(Event::Recovered {
-            at_ms: 300,
-            recipient: "r".into(),
-            conversation: "c".into(),
-            seq: 2,
-            client_msg_id: "m2".into(),
-        });
+        let mut events = history(&[(1, "m1"), (2, "m2")], &STORED);
+        events.push(recovered(3, "m3"));
         let ops = operations(&events);
         assert!(
             check(&events, &ops, None).passed,
@@ -377,10 +407,36 @@ mod tests {
 
     #[test]
     fn a_lost_message_is_caught() {
-        let f = run(&history(&[(1, "m1"), (3, "m3")], &STORED));
+        let f = run(&history(&[(1, "m1"), (2, "m2")], &STORED));
         assert!(!f.passed);
         assert_eq!(f.get("lost"), 1);
-        assert!(f.violations[0].contains("m2"), "{:?}", f.violations);
+        assert!(f.violations[0].contains("m3"), "{:?}", f.violations);
+    }
+
+    /// A stream that jumps over a stored message breaks the order, even if the catch-up
+    /// read finds it at the end.
+    #[test]
+    fn a_skipped_message_is_caught_even_when_recovered() {
+        let mut events = history(&[(1, "m1"), (3, "m3")], &STORED);
+        events.push(recovered(2, "m2"));
+        let f = run(&events);
+        assert!(!f.passed);
+        assert_eq!(f.get("skipped"), 1);
+        assert!(
+            f.violations[0].contains("seq 3 pushed at 0.1 s via 127.0.0.1:7000 right after seq 1, skipping stored seqs [2]"),
+            "{:?}",
+            f.violations
+        );
+    }
+
+    fn recovered(seq: u64, id: &str) -> Event {
+        Event::Recovered {
+            at_ms: 300,
+            recipient: "r".into(),
+            conversation: "c".into(),
+            seq,
+            client_msg_id: id.into(),
+        }
     }
 
     #[test]
@@ -425,13 +481,7 @@ mod tests {
     #[test]
     fn a_late_message_is_recovered_not_lost() {
         let mut events = history(&[(1, "m1"), (2, "m2")], &STORED);
-        events.push(Event::Recovered {
-            at_ms: 300,
-            recipient: "r".into(),
-            conversation: "c".into(),
-            seq: 3,
-            client_msg_id: "m3".into(),
-        });
+        events.push(recovered(3, "m3"));
         let f = run(&events);
         assert!(f.passed, "{:?}", f.violations);
         assert_eq!(f.get("recovered"), 1);

@@ -6,19 +6,36 @@
 //!           ─► payments      acknowledged transfers applied once, total conserved
 //!           ─► login         acknowledged sessions still valid
 //!           ─► availability  per service per second; failover time; steady state
-//!           ─► control       one leader per term; no routing change without a fault
 //!           ─► storm         idle push clients back after their site died (if any)
+//!           ─► control plane, one invariant a file:
+//!                crashes          no process dies unasked
+//!                election-safety  at most one leader per term (polls and vote journals)
+//!                elections        no more elections than the playbook allows
+//!                quiet-routing    no routing change before the first fault
+//!                dwell            no routing change inside the dwell time
+//!                flapping         no more routing changes than the playbook allows
+//!                single-primary   an active-passive service never has two primaries
+//!                serving-at-end   the named sites serve again by the end
 //! ```
 //!
 //! A checker never talks to the cluster: what it needs from the end state is in the
 //! history's read-back events, so every checker can be run on a hand-made history (and
-//! is, in its tests) and on a history file from an earlier run.
+//! is, in its tests) and on a history file from an earlier run. A playbook may turn
+//! checkers off by name (`expect.checkers_off`); the report says which were off.
 
 pub mod availability;
-pub mod control;
+pub mod crashes;
+pub mod dwell;
+pub mod election_safety;
+pub mod elections;
+pub mod flapping;
 pub mod login;
 pub mod messaging;
 pub mod payments;
+pub mod quiet_routing;
+pub mod route_changes;
+pub mod serving_at_end;
+pub mod single_primary;
 pub mod storm;
 
 use std::collections::BTreeMap;
@@ -113,7 +130,16 @@ pub fn judge(playbook: &Playbook, events: &[Event]) -> Judgement {
     }
     let (finding, figures) = availability::check(playbook, events, &ops);
     findings.push(finding);
-    findings.push(control::check(playbook, events));
+    findings.extend([
+        crashes::check(events),
+        election_safety::check(events),
+        elections::check(playbook, events),
+        quiet_routing::check(playbook, events),
+        dwell::check(playbook, events),
+        flapping::check(playbook, events),
+        single_primary::check(playbook, events),
+        serving_at_end::check(playbook, events),
+    ]);
     let storm = match storm::check(playbook, events) {
         Some((finding, figures)) => {
             findings.push(finding);
@@ -121,6 +147,13 @@ pub fn judge(playbook: &Playbook, events: &[Event]) -> Judgement {
         }
         None => Vec::new(),
     };
+    findings.retain(|f| {
+        !playbook
+            .expect
+            .checkers_off
+            .iter()
+            .any(|off| off == f.checker)
+    });
     Judgement {
         findings,
         services: figures,
@@ -134,7 +167,80 @@ pub fn of_service(ops: &[Operation], service: ServiceKind) -> impl Iterator<Item
         .filter(move |o| o.op.is_workload() && o.op.service() == service)
 }
 
+/// Every checker's name, as findings and `expect.checkers_off` spell them.
+pub const NAMES: [&str; 13] = [
+    "messaging",
+    "payments",
+    "login",
+    "availability",
+    crashes::NAME,
+    election_safety::NAME,
+    elections::NAME,
+    quiet_routing::NAME,
+    dwell::NAME,
+    flapping::NAME,
+    single_primary::NAME,
+    serving_at_end::NAME,
+    "storm",
+];
+
 /// Seconds with one decimal, for messages.
 pub fn secs(ms: u64) -> String {
     format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A playbook over sites a, b, c running `services`, with `timeline`.
+    pub fn playbook_with(services: &str, timeline: &str) -> Playbook {
+        let text = format!(
+            "name: t\ndescription: d\ntopology:\n  sites: [a, b, c]\n  services: {services}\nworkload: {{ seed: 1, rate_per_sec: 1, duration_secs: 60, users: 2, mix: {{ login: 1 }} }}\ntimeline: {timeline}\nexpect:\n  serving_at_end: [a]\n"
+        );
+        Playbook::parse("t.yaml", &text).unwrap()
+    }
+
+    /// A playbook running login active-active, with `timeline`.
+    pub fn playbook(timeline: &str) -> Playbook {
+        playbook_with("[{ name: login, mode: active-active }]", timeline)
+    }
+
+    /// The workload starts at 1 s.
+    pub fn start() -> Event {
+        Event::Phase {
+            at_ms: 1_000,
+            name: "workload".into(),
+        }
+    }
+
+    /// `node` names `leader` for `term` of the control group at `at_ms`.
+    pub fn leader(at_ms: u64, node: u64, term: u64, leader: u64) -> Event {
+        Event::Leader {
+            at_ms,
+            node,
+            group: "control".into(),
+            term,
+            leader,
+        }
+    }
+
+    #[test]
+    fn a_checker_turned_off_is_not_judged() {
+        let mut p = playbook("[]");
+        let crash = [Event::ProcessExit {
+            at_ms: 1,
+            process: "a/node".into(),
+            status: "exit status: 101".into(),
+        }];
+        let crashed = |j: &Judgement| {
+            j.findings
+                .iter()
+                .find(|f| f.checker == crashes::NAME)
+                .map(|f| f.passed)
+        };
+        assert_eq!(crashed(&judge(&p, &crash)), Some(false));
+        p.expect.checkers_off = vec![crashes::NAME.to_string()];
+        assert_eq!(crashed(&judge(&p, &crash)), None);
+    }
 }

@@ -305,12 +305,16 @@ impl Drill<'_> {
         apply_topology(self.playbook, sites).await?;
         wait_serving(self.playbook, &nodes, sites).await?;
         let (stop_observer, stopped) = watch::channel(false);
+        let (first_round, observed) = tokio::sync::oneshot::channel();
         let observer = tokio::spawn(crate::observer::observe(
             sites.admin_addrs().to_vec(),
             sites.tls.clone(),
             self.history.clone(),
             stopped,
+            first_round,
         ));
+        // The leaders of the start, known before the workload: elections after it count.
+        let _ = tokio::time::timeout(crate::observer::POLL_TIMEOUT * 4, observed).await;
         phase("setup");
         let runner = Runner::new(
             nodes.clone(),

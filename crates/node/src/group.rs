@@ -28,7 +28,7 @@ use std::time::Duration;
 use firebreak_model::kv::MAX_COMMAND_BYTES;
 use firebreak_model::{Member, NodeId};
 use firebreak_store::log_store::CommittedIndex;
-use firebreak_store::{GroupTypes, Machine, MachineReader};
+use firebreak_store::{Elected, ElectionJournal, GroupTypes, Machine, MachineReader};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Raft, RaftMetrics, RaftTypeConfig, ServerState};
 use serde::Serialize;
@@ -105,6 +105,7 @@ pub struct Group<M: Machine> {
     pub raft: Raft<M::Types>,
     pub reader: MachineReader<M>,
     committed: CommittedIndex,
+    elections: ElectionJournal,
     timings: GroupTimings,
     inflight: Arc<Semaphore>,
     max_inflight: usize,
@@ -116,6 +117,7 @@ impl<M: Machine> Clone for Group<M> {
             raft: self.raft.clone(),
             reader: self.reader.clone(),
             committed: self.committed.clone(),
+            elections: self.elections.clone(),
             timings: self.timings,
             inflight: self.inflight.clone(),
             max_inflight: self.max_inflight,
@@ -131,7 +133,7 @@ impl<M: Machine> Group<M> {
     pub fn new(
         raft: Raft<M::Types>,
         reader: MachineReader<M>,
-        committed: CommittedIndex,
+        (committed, elections): (CommittedIndex, ElectionJournal),
         timings: GroupTimings,
         max_inflight: usize,
     ) -> Self {
@@ -139,6 +141,7 @@ impl<M: Machine> Group<M> {
             raft,
             reader,
             committed,
+            elections,
             timings,
             inflight: Arc::new(Semaphore::new(max_inflight)),
             max_inflight,
@@ -328,6 +331,7 @@ impl<M: Machine> Group<M> {
             purged_index: m.purged.map(|l| l.index),
             millis_since_quorum_ack: m.millis_since_quorum_ack,
             members,
+            elections: self.elections.entries(),
         }
     }
 }
@@ -348,6 +352,10 @@ pub struct GroupInfo {
     /// On the leader: how long since a quorum last acknowledged it.
     pub millis_since_quorum_ack: Option<u64>,
     pub members: Vec<MemberInfo>,
+    /// The committed votes this node saved, oldest first (bounded): who won which term,
+    /// this node's own leaderships included. Drills check election safety on it.
+    #[serde(default)]
+    pub elections: Vec<Elected>,
 }
 
 /// A member of a group, with replication progress when this node leads.

@@ -98,7 +98,7 @@ async fn start_group<M: Machine>(
         })?;
     let failed = log.failed();
     let reader = sm.reader();
-    let committed = log.committed_index_handle();
+    let journals = (log.committed_index_handle(), log.election_journal());
     let raft = Raft::new(
         config.node_id,
         raft_config(config, name)?,
@@ -120,7 +120,7 @@ async fn start_group<M: Machine>(
     let group = Group::new(
         raft,
         reader,
-        committed,
+        journals,
         timings,
         config.api.max_inflight_writes,
     );

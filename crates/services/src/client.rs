@@ -97,6 +97,12 @@ pub enum StreamEvent<'a> {
     Attempt { gateway: &'a str },
     /// `gateway` answered 200: the stream is open.
     Open { gateway: &'a str },
+    /// A message arrived through `gateway`, as sent: before the client drops one it has
+    /// passed on already (a drill judges the server's order on these).
+    Received {
+        gateway: &'a str,
+        message: &'a Value,
+    },
 }
 
 /// Called at every [`StreamEvent`] of a followed stream.
@@ -464,7 +470,7 @@ impl Client {
                         failures = 0;
                         avoid.fill(false);
                         window = header_window(response.headers()).or(window);
-                        let read = pump(response, address, &mut last, &tx).await;
+                        let read = pump(response, address, &mut last, &tx, &observer).await;
                         window = read.window.or(window);
                         if read.receiver_gone {
                             return;
@@ -568,6 +574,7 @@ async fn pump(
     gateway: &str,
     last: &mut u64,
     tx: &tokio::sync::mpsc::Sender<Value>,
+    observer: &StreamObserver,
 ) -> Pumped {
     use futures::StreamExt;
     let silence = stream_silence(response.headers());
@@ -595,6 +602,10 @@ async fn pump(
         let Ok(message) = serde_json::from_str::<Value>(&event.data) else {
             continue;
         };
+        observer(StreamEvent::Received {
+            gateway,
+            message: &message,
+        });
         let seq = message["seq"].as_u64().unwrap_or(0);
         if seq <= *last {
             continue;

@@ -22,6 +22,7 @@ pub mod login;
 pub mod messaging;
 pub mod payments;
 pub mod push;
+mod sabotage;
 pub mod state;
 mod stripes;
 

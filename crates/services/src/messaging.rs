@@ -311,6 +311,11 @@ async fn stream(
     let events = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|e| (Ok::<_, Infallible>(e), rx))
     });
+    let events: futures::stream::BoxStream<'static, Result<Event, Infallible>> =
+        match crate::sabotage::push_sabotage() {
+            Some(how) => Box::pin(crate::sabotage::sabotage(events, how)),
+            None => Box::pin(events),
+        };
     let keepalive_ms = HeaderValue::from(service.keepalive.as_millis() as u64);
     let mut response = (
         [(firebreak_model::KEEPALIVE_HEADER, keepalive_ms)],

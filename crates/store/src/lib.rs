@@ -34,6 +34,7 @@
 // openraft's trait signatures fix `StorageError` (224 bytes) as the error type.
 #![allow(clippy::result_large_err)]
 
+mod elections;
 mod error;
 mod flusher;
 pub mod log_store;
@@ -43,6 +44,7 @@ mod state_machine;
 pub mod sync;
 pub mod types;
 
+pub use elections::{Elected, ElectionJournal, MAX_ELECTIONS};
 pub use error::{Error, Result};
 pub use flusher::Flusher;
 pub use log_store::LogStore;

@@ -36,6 +36,7 @@ pub struct LogStore<C: GroupTypes> {
     meta: sled::Tree,
     flusher: Flusher,
     committed: Arc<AtomicU64>,
+    elections: crate::ElectionJournal,
     _types: std::marker::PhantomData<C>,
 }
 
@@ -46,6 +47,7 @@ impl<C: GroupTypes> Clone for LogStore<C> {
             meta: self.meta.clone(),
             flusher: self.flusher.clone(),
             committed: self.committed.clone(),
+            elections: self.elections.clone(),
             _types: std::marker::PhantomData,
         }
     }
@@ -66,6 +68,7 @@ impl<C: GroupTypes> LogStore<C> {
             meta: open("meta")?,
             flusher,
             committed: Arc::new(AtomicU64::new(NONE)),
+            elections: crate::ElectionJournal::default(),
             _types: std::marker::PhantomData,
         };
         let committed: Option<LogId<firebreak_model::NodeId>> = read_json(&store.meta, COMMITTED)
@@ -91,6 +94,11 @@ impl<C: GroupTypes> LogStore<C> {
     /// stop (see the flusher).
     pub fn failed(&self) -> tokio::sync::watch::Receiver<Option<String>> {
         self.flusher.failed()
+    }
+
+    /// The journal of committed votes this store saved (who won which term).
+    pub fn election_journal(&self) -> crate::ElectionJournal {
+        self.elections.clone()
     }
 
     /// A handle that reads the committed index later, without the store.
@@ -195,6 +203,14 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
             .flush()
             .await
             .map_err(|e| StorageIOError::write_vote(&e))?;
+        if vote.is_committed() {
+            if let Some(leader) = vote.leader_id().voted_for() {
+                self.elections.record(crate::Elected {
+                    term: vote.leader_id().get_term(),
+                    leader,
+                });
+            }
+        }
         Ok(())
     }
 

@@ -32,7 +32,7 @@ fn endpoints() -> Vec<(&'static str, &'static str, Option<Value>)> {
                       "success": [{ "put": { "key": "k", "value": "w" } }], "failure": [] });
     let lease = json!({ "renew_lease": { "site": "pangyo", "at_ms": 0 } });
     let health = json!({ "report_health": { "service": "messaging", "site": "pangyo", "healthy": true, "at_ms": 0 } });
-    let vote = json!({ "vote": { "leader_id": { "term": 1, "voted_for": 1 }, "committed": false }, "last_log_id": null });
+    let vote = json!({ "vote": { "leader_id": { "term": 1, "node_id": 1 }, "committed": false }, "last_log_id": null });
     vec![
         ("GET", "/v1/kv", None),
         ("PUT", "/v1/kv", Some(kv)),

@@ -58,7 +58,7 @@ fn health(service: &str, site: &str) -> Value {
 
 /// A vote request in which `candidate` asks for votes.
 fn vote(candidate: u64) -> Value {
-    json!({ "vote": { "leader_id": { "term": 0, "voted_for": candidate }, "committed": false }, "last_log_id": null })
+    json!({ "vote": { "leader_id": { "term": 0, "node_id": candidate }, "committed": false }, "last_log_id": null })
 }
 
 async fn serving(api: &Api, addr: &str, service: &str) -> Option<BTreeSet<String>> {

@@ -1,6 +1,7 @@
 //! The payments service's promises against a real three-node cluster: a transfer retried
 //! ten times moves the money once; concurrent transfers keep the total and never push a
-//! balance below zero; insufficient funds is a 409 that changes nothing.
+//! balance below zero; insufficient funds is a 409 that changes nothing; the accounts list
+//! page by page, and a page size out of bounds is refused.
 
 use std::time::Duration;
 
@@ -65,6 +66,33 @@ async fn balance(http: &reqwest::Client, base: &str, id: &str) -> u64 {
         .await
         .unwrap();
     value["balance"].as_u64().unwrap()
+}
+
+/// Every account, `limit` a page: how many, and the sum of their balances.
+async fn list_all(http: &reqwest::Client, base: &str, limit: usize) -> (usize, u64) {
+    let (mut count, mut total, mut after) = (0, 0, None::<String>);
+    for _ in 0..100 {
+        let cursor = after
+            .as_ref()
+            .map_or(String::new(), |a| format!("&after={a}"));
+        let page: Value = http
+            .get(format!("{base}/payments/accounts?limit={limit}{cursor}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for account in page["accounts"].as_array().unwrap() {
+            count += 1;
+            total += account["balance"].as_u64().unwrap();
+        }
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => return (count, total),
+        }
+    }
+    panic!("the listing never ended");
 }
 
 async fn transfer(
@@ -159,19 +187,34 @@ async fn concurrent_transfers_keep_the_total_and_no_balance_goes_negative() {
     for client in clients {
         moved += client.await.unwrap();
     }
-    let total: Value = http
-        .get(format!("{base}/payments/total"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(total["total"], 400, "the sum of balances changed: {total}");
+    let (listed, total) = list_all(&http, &base, 2).await;
+    assert_eq!(listed, 4, "every account listed");
+    assert_eq!(total, 400, "the sum of balances changed");
     for id in accounts {
         // u64 balances cannot be negative; an underflow would have failed the parse or the sum.
         assert!(balance(&http, &base, id).await <= 400);
     }
     assert!(moved > 50, "only {moved} transfers succeeded");
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_list_page_by_page_and_a_bad_page_size_is_refused() {
+    let (_cluster, base, http, task) = start().await;
+    for (id, balance) in [("a", 1), ("b", 2), ("c", 3)] {
+        open(&http, &base, id, balance).await;
+    }
+    assert_eq!(list_all(&http, &base, 1).await, (3, 6));
+    assert_eq!(list_all(&http, &base, 1000).await, (3, 6));
+    for bad in ["limit=0", "limit=1001", "after=a/b", "limits=2"] {
+        let response = http
+            .get(format!("{base}/payments/accounts?{bad}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+        let body = response.text().await.unwrap();
+        assert!(!body.is_empty(), "{bad}: the refusal says why");
+    }
     task.abort();
 }

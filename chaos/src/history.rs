@@ -231,14 +231,12 @@ pub enum Event {
         key: String,
         record: Option<Value>,
     },
-    /// Read-back: an account's balance.
+    /// Read-back: an account's balance (every account, from the paged listing).
     Balance {
         at_ms: u64,
         account: String,
         balance: u64,
     },
-    /// Read-back: the sum of all balances.
-    Total { at_ms: u64, total: u64 },
     /// Read-back: whether a session validates at the end.
     Session {
         at_ms: u64,
@@ -277,7 +275,6 @@ impl Event {
             | Event::Recovered { at_ms, .. }
             | Event::TransferRecord { at_ms, .. }
             | Event::Balance { at_ms, .. }
-            | Event::Total { at_ms, .. }
             | Event::Session { at_ms, .. }
             | Event::ReadBackFailed { at_ms, .. } => *at_ms,
         }

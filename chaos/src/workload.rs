@@ -178,7 +178,10 @@ impl Runner {
                     "{status} {}",
                     body["error"]["message"].as_str().unwrap_or("")
                 );
-                (Event::Fail { at_ms, id, error }, false)
+                match refused(status) {
+                    true => (Event::Fail { at_ms, id, error }, false),
+                    false => (Event::Unknown { at_ms, id, error }, false),
+                }
             }
             Outcome::Failed(error) => (Event::Fail { at_ms, id, error }, false),
             Outcome::Unknown(error) => (Event::Unknown { at_ms, id, error }, false),
@@ -385,6 +388,13 @@ fn message_body(client_msg_id: &str, bytes: Option<u32>) -> String {
     body
 }
 
+/// Whether an answer that is not definitive says nothing was applied: a 4xx refuses the
+/// request before any write. A 5xx (a 500 from a service that failed half-way) may
+/// come after a write: unknown, never "nothing applied".
+fn refused(status: u16) -> bool {
+    (400..500).contains(&status)
+}
+
 /// Whether an answer is definitive for this operation: a 2xx, a transfer refused for
 /// insufficient funds (recorded, nothing moved), a session found invalid, an account or
 /// user that already exists (a retried setup step).
@@ -395,5 +405,28 @@ fn definitive(op: &Op, status: u16, body: &Value) -> bool {
         (Op::Validate { .. }, 401 | 404) => true,
         (Op::OpenAccount { .. } | Op::Register { .. }, 409) => true,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_500_is_unknown_and_a_4xx_refused() {
+        let transfer = Op::Transfer {
+            key: "t".into(),
+            from: "a".into(),
+            to: "b".into(),
+            amount: 1,
+        };
+        assert!(!definitive(&transfer, 500, &Value::Null));
+        assert!(!refused(500), "a 500 may follow a write");
+        assert!(refused(400) && refused(404));
+        assert!(definitive(
+            &transfer,
+            409,
+            &serde_json::json!({ "status": "insufficient_funds" })
+        ));
     }
 }

@@ -64,8 +64,8 @@ pub fn check(events: &[Event], ops: &[Operation]) -> Finding {
                     secs(*made)
                 ));
             }
-            None => finding.violation(format!(
-                "session acknowledged at {} never read back, so unverified",
+            None => finding.could_not_verify(format!(
+                "the session acknowledged at {}: it was not read back",
                 secs(*made)
             )),
         }

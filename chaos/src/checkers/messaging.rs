@@ -74,8 +74,8 @@ pub fn check(
     for (conversation, messages) in &acked {
         match stored.get(conversation) {
             Some(kept) => check_stored(&mut finding, conversation, messages, kept, refused.get(conversation)),
-            None => finding.violation(format!(
-                "conversation {conversation}: never read back, so its {} acknowledged messages are unverified",
+            None => finding.could_not_verify(format!(
+                "conversation {conversation}: it was not read back, so neither are its {} acknowledged messages",
                 messages.len()
             )),
         }
@@ -272,6 +272,8 @@ fn check_recipient(
         }
         if recovered_ids.contains(id) {
             finding.count("recovered", 1);
+        } else if stored.is_none() {
+            // Not read back: the conversation is "could not verify" already, not lost.
         } else {
             finding.count("lost", 1);
             finding.violation(format!(

@@ -85,6 +85,14 @@ impl Finding {
         }
     }
 
+    /// Records what the checker could not verify because its read-back failed: the finding
+    /// fails (never passes on missing evidence) and says so, counted apart from what it
+    /// proved wrong (`could_not_verify`).
+    pub fn could_not_verify(&mut self, what: impl std::fmt::Display) {
+        self.count("could_not_verify", 1);
+        self.violation(format!("could not verify {what}"));
+    }
+
     /// Adds to a named count.
     pub fn count(&mut self, name: &str, by: u64) {
         *self.counts.entry(name.to_string()).or_default() += by;

@@ -5,9 +5,12 @@
 //! This is the promise of an idempotent compare-and-set transfer (DESIGN.md): a retry
 //! never charges twice and money is neither created nor destroyed, whatever failed over.
 //! The read-back gives each transfer's record (what the service says it applied, by
-//! idempotency key), every balance and the total. A transfer applied twice leaves the
+//! idempotency key) and every account's balance, page by page. The checker sums the total
+//! itself from those balances (an account nobody opened counts too: money from nowhere),
+//! rather than trust a sum the service computed. A transfer applied twice leaves the
 //! records unchanged but moves the balances twice, so balances are recomputed from the
-//! opening balances and the records and compared.
+//! opening balances and the records and compared. A read-back that failed makes what it
+//! would have shown "could not verify", never passed.
 
 use std::collections::BTreeMap;
 
@@ -30,7 +33,7 @@ pub fn check(events: &[Event], ops: &[Operation]) -> Finding {
     }
     let mut records: BTreeMap<&str, &Option<Value>> = BTreeMap::new();
     let mut balances: BTreeMap<&str, i128> = BTreeMap::new();
-    let mut total = None;
+    let mut unread: BTreeMap<&str, &str> = BTreeMap::new();
     for event in events {
         match event {
             Event::TransferRecord { key, record, .. } => {
@@ -41,18 +44,26 @@ pub fn check(events: &[Event], ops: &[Operation]) -> Finding {
             } => {
                 balances.insert(account, i128::from(*balance));
             }
-            Event::Total { total: t, .. } => total = Some(i128::from(*t)),
+            Event::ReadBackFailed { what, error, .. } => {
+                unread.insert(what, error);
+            }
             _ => {}
         }
     }
+    let accounts_unread = unread.iter().find(|(what, _)| what.starts_with("accounts"));
     // The total first: it is the headline when money went missing.
     let opened: i128 = opening.values().sum();
-    match total {
-        Some(t) if t != opened => finding.violation(format!(
-            "the total is {t} but the accounts opened with {opened}: money was created or destroyed"
+    let total: i128 = balances.values().sum();
+    match accounts_unread {
+        Some((what, error)) => {
+            finding.could_not_verify(format!("the total or any balance: reading {what} failed ({error})"));
+            return finding;
+        }
+        None if total != opened => finding.violation(format!(
+            "the balances of {} accounts sum to {total} but the accounts opened with {opened}: money was created or destroyed",
+            balances.len()
         )),
-        None if !opening.is_empty() => finding.violation("the total was never read back"),
-        _ => {}
+        None => {}
     }
     let mut expected = opening.clone();
     for o in ops {
@@ -68,7 +79,13 @@ pub fn check(events: &[Event], ops: &[Operation]) -> Finding {
         let record = match records.get(key.as_str()) {
             Some(record) => record.as_ref(),
             None => {
-                finding.violation(format!("transfer {key}: never read back, so unverified"));
+                let why = unread
+                    .get(format!("transfer {key}").as_str())
+                    .copied()
+                    .unwrap_or("never read");
+                finding.could_not_verify(format!(
+                    "transfer {key}: its record was not read back ({why})"
+                ));
                 continue;
             }
         };
@@ -80,7 +97,9 @@ pub fn check(events: &[Event], ops: &[Operation]) -> Finding {
     }
     for (account, want) in &expected {
         match balances.get(account) {
-            None => finding.violation(format!("account {account}: balance never read back")),
+            None => finding.violation(format!(
+                "account {account}: opened, but not among the accounts read back (lost)"
+            )),
             Some(have) if have != want => {
                 finding.count("balances_off", 1);
                 finding.violation(format!(
@@ -137,7 +156,7 @@ mod tests {
     use crate::history::operations;
 
     /// Accounts a and b open with 100 each; t1 moves 10 from a to b (acknowledged).
-    fn history(balance_a: u64, balance_b: u64, total: u64, record: bool) -> Vec<Event> {
+    fn history(balance_a: u64, balance_b: u64, record: bool) -> Vec<Event> {
         let mut events = Vec::new();
         for (id, account) in [(1, "a"), (2, "b")] {
             events.push(Event::Invoke {
@@ -188,7 +207,6 @@ mod tests {
             account: "b".into(),
             balance: balance_b,
         });
-        events.push(Event::Total { at_ms: 32, total });
         events
     }
 
@@ -198,26 +216,62 @@ mod tests {
 
     #[test]
     fn a_clean_history_passes() {
-        let f = run(&history(90, 110, 200, true));
+        let f = run(&history(90, 110, true));
         assert!(f.passed, "{:?}", f.violations);
         assert_eq!(f.get("acknowledged"), 1);
     }
 
     #[test]
     fn a_transfer_applied_twice_is_caught() {
-        let f = run(&history(80, 120, 200, true));
+        let f = run(&history(80, 120, true));
         assert!(!f.passed);
         assert_eq!(f.get("balances_off"), 2);
     }
 
+    /// An account nobody opened holds money: the total, summed by the checker from every
+    /// account read back, drifts.
     #[test]
     fn a_drifting_total_is_caught() {
-        let f = run(&history(90, 120, 210, true));
+        let mut events = history(90, 110, true);
+        events.push(Event::Balance {
+            at_ms: 31,
+            account: "ghost".into(),
+            balance: 10,
+        });
+        let f = run(&events);
         assert!(!f.passed);
         assert!(
+            f.violations[0].contains("3 accounts sum to 210 but the accounts opened with 200"),
+            "{:?}",
             f.violations
-                .iter()
-                .any(|v| v.contains("created or destroyed")),
+        );
+    }
+
+    #[test]
+    fn a_failed_read_back_is_could_not_verify_never_passed() {
+        let mut events = history(90, 110, true);
+        events.retain(|e| !matches!(e, Event::Balance { .. } | Event::TransferRecord { .. }));
+        events.push(Event::ReadBackFailed {
+            at_ms: 31,
+            what: "accounts (the first)".into(),
+            error: "Failed(\"503\")".into(),
+        });
+        let f = run(&events);
+        assert!(!f.passed);
+        assert_eq!(f.get("could_not_verify"), 1);
+        assert!(
+            f.violations[0].starts_with(
+                "could not verify the total or any balance: reading accounts (the first) failed"
+            ),
+            "{:?}",
+            f.violations
+        );
+        let mut records_only = history(90, 110, true);
+        records_only.retain(|e| !matches!(e, Event::TransferRecord { .. }));
+        let f = run(&records_only);
+        assert!(!f.passed);
+        assert!(
+            f.violations[0].starts_with("could not verify transfer t1"),
             "{:?}",
             f.violations
         );
@@ -225,14 +279,14 @@ mod tests {
 
     #[test]
     fn an_acknowledged_transfer_never_applied_is_lost() {
-        let f = run(&history(100, 100, 200, false));
+        let f = run(&history(100, 100, false));
         assert!(!f.passed);
         assert_eq!(f.get("lost"), 1);
     }
 
     #[test]
     fn an_unknown_transfer_may_apply_once() {
-        let mut events = history(90, 110, 200, true);
+        let mut events = history(90, 110, true);
         events.retain(|e| !matches!(e, Event::Ok { id: 3, .. }));
         events.insert(
             5,

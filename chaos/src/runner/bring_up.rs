@@ -164,7 +164,7 @@ pub(super) async fn wait_serving(
             for service in playbook.services() {
                 let path = match service {
                     ServiceKind::Messaging => "/messaging/conversations/warmup/messages?after=0",
-                    ServiceKind::Payments => "/payments/total",
+                    ServiceKind::Payments => "/payments/accounts?limit=1",
                     ServiceKind::Login => "/login/sessions/warmup",
                 };
                 let status = http

@@ -344,7 +344,7 @@ fn print_sites(sites: &[Site], data_dir: &Path, token: &str, ca: &LocalCa) {
     if sites.iter().any(|s| !s.services.is_empty()) {
         println!("services: messaging, payments, login in every site, through any node's gateway:");
         println!(
-            "  curl -s --cacert {} https://{}/payments/total",
+            "  curl -s --cacert {} https://{}/payments/accounts",
             ca.ca_file().display(),
             sites[0].config.listen
         );

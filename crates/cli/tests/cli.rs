@@ -179,9 +179,9 @@ fn up_with_services_serves_through_every_gateway_and_stops_everything() {
             if https_get(
                 &dir.path().join("ca/ca.pem"),
                 "127.0.3.1:7391",
-                "/payments/total",
+                "/payments/accounts",
             )
-            .is_some_and(|r| r.contains("total"))
+            .is_some_and(|r| r.contains("accounts"))
             {
                 break true;
             }

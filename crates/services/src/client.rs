@@ -368,10 +368,14 @@ impl Client {
         self.request(Method::GET, &path, None, Retry::Safe).await
     }
 
-    /// The sum of every balance.
-    pub async fn total(&self) -> Outcome {
-        self.request(Method::GET, "/payments/total", None, Retry::Safe)
-            .await
+    /// One page of accounts (`limit` at most 1,000) after the account `after`, in id order:
+    /// `{"accounts": [{"id", "balance"}], "next": ID or null}`.
+    pub async fn accounts(&self, after: Option<&str>, limit: usize) -> Outcome {
+        let path = match after {
+            Some(after) => format!("/payments/accounts?after={after}&limit={limit}"),
+            None => format!("/payments/accounts?limit={limit}"),
+        };
+        self.request(Method::GET, &path, None, Retry::Safe).await
     }
 
     /// Registers a user; like [`Client::open_account`], a repeat may answer 409 `exists`.

@@ -1,6 +1,9 @@
 //! The payments service: accounts with balances, and transfers that never charge twice.
 //!
 //! ```text
+//!   GET  /payments/accounts?after=ID&limit=N   accounts in id order, one page (N ≤ 1,000);
+//!                                   `next` names the page after (a drill sums the total
+//!                                   itself from these records)
 //!   GET  /payments/transfers/{key}  the recorded result of a transfer, or 404 if it never
 //!                                   applied (how a drill learns what an unknown outcome did)
 //!   POST /payments/transfers {idempotency_key, from, to, amount}
@@ -78,11 +81,13 @@ pub fn router(config: Config) -> Router {
         stripes: Default::default(),
     });
     Router::new()
-        .route("/payments/accounts", post(create_account))
+        .route(
+            "/payments/accounts",
+            post(create_account).get(list_accounts),
+        )
         .route("/payments/accounts/{id}", get(balance))
         .route("/payments/transfers", post(transfer))
         .route("/payments/transfers/{key}", get(transfer_record))
-        .route("/payments/total", get(total))
         .route("/health", get(|| async { Json(json!({ "ok": true })) }))
         .layer(axum::middleware::from_fn(crate::http::deadline))
         .with_state(service)
@@ -190,14 +195,49 @@ async fn transfer_record(
     Ok(Json(result).into_response())
 }
 
-async fn total(State(service): State<Arc<Service>>) -> Result<Response, Failure> {
+/// Accounts on one page of [`list_accounts`] unless the query asks for fewer.
+const PAGE: usize = 100;
+/// Most accounts on one page.
+pub const MAX_PAGE: usize = 1_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// One page of accounts in id order, each page a linearizable read; `next` is the cursor
+/// of the page after, `null` on the last. Pages are not one snapshot: a transfer between
+/// two pages can move money across them, so a total is only exact on a quiet system.
+async fn list_accounts(
+    State(service): State<Arc<Service>>,
+    axum::extract::Query(page): axum::extract::Query<Page>,
+) -> Result<Response, Failure> {
     let _permit = shed(&service.permits)?;
-    let (entries, _) = service.state.range(ACCOUNTS, None, 10_000).await?;
-    let mut sum: u128 = 0;
-    for (_, entry) in &entries {
-        sum += u128::from(parse_balance(&entry.value)?);
+    let limit = page.limit.unwrap_or(PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(Failure(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            format!("limit is {limit}; ask for 1 to {MAX_PAGE} accounts a page"),
+        ));
     }
-    Ok(Json(json!({ "accounts": entries.len(), "total": sum as u64 })).into_response())
+    if let Some(after) = &page.after {
+        check_id("after", after)?;
+    }
+    let after = page.after.map(|a| format!("{ACCOUNTS}{a}"));
+    let (entries, _) = service
+        .state
+        .range(ACCOUNTS, after.as_deref(), limit)
+        .await?;
+    let mut accounts = Vec::with_capacity(entries.len());
+    for (key, entry) in &entries {
+        let id = key.strip_prefix(ACCOUNTS).unwrap_or(key);
+        accounts.push(json!({ "id": id, "balance": parse_balance(&entry.value)? }));
+    }
+    let next = (accounts.len() == limit).then(|| accounts.last().map(|a| a["id"].clone()));
+    Ok(Json(json!({ "accounts": accounts, "next": next.flatten() })).into_response())
 }
 
 fn parse_balance(value: &str) -> Result<u64, Failure> {

@@ -26,6 +26,7 @@ pub mod error;
 pub mod history;
 pub mod idle;
 pub mod lazyfs;
+pub mod nemesis;
 pub mod netns;
 pub mod observer;
 pub mod playbook;

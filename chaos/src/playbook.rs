@@ -454,6 +454,25 @@ impl ProcessKind {
 }
 
 impl Step {
+    /// A step with no options: set those its fault needs.
+    pub fn new(at_secs: f64, fault: FaultKind, target: String) -> Self {
+        Self {
+            at_secs,
+            fault,
+            target,
+            duration_secs: None,
+            wipe_data: false,
+            peers: None,
+            one_way: false,
+            percent: None,
+            delay_ms: None,
+            jitter_ms: None,
+            rate_kbit: None,
+            period_secs: None,
+            factor: None,
+        }
+    }
+
     /// The target's site and, for a process fault, its process.
     pub fn site_and_process(&self) -> (&str, Option<ProcessKind>) {
         match self.target.split_once('/') {
@@ -545,6 +564,17 @@ impl Playbook {
         Ok(playbook)
     }
 
+    /// This playbook with `timeline` instead of its own, validated like a file: the error
+    /// says which step breaks which rule.
+    pub fn with_timeline(&self, timeline: Vec<Step>) -> std::result::Result<Playbook, String> {
+        let mut playbook = self.clone();
+        playbook.timeline = timeline;
+        playbook
+            .validate()
+            .map_err(|p| format!("{}: {}", p.path, p.message))?;
+        Ok(playbook)
+    }
+
     /// The services the topology runs.
     pub fn services(&self) -> Vec<ServiceKind> {
         self.topology.services.iter().map(|s| s.name).collect()
@@ -582,7 +612,23 @@ impl Playbook {
         self.validate_workload()?;
         self.validate_timeline()?;
         self.validate_expectations()?;
+        self.validate_push_bound()?;
         self.validate_checkers_off()
+    }
+
+    /// Every drill with messaging bounds how late a push may be: without a bound, a push
+    /// that never came and was only found by the final catch-up read would pass as late.
+    fn validate_push_bound(&self) -> std::result::Result<(), Problem> {
+        let messaging = self.services().contains(&ServiceKind::Messaging);
+        match (messaging, self.expect.push_delay_secs_max) {
+            (true, None) => Err(Problem::at(
+                "expect",
+                "push_delay_secs_max",
+                0,
+                "expect.push_delay_secs_max: missing; a drill with messaging must bound how late a push may arrive (e.g. push_delay_secs_max: 10)",
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn validate_checkers_off(&self) -> std::result::Result<(), Problem> {

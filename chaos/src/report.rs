@@ -125,6 +125,8 @@ pub struct Report {
     pub duration_secs: u32,
     pub services: Vec<ServiceRow>,
     pub findings: Vec<Finding>,
+    /// The faults the drill planned (a random drill's schedule), as timeline steps.
+    pub timeline: Vec<crate::playbook::Step>,
     pub faults: Vec<FaultWindow>,
     /// What each power loss discarded.
     pub power_losses: Vec<PowerLossRow>,
@@ -191,6 +193,7 @@ impl Report {
             duration_secs: playbook.workload.duration_secs,
             services,
             findings: judgement.findings,
+            timeline: playbook.timeline.clone(),
             faults: fault_windows(events),
             power_losses: power_losses(events),
             incidents,

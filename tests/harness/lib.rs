@@ -811,13 +811,20 @@ impl DrillRun {
     /// [`DrillRun::start`] with extra environment variables (the drill's sites inherit
     /// them).
     pub fn start_with_env(playbook: &str, port: u16, env: &[(&str, &str)]) -> Self {
+        Self::start_args(&[playbook], port, env)
+    }
+
+    /// `firebreak drill ARGS... --port PORT --out TMP/report`, with `env`.
+    pub fn start_args(args: &[&str], port: u16, env: &[(&str, &str)]) -> Self {
         let out = tempfile::tempdir().expect("temp dir");
         let (stdout, stderr) = (out.path().join("stdout"), out.path().join("stderr"));
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let child = Command::new(binary())
             .current_dir(&root)
             .envs(env.iter().copied())
-            .args(["drill", playbook, "--port", &port.to_string(), "--out"])
+            .arg("drill")
+            .args(args)
+            .args(["--port", &port.to_string(), "--out"])
             .arg(out.path().join("report"))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout).expect("stdout file"))
@@ -835,17 +842,19 @@ impl DrillRun {
     /// Waits for the drill to end (killing it after [`DRILL_DEADLINE`]); returns its exit
     /// code, stdout and stderr.
     pub fn wait(&mut self) -> (i32, String, String) {
-        let deadline = Instant::now() + DRILL_DEADLINE;
+        self.wait_for(DRILL_DEADLINE)
+    }
+
+    /// [`DrillRun::wait`] with its own deadline (for many drills in a row).
+    pub fn wait_for(&mut self, limit: Duration) -> (i32, String, String) {
+        let deadline = Instant::now() + limit;
         let status = loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 break status;
             }
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
-                panic!(
-                    "the drill ran past {DRILL_DEADLINE:?}:\n{}",
-                    self.output().1
-                );
+                panic!("the drill ran past {limit:?}:\n{}", self.output().1);
             }
             std::thread::sleep(Duration::from_millis(200));
         };

@@ -237,7 +237,7 @@ mod tests {
 
     fn playbook(extra: &str) -> Playbook {
         let text = format!(
-            "name: t\ndescription: d\ntopology:\n  sites: [a, b, c]\n  services: [{{ name: messaging, mode: active-active }}]\nworkload: {{ seed: 1, rate_per_sec: 1, duration_secs: 60, users: 2, mix: {{ messaging: 1 }}, idle_push: {{ clients: 4, through: a }} }}\ntimeline:\n  - {{ at_secs: 10, fault: site-loss, target: a }}\nexpect: {{ {extra} }}\n"
+            "name: t\ndescription: d\ntopology:\n  sites: [a, b, c]\n  services: [{{ name: messaging, mode: active-active }}]\nworkload: {{ seed: 1, rate_per_sec: 1, duration_secs: 60, users: 2, mix: {{ messaging: 1 }}, idle_push: {{ clients: 4, through: a }} }}\ntimeline:\n  - {{ at_secs: 10, fault: site-loss, target: a }}\nexpect: {{ push_delay_secs_max: 10, {extra} }}\n"
         );
         Playbook::parse("t.yaml", &text).unwrap()
     }

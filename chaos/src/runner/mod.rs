@@ -67,6 +67,9 @@ pub struct DrillOptions {
     pub exe: PathBuf,
     /// Draw a progress bar (on a terminal) rather than a line every few seconds.
     pub live: bool,
+    /// The command that repeats this drill, when the playbook path and seed do not say it
+    /// (a random drill's schedule comes from `--random --seed`).
+    pub repeat: Option<String>,
 }
 
 /// How a drill ended.
@@ -265,6 +268,7 @@ async fn run_sites(
     if options.driver.is_some() {
         repeat.push_str(&format!(" --driver {}", playbook.driver.name()));
     }
+    let repeat = options.repeat.clone().unwrap_or(repeat);
     let judgement = judge(playbook, &events);
     let report = Report::new(
         playbook, seed, repeat, &events, judgement, aborted, incidents,

@@ -1,7 +1,8 @@
 //! `firebreak drill PLAYBOOK`: bring up sites, run traffic, break them on the playbook's
-//! timeline, and judge the history. `--check` only validates the playbook;
-//! `firebreak drill heal` removes what crashed drills left (namespaces `fb-*`, drop-unsynced
-//! mounts `firebreak-lazyfs-*`).
+//! timeline, and judge the history. `--check` only validates the playbook; `--random`
+//! draws the timeline from the seed instead (`drill_random.rs`); `firebreak drill heal`
+//! removes what crashed drills left (namespaces `fb-*`, drop-unsynced mounts
+//! `firebreak-lazyfs-*`).
 //!
 //! Exit status: 0 when every expectation held, 9 when one did not (the verdict says
 //! which), 10 when the drill could not run or was interrupted, 2 for a bad playbook.
@@ -18,93 +19,75 @@ use crate::exit::{self, fail};
 pub struct Args {
     /// The playbook (YAML), e.g. playbooks/pangyo-fire.yaml; or `heal` to remove what
     /// crashed netns drills left (network namespaces named fb-*, and their processes).
-    playbook: PathBuf,
+    /// With --random, the base whose timeline is drawn (default: the built-in
+    /// playbooks/random.yaml).
+    pub(crate) playbook: Option<PathBuf>,
     /// Validate the playbook and print what it would do; run nothing.
     #[arg(long)]
-    check: bool,
-    /// Seed of the workload (default: the playbook's), to repeat or vary a run.
+    pub(crate) check: bool,
+    /// Seed of the workload (default: the playbook's), to repeat or vary a run; with
+    /// --random, also of the fault schedule.
     #[arg(long)]
-    seed: Option<u64>,
-    /// Write history.jsonl, report.json, report.html and the sites' logs here.
+    pub(crate) seed: Option<u64>,
+    /// Write history.jsonl, report.json, report.html and the sites' logs here (with
+    /// --seeds, one directory per seed: DIR/seed-N).
     #[arg(long)]
-    out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// Port of every site's node on its 127.0.N.1 address; services use the next three.
     #[arg(long, default_value_t = 7301)]
-    port: u16,
+    pub(crate) port: u16,
     /// Site driver, overriding the playbook's: local (loopback, no privileges) or netns
     /// (network namespaces; root, Linux; needed for network faults).
     #[arg(long, value_enum)]
-    driver: Option<DriverArg>,
+    pub(crate) driver: Option<DriverArg>,
+    /// Draw the fault timeline from the seed (the randomized nemesis), within the bounds of
+    /// docs/drills.md, instead of the playbook's.
+    #[arg(long)]
+    pub(crate) random: bool,
+    /// With --random: run the seeds FIRST..LAST in a row, one line each, then a summary;
+    /// exits 9 if any failed.
+    #[arg(long, requires = "random", conflicts_with = "seed", value_parser = crate::drill_random::parse_seeds)]
+    pub(crate) seeds: Option<std::ops::RangeInclusive<u64>>,
+    /// With --random: the fault kinds to draw, comma-separated, of kill, pause,
+    /// partition, power-loss, flap, surge (default: kill,pause,surge; with the netns
+    /// driver also partition,flap).
+    #[arg(long, requires = "random")]
+    pub(crate) faults: Option<String>,
+    /// With --random: most sites faulted at once (default: a minority of the sites).
+    #[arg(long, requires = "random")]
+    pub(crate) max_faulted_sites: Option<usize>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-enum DriverArg {
+pub(crate) enum DriverArg {
     Local,
     Netns,
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    if args.playbook.as_os_str() == "heal" && !args.playbook.exists() {
+    if args
+        .playbook
+        .as_ref()
+        .is_some_and(|p| p.as_os_str() == "heal" && !p.exists())
+    {
         return heal();
     }
-    let playbook = Playbook::load(&args.playbook).map_err(to_exit)?;
+    if args.random {
+        return crate::drill_random::run(args).await;
+    }
+    let Some(path) = args.playbook.clone() else {
+        return Err(fail(
+            exit::USAGE,
+            "name a playbook, e.g. `firebreak drill playbooks/pangyo-fire.yaml`, or draw one with --random",
+        ));
+    };
+    let playbook = Playbook::load(&path).map_err(to_exit)?;
     if args.check {
-        let operations =
-            u64::from(playbook.workload.rate_per_sec) * u64::from(playbook.workload.duration_secs);
-        let faults = match playbook.timeline.len() {
-            1 => "1 fault".to_string(),
-            n => format!("{n} faults"),
-        };
-        let idle = playbook
-            .workload
-            .idle_push
-            .as_ref()
-            .map_or(String::new(), |i| {
-                format!(", {} idle push clients through {}", i.clients, i.through)
-            });
-        println!(
-            "{}: valid: {}: {} sites, {} services, {faults}, {} s at {} operations/s ({operations} operations){idle}, seed {}",
-            args.playbook.display(),
-            playbook.name,
-            playbook.topology.sites.len(),
-            playbook.topology.services.len(),
-            playbook.workload.duration_secs,
-            playbook.workload.rate_per_sec,
-            args.seed.unwrap_or(playbook.workload.seed),
-        );
+        print_check(&path, &playbook, args.seed);
         return Ok(());
     }
-    let exe = std::env::current_exe().map_err(|e| {
-        fail(
-            exit::DRILL_NOT_RUN,
-            format!("failed to find the firebreak binary: {e}"),
-        )
-    })?;
-    let options = DrillOptions {
-        playbook_path: args.playbook.clone(),
-        playbook,
-        seed: args.seed,
-        driver: args.driver.map(|d| match d {
-            DriverArg::Local => Driver::Local,
-            DriverArg::Netns => Driver::Netns,
-        }),
-        out: args.out.clone(),
-        port: args.port,
-        exe,
-        live: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-    };
-    let outcome = firebreak_chaos::run(options, crate::node::shutdown_signal())
-        .await
-        .map_err(to_exit)?;
-    if outcome.interrupted {
-        if let Some(out) = &args.out {
-            eprintln!("partial history: {}", out.join("history.jsonl").display());
-        }
-        return Err(fail(
-            exit::DRILL_NOT_RUN,
-            "the drill was interrupted: no verdict; every process it started is stopped",
-        ));
-    }
+    let options = options(&args, path, playbook, None)?;
+    let outcome = execute(options, args.out.as_deref()).await?;
     print!("{}", outcome.report.render_terminal());
     if let Some(out) = &args.out {
         println!("report: {}", out.join("report.html").display());
@@ -119,6 +102,88 @@ pub async fn run(args: Args) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// `--check`: what the playbook would do.
+fn print_check(path: &std::path::Path, playbook: &Playbook, seed: Option<u64>) {
+    let operations =
+        u64::from(playbook.workload.rate_per_sec) * u64::from(playbook.workload.duration_secs);
+    let faults = match playbook.timeline.len() {
+        1 => "1 fault".to_string(),
+        n => format!("{n} faults"),
+    };
+    let idle = playbook
+        .workload
+        .idle_push
+        .as_ref()
+        .map_or(String::new(), |i| {
+            format!(", {} idle push clients through {}", i.clients, i.through)
+        });
+    println!(
+        "{}: valid: {}: {} sites, {} services, {faults}, {} s at {} operations/s ({operations} operations){idle}, seed {}",
+        path.display(),
+        playbook.name,
+        playbook.topology.sites.len(),
+        playbook.topology.services.len(),
+        playbook.workload.duration_secs,
+        playbook.workload.rate_per_sec,
+        seed.unwrap_or(playbook.workload.seed),
+    );
+}
+
+/// The options of one drill run from the command line's.
+pub(crate) fn options(
+    args: &Args,
+    playbook_path: PathBuf,
+    playbook: Playbook,
+    repeat: Option<String>,
+) -> Result<DrillOptions> {
+    let exe = std::env::current_exe().map_err(|e| {
+        fail(
+            exit::DRILL_NOT_RUN,
+            format!("failed to find the firebreak binary: {e}"),
+        )
+    })?;
+    Ok(DrillOptions {
+        playbook_path,
+        playbook,
+        seed: args.seed,
+        driver: args.driver.map(DriverArg::driver),
+        out: args.out.clone(),
+        port: args.port,
+        exe,
+        live: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        repeat,
+    })
+}
+
+impl DriverArg {
+    pub(crate) fn driver(self) -> Driver {
+        match self {
+            DriverArg::Local => Driver::Local,
+            DriverArg::Netns => Driver::Netns,
+        }
+    }
+}
+
+/// Runs one drill to its verdict; an interrupt is an error (no verdict).
+pub(crate) async fn execute(
+    options: DrillOptions,
+    out: Option<&std::path::Path>,
+) -> Result<firebreak_chaos::DrillOutcome> {
+    let outcome = firebreak_chaos::run(options, crate::node::shutdown_signal())
+        .await
+        .map_err(to_exit)?;
+    if outcome.interrupted {
+        if let Some(out) = out {
+            eprintln!("partial history: {}", out.join("history.jsonl").display());
+        }
+        return Err(fail(
+            exit::DRILL_NOT_RUN,
+            "the drill was interrupted: no verdict; every process it started is stopped",
+        ));
+    }
+    Ok(outcome)
 }
 
 /// Removes the namespaces (and processes in them) that crashed netns drills left.
@@ -141,7 +206,7 @@ fn heal() -> Result<()> {
     Ok(())
 }
 
-fn to_exit(err: Error) -> anyhow::Error {
+pub(crate) fn to_exit(err: Error) -> anyhow::Error {
     let code = match err {
         Error::Playbook { .. } | Error::Read { .. } => exit::USAGE,
         Error::CouldNotRun(_) => exit::DRILL_NOT_RUN,

@@ -9,6 +9,7 @@ mod certs;
 mod client;
 mod control;
 mod drill;
+mod drill_random;
 mod exit;
 mod kv;
 mod node;

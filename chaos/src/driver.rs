@@ -97,6 +97,8 @@ pub fn service_port(node_port: u16, service: ServiceKind) -> u16 {
             ServiceKind::Messaging => 1,
             ServiceKind::Payments => 2,
             ServiceKind::Login => 3,
+            // The nodes' own API, on the node's port.
+            ServiceKind::Kv => 0,
         }
 }
 

@@ -45,6 +45,17 @@ pub enum Op {
     Login { user: String },
     /// Check a session made earlier.
     Validate { token: String },
+    /// Read a key through the kv API (linearizable); an `ok` carries `{"value": V|null}`.
+    KvRead { key: String },
+    /// Put a value no other write uses.
+    KvWrite { key: String, value: String },
+    /// Compare-and-swap: put `value` if the key holds `expected` (`None`: the key is
+    /// absent); an `ok` carries `{"succeeded": bool}`.
+    KvCas {
+        key: String,
+        expected: Option<String>,
+        value: String,
+    },
 }
 
 impl Op {
@@ -54,6 +65,7 @@ impl Op {
             Op::Send { .. } => ServiceKind::Messaging,
             Op::OpenAccount { .. } | Op::Transfer { .. } => ServiceKind::Payments,
             Op::Register { .. } | Op::Login { .. } | Op::Validate { .. } => ServiceKind::Login,
+            Op::KvRead { .. } | Op::KvWrite { .. } | Op::KvCas { .. } => ServiceKind::Kv,
         }
     }
 

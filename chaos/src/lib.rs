@@ -25,6 +25,7 @@ pub mod driver;
 pub mod error;
 pub mod history;
 pub mod idle;
+pub mod kv_client;
 pub mod lazyfs;
 pub mod nemesis;
 pub mod netns;

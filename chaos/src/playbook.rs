@@ -109,21 +109,25 @@ fn default_dwell_ms() -> u64 {
     2_000
 }
 
-/// A reference service and its mode.
+/// A reference service and its mode (`kv` takes none: it is the nodes' own API).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
     pub name: ServiceKind,
+    #[serde(default)]
     pub mode: Mode,
 }
 
-/// The reference services a drill can run.
+/// What a drill can drive: the reference services, and the nodes' own kv API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ServiceKind {
     Messaging,
     Payments,
     Login,
+    /// Reads, writes and compare-and-swaps on a few keys of the state group, straight to
+    /// every node's client listener (no process, no routing): judged for linearizability.
+    Kv,
 }
 
 impl ServiceKind {
@@ -132,7 +136,13 @@ impl ServiceKind {
             Self::Messaging => "messaging",
             Self::Payments => "payments",
             Self::Login => "login",
+            Self::Kv => "kv",
         }
+    }
+
+    /// Whether it runs as a process of each site (all but `kv`).
+    pub fn is_process(self) -> bool {
+        self != Self::Kv
     }
 }
 
@@ -143,9 +153,10 @@ impl std::fmt::Display for ServiceKind {
 }
 
 /// How a service's sites share its traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
+    #[default]
     ActiveActive,
     ActivePassive,
 }
@@ -185,6 +196,9 @@ pub struct Workload {
     /// values make sled write large pages, which power-loss drills must cover.
     #[serde(default)]
     pub message_bytes: Vec<u32>,
+    /// Keys the kv operations share (1 to 16): few, so that they contend.
+    #[serde(default = "default_kv_keys")]
+    pub kv_keys: u32,
 }
 
 /// Idle push clients: they follow one conversation and send nothing, like a messenger's
@@ -227,6 +241,10 @@ fn default_max_in_flight() -> u32 {
     512
 }
 
+fn default_kv_keys() -> u32 {
+    3
+}
+
 /// Weights of messaging sends, payments transfers and logins (with a validation of a
 /// session made earlier).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -238,6 +256,9 @@ pub struct Mix {
     pub payments: u32,
     #[serde(default)]
     pub login: u32,
+    /// Operations on the kv API (with `kv` in topology.services).
+    #[serde(default)]
+    pub kv: u32,
 }
 
 /// What "healthy" means: it must hold in the window before the first fault and in the last
@@ -575,9 +596,17 @@ impl Playbook {
         Ok(playbook)
     }
 
-    /// The services the topology runs.
+    /// The services the topology runs (`kv` included).
     pub fn services(&self) -> Vec<ServiceKind> {
         self.topology.services.iter().map(|s| s.name).collect()
+    }
+
+    /// The services that run as processes of each site and are routed (all but `kv`).
+    pub fn process_services(&self) -> Vec<ServiceKind> {
+        self.services()
+            .into_iter()
+            .filter(|s| s.is_process())
+            .collect()
     }
 
     /// Seconds from the workload's start to the first fault at the site the idle push
@@ -692,6 +721,14 @@ impl Playbook {
             ));
         }
         for (i, service) in t.services.iter().enumerate() {
+            if service.name == ServiceKind::Kv && service.mode != Mode::ActiveActive {
+                return Err(Problem::at(
+                    "topology",
+                    "name",
+                    i,
+                    format!("services[{i}]: kv is the nodes' own API and has no mode; write {{ name: kv }}"),
+                ));
+            }
             if t.services[..i].iter().any(|s| s.name == service.name) {
                 return Err(Problem::at(
                     "topology",
@@ -762,12 +799,12 @@ impl Playbook {
                 firebreak_services::messaging::MAX_BODY_BYTES as u64,
             )?;
         }
-        if w.users < 2 {
+        if w.users == 0 || (w.users < 2 && self.services().contains(&ServiceKind::Payments)) {
             return Err(Problem::at(
                 "workload",
                 "users",
                 0,
-                "must be at least 2 (transfers need two accounts)",
+                "must be at least 1, and 2 with payments (transfers need two accounts)",
             ));
         }
         let surged: f64 = self
@@ -793,10 +830,12 @@ impl Playbook {
         }
         bound("timeout_ms", w.timeout_ms, 60_000)?;
         bound("max_in_flight", w.max_in_flight.into(), 10_000)?;
+        bound("kv_keys", w.kv_keys.into(), 16)?;
         let weights = [
             (ServiceKind::Messaging, w.mix.messaging),
             (ServiceKind::Payments, w.mix.payments),
             (ServiceKind::Login, w.mix.login),
+            (ServiceKind::Kv, w.mix.kv),
         ];
         if weights.iter().all(|(_, weight)| *weight == 0) {
             return Err(Problem::at(

@@ -163,6 +163,7 @@ impl Report {
                         (count("payments", "lost"), count("payments", "balances_off"))
                     }
                     ServiceKind::Login => (count("login", "invalid"), 0),
+                    ServiceKind::Kv => (count("kv", "non_linearizable_keys"), 0),
                 };
                 ServiceRow {
                     service: f.service,

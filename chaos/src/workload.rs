@@ -27,6 +27,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::history::{Event, History, Op};
+use crate::kv_client::KvClient;
 use crate::playbook::{ServiceKind, Workload};
 
 /// Balance every account opens with.
@@ -70,15 +71,37 @@ pub struct Runner {
     message_bytes: Arc<[u32]>,
     /// TLS to the gateways.
     tls: firebreak_tls::ClientTls,
+    /// The kv operations' client, keys and nodes (with `kv` in the topology).
+    kv: Option<Arc<Kv>>,
+}
+
+/// The kv side of the workload.
+struct Kv {
+    client: KvClient,
+    nodes: Vec<String>,
+    keys: u32,
+    /// The value the workload last saw in each key: what a compare-and-swap expects.
+    seen: Mutex<std::collections::HashMap<String, Option<String>>>,
 }
 
 impl Runner {
+    /// Traffic through `gateways`; kv operations, with the operator `kv_token`, straight to
+    /// the same nodes' client listeners.
     pub fn new(
-        gateways: Vec<String>,
+        (gateways, kv_token): (Vec<String>, Option<String>),
         tls: firebreak_tls::ClientTls,
         workload: &Workload,
         history: History,
     ) -> Self {
+        let timeout = Duration::from_millis(workload.timeout_ms);
+        let kv = kv_token.map(|token| {
+            Arc::new(Kv {
+                client: KvClient::new(tls.clone(), token, timeout),
+                nodes: gateways.clone(),
+                keys: workload.kv_keys,
+                seen: Mutex::default(),
+            })
+        });
         let client = Client::new(ClientConfig {
             gateways,
             timeout: Duration::from_millis(workload.timeout_ms),
@@ -100,6 +123,7 @@ impl Runner {
             surge: Arc::new(AtomicU32::new(1)),
             message_bytes: workload.message_bytes.clone().into(),
             tls,
+            kv,
         }
     }
 
@@ -151,6 +175,7 @@ impl Runner {
                 self.client.log_in(user, &password(index)).await
             }
             Op::Validate { token } => self.client.validate(token).await,
+            Op::KvRead { .. } | Op::KvWrite { .. } | Op::KvCas { .. } => self.kv(id, &op).await,
         };
         let at_ms = self.history.now_ms();
         let (event, ok) = match outcome {
@@ -188,6 +213,29 @@ impl Runner {
         };
         self.history.record(event);
         ok
+    }
+
+    /// Runs a kv operation at the next node in turn, and remembers what it saw.
+    async fn kv(&self, id: u64, op: &Op) -> Outcome {
+        let Some(kv) = &self.kv else {
+            return Outcome::Failed("the topology runs no kv".into());
+        };
+        let node = &kv.nodes[id as usize % kv.nodes.len()];
+        let outcome = kv.client.execute(node, op).await;
+        if let Some(body) = outcome.ok() {
+            let seen = match op {
+                Op::KvRead { key } => Some((key, body["value"].as_str().map(str::to_string))),
+                Op::KvWrite { key, value } => Some((key, Some(value.clone()))),
+                Op::KvCas { key, value, .. } if body["succeeded"] == true => {
+                    Some((key, Some(value.clone())))
+                }
+                _ => None,
+            };
+            if let Some((key, value)) = seen {
+                kv.seen.lock().expect("kv lock").insert(key.clone(), value);
+            }
+        }
+        outcome
     }
 
     /// Opens every user's account and login (of the services the topology runs),
@@ -266,6 +314,7 @@ impl Runner {
             (ServiceKind::Messaging, workload.mix.messaging),
             (ServiceKind::Payments, workload.mix.payments),
             (ServiceKind::Login, workload.mix.login),
+            (ServiceKind::Kv, workload.mix.kv),
         ];
         let weights: Vec<(ServiceKind, u32)> = weights
             .into_iter()
@@ -347,6 +396,34 @@ impl Runner {
                     _ => Op::Login {
                         user: user_name(user),
                     },
+                }
+            }
+            ServiceKind::Kv => self.choose_kv(n, rng),
+        }
+    }
+
+    /// A read (40%), a write (30%) or a compare-and-swap (30%, expecting the value last
+    /// seen) on one of the few keys; every written value is unique (`v{n}`).
+    fn choose_kv(&self, n: u64, rng: &mut StdRng) -> Op {
+        let keys = self.kv.as_ref().map_or(1, |kv| kv.keys);
+        let key = format!("drill/kv/k{}", rng.gen_range(0..keys));
+        let value = format!("v{n}");
+        match rng.gen_range(0..10) {
+            0..=3 => Op::KvRead { key },
+            4..=6 => Op::KvWrite { key, value },
+            _ => {
+                let expected = self.kv.as_ref().and_then(|kv| {
+                    kv.seen
+                        .lock()
+                        .expect("kv lock")
+                        .get(&key)
+                        .cloned()
+                        .flatten()
+                });
+                Op::KvCas {
+                    key,
+                    expected,
+                    value,
                 }
             }
         }

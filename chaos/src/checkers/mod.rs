@@ -5,6 +5,7 @@
 //!           ─► messaging     every acknowledged message delivered once, in order
 //!           ─► payments      acknowledged transfers applied once, total conserved
 //!           ─► login         acknowledged sessions still valid
+//!           ─► kv            every key's history linearizable (with `kv`)
 //!           ─► availability  per service per second; failover time; steady state
 //!           ─► storm         idle push clients back after their site died (if any)
 //!           ─► control plane, one invariant a file:
@@ -29,6 +30,8 @@ pub mod dwell;
 pub mod election_safety;
 pub mod elections;
 pub mod flapping;
+pub mod kv;
+pub mod linearizable;
 pub mod login;
 pub mod messaging;
 pub mod payments;
@@ -136,6 +139,9 @@ pub fn judge(playbook: &Playbook, events: &[Event]) -> Judgement {
     if services.contains(&ServiceKind::Login) {
         findings.push(login::check(events, &ops));
     }
+    if services.contains(&ServiceKind::Kv) {
+        findings.push(kv::check(&ops));
+    }
     let (finding, figures) = availability::check(playbook, events, &ops);
     findings.push(finding);
     findings.extend([
@@ -176,7 +182,7 @@ pub fn of_service(ops: &[Operation], service: ServiceKind) -> impl Iterator<Item
 }
 
 /// Every checker's name, as findings and `expect.checkers_off` spell them.
-pub const NAMES: [&str; 13] = [
+pub const NAMES: [&str; 14] = [
     "messaging",
     "payments",
     "login",
@@ -190,6 +196,7 @@ pub const NAMES: [&str; 13] = [
     single_primary::NAME,
     serving_at_end::NAME,
     "storm",
+    kv::NAME,
 ];
 
 /// Seconds with one decimal, for messages.

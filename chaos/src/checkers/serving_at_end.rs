@@ -14,7 +14,7 @@ pub fn check(playbook: &Playbook, events: &[Event]) -> Finding {
     let mut finding = Finding::new(NAME, PROPERTY);
     let last = last_routes(events);
     for spec in &playbook.topology.services {
-        if spec.mode != Mode::ActiveActive {
+        if spec.mode != Mode::ActiveActive || !spec.name.is_process() {
             continue;
         }
         let serving = last

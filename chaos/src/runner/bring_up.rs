@@ -66,6 +66,7 @@ fn topology(playbook: &Playbook, sites: &LocalSites) -> Value {
         .topology
         .services
         .iter()
+        .filter(|s| s.name.is_process())
         .map(|s| {
             let endpoints: serde_json::Map<String, Value> = names
                 .iter()
@@ -153,19 +154,25 @@ pub(super) async fn wait_serving(
             Err(_) => None,
         };
         let routed = routing.as_ref().is_some_and(|r| {
-            playbook.topology.services.iter().all(|s| {
-                r["routes"][s.name.name()]["serving"]
-                    .as_array()
-                    .is_some_and(|a| a.len() == wanted(s.mode))
-            })
+            playbook
+                .topology
+                .services
+                .iter()
+                .filter(|s| s.name.is_process())
+                .all(|s| {
+                    r["routes"][s.name.name()]["serving"]
+                        .as_array()
+                        .is_some_and(|a| a.len() == wanted(s.mode))
+                })
         });
         let mut answering = routed;
         for node in nodes.iter().filter(|_| routed) {
-            for service in playbook.services() {
+            for service in playbook.process_services() {
                 let path = match service {
                     ServiceKind::Messaging => "/messaging/conversations/warmup/messages?after=0",
                     ServiceKind::Payments => "/payments/accounts?limit=1",
                     ServiceKind::Login => "/login/sessions/warmup",
+                    ServiceKind::Kv => continue,
                 };
                 let status = http
                     .get(sites.tls.url(node, path))

@@ -117,7 +117,7 @@ pub async fn run(
     }
     let (report, interrupted) = match options.playbook.driver {
         Driver::Local => {
-            let services = options.playbook.services();
+            let services = options.playbook.process_services();
             let sites = options.playbook.topology.sites.len();
             driver::check_ports_free(sites, options.port, &services)?;
             run_sites(
@@ -230,7 +230,7 @@ async fn run_sites(
         port: options.port,
         sites: playbook.topology.sites.clone(),
         state_voters: playbook.topology.state_voters.clone(),
-        services: playbook.services(),
+        services: playbook.process_services(),
         placement,
         raft: playbook.topology.raft.clone(),
         power_loss: playbook.has_power_loss(),
@@ -320,8 +320,13 @@ impl Drill<'_> {
         // The leaders of the start, known before the workload: elections after it count.
         let _ = tokio::time::timeout(crate::observer::POLL_TIMEOUT * 4, observed).await;
         phase("setup");
+        let kv_token = self
+            .playbook
+            .services()
+            .contains(&ServiceKind::Kv)
+            .then(|| sites.token.clone());
         let runner = Runner::new(
-            nodes.clone(),
+            (nodes.clone(), kv_token),
             sites.tls.clone(),
             &self.playbook.workload,
             self.history.clone(),

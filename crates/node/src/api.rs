@@ -220,6 +220,14 @@ pub(crate) async fn txn(
     .await
 }
 
+/// Test-only sabotage, in debug builds alone: with `FIREBREAK_SABOTAGE_STALE_READS` set, a
+/// linearizable read skips the leader's barrier and answers from this node's replica, to
+/// prove that the drills' linearizability checker catches stale reads. Release builds
+/// compile it out.
+fn stale_reads_sabotaged() -> bool {
+    cfg!(debug_assertions) && std::env::var_os("FIREBREAK_SABOTAGE_STALE_READS").is_some()
+}
+
 #[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 enum Consistency {
@@ -280,7 +288,7 @@ pub(crate) async fn kv_read(
             return Err(access::denied(&grant, key));
         }
     }
-    if q.consistency == Consistency::Linearizable {
+    if q.consistency == Consistency::Linearizable && !stale_reads_sabotaged() {
         if let Err(err) = api.state.linearizable_barrier().await {
             return forward(&api, err, &headers, Method::GET, &uri, None).await;
         }

@@ -284,6 +284,24 @@ mod tests {
         assert_eq!(f.get("lost"), 1);
     }
 
+    /// An unknown transfer may apply once; applied twice, the balances say so.
+    #[test]
+    fn an_unknown_transfer_applied_twice_is_caught() {
+        let mut events = history(80, 120, true);
+        events.retain(|e| !matches!(e, Event::Ok { id: 3, .. }));
+        events.insert(
+            5,
+            Event::Unknown {
+                at_ms: 20,
+                id: 3,
+                error: "timed out".into(),
+            },
+        );
+        let f = run(&events);
+        assert!(!f.passed);
+        assert_eq!((f.get("unknown_applied"), f.get("balances_off")), (1, 2));
+    }
+
     #[test]
     fn an_unknown_transfer_may_apply_once() {
         let mut events = history(90, 110, true);

@@ -56,15 +56,12 @@ async fn open(http: &reqwest::Client, base: &str, id: &str, balance: u64) {
     }
 }
 
+async fn get_json(http: &reqwest::Client, url: String) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 async fn balance(http: &reqwest::Client, base: &str, id: &str) -> u64 {
-    let value: Value = http
-        .get(format!("{base}/payments/accounts/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let value = get_json(http, format!("{base}/payments/accounts/{id}")).await;
     value["balance"].as_u64().unwrap()
 }
 
@@ -75,14 +72,11 @@ async fn list_all(http: &reqwest::Client, base: &str, limit: usize) -> (usize, u
         let cursor = after
             .as_ref()
             .map_or(String::new(), |a| format!("&after={a}"));
-        let page: Value = http
-            .get(format!("{base}/payments/accounts?limit={limit}{cursor}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = get_json(
+            http,
+            format!("{base}/payments/accounts?limit={limit}{cursor}"),
+        )
+        .await;
         for account in page["accounts"].as_array().unwrap() {
             count += 1;
             total += account["balance"].as_u64().unwrap();

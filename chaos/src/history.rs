@@ -142,7 +142,8 @@ pub enum Event {
     },
     /// A recipient's push stream received a message, as the server sent it: every one,
     /// before the client drops those it has passed on already, so that a duplicate or a
-    /// reorder by the server is in the history. `via` is the gateway it came through.
+    /// reorder by the server is in the history. `via` is the gateway it came through and,
+    /// in brackets, the site whose instance served the stream, as the gateway said.
     Deliver {
         at_ms: u64,
         recipient: String,

@@ -129,7 +129,8 @@ struct Active {
     site: Option<String>,
 }
 
-/// Draws the schedule of `seed` over `sites` (running `services`).
+/// Draws the schedule of `seed` over `sites` (running `services`; a process fault picks
+/// the node or one of the services that runs as a process).
 pub fn schedule(
     seed: u64,
     sites: &[String],
@@ -217,8 +218,13 @@ fn step(
     bounds: &Bounds,
 ) -> Step {
     let site = site.unwrap_or("workload").to_string();
-    let pick = rng.gen_range(0..=services.len());
-    let process = format!("{site}/{}", services.get(pick).map_or("node", |s| s.name()));
+    // `kv` is the nodes' own API: no process of its own to kill or pause.
+    let processes: Vec<&ServiceKind> = services.iter().filter(|s| s.is_process()).collect();
+    let pick = rng.gen_range(0..=processes.len());
+    let process = format!(
+        "{site}/{}",
+        processes.get(pick).map_or("node", |s| s.name())
+    );
     let (kind, target) = match fault {
         Fault::Kill if rng.gen_bool(0.5) => (FaultKind::SitePowerCycle, site),
         Fault::Kill => (FaultKind::ProcessKill, process),

@@ -177,26 +177,31 @@ impl Runner {
             Op::Validate { token } => self.client.validate(token).await,
             Op::KvRead { .. } | Op::KvWrite { .. } | Op::KvCas { .. } => self.kv(id, &op).await,
         };
+        let (event, ok) = self.completion(id, &op, outcome);
+        self.history.record(event);
+        ok
+    }
+
+    /// The event that ends operation `id`, and whether it ended ok; keeps a new session.
+    fn completion(&self, id: u64, op: &Op, outcome: Outcome) -> (Event, bool) {
         let at_ms = self.history.now_ms();
-        let (event, ok) = match outcome {
-            Outcome::Done { status, body, site } if definitive(&op, status, &body) => {
-                if let (Op::Login { .. }, Some(token)) = (&op, body["token"].as_str()) {
+        match outcome {
+            Outcome::Done { status, body, site } if definitive(op, status, &body) => {
+                if let (Op::Login { .. }, Some(token)) = (op, body["token"].as_str()) {
                     let mut sessions = self.sessions.lock().expect("sessions lock");
                     if sessions.len() >= MAX_SESSIONS {
                         sessions.remove(0);
                     }
                     sessions.push(token.to_string());
                 }
-                (
-                    Event::Ok {
-                        at_ms,
-                        id,
-                        status,
-                        body,
-                        site,
-                    },
-                    true,
-                )
+                let event = Event::Ok {
+                    at_ms,
+                    id,
+                    status,
+                    body,
+                    site,
+                };
+                (event, true)
             }
             Outcome::Done { status, body, .. } => {
                 let error = format!(
@@ -210,9 +215,7 @@ impl Runner {
             }
             Outcome::Failed(error) => (Event::Fail { at_ms, id, error }, false),
             Outcome::Unknown(error) => (Event::Unknown { at_ms, id, error }, false),
-        };
-        self.history.record(event);
-        ok
+        }
     }
 
     /// Runs a kv operation at the next node in turn, and remembers what it saw.
@@ -439,14 +442,23 @@ impl Runner {
 /// client's own dedupe), so the messaging checker judges the server's order.
 fn raw_deliveries(history: History, recipient: String, conversation: String) -> StreamObserver {
     Arc::new(move |event: StreamEvent<'_>| {
-        if let StreamEvent::Received { gateway, message } = event {
+        if let StreamEvent::Received {
+            gateway,
+            site,
+            message,
+        } = event
+        {
+            let via = match site {
+                Some(site) => format!("{gateway} ({site})"),
+                None => gateway.to_string(),
+            };
             history.record(Event::Deliver {
                 at_ms: history.now_ms(),
                 recipient: recipient.clone(),
                 conversation: conversation.clone(),
                 seq: message["seq"].as_u64().unwrap_or(0),
                 client_msg_id: message["client_msg_id"].as_str().unwrap_or("").to_string(),
-                via: gateway.to_string(),
+                via,
             });
         }
     })

@@ -19,7 +19,7 @@ pub const NAME: &str = "kv";
 pub const PROPERTY: &str = "every key's reads, writes and compare-and-swaps are linearizable";
 
 /// Search steps per key before it is "could not verify".
-pub const MAX_STEPS: u64 = 5_000_000;
+pub const MAX_STEPS: u64 = 1_000_000;
 
 pub fn check(ops: &[Operation]) -> Finding {
     let mut finding = Finding::new(NAME, PROPERTY);

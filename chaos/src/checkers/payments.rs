@@ -22,6 +22,38 @@ use crate::history::{Completion, Event, Op, Operation};
 pub const PROPERTY: &str =
     "every acknowledged transfer applied exactly once, unknown ones once or never, the total conserved";
 
+/// What the read-back gave the checker.
+#[derive(Default)]
+struct ReadBack<'e> {
+    records: BTreeMap<&'e str, &'e Option<Value>>,
+    balances: BTreeMap<&'e str, i128>,
+    /// Failed read-backs: what, and why.
+    unread: BTreeMap<&'e str, &'e str>,
+}
+
+impl<'e> ReadBack<'e> {
+    fn of(events: &'e [Event]) -> Self {
+        let mut read = ReadBack::default();
+        for event in events {
+            match event {
+                Event::TransferRecord { key, record, .. } => {
+                    read.records.insert(key, record);
+                }
+                Event::Balance {
+                    account, balance, ..
+                } => {
+                    read.balances.insert(account, i128::from(*balance));
+                }
+                Event::ReadBackFailed { what, error, .. } => {
+                    read.unread.insert(what, error);
+                }
+                _ => {}
+            }
+        }
+        read
+    }
+}
+
 /// Checks the payments property over a history.
 pub fn check(events: &[Event], ops: &[Operation]) -> Finding {
     let mut finding = Finding::new("payments", PROPERTY);
@@ -31,41 +63,47 @@ pub fn check(events: &[Event], ops: &[Operation]) -> Finding {
             opening.insert(account, i128::from(*balance));
         }
     }
-    let mut records: BTreeMap<&str, &Option<Value>> = BTreeMap::new();
-    let mut balances: BTreeMap<&str, i128> = BTreeMap::new();
-    let mut unread: BTreeMap<&str, &str> = BTreeMap::new();
-    for event in events {
-        match event {
-            Event::TransferRecord { key, record, .. } => {
-                records.insert(key, record);
-            }
-            Event::Balance {
-                account, balance, ..
-            } => {
-                balances.insert(account, i128::from(*balance));
-            }
-            Event::ReadBackFailed { what, error, .. } => {
-                unread.insert(what, error);
-            }
-            _ => {}
-        }
-    }
-    let accounts_unread = unread.iter().find(|(what, _)| what.starts_with("accounts"));
+    let read = ReadBack::of(events);
     // The total first: it is the headline when money went missing.
-    let opened: i128 = opening.values().sum();
-    let total: i128 = balances.values().sum();
-    match accounts_unread {
-        Some((what, error)) => {
-            finding.could_not_verify(format!("the total or any balance: reading {what} failed ({error})"));
-            return finding;
-        }
-        None if total != opened => finding.violation(format!(
-            "the balances of {} accounts sum to {total} but the accounts opened with {opened}: money was created or destroyed",
-            balances.len()
-        )),
-        None => {}
+    let accounts_read = check_total(&mut finding, &opening, &read);
+    let expected = check_transfers(&mut finding, ops, &read, opening);
+    if accounts_read {
+        check_balances(&mut finding, &expected, &read.balances);
     }
-    let mut expected = opening.clone();
+    finding
+}
+
+/// The total the checker sums from every account read back against what the accounts
+/// opened with; false when the accounts could not be read (then nothing is verified).
+fn check_total(finding: &mut Finding, opening: &BTreeMap<&str, i128>, read: &ReadBack<'_>) -> bool {
+    if let Some((what, error)) = read
+        .unread
+        .iter()
+        .find(|(what, _)| what.starts_with("accounts"))
+    {
+        finding.could_not_verify(format!(
+            "the total or any balance: reading {what} failed ({error})"
+        ));
+        return false;
+    }
+    let opened: i128 = opening.values().sum();
+    let total: i128 = read.balances.values().sum();
+    if total != opened {
+        finding.violation(format!(
+            "the balances of {} accounts sum to {total} but the accounts opened with {opened}: money was created or destroyed",
+            read.balances.len()
+        ));
+    }
+    true
+}
+
+/// Judges each transfer by its record; returns every balance the applied ones make.
+fn check_transfers<'o>(
+    finding: &mut Finding,
+    ops: &'o [Operation],
+    read: &ReadBack<'_>,
+    mut expected: BTreeMap<&'o str, i128>,
+) -> BTreeMap<&'o str, i128> {
     for o in ops {
         let Op::Transfer {
             key,
@@ -76,10 +114,11 @@ pub fn check(events: &[Event], ops: &[Operation]) -> Finding {
         else {
             continue;
         };
-        let record = match records.get(key.as_str()) {
+        let record = match read.records.get(key.as_str()) {
             Some(record) => record.as_ref(),
             None => {
-                let why = unread
+                let why = read
+                    .unread
                     .get(format!("transfer {key}").as_str())
                     .copied()
                     .unwrap_or("never read");
@@ -89,13 +128,22 @@ pub fn check(events: &[Event], ops: &[Operation]) -> Finding {
                 continue;
             }
         };
-        judge_transfer(&mut finding, o, key, record);
+        judge_transfer(finding, o, key, record);
         if record.is_some_and(|r| r["status"] == "ok") {
             *expected.entry(from).or_default() -= i128::from(*amount);
             *expected.entry(to).or_default() += i128::from(*amount);
         }
     }
-    for (account, want) in &expected {
+    expected
+}
+
+/// Every balance read back against what its opening and the applied transfers make.
+fn check_balances(
+    finding: &mut Finding,
+    expected: &BTreeMap<&str, i128>,
+    balances: &BTreeMap<&str, i128>,
+) {
+    for (account, want) in expected {
         match balances.get(account) {
             None => finding.violation(format!(
                 "account {account}: opened, but not among the accounts read back (lost)"
@@ -114,7 +162,6 @@ pub fn check(events: &[Event], ops: &[Operation]) -> Finding {
             ));
         }
     }
-    finding
 }
 
 fn judge_transfer(finding: &mut Finding, o: &Operation, key: &str, record: Option<&Value>) {
@@ -210,6 +257,18 @@ mod tests {
         events
     }
 
+    /// The history with transfer t1's answer lost (unknown) instead of ok.
+    fn unknown_transfer(mut events: Vec<Event>) -> Vec<Event> {
+        events.retain(|e| !matches!(e, Event::Ok { id: 3, .. }));
+        let lost = Event::Unknown {
+            at_ms: 20,
+            id: 3,
+            error: "timed out".into(),
+        };
+        events.insert(5, lost);
+        events
+    }
+
     fn run(events: &[Event]) -> Finding {
         check(events, &operations(events))
     }
@@ -258,7 +317,8 @@ mod tests {
         });
         let f = run(&events);
         assert!(!f.passed);
-        assert_eq!(f.get("could_not_verify"), 1);
+        assert_eq!(f.get("could_not_verify"), 2, "the total, and transfer t1");
+        assert_eq!(f.get("lost"), 0, "what was not read back is not lost");
         assert!(
             f.violations[0].starts_with(
                 "could not verify the total or any balance: reading accounts (the first) failed"
@@ -287,33 +347,14 @@ mod tests {
     /// An unknown transfer may apply once; applied twice, the balances say so.
     #[test]
     fn an_unknown_transfer_applied_twice_is_caught() {
-        let mut events = history(80, 120, true);
-        events.retain(|e| !matches!(e, Event::Ok { id: 3, .. }));
-        events.insert(
-            5,
-            Event::Unknown {
-                at_ms: 20,
-                id: 3,
-                error: "timed out".into(),
-            },
-        );
-        let f = run(&events);
+        let f = run(&unknown_transfer(history(80, 120, true)));
         assert!(!f.passed);
         assert_eq!((f.get("unknown_applied"), f.get("balances_off")), (1, 2));
     }
 
     #[test]
     fn an_unknown_transfer_may_apply_once() {
-        let mut events = history(90, 110, true);
-        events.retain(|e| !matches!(e, Event::Ok { id: 3, .. }));
-        events.insert(
-            5,
-            Event::Unknown {
-                at_ms: 20,
-                id: 3,
-                error: "timed out".into(),
-            },
-        );
+        let events = unknown_transfer(history(90, 110, true));
         let f = run(&events);
         assert!(f.passed, "{:?}", f.violations);
         assert_eq!(f.get("unknown_applied"), 1);

@@ -132,7 +132,7 @@ fn only_the_faults_asked_for_are_drawn() {
 /// fault needs, targets that exist, inside the workload).
 #[test]
 fn drawn_schedules_are_valid_timelines() {
-    let text = "name: r\ndescription: d\ndriver: netns\ntopology:\n  sites: [pangyo, gasan, busan]\n  services:\n    - { name: messaging, mode: active-active }\n    - { name: payments, mode: active-passive }\n    - { name: login, mode: active-active }\nworkload: { seed: 1, rate_per_sec: 40, duration_secs: 60, users: 8, mix: { messaging: 5, payments: 3, login: 2 } }\nexpect: { push_delay_secs_max: 10 }\n";
+    let text = "name: r\ndescription: d\ndriver: netns\ntopology:\n  sites: [pangyo, gasan, busan]\n  services:\n    - { name: messaging, mode: active-active }\n    - { name: payments, mode: active-passive }\n    - { name: login, mode: active-active }\n    - { name: kv }\nworkload: { seed: 1, rate_per_sec: 40, duration_secs: 60, users: 8, mix: { messaging: 5, payments: 3, login: 2, kv: 2 } }\nexpect: { push_delay_secs_max: 10 }\n";
     let playbook = Playbook::parse("r.yaml", text).unwrap();
     let b = Bounds::for_playbook(&playbook, None);
     assert_eq!(

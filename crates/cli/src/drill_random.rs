@@ -99,17 +99,7 @@ pub async fn run(args: Args) -> Result<()> {
         }
     }
     if many && !args.check {
-        let list: Vec<String> = failed.iter().map(u64::to_string).collect();
-        let failed_list = match list.is_empty() {
-            true => String::new(),
-            false => format!(" (seeds {})", list.join(", ")),
-        };
-        println!(
-            "{} seeds: {} passed, {} failed{failed_list}",
-            seeds.len(),
-            seeds.len() - failed.len(),
-            failed.len()
-        );
+        println!("{}", summary(seeds.len(), &failed));
     }
     match failed.is_empty() {
         true => Ok(()),
@@ -118,6 +108,20 @@ pub async fn run(args: Args) -> Result<()> {
             format!("random drills failed their expectations: seeds {failed:?}"),
         )),
     }
+}
+
+/// The last line of `--seeds`: how many passed, and which failed.
+fn summary(seeds: usize, failed: &[u64]) -> String {
+    let list: Vec<String> = failed.iter().map(u64::to_string).collect();
+    let failed_list = match list.is_empty() {
+        true => String::new(),
+        false => format!(" (seeds {})", list.join(", ")),
+    };
+    format!(
+        "{seeds} seeds: {} passed, {} failed{failed_list}",
+        seeds - failed.len(),
+        failed.len()
+    )
 }
 
 /// The named base playbook, or the built-in one.
@@ -246,6 +250,15 @@ mod tests {
             .contains("first seed is above the last"));
         assert!(parse_seeds("1..5000").unwrap_err().contains("at most 1000"));
         assert!(parse_seeds("a..b").unwrap_err().contains("is not a seed"));
+    }
+
+    #[test]
+    fn the_summary_names_the_failed_seeds() {
+        assert_eq!(summary(20, &[]), "20 seeds: 20 passed, 0 failed");
+        assert_eq!(
+            summary(5, &[2, 4]),
+            "5 seeds: 3 passed, 2 failed (seeds 2, 4)"
+        );
     }
 
     #[test]

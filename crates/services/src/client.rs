@@ -97,10 +97,12 @@ pub enum StreamEvent<'a> {
     Attempt { gateway: &'a str },
     /// `gateway` answered 200: the stream is open.
     Open { gateway: &'a str },
-    /// A message arrived through `gateway`, as sent: before the client drops one it has
-    /// passed on already (a drill judges the server's order on these).
+    /// A message arrived through `gateway` from the instance of `site` (as the gateway
+    /// said), as sent: before the client drops one it has passed on already (a drill
+    /// judges the server's order on these).
     Received {
         gateway: &'a str,
+        site: Option<&'a str>,
         message: &'a Value,
     },
 }
@@ -582,6 +584,11 @@ async fn pump(
 ) -> Pumped {
     use futures::StreamExt;
     let silence = stream_silence(response.headers());
+    let site = response
+        .headers()
+        .get("x-firebreak-site")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let mut events = std::pin::pin!(crate::push::events(response.bytes_stream(), Some(silence)));
     let mut window = None;
     while let Some(event) = events.next().await {
@@ -608,6 +615,7 @@ async fn pump(
         };
         observer(StreamEvent::Received {
             gateway,
+            site: site.as_deref(),
             message: &message,
         });
         let seq = message["seq"].as_u64().unwrap_or(0);

@@ -37,23 +37,10 @@ async fn start() -> (
 }
 
 async fn open(http: &reqwest::Client, base: &str, id: &str, balance: u64) {
-    // Right after start the state group may elect again: a 503 applied nothing (the
-    // service's contract), so try again until the deadline.
-    let started = std::time::Instant::now();
-    loop {
-        let response = http
-            .post(format!("{base}/payments/accounts"))
-            .json(&json!({ "id": id, "balance": balance }))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        if status != 503 || started.elapsed() > firebreak_tests::DEADLINE {
-            assert_eq!(status, 201, "{}", response.text().await.unwrap());
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let url = format!("{base}/payments/accounts");
+    let body = json!({ "id": id, "balance": balance });
+    let response = firebreak_tests::post_until_applied(http, &url, &body).await;
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
 }
 
 async fn get_json(http: &reqwest::Client, url: String) -> Value {

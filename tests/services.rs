@@ -160,12 +160,8 @@ async fn a_session_made_in_one_instance_is_valid_in_another_after_the_first_is_g
         .await
         .unwrap();
     let credentials = json!({ "user": "alice", "password": "correct horse battery" });
-    let created = http
-        .post(format!("http://{first}/login/users"))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap();
+    let users = format!("http://{first}/login/users");
+    let created = firebreak_tests::post_until_applied(&http, &users, &credentials).await;
     assert_eq!(created.status(), 201);
     let again = http
         .post(format!("http://{first}/login/users"))
@@ -251,23 +247,13 @@ async fn expired_sessions_are_swept_and_live_ones_kept() {
         .await
         .unwrap();
     let credentials = json!({ "user": "bob", "password": "correct horse battery" });
-    let created = http
-        .post(format!("http://{addr}/login/users"))
-        .json(&credentials)
-        .send()
-        .await
-        .unwrap();
+    let users = format!("http://{addr}/login/users");
+    let created = firebreak_tests::post_until_applied(&http, &users, &credentials).await;
     assert_eq!(created.status(), 201);
     let log_in = || async {
-        let session: Value = http
-            .post(format!("http://{addr}/login/sessions"))
-            .json(&credentials)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let url = format!("http://{addr}/login/sessions");
+        let answer = firebreak_tests::post_until_applied(&http, &url, &credentials).await;
+        let session: Value = answer.json().await.unwrap();
         session["token"].as_str().expect("a token").to_string()
     };
     for _ in 0..40 {
@@ -393,6 +379,11 @@ async fn many_streams_share_one_watch_on_the_node() {
     Api::new().wait_leader(&cluster.addrs(), "state").await;
     let (base, task) = messaging_at(&cluster).await;
     let http = reqwest::Client::new();
+    // Right after start the state group may elect again: wait until it takes a write.
+    let warm_up = json!({ "client_msg_id": "w", "sender": "bob", "body": "warm-up" });
+    let url = format!("{base}/messaging/conversations/warm-up/messages");
+    let warmed = firebreak_tests::post_until_applied(&http, &url, &warm_up).await;
+    assert!(warmed.status().is_success(), "{}", warmed.status());
     let mut streams = Vec::new();
     for c in 0..12 {
         streams.push(
@@ -406,13 +397,9 @@ async fn many_streams_share_one_watch_on_the_node() {
     for c in 0..12 {
         let request =
             json!({ "client_msg_id": "only", "sender": "bob", "body": format!("to c{c}") });
-        let sent = http
-            .post(format!("{base}/messaging/conversations/c{c}/messages"))
-            .json(&request)
-            .send()
-            .await
-            .unwrap();
-        assert!(sent.status().is_success());
+        let url = format!("{base}/messaging/conversations/c{c}/messages");
+        let sent = firebreak_tests::post_until_applied(&http, &url, &request).await;
+        assert!(sent.status().is_success(), "{}", sent.status());
     }
     for (c, stream) in streams.iter_mut().enumerate() {
         let events = read_events(stream, 1).await;

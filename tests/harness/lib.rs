@@ -173,6 +173,28 @@ pub fn serving(view: &Value, service: &str) -> std::collections::BTreeSet<String
 /// How long any wait in these tests may take before it fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
+/// POSTs `body` to `url` again while the answer is 503 (nothing applied: right after
+/// start the state group may elect again), for up to [`DEADLINE`]; the last answer.
+pub async fn post_until_applied(
+    http: &reqwest::Client,
+    url: &str,
+    body: &Value,
+) -> reqwest::Response {
+    let started = Instant::now();
+    loop {
+        let response = http
+            .post(url)
+            .json(body)
+            .send()
+            .await
+            .expect("the service answers");
+        if response.status() != 503 || started.elapsed() > DEADLINE {
+            return response;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Path of the firebreak binary under test.
 pub fn binary() -> PathBuf {
     if let Ok(path) = std::env::var("FIREBREAK_BIN") {

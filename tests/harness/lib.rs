@@ -606,11 +606,11 @@ impl Api {
         Self { http: http() }
     }
 
-    /// `/v1/cluster` of one node, or `None` if it does not answer.
-    pub async fn cluster(&self, addr: &str) -> Option<Value> {
+    /// `path` of one node as JSON, or `None` if it does not answer within 2 s.
+    async fn get_json(&self, addr: &str, path: &str) -> Option<Value> {
         let response = self
             .http
-            .get(url(addr, "/v1/cluster"))
+            .get(url(addr, path))
             .timeout(Duration::from_secs(2))
             .send()
             .await
@@ -618,16 +618,14 @@ impl Api {
         response.json().await.ok()
     }
 
+    /// `/v1/cluster` of one node, or `None` if it does not answer.
+    pub async fn cluster(&self, addr: &str) -> Option<Value> {
+        self.get_json(addr, "/v1/cluster").await
+    }
+
     /// `/v1/routing` of one node, or `None` if it does not answer.
     pub async fn routing(&self, addr: &str) -> Option<Value> {
-        let response = self
-            .http
-            .get(url(addr, "/v1/routing"))
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await
-            .ok()?;
-        response.json().await.ok()
+        self.get_json(addr, "/v1/routing").await
     }
 
     /// The node id leading `group`, as the node at `addr` sees it.

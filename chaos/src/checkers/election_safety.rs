@@ -83,18 +83,8 @@ pub fn check(events: &[Event]) -> Finding {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::leader;
+    use super::super::tests::{elected, leader};
     use super::*;
-
-    fn elected(at_ms: u64, node: u64, term: u64, leader: u64) -> Event {
-        Event::Elected {
-            at_ms,
-            node,
-            group: "control".into(),
-            term,
-            leader,
-        }
-    }
 
     #[test]
     fn rising_leader_ids_pass() {

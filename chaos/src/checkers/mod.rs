@@ -240,6 +240,17 @@ pub(crate) mod tests {
         }
     }
 
+    /// `node` saved a committed vote for `leader` in `term` of the control group.
+    pub fn elected(at_ms: u64, node: u64, term: u64, leader: u64) -> Event {
+        Event::Elected {
+            at_ms,
+            node,
+            group: "control".into(),
+            term,
+            leader,
+        }
+    }
+
     #[test]
     fn a_checker_turned_off_is_not_judged() {
         let mut p = playbook("[]");

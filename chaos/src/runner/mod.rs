@@ -261,14 +261,16 @@ async fn run_sites(
     sites.shutdown().await;
     let (aborted, incidents, interrupted) = result?;
     let events = history.snapshot();
-    let mut repeat = format!(
-        "firebreak drill {} --seed {seed}",
-        options.playbook_path.display()
-    );
-    if options.driver.is_some() {
-        repeat.push_str(&format!(" --driver {}", playbook.driver.name()));
-    }
-    let repeat = options.repeat.clone().unwrap_or(repeat);
+    let repeat = options.repeat.clone().unwrap_or_else(|| {
+        let mut repeat = format!(
+            "firebreak drill {} --seed {seed}",
+            options.playbook_path.display()
+        );
+        if options.driver.is_some() {
+            repeat.push_str(&format!(" --driver {}", playbook.driver.name()));
+        }
+        repeat
+    });
     let judgement = judge(playbook, &events);
     let report = Report::new(
         playbook, seed, repeat, &events, judgement, aborted, incidents,

@@ -262,7 +262,21 @@ impl Failover {
         self.health
             .retain(|name, _| topology.service(name).is_some());
         for service in &topology.services {
-            if self.routing.contains_key(&service.name) {
+            if let Some(route) = self.routing.get(&service.name) {
+                if let Some(route) = reshaped(service, route, &self.evacuations, at_ms) {
+                    let entry = AuditEntry {
+                        epoch: Some(route.epoch),
+                        ..AuditEntry::new(
+                            at_ms,
+                            actor,
+                            "route",
+                            &service.name,
+                            "the topology changed the service's mode or sites",
+                        )
+                    };
+                    self.routing.insert(service.name.clone(), route);
+                    self.audit(entry);
+                }
                 continue;
             }
             let ranked: Vec<SiteId> = Topology::ranked_sites(service)
@@ -370,6 +384,12 @@ impl Failover {
         if let Some(site) = change.serving.iter().find(|s| !candidates.contains(*s)) {
             return Err(Refusal::invalid(format!(
                 "service {} has no endpoint in site {site}",
+                change.service
+            )));
+        }
+        if let Some(problem) = shape_problem(spec.mode, &change.serving, &change.primary) {
+            return Err(Refusal::invalid(format!(
+                "service {}: {problem}",
                 change.service
             )));
         }
@@ -567,6 +587,81 @@ impl Failover {
             .and_then(|h| h.get(site))
             .is_none_or(|h| h.healthy)
     }
+}
+
+/// What is wrong with a route of a `mode` service serving `serving` with `primary`:
+/// active-passive is served by exactly its primary (or, with `min-serving` overridden, by
+/// nothing and without one), active-active names no primary.
+fn shape_problem(
+    mode: Mode,
+    serving: &BTreeSet<SiteId>,
+    primary: &Option<SiteId>,
+) -> Option<String> {
+    match (mode, primary) {
+        (Mode::ActiveActive, Some(p)) => Some(format!(
+            "an active-active service has no primary, yet {p} was named one"
+        )),
+        (Mode::ActiveActive, None) => None,
+        (Mode::ActivePassive, None) if serving.is_empty() => None,
+        (Mode::ActivePassive, Some(p)) if serving.len() == 1 && serving.contains(p) => None,
+        (Mode::ActivePassive, _) => Some(format!(
+            "an active-passive service is served by exactly its primary; got serving {:?} \
+             with primary {:?}: name one site in both",
+            serving.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(),
+            primary.as_ref().map(|p| p.0.as_str())
+        )),
+    }
+}
+
+/// The route a new topology gives a service that already has `route`, when it changes it:
+/// sites without an endpoint leave (an active-active service they empty is served by
+/// every site not evacuated), and the route takes the shape of the service's mode
+/// (the primary alone for active-passive: the old primary if it still serves, else the
+/// best-ranked serving site, else the best-ranked site not evacuated). A new epoch.
+fn reshaped(
+    service: &crate::topology::ServiceSpec,
+    route: &Route,
+    evacuations: &BTreeMap<SiteId, Evacuation>,
+    at_ms: u64,
+) -> Option<Route> {
+    let mut serving: BTreeSet<SiteId> = route
+        .serving
+        .iter()
+        .filter(|s| service.endpoints.contains_key(*s))
+        .cloned()
+        .collect();
+    let primary = match service.mode {
+        Mode::ActiveActive => None,
+        // Emptied on purpose (min-serving overridden): left so.
+        Mode::ActivePassive if route.serving.is_empty() => None,
+        Mode::ActivePassive => {
+            let ranked = Topology::ranked_sites(service);
+            let keep = route.primary.clone().filter(|p| serving.contains(p));
+            let primary = keep
+                .or_else(|| ranked.iter().find(|s| serving.contains(*s)).cloned())
+                .or_else(|| {
+                    ranked
+                        .iter()
+                        .find(|s| !evacuations.contains_key(*s))
+                        .cloned()
+                })
+                .or_else(|| ranked.first().cloned());
+            serving = primary.iter().cloned().collect();
+            primary
+        }
+    };
+    if serving.is_empty() && !route.serving.is_empty() {
+        serving = Topology::ranked_sites(service)
+            .into_iter()
+            .filter(|s| !evacuations.contains_key(s))
+            .collect();
+    }
+    (serving != route.serving || primary != route.primary).then(|| Route {
+        serving,
+        primary,
+        epoch: route.epoch + 1,
+        changed_at_ms: at_ms,
+    })
 }
 
 /// What `decide` wants done, and what its rules held back.

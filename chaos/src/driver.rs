@@ -26,7 +26,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use firebreak_model::{NodeId, SiteId};
-use firebreak_node::config::{ApiLimits, AuthConfig, Peer, RaftTimings, TlsConfig};
+use firebreak_node::config::{ApiLimits, AuthConfig, DnsConfig, Peer, RaftTimings, TlsConfig};
 use firebreak_node::NodeConfig;
 use tokio::process::{Child, Command};
 
@@ -108,14 +108,18 @@ pub const PEER_PORT_OFFSET: u16 = 4;
 /// How far above the node's client port its admin listener is.
 pub const ADMIN_PORT_OFFSET: u16 = 5;
 
+/// How far above the node's client port its DNS server is (UDP and TCP).
+pub const DNS_PORT_OFFSET: u16 = 6;
+
 /// The loopback address of the `index`-th site (0-based).
 pub fn site_ip(index: usize) -> String {
     format!("127.0.{}.1", index + 1)
 }
 
 /// Node configs for sites on `ips[N]:port` (one per site; the peer listener on
-/// `port + PEER_PORT_OFFSET`, the admin listener on `port + ADMIN_PORT_OFFSET`), data under `dir/<site>/data`. TLS is on, with no files
-/// yet: [`crate::certs::LocalCa::issue_node`] fills them in.
+/// `port + PEER_PORT_OFFSET`, the admin listener on `port + ADMIN_PORT_OFFSET`, DNS for
+/// the zone `svc.firebreak.` on `port + DNS_PORT_OFFSET`), data under `dir/<site>/data`.
+/// TLS is on, with no files yet: [`crate::certs::LocalCa::issue_node`] fills them in.
 pub fn node_configs(
     cluster: &str,
     dir: &Path,
@@ -158,6 +162,13 @@ pub fn node_configs(
                 protect_reads: false,
             },
             state_voters: None,
+            dns: Some(DnsConfig {
+                listen: format!("{ip}:{}", port + DNS_PORT_OFFSET)
+                    .parse()
+                    .expect("an IP address and port parse"),
+                zone: firebreak_node::config::DEFAULT_ZONE.into(),
+                ttl_secs: 5,
+            }),
         })
         .collect()
 }

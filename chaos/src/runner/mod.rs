@@ -241,10 +241,12 @@ async fn run_sites(
             .and_then(|i| i.window_ms),
     })?;
     eprintln!(
-        "drill {}: seed {seed}; {} sites {place}:{}; logs in {}",
+        "drill {}: seed {seed}; {} sites {place}:{}; DNS for {} on port {} (UDP, TCP); logs in {}",
         playbook.name,
         playbook.topology.sites.len(),
         options.port,
+        firebreak_node::config::DEFAULT_ZONE,
+        options.port + crate::driver::DNS_PORT_OFFSET,
         sites.logs()
     );
     let history = History::new();

@@ -77,6 +77,9 @@ fn configs(data_dir: &Path, port: u16, ca: Option<&LocalCa>) -> Result<Vec<NodeC
         &data_dir.join("tokens"),
     );
     for config in &mut configs {
+        if let Some(dns) = &mut config.dns {
+            dns.listen.set_port(DNS_PORT);
+        }
         match ca {
             Some(ca) => ca.issue_node(config)?,
             None => config.tls.plaintext_for_debugging = true,
@@ -84,6 +87,9 @@ fn configs(data_dir: &Path, port: u16, ca: Option<&LocalCa>) -> Result<Vec<NodeC
     }
     Ok(configs)
 }
+
+/// The DNS port of every node (UDP and TCP): unprivileged, so `up` needs no root.
+const DNS_PORT: u16 = 8053;
 
 /// The local cluster's name.
 const CLUSTER: &str = "firebreak-local";
@@ -316,8 +322,8 @@ fn print_sites(sites: &[Site], data_dir: &Path, token: &str, ca: &LocalCa) {
         data_dir.display()
     );
     println!(
-        "{:<8} {:<5} {:<16} {:<16} {:<8} log",
-        "site", "node", "client", "admin", "pid"
+        "{:<8} {:<5} {:<16} {:<16} {:<16} {:<8} log",
+        "site", "node", "client", "admin", "dns", "pid"
     );
     for site in sites {
         let pid = site
@@ -325,12 +331,14 @@ fn print_sites(sites: &[Site], data_dir: &Path, token: &str, ca: &LocalCa) {
             .as_ref()
             .and_then(|c| c.id())
             .map_or("-".into(), |p| p.to_string());
+        let dns = site.config.dns.as_ref().map(|d| d.listen.to_string());
         println!(
-            "{:<8} {:<5} {:<16} {:<16} {:<8} {}",
+            "{:<8} {:<5} {:<16} {:<16} {:<16} {:<8} {}",
             site.name,
             site.config.node_id,
             site.config.listen,
             site.config.admin_listen,
+            dns.unwrap_or_else(|| "-".into()),
             pid,
             site.log.display()
         );
@@ -351,6 +359,14 @@ fn print_sites(sites: &[Site], data_dir: &Path, token: &str, ca: &LocalCa) {
         println!(
             "  a whole-site fire: kill -9 $(cat {}/pangyo/*.pid)",
             data_dir.display()
+        );
+    }
+    if let Some(dns) = sites[0].config.dns.as_ref() {
+        println!(
+            "DNS for {} on port {DNS_PORT} of every node: dig @{} -p {DNS_PORT} payments.{}",
+            dns.zone,
+            dns.listen.ip(),
+            dns.zone
         );
     }
     println!("Ctrl-C stops everything this command started.");

@@ -15,6 +15,7 @@
 
 pub mod control;
 mod control_input;
+pub mod dns;
 pub mod error;
 pub mod failover;
 pub mod grant;

@@ -213,6 +213,15 @@ impl Topology {
 
     fn validate_service(&self, at: &str, service: &ServiceSpec) -> Result<()> {
         check_service_name(&format!("{at}.name"), &service.name)?;
+        if self.sites.iter().any(|s| s.name.0 == service.name) {
+            return Err(InvalidInput::new(
+                format!("{at}.name"),
+                format!(
+                    "{} is also a site's name: in DNS `<name>.<zone>` must mean one of them; rename the service",
+                    service.name
+                ),
+            ));
+        }
         if service.endpoints.is_empty() {
             return Err(InvalidInput::new(
                 format!("{at}.endpoints"),

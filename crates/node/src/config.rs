@@ -60,6 +60,66 @@ pub struct NodeConfig {
     /// writes lost when the only voter burns. Non-voters forward writes to the voters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_voters: Option<Vec<NodeId>>,
+    /// The embedded authoritative DNS server; off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsConfig>,
+}
+
+/// The embedded DNS server (see `crate::dns`): the zone it is authoritative for, where it
+/// listens (UDP and TCP), and the TTL of its answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// UDP and TCP address; port 0 takes one free port for both.
+    pub listen: SocketAddr,
+    /// The zone, e.g. `svc.firebreak.`; a parent zone delegates it to every site.
+    #[serde(default = "default_zone")]
+    pub zone: String,
+    /// TTL of every record, and the SOA's negative-caching TTL: how long a resolver may
+    /// keep sending clients to a site that no longer serves (1 to 3600 s).
+    #[serde(default = "default_ttl")]
+    pub ttl_secs: u32,
+}
+
+/// The zone `firebreak up` serves.
+pub const DEFAULT_ZONE: &str = "svc.firebreak.";
+
+fn default_zone() -> String {
+    DEFAULT_ZONE.into()
+}
+
+fn default_ttl() -> u32 {
+    5
+}
+
+impl DnsConfig {
+    fn validate(&self) -> std::result::Result<(), (String, String)> {
+        let zone = self.zone.trim_end_matches('.');
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if zone.is_empty() || zone.len() > 200 || !zone.split('.').all(label_ok) {
+            return Err((
+                "dns.zone".into(),
+                format!(
+                    "{:?} is not a zone name: use dot-separated labels of letters, digits and \
+                     hyphens (at most 200 characters), e.g. {DEFAULT_ZONE}",
+                    self.zone
+                ),
+            ));
+        }
+        if !(1..=3600).contains(&self.ttl_secs) {
+            return Err((
+                "dns.ttl_secs".into(),
+                format!("is {}; use 1 to 3600 seconds", self.ttl_secs),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Bearer tokens for the operator endpoints (evacuate, restore, freeze, topology apply).
@@ -320,6 +380,9 @@ impl NodeConfig {
             .map_err(|e| (e.field, e.reason))?;
         self.check_listeners()?;
         self.tls.validate()?;
+        if let Some(dns) = &self.dns {
+            dns.validate()?;
+        }
         let mut ids = BTreeSet::new();
         let mut addrs = BTreeSet::new();
         for (i, peer) in self.peers.iter().enumerate() {

@@ -1,5 +1,5 @@
 //! Counts kept between scrapes of `/metrics`: failovers, changes blocked by each rule, and
-//! failed TLS handshakes per listener.
+//! failed TLS handshakes per listener, DNS queries by response code.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,6 +19,8 @@ pub struct Counters {
     pub client_handshake_failures: Arc<AtomicU64>,
     /// Failed TLS handshakes on the admin listener.
     pub admin_handshake_failures: Arc<AtomicU64>,
+    /// DNS queries answered, by response code.
+    pub dns: crate::dns::DnsCounters,
 }
 
 impl Counters {

@@ -34,6 +34,7 @@ pub mod config;
 mod contact;
 pub mod context;
 mod counters;
+pub mod dns;
 mod error;
 pub mod failover;
 pub mod gateway;

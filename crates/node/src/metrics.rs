@@ -7,6 +7,8 @@
 //! per service and site serving and healthy; days until this node's certificate expires.
 //! Counters: failovers proposed by this node's engine, automatic changes blocked by each
 //! rule, and failed TLS handshakes per listener (a caller without a valid certificate).
+//! With DNS on: queries by response code, and `firebreak_dns_fail_static` (1 while this
+//! node is cut off from its control group and answers from routing that may be stale).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -101,6 +103,13 @@ fn record(api: &Api) {
         }
     });
     record_tls(api);
+    if api.config.dns.is_some() {
+        // Answers come from the last applied routing either way; 1 while they may be stale.
+        gauge!("firebreak_dns_fail_static").set(if api.control.in_contact() { 0.0 } else { 1.0 });
+        for (code, count) in api.counters.dns.by_code() {
+            counter!("firebreak_dns_queries_total", "rcode" => code).absolute(count);
+        }
+    }
     let counters = &api.counters;
     counter!("firebreak_failovers_total").absolute(counters.failovers.load(Ordering::Relaxed));
     for (rule, value) in [

@@ -47,6 +47,9 @@ pub struct RunningNode {
     pub peer_addr: SocketAddr,
     /// The admin listener's address.
     pub admin_addr: SocketAddr,
+    /// The DNS server's address (UDP and TCP), if it serves DNS.
+    pub dns_addr: Option<SocketAddr>,
+    dns: Option<crate::dns::DnsServer>,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     registration: JoinHandle<()>,
@@ -277,6 +280,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         routes::admin_routes(api.clone()),
         stopped,
     )?;
+    let dns = match &config.dns {
+        Some(dns) => Some(crate::dns::serve(api.clone(), dns).await?),
+        None => None,
+    };
     bootstrap(&control, config.members(), config.node_id).await?;
     bootstrap(&state, config.state_members(), config.node_id).await?;
     let registration = tokio::spawn(register(control.clone()));
@@ -287,6 +294,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         addr,
         peer_addr,
         admin_addr,
+        dns_addr: dns.as_ref().map(|d| d.addr),
+        dns,
         stop,
         servers: vec![peer_server, client_server, admin_server],
         registration,
@@ -373,6 +382,9 @@ impl RunningNode {
         // while a leader that stops lets the others elect within an election timeout.
         // Requests still in flight fail over to other nodes (the services retry).
         let _ = self.stop.send(true);
+        if let Some(dns) = self.dns {
+            dns.shutdown().await;
+        }
         for (name, result) in [
             ("control", self.api.control.raft.shutdown().await),
             ("state", self.api.state.raft.shutdown().await),

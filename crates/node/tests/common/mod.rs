@@ -1,0 +1,178 @@
+//! The harness of the node's tests: in-process clusters of three real nodes (real HTTP on
+//! loopback, real sled stores, real DNS) in one test process. "Killing" a node here is a
+//! shutdown; crash tests with SIGKILL are in the root package's tests/, with real child
+//! processes.
+
+// Each test binary uses a part of the harness.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use firebreak_model::kv::KvCommand;
+use firebreak_model::{NodeId, SiteId};
+use firebreak_node::config::{ApiLimits, DnsConfig, Peer, RaftTimings};
+use firebreak_node::{NodeConfig, RunningNode};
+use tempfile::TempDir;
+
+pub const SITES: [&str; 3] = ["pangyo", "gasan", "busan"];
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub struct Cluster {
+    pub dir: TempDir,
+    pub configs: Vec<NodeConfig>,
+    pub nodes: Vec<Option<RunningNode>>,
+}
+
+/// A free `127.0.0.1` address per listener of every node, all distinct: every port is
+/// held until the last one is found, so the kernel cannot hand one out twice.
+fn free_addrs() -> Vec<String> {
+    let held: Vec<TcpListener> = (0..4 * SITES.len())
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect()
+}
+
+impl Cluster {
+    pub async fn start(raft: RaftTimings) -> Self {
+        let dir = TempDir::new().unwrap();
+        let addrs = free_addrs();
+        let peers: Vec<Peer> = SITES
+            .iter()
+            .enumerate()
+            .map(|(i, site)| Peer {
+                id: NodeId(i as u64 + 1),
+                site: SiteId::from(*site),
+                addr: addrs[i].clone(),
+            })
+            .collect();
+        let configs: Vec<NodeConfig> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| NodeConfig {
+                cluster: "test".into(),
+                node_id: p.id,
+                site: p.site.clone(),
+                listen: addrs[SITES.len() + i].parse().unwrap(),
+                peer_listen: p.addr.parse().unwrap(),
+                admin_listen: addrs[2 * SITES.len() + i].parse().unwrap(),
+                // These tests are about Raft and the API's answers; TLS and who may call
+                // what are the end-to-end tests' subject (tests/trust_boundary.rs).
+                tls: firebreak_node::config::TlsConfig {
+                    plaintext_for_debugging: true,
+                    ..Default::default()
+                },
+                data_dir: dir.path().join(&p.site.0),
+                peers: peers.clone(),
+                raft: raft.clone(),
+                api: ApiLimits::default(),
+                auth: Default::default(),
+                state_voters: None,
+                dns: Some(DnsConfig {
+                    listen: addrs[3 * SITES.len() + i].parse().unwrap(),
+                    zone: "svc.test.".into(),
+                    ttl_secs: 5,
+                }),
+            })
+            .collect();
+        let mut cluster = Cluster {
+            dir,
+            configs,
+            nodes: vec![None, None, None],
+        };
+        for i in 0..3 {
+            cluster.start_node(i).await;
+        }
+        cluster
+    }
+
+    /// Starts node `i`, retrying while the previous instance still holds its sled lock.
+    pub async fn start_node(&mut self, i: usize) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            match firebreak_node::start(self.configs[i].clone()).await {
+                Ok(node) => {
+                    self.nodes[i] = Some(node);
+                    return;
+                }
+                Err(err) if Instant::now() < deadline => {
+                    let _ = err;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(err) => panic!("node {i} did not start: {err}"),
+            }
+        }
+    }
+
+    pub async fn stop_node(&mut self, i: usize) {
+        self.nodes[i]
+            .take()
+            .expect("node is running")
+            .shutdown()
+            .await;
+    }
+
+    pub fn node(&self, i: usize) -> &RunningNode {
+        self.nodes[i].as_ref().expect("node is running")
+    }
+
+    /// The index of the node that leads the state group, once every running node agrees.
+    pub async fn state_leader(&self) -> usize {
+        poll("a state leader every running node agrees on", || {
+            let leaders: Vec<Option<NodeId>> = self
+                .nodes
+                .iter()
+                .flatten()
+                .map(|n| n.api.state.info().leader)
+                .collect();
+            match leaders.first() {
+                Some(Some(l)) if leaders.iter().all(|x| *x == Some(*l)) => self
+                    .nodes
+                    .iter()
+                    .position(|n| n.as_ref().is_some_and(|n| n.api.config.node_id == *l)),
+                _ => None,
+            }
+        })
+        .await
+    }
+
+    pub async fn put(&self, i: usize, key: &str, value: &str) {
+        let command = KvCommand::Put {
+            key: key.into(),
+            value: value.into(),
+        };
+        self.node(i)
+            .api
+            .state_writer
+            .write(command)
+            .await
+            .unwrap_or_else(|e| panic!("put {key} on node {i}: {e}"));
+    }
+
+    pub fn stale_get(&self, i: usize, key: &str) -> Option<String> {
+        self.node(i)
+            .api
+            .state
+            .reader
+            .read(|kv| kv.get(key).map(|e| e.value.clone()))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics naming `what` after the deadline.
+pub async fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -169,6 +169,7 @@ pub fn node_configs(
                 zone: firebreak_node::config::DEFAULT_ZONE.into(),
                 ttl_secs: 5,
             }),
+            hooks: Vec::new(),
         })
         .collect()
 }

@@ -140,7 +140,36 @@ async fn print_failover(client: &Client, views: &[(String, Result<ClusterInfo>)]
             ]);
         }
         println!("{table}");
+        print_hooks(&status.hooks);
     }
+}
+
+/// Routing hooks, when any has a record; a hook behind or failing says so.
+fn print_hooks(hooks: &[firebreak_node::operator::HookStatus]) {
+    if hooks.is_empty() {
+        return;
+    }
+    println!(
+        "
+routing hooks"
+    );
+    let mut table = Table::new();
+    table.load_preset(comfy_table::presets::NOTHING);
+    table.set_header(["hook", "service", "delivered", "state"]);
+    for hook in hooks {
+        let state = match (&hook.last_error, hook.acked_epoch >= hook.epoch) {
+            (Some(error), _) => format!("FAILING ({} rounds): {error}", hook.failures),
+            (None, true) => "ok".into(),
+            (None, false) => "delivering".into(),
+        };
+        table.add_row([
+            hook.hook.clone(),
+            hook.service.clone(),
+            format!("epoch {} of {}", hook.acked_epoch, hook.epoch),
+            state,
+        ]);
+    }
+    println!("{table}");
 }
 
 async fn fetch(client: &Client, node: &str) -> (String, Result<ClusterInfo>) {

@@ -36,6 +36,9 @@ pub struct ControlState {
     /// of the one before it (however far behind its own wall clock is).
     #[serde(default)]
     pub clock_ms: u64,
+    /// Routing hooks' deliveries, by hook then service (see [`crate::hooks`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hooks: crate::hooks::HookRecords,
 }
 
 /// What the control group knows of one site.
@@ -94,6 +97,14 @@ pub enum ControlCommand {
     },
     /// Let automation act again.
     Unfreeze { actor: Actor, at_ms: u64 },
+    /// How a routing hook's delivery round of a service's change ended (`error`: failed).
+    HookResult {
+        hook: String,
+        service: String,
+        epoch: u64,
+        error: Option<String>,
+        at_ms: u64,
+    },
 }
 
 /// What a control command did.
@@ -122,6 +133,7 @@ impl ControlCommand {
             | ControlCommand::Restore { at_ms, .. }
             | ControlCommand::Freeze { at_ms, .. }
             | ControlCommand::Unfreeze { at_ms, .. }
+            | ControlCommand::HookResult { at_ms, .. }
             | ControlCommand::Evacuate { at_ms, .. } => Some(*at_ms),
             ControlCommand::Route(change) => Some(change.at_ms),
             ControlCommand::RegisterMember { .. } | ControlCommand::Ping => None,
@@ -137,7 +149,8 @@ impl ControlCommand {
             | ControlCommand::ReportHealth { at_ms, .. }
             | ControlCommand::Restore { at_ms, .. }
             | ControlCommand::Freeze { at_ms, .. }
-            | ControlCommand::Unfreeze { at_ms, .. } => *at_ms = now_ms,
+            | ControlCommand::Unfreeze { at_ms, .. }
+            | ControlCommand::HookResult { at_ms, .. } => *at_ms = now_ms,
             ControlCommand::Route(change) => change.at_ms = now_ms,
             ControlCommand::Evacuate {
                 at_ms,
@@ -180,6 +193,16 @@ impl ControlState {
             ControlCommand::Ping => {
                 self.pings += 1;
                 ControlResponse::Pong { pings: self.pings }
+            }
+            ControlCommand::HookResult {
+                hook,
+                service,
+                epoch,
+                error,
+                at_ms,
+            } => {
+                self.hook_result(hook, service, *epoch, error.as_deref(), *at_ms);
+                ControlResponse::Done { epoch: None }
             }
             other => done(self.apply_failover(other)),
         }
@@ -246,7 +269,9 @@ impl ControlState {
                 })
                 .map(|_| None),
             ControlCommand::Unfreeze { actor, at_ms } => f.unfreeze(&actor, at_ms).map(|_| None),
-            ControlCommand::RegisterMember { .. } | ControlCommand::Ping => {
+            ControlCommand::HookResult { .. }
+            | ControlCommand::RegisterMember { .. }
+            | ControlCommand::Ping => {
                 unreachable!("handled by apply")
             }
         }

@@ -78,6 +78,18 @@ impl ControlCommand {
                 check_text("reason", reason)?;
             }
             ControlCommand::Unfreeze { actor, .. } => check_actor(actor)?,
+            ControlCommand::HookResult {
+                hook,
+                service,
+                error,
+                ..
+            } => {
+                check_service_name("hook", hook)?;
+                check_service_name("service", service)?;
+                if let Some(error) = error {
+                    check_text("error", error)?;
+                }
+            }
         }
         check_encoded(self)
     }

@@ -141,7 +141,7 @@ pub struct AuditEntry {
     pub seq: u64,
     pub at_ms: u64,
     pub actor: Actor,
-    /// `topology`, `route`, `evacuate`, `restore`, `freeze`, `unfreeze`.
+    /// `topology`, `route`, `evacuate`, `restore`, `freeze`, `unfreeze`, `hook-failed`.
     pub action: String,
     /// The service or site acted on.
     pub target: String,
@@ -247,6 +247,11 @@ impl Failover {
     fn audit(&mut self, entry: AuditEntry) {
         let keep = self.keep();
         self.audit.push(entry, keep);
+    }
+
+    /// Appends `entry` to the audit log, compacted to the topology's `audit_keep`.
+    pub(crate) fn push_audit(&mut self, entry: AuditEntry) {
+        self.audit(entry);
     }
 
     /// Replaces the topology; new services start served by every site with an endpoint

@@ -19,6 +19,7 @@ pub mod dns;
 pub mod error;
 pub mod failover;
 pub mod grant;
+pub mod hooks;
 pub mod ids;
 pub mod kv;
 pub mod retry;

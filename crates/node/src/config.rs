@@ -63,6 +63,88 @@ pub struct NodeConfig {
     /// The embedded authoritative DNS server; off when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsConfig>,
+    /// Routing hooks the control leader runs on every routing change (`crate::hooks`).
+    /// Give every node the same hooks: whichever node leads delivers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookConfig>,
+}
+
+/// Most hooks a node runs.
+pub const MAX_HOOKS: usize = firebreak_model::hooks::MAX_HOOKS;
+
+/// One routing hook: a command (the change as JSON on its stdin) or a webhook (the change
+/// POSTed as JSON), with `Idempotency-Key` / `FIREBREAK_IDEMPOTENCY_KEY` naming the change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    /// The hook's name, in status, metrics and the audit log.
+    pub name: String,
+    /// The command and its arguments, run without a shell (use `["sh", "-c", "..."]` for
+    /// one); exit status 0 acknowledges the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<Vec<String>>,
+    /// An `http://` or `https://` URL; a 2xx answer acknowledges the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// The CA that signed an `https://` webhook's certificate (required for https).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// How long one attempt may take before it is killed and counted as failed.
+    #[serde(default = "default_hook_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Attempts in one delivery round, with backoff between them; a failed round is
+    /// audited and tried again later (1 s doubling to 60 s).
+    #[serde(default = "default_hook_attempts")]
+    pub attempts: u32,
+}
+
+fn default_hook_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_hook_attempts() -> u32 {
+    5
+}
+
+impl HookConfig {
+    fn validate(&self, at: &str) -> std::result::Result<(), (String, String)> {
+        let fail = |field: &str, message: String| Err((format!("{at}.{field}"), message));
+        if let Err(e) = firebreak_model::topology::check_service_name("name", &self.name) {
+            return fail("name", e.reason);
+        }
+        match (&self.exec, &self.webhook) {
+            (Some(argv), None) if argv.is_empty() || argv[0].is_empty() => {
+                return fail(
+                    "exec",
+                    "needs a command: [\"/path/to/cmd\", \"arg\", ...]".into(),
+                )
+            }
+            (None, Some(url)) if url.starts_with("https://") && self.ca_file.is_none() => {
+                return fail(
+                    "ca_file",
+                    "an https webhook needs the CA that signed its certificate".into(),
+                )
+            }
+            (None, Some(url)) if !url.starts_with("http://") && !url.starts_with("https://") => {
+                return fail(
+                    "webhook",
+                    format!("{url:?} is not an http:// or https:// URL"),
+                )
+            }
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => return fail("exec", "give exactly one of exec and webhook".into()),
+        }
+        if !(1..=60_000).contains(&self.timeout_ms) {
+            return fail(
+                "timeout_ms",
+                format!("is {}; use 1 to 60000", self.timeout_ms),
+            );
+        }
+        if !(1..=10).contains(&self.attempts) {
+            return fail("attempts", format!("is {}; use 1 to 10", self.attempts));
+        }
+        Ok(())
+    }
 }
 
 /// The embedded DNS server (see `crate::dns`): the zone it is authoritative for, where it
@@ -382,6 +464,19 @@ impl NodeConfig {
         self.tls.validate()?;
         if let Some(dns) = &self.dns {
             dns.validate()?;
+        }
+        if self.hooks.len() > MAX_HOOKS {
+            return fail(
+                "hooks",
+                format!("{} hooks; at most {MAX_HOOKS}", self.hooks.len()),
+            );
+        }
+        let mut names = BTreeSet::new();
+        for (i, hook) in self.hooks.iter().enumerate() {
+            hook.validate(&format!("hooks[{i}]"))?;
+            if !names.insert(&hook.name) {
+                return fail("hooks", format!("hook name {} appears twice", hook.name));
+            }
         }
         let mut ids = BTreeSet::new();
         let mut addrs = BTreeSet::new();

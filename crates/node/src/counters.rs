@@ -1,5 +1,5 @@
 //! Counts kept between scrapes of `/metrics`: failovers, changes blocked by each rule, and
-//! failed TLS handshakes per listener, DNS queries by response code.
+//! failed TLS handshakes per listener, DNS queries by response code, hook delivery rounds.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,6 +21,8 @@ pub struct Counters {
     pub admin_handshake_failures: Arc<AtomicU64>,
     /// DNS queries answered, by response code.
     pub dns: crate::dns::DnsCounters,
+    /// Routing hooks' delivery rounds, by hook and outcome.
+    pub hooks: crate::hooks::HookCounters,
 }
 
 impl Counters {

@@ -39,6 +39,7 @@ mod error;
 pub mod failover;
 pub mod gateway;
 pub mod group;
+pub mod hooks;
 mod identity;
 pub mod metrics;
 pub mod network;

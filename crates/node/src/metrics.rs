@@ -7,6 +7,7 @@
 //! per service and site serving and healthy; days until this node's certificate expires.
 //! Counters: failovers proposed by this node's engine, automatic changes blocked by each
 //! rule, and failed TLS handshakes per listener (a caller without a valid certificate).
+//! Hooks: delivery rounds by outcome; per service, consecutive failures and epochs behind.
 //! With DNS on: queries by response code, and `firebreak_dns_fail_static` (1 while this
 //! node is cut off from its control group and answers from routing that may be stale).
 
@@ -103,6 +104,7 @@ fn record(api: &Api) {
         }
     });
     record_tls(api);
+    record_hooks(api);
     if api.config.dns.is_some() {
         // Answers come from the last applied routing either way; 1 while they may be stale.
         gauge!("firebreak_dns_fail_static").set(if api.control.in_contact() { 0.0 } else { 1.0 });
@@ -136,4 +138,31 @@ fn record_tls(api: &Api) {
         counter!("firebreak_tls_handshake_failures_total", "listener" => listener)
             .absolute(failures.load(Ordering::Relaxed));
     }
+}
+
+/// Per hook: delivery rounds by outcome; per hook and service: consecutive failed rounds,
+/// and epochs not yet acknowledged.
+fn record_hooks(api: &Api) {
+    for (hook, ok, failed) in api.counters.hooks.snapshot() {
+        counter!("firebreak_hook_rounds_total", "hook" => hook.clone(), "outcome" => "ok")
+            .absolute(ok);
+        counter!("firebreak_hook_rounds_total", "hook" => hook, "outcome" => "failed")
+            .absolute(failed);
+    }
+    api.control.reader.read(|c| {
+        for hook in &api.config.hooks {
+            for (service, route) in &c.failover.routing {
+                let record = c.hooks.get(&hook.name).and_then(|r| r.get(service));
+                let labels = [("hook", hook.name.clone()), ("service", service.clone())];
+                gauge!("firebreak_hook_failures", &labels)
+                    .set(record.map_or(0, |r| r.failures) as f64);
+                gauge!("firebreak_hook_behind", &labels).set(
+                    route
+                        .epoch
+                        .saturating_sub(record.map_or(0, |r| r.acked_epoch))
+                        as f64,
+                );
+            }
+        }
+    });
 }

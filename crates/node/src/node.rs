@@ -287,7 +287,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     bootstrap(&control, config.members(), config.node_id).await?;
     bootstrap(&state, config.state_members(), config.node_id).await?;
     let registration = tokio::spawn(register(control.clone()));
-    let failover = crate::failover::spawn(api.clone());
+    let mut failover = crate::failover::spawn(api.clone());
+    failover.extend(crate::hooks::spawn(api.clone())?);
     tracing::info!(node = %config.node_id, site = %config.site, %addr, %peer_addr, %admin_addr, tls = api.keys.is_some(), "node serving");
     Ok(RunningNode {
         api,

@@ -314,6 +314,21 @@ pub struct FailoverStatus {
     pub frozen: Option<String>,
     pub sites: Vec<SiteStatus>,
     pub services: Vec<ServiceStatus>,
+    /// Routing hooks' deliveries per hook and service, as the control group recorded them.
+    #[serde(default)]
+    pub hooks: Vec<HookStatus>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct HookStatus {
+    pub hook: String,
+    pub service: String,
+    /// The service's epoch, and the newest the hook acknowledged.
+    pub epoch: u64,
+    pub acked_epoch: u64,
+    /// Failed delivery rounds since the last success, and why the last one failed.
+    pub failures: u32,
+    pub last_error: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -390,9 +405,29 @@ async fn status(State(api): State<Arc<Api>>, headers: HeaderMap) -> ApiResult<Re
             frozen,
             sites,
             services,
+            hooks: hook_status(c),
         })
     });
     Ok(Json(view).into_response())
+}
+
+/// Every hook the control group has records of, per service with a route.
+fn hook_status(c: &firebreak_model::control::ControlState) -> Vec<HookStatus> {
+    let mut out = Vec::new();
+    for (hook, records) in &c.hooks {
+        for (service, route) in &c.failover.routing {
+            let record = records.get(service).cloned().unwrap_or_default();
+            out.push(HookStatus {
+                hook: hook.clone(),
+                service: service.clone(),
+                epoch: route.epoch,
+                acked_epoch: record.acked_epoch,
+                failures: record.failures,
+                last_error: record.last_error,
+            });
+        }
+    }
+    out
 }
 
 #[derive(Deserialize)]

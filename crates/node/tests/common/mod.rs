@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use firebreak_model::kv::KvCommand;
 use firebreak_model::{NodeId, SiteId};
-use firebreak_node::config::{ApiLimits, DnsConfig, Peer, RaftTimings};
+use firebreak_node::config::{ApiLimits, DnsConfig, HookConfig, Peer, RaftTimings};
 use firebreak_node::{NodeConfig, RunningNode};
 use tempfile::TempDir;
 
@@ -38,6 +38,11 @@ fn free_addrs() -> Vec<String> {
 
 impl Cluster {
     pub async fn start(raft: RaftTimings) -> Self {
+        Self::start_with(raft, Vec::new()).await
+    }
+
+    /// A cluster whose nodes all run `hooks`.
+    pub async fn start_with(raft: RaftTimings, hooks: Vec<HookConfig>) -> Self {
         let dir = TempDir::new().unwrap();
         let addrs = free_addrs();
         let peers: Vec<Peer> = SITES
@@ -76,6 +81,7 @@ impl Cluster {
                     zone: "svc.test.".into(),
                     ttl_secs: 5,
                 }),
+                hooks: hooks.clone(),
             })
             .collect();
         let mut cluster = Cluster {

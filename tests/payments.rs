@@ -18,6 +18,12 @@ async fn start() -> (
     let cluster = TestCluster::start("");
     let api = Api::new();
     api.wait_leader(&cluster.addrs(), "state").await;
+    let (base, task) = instance(&cluster).await;
+    (cluster, base, reqwest::Client::new(), task)
+}
+
+/// One more payments instance on `cluster`: its URL and task.
+async fn instance(cluster: &TestCluster) -> (String, tokio::task::JoinHandle<()>) {
     let config = payments::Config {
         state_tls: cluster.service_tls("payments"),
         server_tls: None,
@@ -28,12 +34,7 @@ async fn start() -> (
     let (addr, task) = payments::spawn("127.0.0.1:0".parse().unwrap(), config)
         .await
         .unwrap();
-    (
-        cluster,
-        format!("http://{addr}"),
-        reqwest::Client::new(),
-        task,
-    )
+    (format!("http://{addr}"), task)
 }
 
 async fn open(http: &reqwest::Client, base: &str, id: &str, balance: u64) {
@@ -198,4 +199,59 @@ async fn accounts_list_page_by_page_and_a_bad_page_size_is_refused() {
         assert!(!body.is_empty(), "{bad}: the refusal says why");
     }
     task.abort();
+}
+
+/// A transfer as a gateway sends it for an active-passive route at `epoch`.
+async fn fenced_transfer(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    epoch: u64,
+) -> (u16, Value) {
+    let body = json!({ "idempotency_key": key, "from": "a", "to": "b", "amount": 10 });
+    let response = http
+        .post(format!("{base}/payments/transfers"))
+        .header("x-firebreak-epoch", epoch)
+        .header("x-firebreak-primary", "gasan")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (
+        response.status().as_u16(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_that_lost_its_role_cannot_commit_even_with_a_stale_view() {
+    let (cluster, new_primary, http, task) = start().await;
+    open(&http, &new_primary, "a", 100).await;
+    open(&http, &new_primary, "b", 0).await;
+    // The new primary writes at epoch 5; the old one (an instance whose view and gateway
+    // are still at epoch 4) must not commit after that.
+    let (old_primary, old_task) = instance(&cluster).await;
+    let (status, _) = fenced_transfer(&http, &new_primary, "t-new", 5).await;
+    assert_eq!(status, 200);
+    let (status, body) = fenced_transfer(&http, &old_primary, "t-old", 4).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["kind"], "stale_epoch", "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("nothing was applied"));
+    assert_eq!(balance(&http, &new_primary, "a").await, 90);
+    assert_eq!(balance(&http, &new_primary, "b").await, 10);
+    let record = http
+        .get(format!("{new_primary}/payments/transfers/t-old"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(record.status(), 404, "the refused transfer left no record");
+    // The same epoch and newer ones still commit.
+    assert_eq!(fenced_transfer(&http, &old_primary, "t-5", 5).await.0, 200);
+    assert_eq!(fenced_transfer(&http, &new_primary, "t-6", 6).await.0, 200);
+    assert_eq!(fenced_transfer(&http, &new_primary, "t-5b", 5).await.0, 503);
+    task.abort();
+    old_task.abort();
 }

@@ -413,11 +413,21 @@ async fn key_grants_keep_each_service_in_its_own_prefix() {
         .send()
         .await;
     assert_eq!(status(watch), 403);
+    // A service's own route (to fence its writes with), not another's. No topology is
+    // applied here: its own answers 404 (no route), another's is refused before that.
+    let route = |client: &reqwest::Client, service: &str| {
+        client
+            .get(format!("{base}/v1/routing/{service}?timeout_ms=1"))
+            .send()
+    };
+    assert_eq!(status(route(&payments, "payments").await), 404);
+    assert_eq!(status(route(&payments, "login").await), 403);
 
     // The gateway's public side: no credential, no key at all.
     let public = http();
     assert_eq!(status(put(&public, "payments/accounts/a").await), 401);
     assert_eq!(status(get(&public, "key=payments/accounts/a").await), 401);
+    assert_eq!(status(route(&public, "payments").await), 401);
     // An operator token reaches every key.
     let operator = public
         .put(format!("{base}/v1/kv"))

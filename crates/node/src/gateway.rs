@@ -59,8 +59,17 @@ const HOP_HEADERS: [&str; 6] = [
 struct Plan {
     targets: Vec<(SiteId, String)>,
     epoch: u64,
+    /// The primary, for active-passive.
+    primary: Option<SiteId>,
     retry_safe: bool,
 }
+
+/// Headers the gateway sets on every request it forwards (whatever the caller sent is
+/// dropped): the route's epoch, the site of the instance, and the primary of an
+/// active-passive service. Instances fence writes with them.
+pub const EPOCH_HEADER: &str = "x-firebreak-epoch";
+pub const SITE_HEADER: &str = "x-firebreak-site";
+pub const PRIMARY_HEADER: &str = "x-firebreak-primary";
 
 /// The plan for a `method` request to `path` of `service`.
 fn candidates(api: &Api, service: &str, method: &Method, path: &str) -> Option<Plan> {
@@ -85,6 +94,7 @@ fn candidates(api: &Api, service: &str, method: &Method, path: &str) -> Option<P
         Some(Plan {
             targets,
             epoch: route.epoch,
+            primary: route.primary.clone(),
             retry_safe,
         })
     })
@@ -185,7 +195,7 @@ async fn try_sites(
             tried.push(format!("{site}: not tried, the caller's deadline passed"));
             break;
         }
-        let answer = match send(api, endpoint, request, left).await {
+        let answer = match send(api, (site, endpoint), plan, request, left).await {
             Some(answer) => answer,
             None => {
                 return Err(outcome_unknown(format!(
@@ -238,17 +248,30 @@ async fn try_sites(
 /// none); `None` when the deadline passed before the instance answered.
 async fn send(
     api: &Api,
-    endpoint: &str,
+    (site, endpoint): (&SiteId, &str),
+    plan: &Plan,
     request: &Outgoing,
     left: Option<std::time::Duration>,
 ) -> Option<reqwest::Result<reqwest::Response>> {
     let url = format!("{}{}", endpoint.trim_end_matches('/'), request.path);
     let mut outgoing = api.gateway.request(request.method.clone(), url);
+    let ours = [
+        firebreak_model::DEADLINE_HEADER,
+        EPOCH_HEADER,
+        SITE_HEADER,
+        PRIMARY_HEADER,
+    ];
     for (name, value) in &request.headers {
         let name = name.as_str();
-        if !HOP_HEADERS.contains(&name) && name != firebreak_model::DEADLINE_HEADER {
+        if !HOP_HEADERS.contains(&name) && !ours.contains(&name) {
             outgoing = outgoing.header(name, value);
         }
+    }
+    outgoing = outgoing
+        .header(EPOCH_HEADER, plan.epoch)
+        .header(SITE_HEADER, site.0.as_str());
+    if let Some(primary) = &plan.primary {
+        outgoing = outgoing.header(PRIMARY_HEADER, primary.0.as_str());
     }
     let sending = match left {
         Some(left) => outgoing.header(firebreak_model::DEADLINE_HEADER, left.as_millis() as u64),
@@ -310,9 +333,9 @@ fn relay(
     let mut out = (status, body).into_response();
     out.headers_mut().extend(headers);
     if let Ok(value) = HeaderValue::from_str(&site.0) {
-        out.headers_mut().insert("x-firebreak-site", value);
+        out.headers_mut().insert(SITE_HEADER, value);
     }
     out.headers_mut()
-        .insert("x-firebreak-epoch", HeaderValue::from(epoch));
+        .insert(EPOCH_HEADER, HeaderValue::from(epoch));
     out
 }

@@ -47,6 +47,7 @@ pub mod node;
 pub mod operator;
 mod reply;
 mod routes;
+pub mod service_route;
 
 pub use config::NodeConfig;
 pub use error::{Error, Result};

@@ -1,7 +1,8 @@
 //! One router per listener (see docs/security.md for who may call what):
 //!
 //! ```text
-//!   client: access::client_credentials ─► /v1/kv, /v1/txn, /v1/watch (grants), /v1/cluster,
+//!   client: access::client_credentials ─► /v1/kv, /v1/txn, /v1/watch, /v1/routing/{service}
+//!           (grants), /v1/cluster,
 //!           /v1/health, gateway /{service}/...; operator paths answer 404 (admin listener)
 //!   admin:  access::admin_credentials ─► operator commands (token), routing, failover,
 //!           audit, topology, /v1/cluster, /v1/health, /metrics
@@ -40,6 +41,10 @@ pub fn client_routes(api: Arc<Api>) -> Router {
     key_routes()
         .route("/v1/cluster", get(api::cluster))
         .route("/v1/health", get(api::health))
+        .route(
+            "/v1/routing/{service}",
+            get(crate::service_route::service_route),
+        )
         // Node paths that are not on this listener (operator, Raft, internal) are not
         // services: the gateway must not take them.
         .route("/v1/{*rest}", axum::routing::any(not_on_client_listener))

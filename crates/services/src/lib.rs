@@ -17,6 +17,7 @@
 
 pub mod backoff;
 pub mod client;
+mod fence;
 mod http;
 pub mod login;
 pub mod messaging;

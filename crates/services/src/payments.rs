@@ -11,7 +11,9 @@
 //!     key recorded?        ─► answer the first result again
 //!     from < amount        ─► record "insufficient_funds", 409
 //!     otherwise one txn:  compare both balances' mod_revision and the key's absence
+//!                         (active-passive: and the fence at most this write's epoch)
 //!                         ─► put both balances and the key's result, atomically
+//!                         (and the fence up to the epoch; see `fence`)
 //!                         (a lost race re-reads and tries again, a bounded number of times)
 //! ```
 //!
@@ -26,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -35,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::Semaphore;
 
+use crate::fence::Fence;
 use crate::http::{check_id, shed, Failure};
 use crate::state::StateClient;
 
@@ -68,6 +71,8 @@ pub struct Config {
 
 struct Service {
     state: StateClient,
+    /// Refuses writes of a primary that lost its role (see `fence`).
+    fence: Arc<Fence>,
     permits: Semaphore,
     /// One transfer per account at a time in this instance (see `stripes`).
     stripes: crate::stripes::Stripes,
@@ -75,8 +80,10 @@ struct Service {
 
 /// The service's router.
 pub fn router(config: Config) -> Router {
+    let state = StateClient::new(config.nodes, config.state_tls, config.state_timeout);
     let service = Arc::new(Service {
-        state: StateClient::new(config.nodes, config.state_tls, config.state_timeout),
+        fence: Fence::start("payments", state.clone()),
+        state,
         permits: Semaphore::new(config.max_concurrent),
         stripes: Default::default(),
     });
@@ -111,9 +118,11 @@ struct NewAccount {
 
 async fn create_account(
     State(service): State<Arc<Service>>,
+    headers: HeaderMap,
     Json(body): Json<NewAccount>,
 ) -> Result<Response, Failure> {
     let _permit = shed(&service.permits)?;
+    let epoch = service.fence.epoch_of(&headers)?;
     check_id("id", &body.id)?;
     if body.balance > MAX_AMOUNT {
         return Err(Failure(
@@ -123,20 +132,29 @@ async fn create_account(
         ));
     }
     let key = format!("{ACCOUNTS}{}", body.id);
-    let txn = Txn {
+    let mut txn = Txn {
         compare: vec![Compare {
             key: key.clone(),
             op: CompareOp::Eq,
             target: CompareTarget::ModRevision(0),
         }],
         success: vec![TxnOp::Put {
-            key,
+            key: key.clone(),
             value: body.balance.to_string(),
         }],
         failure: vec![],
     };
+    if let Some(epoch) = epoch {
+        txn.compare.push(service.fence.compare(epoch));
+        txn.success.push(service.fence.put(epoch));
+    }
     let (created, _) = service.state.txn(&txn).await?;
     if !created {
+        if let Some(epoch) = epoch {
+            let keys = [service.fence.key().to_string(), key];
+            let entries = service.state.get_many(&keys).await?;
+            service.fence.check(entries[0].as_ref(), epoch)?;
+        }
         return Err(Failure(
             StatusCode::CONFLICT,
             "exists",
@@ -272,9 +290,11 @@ pub struct TransferResult {
 
 async fn transfer(
     State(service): State<Arc<Service>>,
+    headers: HeaderMap,
     Json(req): Json<TransferRequest>,
 ) -> Result<Response, Failure> {
     let _permit = shed(&service.permits)?;
+    let epoch = service.fence.epoch_of(&headers)?;
     check_id("idempotency_key", &req.idempotency_key)?;
     check_id("from", &req.from)?;
     check_id("to", &req.to)?;
@@ -296,6 +316,7 @@ async fn transfer(
         format!("{ACCOUNTS}{}", req.from),
         format!("{ACCOUNTS}{}", req.to),
         format!("{TRANSFERS}{}", req.idempotency_key),
+        service.fence.key().to_string(),
     ];
     let _turn = service.stripes.lock(&[&req.from, &req.to]).await;
     for _ in 0..MAX_CAS_ATTEMPTS {
@@ -305,6 +326,9 @@ async fn transfer(
                 Failure(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", e.to_string())
             })?;
             return Ok(answer(result));
+        }
+        if let Some(epoch) = epoch {
+            service.fence.check(entries[3].as_ref(), epoch)?;
         }
         let (Some(from), Some(to)) = (&entries[0], &entries[1]) else {
             return Err(Failure(
@@ -338,6 +362,10 @@ async fn transfer(
             },
         ];
         let mut success = vec![record];
+        if let Some(epoch) = epoch {
+            compare.push(service.fence.compare(epoch));
+            success.push(service.fence.put(epoch));
+        }
         if funded {
             compare.push(Compare {
                 key: keys[1].clone(),

@@ -197,6 +197,27 @@ impl StateClient {
         }
     }
 
+    /// Waits up to `timeout` for `service`'s route to pass `after_epoch` (on the first node
+    /// that answers); its epoch, and whether it has a primary (active-passive).
+    pub async fn route(
+        &self,
+        service: &str,
+        after_epoch: u64,
+        timeout: Duration,
+    ) -> Result<(u64, bool), StateError> {
+        let query = [
+            ("after_epoch", after_epoch.to_string()),
+            ("timeout_ms", timeout.as_millis().to_string()),
+        ];
+        let value = self
+            .get_json(&format!("/v1/routing/{service}"), &query)
+            .await?;
+        let epoch = value["epoch"]
+            .as_u64()
+            .ok_or_else(|| StateError::Unavailable(format!("no epoch in {value}")))?;
+        Ok((epoch, !value["primary"].is_null()))
+    }
+
     /// A GET on the first node that answers it, with a per-call timeout long enough for
     /// a long-poll.
     async fn get_json(&self, path: &str, query: &[(&str, String)]) -> Result<Value, StateError> {

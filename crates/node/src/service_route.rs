@@ -1,0 +1,93 @@
+//! `GET /v1/routing/{service}` on the client listener: a service's own route, for its
+//! instances to fence writes with (see the payments service). A long poll with
+//! `after_epoch=N` answers once the epoch is past N, or at `timeout_ms` (at most 30 s)
+//! with the route as it is.
+//!
+//! Who may call it: a credential whose grant covers `<service>/` (that service's
+//! certificate, or an operator); 401 without one, 403 for another service's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use firebreak_model::grant::Grant;
+use firebreak_model::SiteId;
+use serde::{Deserialize, Serialize};
+
+use crate::access;
+use crate::api::long_poll;
+use crate::context::Api;
+use crate::reply::{query, ApiError, ApiResult};
+
+/// Longest wait of one long poll.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// A service's route as its instances see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRoute {
+    pub service: String,
+    pub epoch: u64,
+    pub serving: Vec<SiteId>,
+    /// The primary, for active-passive.
+    pub primary: Option<SiteId>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteQuery {
+    after_epoch: Option<u64>,
+    timeout_ms: Option<u64>,
+}
+
+pub(crate) async fn service_route(
+    State(api): State<Arc<Api>>,
+    grant: Option<Extension<Grant>>,
+    Path(service): Path<String>,
+    uri: Uri,
+) -> ApiResult<Response> {
+    let grant = access::grant_of(grant)?;
+    let prefix = format!("{service}/");
+    if !grant.allows_prefix(&prefix) {
+        return Err(access::denied(&grant, &prefix));
+    }
+    let q: RouteQuery = query(&uri)?;
+    let _permit = api.watchers.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "overloaded",
+            format!("{} watchers already waiting", api.config.api.max_watchers),
+        )
+    })?;
+    let after = q.after_epoch.unwrap_or(0);
+    let wait = Duration::from_millis(q.timeout_ms.unwrap_or(0)).min(MAX_WAIT);
+    let deadline = tokio::time::Instant::now() + wait;
+    let route = long_poll(api.control.reader.subscribe(), deadline, |expired| {
+        let route = current(&api, &service);
+        match route {
+            None => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("service {service} has no route (not in the applied topology)"),
+            )),
+            Some(route) if route.epoch > after || expired => Ok(Some(route)),
+            Some(_) => Ok(None),
+        }
+    })
+    .await?;
+    Ok(Json(route).into_response())
+}
+
+fn current(api: &Api, service: &str) -> Option<ServiceRoute> {
+    api.control.reader.read(|c| {
+        let route = c.failover.routing.get(service)?;
+        Some(ServiceRoute {
+            service: service.to_string(),
+            epoch: route.epoch,
+            serving: route.serving.iter().cloned().collect(),
+            primary: route.primary.clone(),
+        })
+    })
+}

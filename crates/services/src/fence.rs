@@ -1,0 +1,166 @@
+//! Epoch fencing of an active-passive service's writes: a primary that lost its role must
+//! not commit, even with a stale view of the routing.
+//!
+//! ```text
+//!   the epoch of a write: x-firebreak-epoch (set by the gateway), else the newest the
+//!   instance learned from its routing watch (GET /v1/routing/{service}, long-polled)
+//!   epoch < newest known                 ─► 503 stale_epoch (nothing applied)
+//!   in the state group: <service>/fence holds the highest epoch any write committed under;
+//!   every write's txn compares  fence ≤ epoch  and puts  fence = epoch
+//!   fence > epoch (a newer primary wrote) ─► 503 stale_epoch (nothing applied)
+//! ```
+//!
+//! So once the new primary has committed one write, no write of the old one commits,
+//! whatever routing the old one or its gateway still believe. Active-active services are
+//! not fenced: every serving site writes.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use firebreak_model::kv::{Compare, CompareOp, CompareTarget, KvEntry, TxnOp};
+
+use crate::http::Failure;
+use crate::state::StateClient;
+
+/// The header with the route's epoch, and the one naming an active-passive primary
+/// (the gateway sets both).
+pub const EPOCH_HEADER: &str = "x-firebreak-epoch";
+pub const PRIMARY_HEADER: &str = "x-firebreak-primary";
+/// How long one poll of the routing watch waits.
+const WATCH_WAIT: Duration = Duration::from_secs(20);
+/// Pause after a failed poll.
+const WATCH_RETRY: Duration = Duration::from_secs(1);
+
+/// What an instance knows of its service's route, and the fence key.
+pub struct Fence {
+    service: String,
+    key: String,
+    /// The newest epoch known (0: none yet).
+    known: AtomicU64,
+    /// Whether the newest route known has a primary.
+    active_passive: AtomicBool,
+}
+
+/// Epochs are stored zero-padded, so that the state group's string compare orders them.
+fn padded(epoch: u64) -> String {
+    format!("{epoch:020}")
+}
+
+impl Fence {
+    /// A fence for `service`, following its route through `state` until dropped.
+    pub fn start(service: &str, state: StateClient) -> Arc<Self> {
+        let fence = Arc::new(Self {
+            service: service.to_string(),
+            key: format!("{service}/fence"),
+            known: AtomicU64::new(0),
+            active_passive: AtomicBool::new(false),
+        });
+        tokio::spawn(watch(Arc::downgrade(&fence), state));
+        fence
+    }
+
+    /// The fence key, read with a write's other keys.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn learn(&self, epoch: u64) {
+        self.known.fetch_max(epoch, Ordering::Relaxed);
+    }
+
+    /// The epoch a write with `headers` is made under; `None`: not fenced (active-active).
+    pub fn epoch_of(&self, headers: &HeaderMap) -> Result<Option<u64>, Failure> {
+        let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        let active_passive =
+            header(PRIMARY_HEADER).is_some() || self.active_passive.load(Ordering::Relaxed);
+        if !active_passive {
+            return Ok(None);
+        }
+        let known = self.known.load(Ordering::Relaxed);
+        match header(EPOCH_HEADER).map(str::parse::<u64>) {
+            Some(Ok(epoch)) if epoch < known => Err(self.stale(epoch, known)),
+            Some(Ok(epoch)) => Ok(Some(epoch)),
+            Some(Err(_)) => Err(Failure(
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                format!("{EPOCH_HEADER} must be a number"),
+            )),
+            None if known > 0 => Ok(Some(known)),
+            None => Err(Failure(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stale_epoch",
+                format!(
+                    "{} knows no routing epoch yet; nothing was applied",
+                    self.service
+                ),
+            )),
+        }
+    }
+
+    /// Refuses a write at `epoch` if the stored fence is past it (a newer primary wrote).
+    pub fn check(&self, stored: Option<&KvEntry>, epoch: u64) -> Result<(), Failure> {
+        let fenced = stored
+            .and_then(|e| e.value.parse::<u64>().ok())
+            .unwrap_or(0);
+        if fenced > epoch {
+            self.learn(fenced);
+            return Err(self.stale(epoch, fenced));
+        }
+        Ok(())
+    }
+
+    /// The compare a write's txn adds: the fence is at most `epoch`.
+    pub fn compare(&self, epoch: u64) -> Compare {
+        Compare {
+            key: self.key.clone(),
+            op: CompareOp::Lt,
+            target: CompareTarget::Value(Some(padded(epoch.saturating_add(1)))),
+        }
+    }
+
+    /// The put a write's txn adds: the fence moves up to `epoch`.
+    pub fn put(&self, epoch: u64) -> TxnOp {
+        TxnOp::Put {
+            key: self.key.clone(),
+            value: padded(epoch),
+        }
+    }
+
+    fn stale(&self, epoch: u64, newer: u64) -> Failure {
+        Failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stale_epoch",
+            format!(
+                "this write is at routing epoch {epoch} of {}, and epoch {newer} has a newer \
+                 primary: nothing was applied; send it again through a gateway",
+                self.service
+            ),
+        )
+    }
+}
+
+/// Follows the service's route while the fence lives.
+async fn watch(fence: Weak<Fence>, state: StateClient) {
+    let mut after = 0;
+    loop {
+        let Some(service) = fence.upgrade().map(|f| f.service.clone()) else {
+            return;
+        };
+        match state.route(&service, after, WATCH_WAIT).await {
+            Ok((epoch, active_passive)) => {
+                let Some(fence) = fence.upgrade() else { return };
+                fence.learn(epoch);
+                fence
+                    .active_passive
+                    .store(active_passive, Ordering::Relaxed);
+                after = epoch;
+            }
+            Err(err) => {
+                tracing::debug!(cause = %err, "routing watch failed; trying again");
+                tokio::time::sleep(WATCH_RETRY).await;
+            }
+        }
+    }
+}

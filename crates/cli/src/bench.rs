@@ -5,7 +5,8 @@
 //! to the next node after a short pause. The run stops after `--duration-secs` or
 //! `--max-requests`, whichever comes first. It prints throughput, p50/p99/max latency, and
 //! the longest gap between two acknowledged writes: run it while killing the leader to
-//! measure the leader-loss gap (scripts/failover-gap.sh does that).
+//! measure the leader-loss gap (scripts/failover-gap.sh does that). `firebreak bench dns`
+//! is in `bench_dns`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,6 +31,8 @@ const ERROR_PAUSE: Duration = Duration::from_millis(10);
 pub enum Command {
     /// Drive puts and report throughput and latency.
     Kv(KvArgs),
+    /// Ask one node's DNS server as fast as it answers; report answers per second.
+    Dns(crate::bench_dns::DnsArgs),
 }
 
 #[derive(clap::Args)]
@@ -63,7 +66,10 @@ struct Worker {
 }
 
 pub async fn run(command: Command) -> Result<()> {
-    let Command::Kv(args) = command;
+    let args = match command {
+        Command::Kv(args) => args,
+        Command::Dns(args) => return crate::bench_dns::run(args).await,
+    };
     if args.connections == 0 || args.connections > MAX_CONNECTIONS {
         return Err(fail(
             exit::USAGE,

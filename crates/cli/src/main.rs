@@ -5,6 +5,7 @@
 //! from the table in [`exit`].
 
 mod bench;
+mod bench_dns;
 mod certs;
 mod client;
 mod control;

@@ -122,13 +122,15 @@ pub enum Event {
         op: Op,
     },
     /// A definitive answer: `status` and `body` as the service gave them, and the site
-    /// that served it when the gateway said.
+    /// that served it and the route's epoch, when the gateway said.
     Ok {
         at_ms: u64,
         id: u64,
         status: u16,
         body: Value,
         site: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<u64>,
     },
     /// Refused: nothing was applied.
     Fail { at_ms: u64, id: u64, error: String },
@@ -301,6 +303,7 @@ pub enum Completion {
         status: u16,
         body: Value,
         site: Option<String>,
+        epoch: Option<u64>,
     },
     Fail(String),
     Unknown(String),
@@ -358,6 +361,7 @@ pub fn operations(events: &[Event]) -> Vec<Operation> {
                 status,
                 body,
                 site,
+                epoch,
             } => (
                 id,
                 at_ms,
@@ -365,6 +369,7 @@ pub fn operations(events: &[Event]) -> Vec<Operation> {
                     status: *status,
                     body: body.clone(),
                     site: site.clone(),
+                    epoch: *epoch,
                 },
             ),
             Event::Fail { at_ms, id, error } => (id, at_ms, Completion::Fail(error.clone())),

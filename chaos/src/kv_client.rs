@@ -100,6 +100,7 @@ fn outcome(node: &str, op: &Op, status: StatusCode, body: &Value) -> Outcome {
             status: status.as_u16(),
             body,
             site: Some(node.to_string()),
+            epoch: None,
         };
     }
     let what = format!("{node}: {status} {message}");

@@ -359,6 +359,10 @@ pub enum FaultKind {
     PowerLoss,
     /// Power back on: start every process of the target sites again, on what survived.
     PowerRestore,
+    /// An operator evacuates the target site (`firebreak evacuate`) with every process
+    /// still running, and restores it after `duration_secs`: a planned move, the case
+    /// where the old primary is alive and must stop writing.
+    Evacuate,
 }
 
 impl FaultKind {
@@ -378,6 +382,7 @@ impl FaultKind {
             Self::Surge => "surge",
             Self::PowerLoss => "power-loss",
             Self::PowerRestore => "power-restore",
+            Self::Evacuate => "evacuate",
         }
     }
 
@@ -405,7 +410,7 @@ impl FaultKind {
     fn needs_duration(self) -> bool {
         matches!(
             self,
-            Self::SitePowerCycle | Self::ProcessPause | Self::LinkFlap
+            Self::SitePowerCycle | Self::ProcessPause | Self::LinkFlap | Self::Evacuate
         )
     }
 }

@@ -186,7 +186,12 @@ impl Runner {
     fn completion(&self, id: u64, op: &Op, outcome: Outcome) -> (Event, bool) {
         let at_ms = self.history.now_ms();
         match outcome {
-            Outcome::Done { status, body, site } if definitive(op, status, &body) => {
+            Outcome::Done {
+                status,
+                body,
+                site,
+                epoch,
+            } if definitive(op, status, &body) => {
                 if let (Op::Login { .. }, Some(token)) = (op, body["token"].as_str()) {
                     let mut sessions = self.sessions.lock().expect("sessions lock");
                     if sessions.len() >= MAX_SESSIONS {
@@ -200,6 +205,7 @@ impl Runner {
                     status,
                     body,
                     site,
+                    epoch,
                 };
                 (event, true)
             }

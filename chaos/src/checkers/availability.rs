@@ -276,6 +276,7 @@ mod tests {
                     status: 201,
                     body: json!({}),
                     site: None,
+                    epoch: None,
                 }
             } else {
                 Completion::Fail("503".into())

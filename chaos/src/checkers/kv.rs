@@ -153,6 +153,7 @@ mod tests {
                 status: 200,
                 body,
                 site: Some(format!("127.0.{id}.1:7301")),
+                epoch: None,
             },
             None => Event::Unknown {
                 at_ms: to,

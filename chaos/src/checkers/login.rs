@@ -93,6 +93,7 @@ mod tests {
                 status: 201,
                 body: json!({ "token": "s1" }),
                 site: None,
+                epoch: None,
             },
             Event::Invoke {
                 at_ms: 50,
@@ -105,6 +106,7 @@ mod tests {
                 status: validate_status,
                 body: json!({}),
                 site: None,
+                epoch: None,
             },
             Event::Session {
                 at_ms: 100,

@@ -335,6 +335,7 @@ mod tests {
                 status: 201,
                 body: json!({ "seq": id_num }),
                 site: None,
+                epoch: None,
             });
         }
         for (seq, id) in deliveries {

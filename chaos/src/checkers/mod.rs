@@ -16,6 +16,7 @@
 //!                dwell            no routing change inside the dwell time
 //!                flapping         no more routing changes than the playbook allows
 //!                single-primary   an active-passive service never has two primaries
+//!                fenced-writes    nor acknowledges a write of a primary that lost its role
 //!                serving-at-end   the named sites serve again by the end
 //! ```
 //!
@@ -29,6 +30,7 @@ pub mod crashes;
 pub mod dwell;
 pub mod election_safety;
 pub mod elections;
+pub mod fenced_writes;
 pub mod flapping;
 pub mod kv;
 pub mod linearizable;
@@ -152,6 +154,7 @@ pub fn judge(playbook: &Playbook, events: &[Event]) -> Judgement {
         dwell::check(playbook, events),
         flapping::check(playbook, events),
         single_primary::check(playbook, events),
+        fenced_writes::check(playbook, &ops),
         serving_at_end::check(playbook, events),
     ]);
     let storm = match storm::check(playbook, events) {
@@ -182,7 +185,7 @@ pub fn of_service(ops: &[Operation], service: ServiceKind) -> impl Iterator<Item
 }
 
 /// Every checker's name, as findings and `expect.checkers_off` spell them.
-pub const NAMES: [&str; 14] = [
+pub const NAMES: [&str; 15] = [
     "messaging",
     "payments",
     "login",
@@ -194,6 +197,7 @@ pub const NAMES: [&str; 14] = [
     dwell::NAME,
     flapping::NAME,
     single_primary::NAME,
+    fenced_writes::NAME,
     serving_at_end::NAME,
     "storm",
     kv::NAME,

@@ -220,6 +220,7 @@ mod tests {
                 status: 201,
                 body: json!({}),
                 site: None,
+                epoch: None,
             });
         }
         events.push(Event::Invoke {
@@ -238,6 +239,7 @@ mod tests {
             status: 200,
             body: json!({ "status": "ok" }),
             site: Some("gasan".into()),
+            epoch: None,
         });
         events.push(Event::TransferRecord {
             at_ms: 30,

@@ -99,36 +99,52 @@ fn policy(playbook: &Playbook) -> Value {
 }
 
 pub(super) async fn apply_topology(playbook: &Playbook, sites: &LocalSites) -> Result<()> {
-    let http = http_client(sites);
     let body = topology(playbook, sites);
-    let deadline = tokio::time::Instant::now() + BRING_UP_TIMEOUT;
+    operator_post(sites, "/v1/topology", &body, BRING_UP_TIMEOUT)
+        .await
+        .map_err(|last| {
+            Error::CouldNotRun(format!(
+                "the cluster did not take the drill's topology: {last}"
+            ))
+        })
+}
+
+/// POSTs an operator command with the drill's token to the nodes' admin listeners in
+/// turn until one takes it, for at most `wait`; a refusal (4xx) is final. The error is
+/// the last answer.
+pub(super) async fn operator_post(
+    sites: &LocalSites,
+    path: &str,
+    body: &Value,
+    wait: Duration,
+) -> std::result::Result<(), String> {
+    let http = http_client(sites);
+    let deadline = tokio::time::Instant::now() + wait;
     let mut last = String::new();
     while tokio::time::Instant::now() < deadline {
         for node in sites.admin_addrs() {
-            let url = sites.tls.url(node, "/v1/topology");
+            let url = sites.tls.url(node, path);
             match http
                 .post(url)
                 .bearer_auth(&sites.token)
-                .json(&body)
+                .json(body)
                 .send()
                 .await
             {
                 Ok(r) if r.status().is_success() => return Ok(()),
                 Ok(r) => {
-                    last = format!(
-                        "{node}: {} {}",
-                        r.status(),
-                        r.text().await.unwrap_or_default()
-                    )
+                    let status = r.status();
+                    last = format!("{node}: {status} {}", r.text().await.unwrap_or_default());
+                    if status.is_client_error() && status != reqwest::StatusCode::NOT_FOUND {
+                        return Err(last);
+                    }
                 }
                 Err(e) => last = format!("{node}: {e}"),
             }
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    Err(Error::CouldNotRun(format!(
-        "the cluster did not take the drill's topology: {last}"
-    )))
+    Err(last)
 }
 
 /// Waits until routing has every service served where the playbook says, and every

@@ -537,6 +537,9 @@ impl Drill<'_> {
                 "surge over: the workload back to its rate".into()
             });
         }
+        if step.fault == FaultKind::Evacuate {
+            return self.act_evacuate(sites, step, starting).await;
+        }
         if step.fault.needs_netns() {
             let phase = if starting {
                 FaultPhase::Start
@@ -599,13 +602,46 @@ impl Drill<'_> {
                 | FaultKind::LinkFlap
                 | FaultKind::Surge
                 | FaultKind::PowerLoss
-                | FaultKind::PowerRestore,
+                | FaultKind::PowerRestore
+                | FaultKind::Evacuate,
                 _,
                 _,
-            ) => unreachable!("network, power faults and surges are handled above"),
+            ) => unreachable!("network, power faults, evacuations and surges are handled above"),
             (fault, _, None) => unreachable!("validated: {} targets a process", fault.name()),
             (FaultKind::SiteLoss, false, _) => unreachable!("a site loss ends with site-restore"),
         }
+        Ok(what)
+    }
+
+    /// Evacuates the target site through the admin API as an operator would, or restores
+    /// it; a refusal stops the drill (the playbook asked for something the rules forbid).
+    async fn act_evacuate(
+        &self,
+        sites: &LocalSites,
+        step: &Step,
+        starting: bool,
+    ) -> Result<String> {
+        let (path, body, phase, what) = if starting {
+            let body = serde_json::json!({ "site": step.target, "reason": "drill evacuation" });
+            (
+                "/v1/evacuate",
+                body,
+                FaultPhase::Start,
+                format!("{} evacuated", step.target),
+            )
+        } else {
+            let body = serde_json::json!({ "site": step.target, "reason": "drill over" });
+            (
+                "/v1/restore",
+                body,
+                FaultPhase::End,
+                format!("{} restored", step.target),
+            )
+        };
+        bring_up::operator_post(sites, path, &body, Duration::from_secs(10))
+            .await
+            .map_err(|last| Error::CouldNotRun(format!("{path} {}: {last}", step.target)))?;
+        self.record_fault(step.fault.name(), &step.target, phase);
         Ok(what)
     }
 

@@ -181,6 +181,7 @@ mod tests {
                 status: 201,
                 body: json!({}),
                 site: None,
+                epoch: None,
             }
         } else {
             Event::Fail {

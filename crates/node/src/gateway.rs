@@ -79,6 +79,14 @@ fn candidates(api: &Api, service: &str, method: &Method, path: &str) -> Option<P
         let retry_safe = spec.retry_safe(method.as_str(), path);
         let route = f.routing.get(service)?;
         let own = &api.config.site;
+        let stale;
+        let route = match crate::sabotage::stale_route_hold(own) {
+            Some(hold) => {
+                stale = crate::sabotage::stale_view(service, route, hold);
+                &stale
+            }
+            None => route,
+        };
         let mut sites: Vec<SiteId> = Topology::ranked_sites(spec)
             .into_iter()
             .filter(|s| route.serving.contains(s))

@@ -47,6 +47,7 @@ pub mod node;
 pub mod operator;
 mod reply;
 mod routes;
+mod sabotage;
 pub mod service_route;
 
 pub use config::NodeConfig;

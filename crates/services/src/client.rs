@@ -41,11 +41,12 @@ use crate::backoff::{parse_retry_after, Backoff};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// A definitive answer (2xx, or a 4xx other than 429), with the site that served it
-    /// when a gateway said so (`x-firebreak-site`).
+    /// and the route's epoch, when a gateway said so (`x-firebreak-site`, `-epoch`).
     Done {
         status: u16,
         body: Value,
         site: Option<String>,
+        epoch: Option<u64>,
     },
     /// Refused every time: nothing was applied.
     Failed(String),
@@ -260,6 +261,7 @@ impl Client {
         let after = header("retry-after").as_deref().and_then(parse_retry_after);
         let shed = header(firebreak_model::SHED_HEADER).is_some();
         let site = header("x-firebreak-site");
+        let epoch = header("x-firebreak-epoch").and_then(|e| e.parse().ok());
         // A body that arrived whole but is not JSON (or is empty) is Null; a success whose
         // body never arrived whole is a lost answer: the write may have been applied.
         let body = match response.bytes().await {
@@ -287,6 +289,7 @@ impl Client {
                 status: status.as_u16(),
                 body,
                 site,
+                epoch,
             }),
         }
     }

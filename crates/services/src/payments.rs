@@ -321,14 +321,15 @@ async fn transfer(
     let _turn = service.stripes.lock(&[&req.from, &req.to]).await;
     for _ in 0..MAX_CAS_ATTEMPTS {
         let entries = service.state.get_many(&keys).await?;
+        // A primary that lost its role answers nothing, not even a repeat.
+        if let Some(epoch) = epoch {
+            service.fence.check(entries[3].as_ref(), epoch)?;
+        }
         if let Some(done) = &entries[2] {
             let result: TransferResult = serde_json::from_str(&done.value).map_err(|e| {
                 Failure(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", e.to_string())
             })?;
             return Ok(answer(result));
-        }
-        if let Some(epoch) = epoch {
-            service.fence.check(entries[3].as_ref(), epoch)?;
         }
         let (Some(from), Some(to)) = (&entries[0], &entries[1]) else {
             return Err(Failure(

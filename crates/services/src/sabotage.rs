@@ -1,7 +1,8 @@
 //! Test-only sabotage of push streams, in debug builds alone: with
 //! `FIREBREAK_SABOTAGE_PUSH=twice` every message is pushed twice, with `=reorder` each pair
 //! of messages goes out swapped. It proves that the drills' messaging checker catches a
-//! server that breaks "once and in order". Release builds compile it out.
+//! server that breaks "once and in order". `FIREBREAK_SABOTAGE_FENCING=off` turns epoch
+//! fencing off (see [`fencing_off`]). Release builds compile them out.
 
 use futures::{Stream, StreamExt};
 
@@ -10,6 +11,13 @@ use futures::{Stream, StreamExt};
 pub enum PushSabotage {
     Twice,
     Reorder,
+}
+
+/// Whether `FIREBREAK_SABOTAGE_FENCING=off` turns the payments service's epoch fencing off
+/// (debug builds alone): the drills' `fenced-writes` checker must then catch the writes of
+/// a primary that lost its role.
+pub fn fencing_off() -> bool {
+    cfg!(debug_assertions) && std::env::var("FIREBREAK_SABOTAGE_FENCING").is_ok_and(|v| v == "off")
 }
 
 /// The sabotage the environment asks for, in debug builds.

@@ -1,0 +1,45 @@
+//! Test-only sabotage of the gateway, in debug builds alone: with
+//! `FIREBREAK_SABOTAGE_STALE_ROUTE=<site>:<ms>` the gateway of `<site>` keeps forwarding by
+//! the route it had before each routing change for `<ms>` after it, with that route's
+//! epoch: a gateway with a stale view. It proves that the payments service's fencing
+//! refuses the old primary's writes, and that the drills' `fenced-writes` checker catches
+//! them when fencing is off too. Release builds compile it out.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use firebreak_model::failover::Route;
+use firebreak_model::SiteId;
+
+/// How long the gateway of `site` keeps a stale route, if the environment asks.
+pub fn stale_route_hold(site: &SiteId) -> Option<Duration> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    let value = std::env::var("FIREBREAK_SABOTAGE_STALE_ROUTE").ok()?;
+    let (which, ms) = value.split_once(':')?;
+    (which == site.0).then_some(Duration::from_millis(ms.parse().ok()?))
+}
+
+/// Per service: the route before the last change, the route now, and when it changed.
+type Seen = BTreeMap<String, (Route, Route, Instant)>;
+
+static SEEN: Mutex<Seen> = Mutex::new(BTreeMap::new());
+
+/// The route the sabotaged gateway forwards `service` by, given the route it has now.
+pub fn stale_view(service: &str, route: &Route, hold: Duration) -> Route {
+    let mut seen = SEEN.lock().expect("not poisoned");
+    let (previous, current, since) = seen
+        .entry(service.to_string())
+        .or_insert_with(|| (route.clone(), route.clone(), Instant::now()));
+    if current.epoch != route.epoch {
+        *previous = std::mem::replace(current, route.clone());
+        *since = Instant::now();
+    }
+    if since.elapsed() < hold {
+        previous.clone()
+    } else {
+        current.clone()
+    }
+}

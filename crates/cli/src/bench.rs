@@ -33,6 +33,8 @@ pub enum Command {
     Kv(KvArgs),
     /// Ask one node's DNS server as fast as it answers; report answers per second.
     Dns(crate::bench_dns::DnsArgs),
+    /// One client's view of a failover, through the gateways or through DNS.
+    Failover(crate::bench_failover::FailoverArgs),
 }
 
 #[derive(clap::Args)]
@@ -69,6 +71,7 @@ pub async fn run(command: Command) -> Result<()> {
     let args = match command {
         Command::Kv(args) => args,
         Command::Dns(args) => return crate::bench_dns::run(args).await,
+        Command::Failover(args) => return crate::bench_failover::run(args).await,
     };
     if args.connections == 0 || args.connections > MAX_CONNECTIONS {
         return Err(fail(

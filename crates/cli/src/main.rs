@@ -6,6 +6,7 @@
 
 mod bench;
 mod bench_dns;
+mod bench_failover;
 mod certs;
 mod client;
 mod control;

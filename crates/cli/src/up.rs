@@ -46,6 +46,9 @@ pub struct Args {
     /// for debugging, and for measuring what TLS costs, on this machine only.
     #[arg(long)]
     plaintext_for_debugging: bool,
+    /// TTL of the DNS answers (every node serves svc.firebreak. on port 8053).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    dns_ttl_secs: u32,
 }
 
 /// The reference services `--services` runs, with their ports and modes.
@@ -64,7 +67,12 @@ struct Site {
     services: Vec<(&'static str, Child)>,
 }
 
-fn configs(data_dir: &Path, port: u16, ca: Option<&LocalCa>) -> Result<Vec<NodeConfig>> {
+fn configs(
+    data_dir: &Path,
+    port: u16,
+    dns_ttl_secs: u32,
+    ca: Option<&LocalCa>,
+) -> Result<Vec<NodeConfig>> {
     let ips: Vec<String> = (0..SITES.len())
         .map(firebreak_chaos::driver::site_ip)
         .collect();
@@ -79,6 +87,7 @@ fn configs(data_dir: &Path, port: u16, ca: Option<&LocalCa>) -> Result<Vec<NodeC
     for config in &mut configs {
         if let Some(dns) = &mut config.dns {
             dns.listen.set_port(DNS_PORT);
+            dns.ttl_secs = dns_ttl_secs;
         }
         match ca {
             Some(ca) => ca.issue_node(config)?,
@@ -106,7 +115,11 @@ pub async fn run(args: Args) -> Result<()> {
         false => (ca.client()?, Some(&ca)),
     };
     let mut sites = Vec::new();
-    for (name, config) in SITES.iter().zip(configs(&data_dir, args.port, issuer)?) {
+    for (name, config) in
+        SITES
+            .iter()
+            .zip(configs(&data_dir, args.port, args.dns_ttl_secs, issuer)?)
+    {
         let dir = data_dir.join(name);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("failed to create {}", dir.display()))?;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use firebreak_services::payments;
-use firebreak_tests::{Api, TestCluster};
+use firebreak_tests::{Api, TestCluster, TEST_TOKEN};
 use serde_json::{json, Value};
 
 async fn start() -> (
@@ -223,17 +223,42 @@ async fn fenced_transfer(
     )
 }
 
+/// Applies a topology with payments active-passive on pangyo (`old`) then gasan and busan
+/// (`new`): epoch 1, primary pangyo; then evacuates pangyo: epoch 2, primary gasan.
+fn move_payments(cluster: &TestCluster, old: &str, new: &str) {
+    let yaml = format!(
+        "sites: [{{ name: pangyo }}, {{ name: gasan }}, {{ name: busan }}]\n\
+         services:\n  - name: payments\n    mode: active-passive\n    priorities: [pangyo, gasan]\n\
+         \x20   endpoints: {{ pangyo: \"{old}\", gasan: \"{new}\", busan: \"{new}\" }}\n"
+    );
+    firebreak_tests::apply_topology(cluster, "payments.yaml", &yaml);
+    let args = [
+        "evacuate",
+        "pangyo",
+        "--reason",
+        "planned move",
+        "--override",
+        "dwell",
+    ];
+    let (code, out, err) = firebreak_tests::cli(&args, &cluster.admin_addrs(), Some(TEST_TOKEN));
+    assert_eq!(code, 0, "{out}{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_primary_that_lost_its_role_cannot_commit_even_with_a_stale_view() {
+async fn a_primary_that_lost_its_role_cannot_commit() {
     let (cluster, new_primary, http, task) = start().await;
+    let (old_primary, old_task) = instance(&cluster).await;
     open(&http, &new_primary, "a", 100).await;
     open(&http, &new_primary, "b", 0).await;
-    // The new primary writes at epoch 5; the old one (an instance whose view and gateway
-    // are still at epoch 4) must not commit after that.
-    let (old_primary, old_task) = instance(&cluster).await;
-    let (status, _) = fenced_transfer(&http, &new_primary, "t-new", 5).await;
-    assert_eq!(status, 200);
-    let (status, body) = fenced_transfer(&http, &old_primary, "t-old", 4).await;
+    let cluster = tokio::task::spawn_blocking(move || {
+        move_payments(&cluster, &old_primary, &new_primary);
+        (cluster, old_primary, new_primary)
+    });
+    let (cluster, old_primary, new_primary) = cluster.await.unwrap();
+    // The new primary writes at epoch 2; the old one, still sent epoch 1, must not commit.
+    let (status, body) = fenced_transfer(&http, &new_primary, "t-new", 2).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = fenced_transfer(&http, &old_primary, "t-old", 1).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["kind"], "stale_epoch", "{body}");
     assert!(body["error"]["message"]
@@ -248,10 +273,16 @@ async fn a_primary_that_lost_its_role_cannot_commit_even_with_a_stale_view() {
         .await
         .unwrap();
     assert_eq!(record.status(), 404, "the refused transfer left no record");
-    // The same epoch and newer ones still commit.
-    assert_eq!(fenced_transfer(&http, &old_primary, "t-5", 5).await.0, 200);
-    assert_eq!(fenced_transfer(&http, &new_primary, "t-6", 6).await.0, 200);
-    assert_eq!(fenced_transfer(&http, &new_primary, "t-5b", 5).await.0, 503);
+    // An epoch the routing never had is refused too, and moves no fence.
+    let (status, body) = fenced_transfer(&http, &new_primary, "t-forged", 1_000_000).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not in the routing"));
+    assert_eq!(fenced_transfer(&http, &new_primary, "t-2", 2).await.0, 200);
+    assert_eq!(balance(&http, &new_primary, "a").await, 80);
     task.abort();
     old_task.abort();
+    drop(cluster);
 }

@@ -37,6 +37,8 @@ const WATCH_RETRY: Duration = Duration::from_secs(1);
 pub struct Fence {
     service: String,
     key: String,
+    /// To check an epoch newer than the newest known with the nodes.
+    state: StateClient,
     /// The newest epoch known (0: none yet).
     known: AtomicU64,
     /// Whether the newest route known has a primary.
@@ -54,6 +56,7 @@ impl Fence {
         let fence = Arc::new(Self {
             service: service.to_string(),
             key: format!("{service}/fence"),
+            state: state.clone(),
             known: AtomicU64::new(0),
             active_passive: AtomicBool::new(false),
         });
@@ -71,7 +74,10 @@ impl Fence {
     }
 
     /// The epoch a write with `headers` is made under; `None`: not fenced (active-active).
-    pub fn epoch_of(&self, headers: &HeaderMap) -> Result<Option<u64>, Failure> {
+    /// An epoch newer than the newest known is checked with the nodes first: only routing
+    /// that exists may move the fence (a caller that reaches the instance directly could
+    /// otherwise send a huge epoch and stall the real primary).
+    pub async fn epoch_of(&self, headers: &HeaderMap) -> Result<Option<u64>, Failure> {
         let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
         let active_passive =
             header(PRIMARY_HEADER).is_some() || self.active_passive.load(Ordering::Relaxed);
@@ -79,24 +85,41 @@ impl Fence {
             return Ok(None);
         }
         let known = self.known.load(Ordering::Relaxed);
-        match header(EPOCH_HEADER).map(str::parse::<u64>) {
-            Some(Ok(epoch)) if epoch < known => Err(self.stale(epoch, known)),
-            Some(Ok(epoch)) => Ok(Some(epoch)),
-            Some(Err(_)) => Err(Failure(
-                StatusCode::BAD_REQUEST,
-                "invalid_input",
-                format!("{EPOCH_HEADER} must be a number"),
-            )),
-            None if known > 0 => Ok(Some(known)),
-            None => Err(Failure(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "stale_epoch",
-                format!(
-                    "{} knows no routing epoch yet; nothing was applied",
-                    self.service
-                ),
-            )),
+        let epoch = match header(EPOCH_HEADER).map(str::parse::<u64>) {
+            None if known > 0 => return Ok(Some(known)),
+            None => return Err(self.unknown("no routing epoch known yet")),
+            Some(Err(_)) => {
+                return Err(Failure(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_input",
+                    format!("{EPOCH_HEADER} must be a number"),
+                ))
+            }
+            Some(Ok(epoch)) => epoch,
+        };
+        if epoch < known {
+            return Err(self.stale(epoch, known));
         }
+        if epoch > known {
+            match self.state.route(&self.service, 0, Duration::ZERO).await {
+                Ok((current, _)) => self.learn(current),
+                Err(err) => {
+                    return Err(self.unknown(&format!("could not check epoch {epoch}: {err}")))
+                }
+            }
+            if epoch > self.known.load(Ordering::Relaxed) {
+                return Err(self.unknown(&format!("epoch {epoch} is not in the routing yet")));
+            }
+        }
+        Ok(Some(epoch))
+    }
+
+    fn unknown(&self, why: &str) -> Failure {
+        Failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stale_epoch",
+            format!("{}: {why}; nothing was applied", self.service),
+        )
     }
 
     /// Refuses a write at `epoch` if the stored fence is past it (a newer primary wrote).

@@ -122,7 +122,7 @@ async fn create_account(
     Json(body): Json<NewAccount>,
 ) -> Result<Response, Failure> {
     let _permit = shed(&service.permits)?;
-    let epoch = service.fence.epoch_of(&headers)?;
+    let epoch = service.fence.epoch_of(&headers).await?;
     check_id("id", &body.id)?;
     if body.balance > MAX_AMOUNT {
         return Err(Failure(
@@ -294,7 +294,7 @@ async fn transfer(
     Json(req): Json<TransferRequest>,
 ) -> Result<Response, Failure> {
     let _permit = shed(&service.permits)?;
-    let epoch = service.fence.epoch_of(&headers)?;
+    let epoch = service.fence.epoch_of(&headers).await?;
     check_id("idempotency_key", &req.idempotency_key)?;
     check_id("from", &req.from)?;
     check_id("to", &req.to)?;

@@ -11,16 +11,7 @@ duration=${2:-25}
 bin=${FIREBREAK_BIN:-target/release/firebreak}
 work=$(mktemp -d /tmp/firebreak-dns.XXXXXX)
 pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  for _ in $(seq 50); do
-    alive=0
-    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  rm -rf "$work"
-}
+. "$(dirname "$0")/lib.sh"
 trap cleanup EXIT
 
 "$bin" up --data-dir "$work/data" --services --dns-ttl-secs "$ttl" > "$work/up.log" 2>&1 &

@@ -15,17 +15,7 @@ kill_leader=${3:-}
 bin=${FIREBREAK_BIN:-target/release/firebreak}
 work=$(mktemp -d /tmp/firebreak-gap.XXXXXX)
 pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  # Wait (at most 5 s) until they are gone, so the next run finds the ports free.
-  for _ in $(seq 50); do
-    alive=0
-    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  rm -rf "$work"
-}
+. "$(dirname "$0")/lib.sh"
 trap cleanup EXIT
 
 leader_pid_firebreak() {

@@ -86,12 +86,11 @@ async fn transfer(
     amount: u64,
 ) -> (u16, Value) {
     let body = json!({ "idempotency_key": key, "from": from, "to": to, "amount": amount });
-    let response = http
-        .post(format!("{base}/payments/transfers"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    answer(http.post(format!("{base}/payments/transfers")).json(&body)).await
+}
+
+async fn answer(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.unwrap();
     (
         response.status().as_u16(),
         response.json().await.unwrap_or(Value::Null),
@@ -201,7 +200,8 @@ async fn accounts_list_page_by_page_and_a_bad_page_size_is_refused() {
     task.abort();
 }
 
-/// A transfer as a gateway sends it for an active-passive route at `epoch`.
+/// A transfer of 10 from a to b as a gateway sends it for an active-passive route at
+/// `epoch`.
 async fn fenced_transfer(
     http: &reqwest::Client,
     base: &str,
@@ -209,18 +209,12 @@ async fn fenced_transfer(
     epoch: u64,
 ) -> (u16, Value) {
     let body = json!({ "idempotency_key": key, "from": "a", "to": "b", "amount": 10 });
-    let response = http
+    let request = http
         .post(format!("{base}/payments/transfers"))
         .header("x-firebreak-epoch", epoch)
         .header("x-firebreak-primary", "gasan")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (
-        response.status().as_u16(),
-        response.json().await.unwrap_or(Value::Null),
-    )
+        .json(&body);
+    answer(request).await
 }
 
 /// Applies a topology with payments active-passive on pangyo (`old`) then gasan and busan

@@ -20,8 +20,8 @@ use serde_json::json;
 use crate::client::Nodes;
 use crate::exit::{self, fail};
 
-/// Longest run allowed.
-const MAX_DURATION_SECS: u64 = 600;
+/// Longest run allowed, for every bench.
+pub(crate) const MAX_DURATION_SECS: u64 = 600;
 /// Most connections allowed.
 const MAX_CONNECTIONS: usize = 1024;
 /// Pause after a failed request before trying the next node.
@@ -73,18 +73,13 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Dns(args) => return crate::bench_dns::run(args).await,
         Command::Failover(args) => return crate::bench_failover::run(args).await,
     };
-    if args.connections == 0 || args.connections > MAX_CONNECTIONS {
-        return Err(fail(
-            exit::USAGE,
-            format!("--connections must be 1 to {MAX_CONNECTIONS}"),
-        ));
-    }
-    if args.duration_secs == 0 || args.duration_secs > MAX_DURATION_SECS {
-        return Err(fail(
-            exit::USAGE,
-            format!("--duration-secs must be 1 to {MAX_DURATION_SECS}"),
-        ));
-    }
+    check_range(
+        "--connections",
+        args.connections as u64,
+        1,
+        MAX_CONNECTIONS as u64,
+    )?;
+    check_range("--duration-secs", args.duration_secs, 1, MAX_DURATION_SECS)?;
     // firebreak's keys need a credential (an operator token or certificate); etcd is
     // measured the way it is set up by default, in plain HTTP without auth.
     let (tls, token) = match args.target.as_str() {
@@ -225,4 +220,12 @@ async fn put(
         request = request.bearer_auth(token);
     }
     matches!(request.send().await, Ok(r) if r.status().is_success())
+}
+
+/// A usage error unless `min <= value <= max`, naming the flag.
+pub(crate) fn check_range(flag: &str, value: u64, min: u64, max: u64) -> Result<()> {
+    if value < min || value > max {
+        return Err(fail(exit::USAGE, format!("{flag} must be {min} to {max}")));
+    }
+    Ok(())
 }

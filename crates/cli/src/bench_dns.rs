@@ -12,10 +12,10 @@ use hdrhistogram::Histogram;
 use hickory_server::proto::op::{Message, Query};
 use hickory_server::proto::rr::{Name, RecordType};
 
+use crate::bench::{check_range, MAX_DURATION_SECS};
 use crate::exit::{self, fail};
 
-/// Longest run, and most clients, allowed.
-const MAX_DURATION_SECS: u64 = 600;
+/// Most clients allowed.
 const MAX_CLIENTS: usize = 256;
 /// How long one query waits for its answer.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -38,18 +38,8 @@ pub struct DnsArgs {
 }
 
 pub async fn run(args: DnsArgs) -> Result<()> {
-    if args.clients == 0 || args.clients > MAX_CLIENTS {
-        return Err(fail(
-            exit::USAGE,
-            format!("--clients must be 1 to {MAX_CLIENTS}"),
-        ));
-    }
-    if args.duration_secs == 0 || args.duration_secs > MAX_DURATION_SECS {
-        return Err(fail(
-            exit::USAGE,
-            format!("--duration-secs must be 1 to {MAX_DURATION_SECS}"),
-        ));
-    }
+    check_range("--clients", args.clients as u64, 1, MAX_CLIENTS as u64)?;
+    check_range("--duration-secs", args.duration_secs, 1, MAX_DURATION_SECS)?;
     let name = Name::from_ascii(&args.name)
         .map_err(|e| fail(exit::USAGE, format!("--name {:?}: {e}", args.name)))?;
     let issued = Arc::new(AtomicU64::new(0));

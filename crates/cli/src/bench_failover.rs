@@ -19,11 +19,10 @@ use anyhow::Result;
 use hickory_server::proto::op::{Message, Query};
 use hickory_server::proto::rr::{Name, RData, RecordType};
 
+use crate::bench::{check_range, MAX_DURATION_SECS};
 use crate::client::Nodes;
-use crate::exit::{self, fail};
 
-/// Longest run allowed, and shortest interval.
-const MAX_DURATION_SECS: u64 = 600;
+/// Shortest interval allowed.
 const MIN_INTERVAL_MS: u64 = 10;
 /// How long one DNS server gets to answer before the next is asked.
 const DNS_TIMEOUT: Duration = Duration::from_millis(300);
@@ -64,18 +63,8 @@ struct Cached {
 }
 
 pub async fn run(args: FailoverArgs) -> Result<()> {
-    if args.duration_secs == 0 || args.duration_secs > MAX_DURATION_SECS {
-        return Err(fail(
-            exit::USAGE,
-            format!("--duration-secs must be 1 to {MAX_DURATION_SECS}"),
-        ));
-    }
-    if args.interval_ms < MIN_INTERVAL_MS {
-        return Err(fail(
-            exit::USAGE,
-            format!("--interval-ms must be at least {MIN_INTERVAL_MS}"),
-        ));
-    }
+    check_range("--duration-secs", args.duration_secs, 1, MAX_DURATION_SECS)?;
+    check_range("--interval-ms", args.interval_ms, MIN_INTERVAL_MS, 60_000)?;
     let tls = args.nodes.tls()?;
     let http = tls
         .apply(reqwest::Client::builder())

@@ -18,7 +18,7 @@ use firebreak_model::SiteId;
 use serde::{Deserialize, Serialize};
 
 use crate::access;
-use crate::api::long_poll;
+use crate::api::{long_poll, watcher_permit};
 use crate::context::Api;
 use crate::reply::{query, ApiError, ApiResult};
 
@@ -54,13 +54,7 @@ pub(crate) async fn service_route(
         return Err(access::denied(&grant, &prefix));
     }
     let q: RouteQuery = query(&uri)?;
-    let _permit = api.watchers.clone().try_acquire_owned().map_err(|_| {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "overloaded",
-            format!("{} watchers already waiting", api.config.api.max_watchers),
-        )
-    })?;
+    let _permit = watcher_permit(&api)?;
     let after = q.after_epoch.unwrap_or(0);
     let wait = Duration::from_millis(q.timeout_ms.unwrap_or(0)).min(MAX_WAIT);
     let deadline = tokio::time::Instant::now() + wait;

@@ -8,11 +8,8 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use common::{poll, Cluster};
-use firebreak_model::control::{ControlCommand, ControlResponse};
-use firebreak_model::failover::{Actor, ActorKind, Rule};
-use firebreak_model::topology::Topology;
-use firebreak_model::SiteId;
+use common::{ops, poll, Cluster};
+use firebreak_model::control::ControlCommand;
 use firebreak_node::config::RaftTimings;
 use hickory_server::proto::op::{Message, MessageType, Query, ResponseCode};
 use hickory_server::proto::rr::{Name, RData, RecordType};
@@ -20,46 +17,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 const ZONE: &str = "svc.test.";
-
-fn ops() -> Actor {
-    Actor {
-        kind: ActorKind::Manual,
-        name: "ops".into(),
-    }
-}
-
-fn topology() -> Topology {
-    serde_json::from_value(serde_json::json!({
-        "sites": [{"name": "pangyo"}, {"name": "gasan"}, {"name": "busan"}],
-        "services": [
-            {"name": "messaging", "mode": "active-active", "endpoints": {
-                "pangyo": "http://10.0.1.1:8001", "gasan": "http://10.0.2.1:8001",
-                "busan": "http://[fd00::3]:8001"}},
-            {"name": "payments", "mode": "active-passive", "priorities": ["pangyo", "gasan"],
-             "endpoints": {"pangyo": "http://10.0.1.1:8002", "gasan": "http://10.0.2.1:8002",
-                "busan": "https://pay.busan.example:443"}}
-        ]
-    }))
-    .unwrap()
-}
-
-/// Proposes `command` on the control leader (followers forward only leases and health).
-async fn control(cluster: &Cluster, command: ControlCommand) {
-    let leader = poll("a control leader", || {
-        let leader = cluster.node(0).api.control.info().leader?;
-        cluster
-            .nodes
-            .iter()
-            .flatten()
-            .position(|n| n.api.config.node_id == leader && n.api.control.in_contact())
-    })
-    .await;
-    let answer = cluster.node(leader).api.propose_control(command).await;
-    assert!(
-        matches!(answer, Ok(ControlResponse::Done { .. })),
-        "{answer:?}"
-    );
-}
 
 fn message(name: &str, rtype: RecordType) -> Vec<u8> {
     let mut message = Message::new();
@@ -127,17 +84,8 @@ fn ips(list: &[&str]) -> Vec<IpAddr> {
 
 async fn started() -> (Cluster, SocketAddr) {
     let cluster = Cluster::start(RaftTimings::default()).await;
-    topology().validate().unwrap();
     let dns = cluster.node(0).dns_addr.expect("dns is configured");
-    control(
-        &cluster,
-        ControlCommand::ApplyTopology {
-            topology: topology(),
-            actor: ops(),
-            at_ms: 0,
-        },
-    )
-    .await;
+    cluster.apply_topology().await;
     // Every site's name server once the nodes registered.
     for _ in 0..200 {
         if ask(dns, ZONE, RecordType::NS).await.answers().len() == 3 {
@@ -197,18 +145,7 @@ async fn answers_follow_the_routing_and_stay_when_the_quorum_is_lost() {
     assert!(matches!(soa.answers()[0].data(), RData::SOA(s) if s.minimum() == 5));
 
     // An evacuation moves the primary and drops the site everywhere.
-    control(
-        &cluster,
-        ControlCommand::Evacuate {
-            site: SiteId::from("pangyo"),
-            actor: ops(),
-            reason: "fire".into(),
-            expires_at_ms: cluster.node(0).api.control.reader.read(|c| c.clock_ms) + 3_600_000,
-            overrides: vec![Rule::Dwell],
-            at_ms: 0,
-        },
-    )
-    .await;
+    cluster.evacuate("pangyo").await;
     let after = |name: &'static str| async move { addresses(&ask(dns, name, RecordType::A).await) };
     poll_async(
         "payments to move to gasan",
@@ -224,15 +161,13 @@ async fn answers_follow_the_routing_and_stay_when_the_quorum_is_lost() {
     );
 
     // Frozen automation changes nothing in what DNS says.
-    control(
-        &cluster,
-        ControlCommand::Freeze {
+    cluster
+        .control(ControlCommand::Freeze {
             actor: ops(),
             reason: "drill".into(),
             at_ms: 0,
-        },
-    )
-    .await;
+        })
+        .await;
     assert_eq!(after("payments.svc.test.").await, ips(&["10.0.2.1"]));
 
     // Fail-static: the others go; node 0 has no quorum and keeps answering.

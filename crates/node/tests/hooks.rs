@@ -9,10 +9,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use common::{poll, Cluster};
-use firebreak_model::control::{ControlCommand, ControlResponse};
-use firebreak_model::failover::{Actor, ActorKind, Rule};
-use firebreak_model::topology::Topology;
-use firebreak_model::SiteId;
 use firebreak_node::config::{HookConfig, RaftTimings};
 
 /// A hook that refuses its very first call, refuses every call while `closed` exists,
@@ -30,26 +26,6 @@ case "$body" in *"\"idempotency_key\":\"$FIREBREAK_IDEMPOTENCY_KEY\""*) ;; *) ex
 echo "$FIREBREAK_IDEMPOTENCY_KEY" >> "$dir/keys"
 "#;
 
-fn ops() -> Actor {
-    Actor {
-        kind: ActorKind::Manual,
-        name: "ops".into(),
-    }
-}
-
-fn topology() -> Topology {
-    serde_json::from_value(serde_json::json!({
-        "sites": [{"name": "pangyo"}, {"name": "gasan"}, {"name": "busan"}],
-        "services": [
-            {"name": "messaging", "mode": "active-active", "endpoints": {
-                "pangyo": "http://10.0.1.1:8001", "gasan": "http://10.0.2.1:8001"}},
-            {"name": "payments", "mode": "active-passive", "priorities": ["pangyo"],
-             "endpoints": {"pangyo": "http://10.0.1.1:8002", "gasan": "http://10.0.2.1:8002"}}
-        ]
-    }))
-    .unwrap()
-}
-
 fn hook(name: &str, exec: Option<Vec<String>>, webhook: Option<String>) -> HookConfig {
     HookConfig {
         name: name.into(),
@@ -59,26 +35,6 @@ fn hook(name: &str, exec: Option<Vec<String>>, webhook: Option<String>) -> HookC
         timeout_ms: 5_000,
         attempts: 2,
     }
-}
-
-/// The index of the node that leads the control group with a quorum.
-async fn control_leader(cluster: &Cluster) -> usize {
-    poll("a control leader", || {
-        cluster.nodes.iter().position(|n| {
-            n.as_ref()
-                .is_some_and(|n| n.api.control.leads_with_quorum())
-        })
-    })
-    .await
-}
-
-async fn control(cluster: &Cluster, command: ControlCommand) {
-    let leader = control_leader(cluster).await;
-    let answer = cluster.node(leader).api.propose_control(command).await;
-    assert!(
-        matches!(answer, Ok(ControlResponse::Done { .. })),
-        "{answer:?}"
-    );
 }
 
 fn lines(path: &Path) -> Vec<String> {
@@ -101,15 +57,7 @@ async fn every_change_reaches_the_hook_despite_failures_and_a_leader_change() {
     ];
     let mut cluster =
         Cluster::start_with(RaftTimings::default(), vec![hook("lb", Some(argv), None)]).await;
-    control(
-        &cluster,
-        ControlCommand::ApplyTopology {
-            topology: topology(),
-            actor: ops(),
-            at_ms: 0,
-        },
-    )
-    .await;
+    cluster.apply_topology().await;
     let (keys, refused) = (dir.path().join("keys"), dir.path().join("refused"));
     poll("epoch 1 of both services delivered", || {
         (lines(&keys).len() >= 2).then_some(())
@@ -119,20 +67,8 @@ async fn every_change_reaches_the_hook_despite_failures_and_a_leader_change() {
 
     // The hook refuses while the route changes; the leader that tried it then stops.
     std::fs::write(dir.path().join("closed"), "").unwrap();
-    let leader = control_leader(&cluster).await;
-    let expires_at_ms = cluster.node(leader).api.control.reader.read(|c| c.clock_ms) + 3_600_000;
-    control(
-        &cluster,
-        ControlCommand::Evacuate {
-            site: SiteId::from("pangyo"),
-            actor: ops(),
-            reason: "fire".into(),
-            expires_at_ms,
-            overrides: vec![Rule::Dwell],
-            at_ms: 0,
-        },
-    )
-    .await;
+    let leader = cluster.control_leader().await;
+    cluster.evacuate("pangyo").await;
     poll("a failed round at epoch 2, recorded", || {
         let failed = cluster.node(leader).api.control.reader.read(|c| {
             c.hooks
@@ -145,7 +81,7 @@ async fn every_change_reaches_the_hook_despite_failures_and_a_leader_change() {
     assert!(lines(&refused).iter().any(|k| k.ends_with("/2")));
     cluster.stop_node(leader).await;
     std::fs::remove_file(dir.path().join("closed")).unwrap();
-    let new_leader = control_leader(&cluster).await;
+    let new_leader = cluster.control_leader().await;
     assert_ne!(new_leader, leader);
     poll(
         "epoch 2 of both services delivered by the new leader",
@@ -235,15 +171,7 @@ async fn a_webhook_is_posted_the_change_with_its_key_and_retried_after_a_5xx() {
         vec![hook("haproxy", None, Some(url))],
     )
     .await;
-    control(
-        &cluster,
-        ControlCommand::ApplyTopology {
-            topology: topology(),
-            actor: ops(),
-            at_ms: 0,
-        },
-    )
-    .await;
+    cluster.apply_topology().await;
     poll("both services posted", || {
         (seen.lock().unwrap().len() >= 2).then_some(())
     })

@@ -10,7 +10,10 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use firebreak_model::control::{ControlCommand, ControlResponse};
+use firebreak_model::failover::{Actor, ActorKind, Rule};
 use firebreak_model::kv::KvCommand;
+use firebreak_model::topology::Topology;
 use firebreak_model::{NodeId, SiteId};
 use firebreak_node::config::{ApiLimits, DnsConfig, HookConfig, Peer, RaftTimings};
 use firebreak_node::{NodeConfig, RunningNode};
@@ -180,5 +183,80 @@ pub async fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The operator of these tests.
+pub fn ops() -> Actor {
+    Actor {
+        kind: ActorKind::Manual,
+        name: "ops".into(),
+    }
+}
+
+/// Three sites; messaging active-active (pangyo and gasan by IPv4, busan by IPv6),
+/// payments active-passive on pangyo then gasan (busan by host name). Nothing listens
+/// on the endpoints: no request is sent to them.
+pub fn topology() -> Topology {
+    serde_json::from_value(serde_json::json!({
+        "sites": [{"name": "pangyo"}, {"name": "gasan"}, {"name": "busan"}],
+        "services": [
+            {"name": "messaging", "mode": "active-active", "endpoints": {
+                "pangyo": "http://10.0.1.1:8001", "gasan": "http://10.0.2.1:8001",
+                "busan": "http://[fd00::3]:8001"}},
+            {"name": "payments", "mode": "active-passive", "priorities": ["pangyo", "gasan"],
+             "endpoints": {"pangyo": "http://10.0.1.1:8002", "gasan": "http://10.0.2.1:8002",
+                "busan": "https://pay.busan.example:443"}}
+        ]
+    }))
+    .unwrap()
+}
+
+impl Cluster {
+    /// The index of the node that leads the control group with a quorum.
+    pub async fn control_leader(&self) -> usize {
+        poll("a control leader", || {
+            self.nodes.iter().position(|n| {
+                n.as_ref()
+                    .is_some_and(|n| n.api.control.leads_with_quorum())
+            })
+        })
+        .await
+    }
+
+    /// Proposes `command` on the control leader (followers forward only leases and
+    /// health) and asserts that it took effect.
+    pub async fn control(&self, command: ControlCommand) {
+        let leader = self.control_leader().await;
+        let answer = self.node(leader).api.propose_control(command).await;
+        assert!(
+            matches!(answer, Ok(ControlResponse::Done { .. })),
+            "{answer:?}"
+        );
+    }
+
+    /// Applies [`topology`].
+    pub async fn apply_topology(&self) {
+        self.control(ControlCommand::ApplyTopology {
+            topology: topology(),
+            actor: ops(),
+            at_ms: 0,
+        })
+        .await;
+    }
+
+    /// Evacuates `site` for an hour, the dwell time overridden.
+    pub async fn evacuate(&self, site: &str) {
+        let leader = self.control_leader().await;
+        let now = self.node(leader).api.control.reader.read(|c| c.clock_ms);
+        self.control(ControlCommand::Evacuate {
+            site: SiteId::from(site),
+            actor: ops(),
+            reason: "fire".into(),
+            expires_at_ms: now + 3_600_000,
+            overrides: vec![Rule::Dwell],
+            at_ms: 0,
+        })
+        .await;
     }
 }

@@ -18,18 +18,19 @@ async fn start() -> (
     let cluster = TestCluster::start("");
     let api = Api::new();
     api.wait_leader(&cluster.addrs(), "state").await;
-    let (base, task) = instance(&cluster).await;
+    let (base, task) = instance(&cluster, "gasan").await;
     (cluster, base, reqwest::Client::new(), task)
 }
 
-/// One more payments instance on `cluster`: its URL and task.
-async fn instance(cluster: &TestCluster) -> (String, tokio::task::JoinHandle<()>) {
+/// One more payments instance on `cluster`, serving `site`: its URL and task.
+async fn instance(cluster: &TestCluster, site: &str) -> (String, tokio::task::JoinHandle<()>) {
     let config = payments::Config {
         state_tls: cluster.service_tls("payments"),
         server_tls: None,
         nodes: cluster.addrs(),
         max_concurrent: 256,
         state_timeout: Duration::from_secs(5),
+        site: Some(site.into()),
     };
     let (addr, task) = payments::spawn("127.0.0.1:0".parse().unwrap(), config)
         .await
@@ -241,7 +242,7 @@ fn move_payments(cluster: &TestCluster, old: &str, new: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_that_lost_its_role_cannot_commit() {
     let (cluster, new_primary, http, task) = start().await;
-    let (old_primary, old_task) = instance(&cluster).await;
+    let (old_primary, old_task) = instance(&cluster, "pangyo").await;
     open(&http, &new_primary, "a", 100).await;
     open(&http, &new_primary, "b", 0).await;
     let cluster = tokio::task::spawn_blocking(move || {
@@ -267,6 +268,10 @@ async fn a_primary_that_lost_its_role_cannot_commit() {
         .await
         .unwrap();
     assert_eq!(record.status(), 404, "the refused transfer left no record");
+    // A client that reaches the old primary directly, with the current epoch: not its role.
+    let (status, body) = fenced_transfer(&http, &old_primary, "t-direct", 2).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["kind"], "not_primary", "{body}");
     // An epoch the routing never had is refused too, and moves no fence.
     let (status, body) = fenced_transfer(&http, &new_primary, "t-forged", 1_000_000).await;
     assert_eq!(status, 503, "{body}");

@@ -347,6 +347,9 @@ impl LocalSites {
                 if let (ServiceKind::Messaging, Some(ms)) = (service, config.reconnect_window_ms) {
                     args.extend(strings(&["--reconnect-window-ms", &ms.to_string()]));
                 }
+                if *service == ServiceKind::Payments {
+                    args.extend(strings(&["--site", &node.site.0]));
+                }
                 processes.push(Process {
                     kind: ProcessKind::Service(*service),
                     args,

@@ -35,6 +35,10 @@ pub enum Command {
     Payments {
         #[command(flatten)]
         common: Common,
+        /// The site this instance serves: it then refuses a write at a routing epoch whose
+        /// primary is another site (epoch fencing, docs/traffic.md).
+        #[arg(long)]
+        site: Option<String>,
     },
     /// Accounts with argon2 password hashes, and sessions valid in every site.
     Login {
@@ -140,7 +144,7 @@ pub async fn run(command: Command) -> Result<()> {
                 messaging::spawn(common.listen, config).await,
             )
         }
-        Command::Payments { common } => {
+        Command::Payments { common, site } => {
             let (state_tls, server_tls) = common.tls()?;
             let config = payments::Config {
                 state_tls,
@@ -148,6 +152,7 @@ pub async fn run(command: Command) -> Result<()> {
                 nodes: common.nodes,
                 max_concurrent: common.max_concurrent,
                 state_timeout: STATE_TIMEOUT,
+                site,
             };
             (
                 "payments",

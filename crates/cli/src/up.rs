@@ -219,6 +219,9 @@ fn start_services(
                 }
                 None => args.push("--plaintext-for-debugging".into()),
             }
+            if service == "payments" {
+                args.extend(["--site".to_string(), site.name.to_string()]);
+            }
             let child = spawn(
                 exe,
                 &args,

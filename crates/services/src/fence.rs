@@ -5,6 +5,9 @@
 //!   the epoch of a write: x-firebreak-epoch (set by the gateway), else the newest the
 //!   instance learned from its routing watch (GET /v1/routing/{service}, long-polled)
 //!   epoch < newest known                 ─► 503 stale_epoch (nothing applied)
+//!   epoch > newest known                 ─► asked of the nodes first; not in the routing:
+//!                                           503 stale_epoch
+//!   the primary at epoch is another site ─► 503 not_primary (with `--site`)
 //!   in the state group: <service>/fence holds the highest epoch any write committed under;
 //!   every write's txn compares  fence ≤ epoch  and puts  fence = epoch
 //!   fence > epoch (a newer primary wrote) ─► 503 stale_epoch (nothing applied)
@@ -14,8 +17,7 @@
 //! whatever routing the old one or its gateway still believe. Active-active services are
 //! not fenced: every serving site writes.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
@@ -33,16 +35,27 @@ const WATCH_WAIT: Duration = Duration::from_secs(20);
 /// Pause after a failed poll.
 const WATCH_RETRY: Duration = Duration::from_secs(1);
 
-/// What an instance knows of its service's route, and the fence key.
+/// The newest route an instance knows of its service.
+#[derive(Debug, Clone, Default)]
+struct View {
+    /// 0: none yet.
+    epoch: u64,
+    /// The primary at `epoch`, if the route has one (and it is known).
+    primary: Option<String>,
+    /// Whether the route has a primary.
+    active_passive: bool,
+}
+
+/// What an instance knows of its service's route, its own site, and the fence key.
 pub struct Fence {
     service: String,
     key: String,
+    /// The site this instance serves, when it was told (`firebreak serve --site`): a
+    /// write at an epoch whose primary is another site is refused.
+    site: Option<String>,
     /// To check an epoch newer than the newest known with the nodes.
     state: StateClient,
-    /// The newest epoch known (0: none yet).
-    known: AtomicU64,
-    /// Whether the newest route known has a primary.
-    active_passive: AtomicBool,
+    view: Mutex<View>,
 }
 
 /// Epochs are stored zero-padded, so that the state group's string compare orders them.
@@ -51,14 +64,15 @@ fn padded(epoch: u64) -> String {
 }
 
 impl Fence {
-    /// A fence for `service`, following its route through `state` until dropped.
-    pub fn start(service: &str, state: StateClient) -> Arc<Self> {
+    /// A fence for `service` of the instance in `site`, following its route through
+    /// `state` until dropped.
+    pub fn start(service: &str, site: Option<String>, state: StateClient) -> Arc<Self> {
         let fence = Arc::new(Self {
             service: service.to_string(),
             key: format!("{service}/fence"),
+            site,
             state: state.clone(),
-            known: AtomicU64::new(0),
-            active_passive: AtomicBool::new(false),
+            view: Mutex::default(),
         });
         tokio::spawn(watch(Arc::downgrade(&fence), state));
         fence
@@ -69,24 +83,37 @@ impl Fence {
         &self.key
     }
 
-    fn learn(&self, epoch: u64) {
-        self.known.fetch_max(epoch, Ordering::Relaxed);
+    fn view(&self) -> View {
+        self.view.lock().expect("not poisoned").clone()
+    }
+
+    /// Takes a route at `epoch` as the newest known, unless a newer one is.
+    fn learn(&self, epoch: u64, primary: Option<String>, active_passive: bool) {
+        let mut view = self.view.lock().expect("not poisoned");
+        if epoch > view.epoch || (epoch == view.epoch && view.primary.is_none()) {
+            *view = View {
+                epoch,
+                primary,
+                active_passive: active_passive || view.active_passive,
+            };
+        }
     }
 
     /// The epoch a write with `headers` is made under; `None`: not fenced (active-active).
     /// An epoch newer than the newest known is checked with the nodes first: only routing
     /// that exists may move the fence (a caller that reaches the instance directly could
-    /// otherwise send a huge epoch and stall the real primary).
+    /// otherwise send a huge epoch and stall the real primary). An instance that knows its
+    /// site refuses a write at an epoch whose primary is elsewhere.
     pub async fn epoch_of(&self, headers: &HeaderMap) -> Result<Option<u64>, Failure> {
         let header = |name| headers.get(name).and_then(|v| v.to_str().ok());
-        let active_passive =
-            header(PRIMARY_HEADER).is_some() || self.active_passive.load(Ordering::Relaxed);
-        if !active_passive || crate::sabotage::fencing_off() {
+        let known = self.view();
+        if !(header(PRIMARY_HEADER).is_some() || known.active_passive)
+            || crate::sabotage::fencing_off()
+        {
             return Ok(None);
         }
-        let known = self.known.load(Ordering::Relaxed);
         let epoch = match header(EPOCH_HEADER).map(str::parse::<u64>) {
-            None if known > 0 => return Ok(Some(known)),
+            None if known.epoch > 0 => known.epoch,
             None => return Err(self.unknown("no routing epoch known yet")),
             Some(Err(_)) => {
                 return Err(Failure(
@@ -97,18 +124,35 @@ impl Fence {
             }
             Some(Ok(epoch)) => epoch,
         };
-        if epoch < known {
-            return Err(self.stale(epoch, known));
+        if epoch < known.epoch {
+            return Err(self.stale(epoch, known.epoch));
         }
-        if epoch > known {
+        if epoch > known.epoch {
             match self.state.route(&self.service, 0, Duration::ZERO).await {
-                Ok((current, _)) => self.learn(current),
+                Ok((current, primary)) => {
+                    let active_passive = primary.is_some();
+                    self.learn(current, primary, active_passive)
+                }
                 Err(err) => {
                     return Err(self.unknown(&format!("could not check epoch {epoch}: {err}")))
                 }
             }
-            if epoch > self.known.load(Ordering::Relaxed) {
-                return Err(self.unknown(&format!("epoch {epoch} is not in the routing yet")));
+        }
+        let known = self.view();
+        if epoch > known.epoch {
+            return Err(self.unknown(&format!("epoch {epoch} is not in the routing yet")));
+        }
+        if let (Some(site), Some(primary)) = (&self.site, &known.primary) {
+            if epoch == known.epoch && site != primary {
+                return Err(Failure(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_primary",
+                    format!(
+                        "this instance serves {site}, and at routing epoch {epoch} the primary \
+                         of {} is {primary}: nothing was applied; send it through a gateway",
+                        self.service
+                    ),
+                ));
             }
         }
         Ok(Some(epoch))
@@ -128,7 +172,7 @@ impl Fence {
             .and_then(|e| e.value.parse::<u64>().ok())
             .unwrap_or(0);
         if fenced > epoch {
-            self.learn(fenced);
+            self.learn(fenced, None, true);
             return Err(self.stale(epoch, fenced));
         }
         Ok(())
@@ -172,12 +216,10 @@ async fn watch(fence: Weak<Fence>, state: StateClient) {
             return;
         };
         match state.route(&service, after, WATCH_WAIT).await {
-            Ok((epoch, active_passive)) => {
+            Ok((epoch, primary)) => {
                 let Some(fence) = fence.upgrade() else { return };
-                fence.learn(epoch);
-                fence
-                    .active_passive
-                    .store(active_passive, Ordering::Relaxed);
+                let active_passive = primary.is_some();
+                fence.learn(epoch, primary, active_passive);
                 after = epoch;
             }
             Err(err) => {

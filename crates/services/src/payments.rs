@@ -67,6 +67,9 @@ pub struct Config {
     pub max_concurrent: usize,
     /// Timeout of one call to the state group.
     pub state_timeout: Duration,
+    /// The site this instance serves, if known: it then refuses writes at an epoch whose
+    /// primary is another site (see `fence`).
+    pub site: Option<String>,
 }
 
 struct Service {
@@ -82,7 +85,7 @@ struct Service {
 pub fn router(config: Config) -> Router {
     let state = StateClient::new(config.nodes, config.state_tls, config.state_timeout);
     let service = Arc::new(Service {
-        fence: Fence::start("payments", state.clone()),
+        fence: Fence::start("payments", config.site.clone(), state.clone()),
         state,
         permits: Semaphore::new(config.max_concurrent),
         stripes: Default::default(),

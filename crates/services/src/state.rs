@@ -198,13 +198,13 @@ impl StateClient {
     }
 
     /// Waits up to `timeout` for `service`'s route to pass `after_epoch` (on the first node
-    /// that answers); its epoch, and whether it has a primary (active-passive).
+    /// that answers); its epoch, and its primary (active-passive).
     pub async fn route(
         &self,
         service: &str,
         after_epoch: u64,
         timeout: Duration,
-    ) -> Result<(u64, bool), StateError> {
+    ) -> Result<(u64, Option<String>), StateError> {
         let query = [
             ("after_epoch", after_epoch.to_string()),
             ("timeout_ms", timeout.as_millis().to_string()),
@@ -215,7 +215,7 @@ impl StateClient {
         let epoch = value["epoch"]
             .as_u64()
             .ok_or_else(|| StateError::Unavailable(format!("no epoch in {value}")))?;
-        Ok((epoch, !value["primary"].is_null()))
+        Ok((epoch, value["primary"].as_str().map(String::from)))
     }
 
     /// A GET on the first node that answers it, with a per-call timeout long enough for

@@ -1,7 +1,8 @@
 //! The netns drills CI runs (root, Linux): `site-isolation` (a site cut off while its
 //! processes run: the majority fails it over, nothing acknowledged is lost, one leader per
 //! term, the site serves again after healing) and `flapping-network` (no failover storm:
-//! the dwell rule holds, nothing lost); and cleanup: an interrupted netns drill leaves no
+//! the dwell rule holds, nothing lost); `wan-latency` and `wan-pangyo-fire` (real distances,
+//! the delay in user space where the kernel has no netem); and cleanup: an interrupted netns drill leaves no
 //! namespace, and `firebreak drill heal` removes what a SIGKILLed one left.
 //!
 //! Without root they are skipped with a message, except under CI=true, where they fail.
@@ -101,6 +102,32 @@ fn flapping_network_causes_no_failover_storm() {
         "the flaps were seen"
     );
     assert!(stderr.matches("gasan link down").count() >= 5, "{stderr}");
+}
+
+/// wan-latency (30 to 80 ms one way, with jitter) and wan-pangyo-fire (the fire at a
+/// 10 ms round trip), with the delay in user space where the kernel has no netem.
+#[test]
+fn drills_at_wan_distances_pass() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !root_or_skip() {
+        return;
+    }
+    for (playbook, port) in [
+        ("playbooks/wan-latency.yaml", 7341),
+        ("playbooks/wan-pangyo-fire.yaml", 7351),
+    ] {
+        let mut drill = DrillRun::start(playbook, port);
+        let (code, stdout, stderr) = drill.wait();
+        eprintln!("{stdout}");
+        assert_eq!(code, 0, "{playbook} must pass\n{stdout}\n{stderr}");
+        for service in drill.report()["services"].as_array().unwrap() {
+            assert_eq!(service["lost"], 0, "{playbook}: {}", service["service"]);
+        }
+        assert!(
+            stderr.contains("latency pangyo"),
+            "{playbook}: the delay was injected\n{stderr}"
+        );
+    }
 }
 
 #[test]

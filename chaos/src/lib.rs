@@ -30,6 +30,7 @@ pub mod lazyfs;
 pub mod nemesis;
 pub mod netns;
 pub mod observer;
+pub mod packet_delay;
 pub mod playbook;
 pub mod report;
 pub mod runner;

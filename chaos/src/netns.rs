@@ -12,11 +12,11 @@
 //! |---|---|
 //! | partition (a site against the rest, two groups, one way) | blackhole routes to the other side's addresses in the cut-off side's namespace |
 //! | loss | an nftables table `fb_<run>` in the sender's namespace dropping a share of packets to the chosen peers |
-//! | latency, jitter, bandwidth | an htb root on the sender's link: u32 filters send the peers' addresses to a class capped at the rate, with netem under it for delay and jitter |
+//! | latency, jitter, bandwidth | an htb root on the sender's link: u32 filters send the peers' addresses to a class capped at the rate, with netem under it for delay and jitter; without netem, delay and jitter come from an iptables chain `FB_<run>_DELAY` queuing those packets to NFQUEUE, held by a thread of the drill (`packet_delay`) |
 //! | link-flap | the site's bridge port set down and up |
 //!
 //! Invariants: everything created carries the run id (namespaces `fb-<run>-*`, links
-//! `fb<run>*`, nft table `fb_<run>`), lives inside the drill's own namespaces (nothing is
+//! `fb<run>*`, nft table `fb_<run>`, iptables chain `FB_<run>_DELAY`), lives inside the drill's own namespaces (nothing is
 //! added to the host's namespace; the veth pairs are created straight into theirs), and
 //! goes away with them: [`Network::destroy`] (also on `Drop`) deletes every namespace, which
 //! takes links, routes, qdiscs and rules along. [`heal_leftovers`] removes what a crashed run
@@ -24,8 +24,9 @@
 //! still alive (each run records its drill's PID in `/run/firebreak-drills/<run>`). Addresses exist only inside the
 //! namespaces, so no packet leaves them.
 //!
-//! Caveat: latency and jitter need the kernel's netem qdisc; a kernel without it (some VM
-//! kernels ship without `sch_netem`) makes those faults refuse to start, with the reason.
+//! Latency and jitter use the kernel's netem qdisc where there is one; a kernel without it
+//! (some VM kernels ship without `sch_netem`) gets them in user space instead, through
+//! NFQUEUE (`nfnetlink_queue`, which such kernels have).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -48,6 +49,11 @@ pub struct Network {
     sites: Vec<String>,
     namespaces: Vec<String>,
     destroyed: bool,
+    /// Delay and jitter in user space (NFQUEUE) rather than netem: set when the kernel
+    /// has no netem.
+    user_space_delay: std::sync::atomic::AtomicBool,
+    /// The user-space delays running, by site.
+    delays: std::sync::Mutex<std::collections::BTreeMap<usize, crate::packet_delay::PacketDelay>>,
 }
 
 /// How a link misbehaves toward some peers (htb rate, netem delay and jitter).
@@ -72,6 +78,8 @@ impl Network {
             sites: sites.to_vec(),
             namespaces: Vec::new(),
             destroyed: false,
+            user_space_delay: Default::default(),
+            delays: Default::default(),
         };
         network.build().inspect_err(|_| network.destroy())?;
         Ok(network)
@@ -263,7 +271,14 @@ impl Network {
             "class", "add", "dev", &link, "parent", "1:", "classid", "1:2", "htb", "rate", &rate,
             "ceil", &rate,
         ])?;
-        if shaping.delay_ms > 0 || shaping.jitter_ms > 0 {
+        let delays = shaping.delay_ms > 0 || shaping.jitter_ms > 0;
+        if delays
+            && self
+                .user_space_delay
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.delay_in_user_space(site, peers, shaping)?;
+        } else if delays {
             let delay = format!("{}ms", shaping.delay_ms);
             let jitter = format!("{}ms", shaping.jitter_ms);
             let mut args = vec![
@@ -292,6 +307,67 @@ impl Network {
         Ok(())
     }
 
+    /// The iptables chain of a site's user-space delay: `FB_<run>_DELAY`.
+    fn delay_chain(&self) -> String {
+        format!("FB_{}_DELAY", self.run_id)
+    }
+
+    /// Runs iptables (legacy: nftables' own queue expression needs `nft_queue`, which
+    /// kernels without netem tend to lack too; the xtables NFQUEUE target they have) in
+    /// the namespace of `site`.
+    fn iptables(&self, site: usize, args: &[&str]) -> Result<()> {
+        let ns = self.site_ns(site);
+        let mut all = vec!["netns", "exec", ns.as_str(), "iptables-legacy", "-w"];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+
+    /// Delays and jitters what `site` sends to `peers` in user space: an iptables chain
+    /// `FB_<run>_DELAY` in the site's namespace queues those packets to NFQUEUE, where a
+    /// thread of the drill holds each for its delay (`crate::packet_delay`).
+    fn delay_in_user_space(&self, site: usize, peers: &[usize], shaping: &Shaping) -> Result<()> {
+        let queue = 100 + site as u16;
+        let delay = crate::packet_delay::PacketDelay::start(
+            &Self::ns_path(&self.site_ns(site)),
+            queue,
+            std::time::Duration::from_millis(u64::from(shaping.delay_ms)),
+            std::time::Duration::from_millis(u64::from(shaping.jitter_ms)),
+            site as u64,
+        )?;
+        let chain = self.delay_chain();
+        self.iptables(site, &["-N", &chain])?;
+        self.iptables(site, &["-A", "OUTPUT", "-j", &chain])?;
+        let to = queue.to_string();
+        for peer in peers {
+            let address = format!("{}/32", self.site_ip(*peer));
+            self.iptables(
+                site,
+                &[
+                    "-A",
+                    &chain,
+                    "-d",
+                    &address,
+                    "-j",
+                    "NFQUEUE",
+                    "--queue-num",
+                    &to,
+                    "--queue-bypass",
+                ],
+            )?;
+        }
+        self.delays
+            .lock()
+            .expect("not poisoned")
+            .insert(site, delay);
+        Ok(())
+    }
+
+    /// Delays in user space from now on (the kernel has no netem).
+    pub fn delay_in_user_space_from_now(&self) {
+        self.user_space_delay
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Checks that the kernel has the netem qdisc (latency and jitter need it), on the
     /// clients' link, before any site starts.
     pub fn probe_netem(&self) -> Result<()> {
@@ -315,8 +391,17 @@ impl Network {
         )
     }
 
-    /// Removes the shaping of `site` (its htb root, classes, filters and netem).
+    /// Removes the shaping of `site` (its htb root, classes, filters and netem, or its
+    /// user-space delay: the queue rule first, then the thread, which lets what it held go).
     pub fn clear_shape(&self, site: usize) -> Result<()> {
+        let delay = self.delays.lock().expect("not poisoned").remove(&site);
+        if let Some(delay) = delay {
+            let chain = self.delay_chain();
+            self.iptables(site, &["-D", "OUTPUT", "-j", &chain])?;
+            self.iptables(site, &["-F", &chain])?;
+            self.iptables(site, &["-X", &chain])?;
+            delay.stop();
+        }
         let link = self.site_link(site);
         run(
             "ip",
@@ -352,6 +437,8 @@ impl Network {
         if self.destroyed {
             return;
         }
+        // Their queues go with the namespaces; the threads stop first.
+        std::mem::take(&mut *self.delays.lock().unwrap_or_else(|e| e.into_inner()));
         for ns in self.namespaces.iter().rev() {
             if let Err(e) = ip(&["netns", "del", ns]) {
                 tracing::warn!(namespace = %ns, cause = %e, "failed to delete a drill namespace; `firebreak drill heal` removes it");

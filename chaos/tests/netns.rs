@@ -1,6 +1,7 @@
 //! The netns driver's own tests (root, Linux): a partition really drops traffic between
 //! the chosen sites and only those, one way when asked; healing restores it; a bandwidth
-//! cap slows only the chosen peers; destroying the network leaves no namespace;
+//! cap slows only the chosen peers; a user-space delay (NFQUEUE) adds the round trip asked
+//! for, within 20%, and leaves no rule behind; destroying the network leaves no namespace;
 //! `heal_leftovers` removes only what carries the prefix.
 //!
 //! Without root they are skipped with a message, except under CI (CI=true), where root is
@@ -226,6 +227,76 @@ fn bandwidth_caps_only_the_chosen_peers_and_clears() {
     assert!(
         cleared * 4.0 < capped,
         "cleared: a -> b at full speed again: {cleared:.3} s"
+    );
+}
+
+/// The median time of `count` TCP handshakes from namespace `from` to `to:port` (a
+/// listener there accepts them): one round trip each.
+fn handshake_ms(from: PathBuf, to_ns: PathBuf, to: String, port: u16, count: usize) -> f64 {
+    let listener = inside(to_ns, move || TcpListener::bind(("0.0.0.0", port)).unwrap());
+    let accepting = std::thread::spawn(move || {
+        for _ in 0..count {
+            let _ = listener.accept();
+        }
+    });
+    let mut times = inside(from, move || {
+        let addr: SocketAddr = format!("{to}:{port}").parse().unwrap();
+        (0..count)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+                let took = started.elapsed().as_secs_f64() * 1000.0;
+                drop(stream);
+                took
+            })
+            .collect::<Vec<f64>>()
+    });
+    accepting.join().unwrap();
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    times[count / 2]
+}
+
+/// The iptables rules in namespace `ns`.
+fn iptables_rules(ns: &str) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "iptables-legacy", "-S"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn user_space_delay_adds_the_round_trip_asked_for_and_leaves_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !root_or_skip() {
+        return;
+    }
+    let network = Network::create(&run_id(), &sites()).expect("network");
+    network.delay_in_user_space_from_now();
+    let ns = |i: usize| Network::ns_path(&network.site_ns(i));
+    let base = handshake_ms(ns(0), ns(1), network.site_ip(1), 7990, 9);
+    let shaping = netns::Shaping {
+        delay_ms: 40,
+        jitter_ms: 5,
+        rate_kbit: 0,
+    };
+    network.shape(0, &[1], &shaping).unwrap();
+    let delayed = handshake_ms(ns(0), ns(1), network.site_ip(1), 7991, 15);
+    let other = handshake_ms(ns(0), ns(2), network.site_ip(2), 7992, 9);
+    eprintln!("a -> b: {base:.2} ms, delayed 40 ms: {delayed:.2} ms; a -> c: {other:.2} ms");
+    let added = delayed - base;
+    assert!(
+        (32.0..=48.0).contains(&added),
+        "a 40 ms delay added {added:.1} ms to the round trip (within 20%)"
+    );
+    assert!(other < 10.0, "a -> c is not delayed: {other:.2} ms");
+    assert!(iptables_rules(&network.site_ns(0)).contains("NFQUEUE"));
+    network.clear_shape(0).unwrap();
+    let cleared = handshake_ms(ns(0), ns(1), network.site_ip(1), 7993, 9);
+    assert!(cleared < 10.0, "cleared: {cleared:.2} ms");
+    assert!(
+        !iptables_rules(&network.site_ns(0)).contains("_DELAY"),
+        "the queue rule is gone"
     );
 }
 

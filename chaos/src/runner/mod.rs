@@ -158,7 +158,13 @@ async fn run_in_namespaces(
         .iter()
         .any(|s| s.delay_ms.is_some() || s.jitter_ms.is_some())
     {
-        network.probe_netem()?;
+        if let Err(why) = network.probe_netem() {
+            tracing::debug!(cause = %why, "no netem");
+            eprintln!(
+                "this kernel has no netem qdisc (sch_netem): latency and jitter come from user space (NFQUEUE) instead"
+            );
+            network.delay_in_user_space_from_now();
+        }
     }
     let count = options.playbook.topology.sites.len();
     let placement = Placement::Namespaces {

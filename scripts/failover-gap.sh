@@ -46,6 +46,7 @@ if [ "$target" = firebreak ]; then
   if [ -n "${PLAINTEXT:-}" ]; then plain=(--plaintext-for-debugging); fi
   "$bin" up --data-dir "$work/data" "${plain[@]}" > "$work/up.log" 2>&1 &
   pids+=($!)
+  disown  # no "Killed" notice when cleanup stops it
   export FIREBREAK_CA="$work/data/ca/ca.pem"
   until [ -f "$work/data/tokens" ]; do sleep 0.1; done
   FIREBREAK_TOKEN=$(awk '$1 == "operator" { print $2 }' "$work/data/tokens")
@@ -62,7 +63,7 @@ else
       --listen-client-urls "http://127.0.$i.1:2379" --advertise-client-urls "http://127.0.$i.1:2379" \
       --listen-peer-urls "http://127.0.$i.1:2380" --initial-advertise-peer-urls "http://127.0.$i.1:2380" \
       --initial-cluster "${cluster%,}" --initial-cluster-state new > "$work/etcd$i.log" 2>&1 &
-    pids+=($!); echo $! > "$work/etcd$i.pid"
+    pids+=($!); echo $! > "$work/etcd$i.pid"; disown
   done
   nodes=127.0.1.1:2379,127.0.2.1:2379,127.0.3.1:2379
   until leader_pid_etcd >/dev/null 2>&1; do sleep 0.2; done

@@ -95,6 +95,7 @@ fn encoded_len<T: serde::Serialize>(value: &T) -> usize {
 #[derive(Debug, Clone, Copy)]
 pub struct GroupTimings {
     pub heartbeat: Duration,
+    pub election_timeout_min: Duration,
     pub election_timeout_max: Duration,
     pub write_timeout: Duration,
     pub read_timeout: Duration,
@@ -109,6 +110,8 @@ pub struct Group<M: Machine> {
     timings: GroupTimings,
     inflight: Arc<Semaphore>,
     max_inflight: usize,
+    /// When this node last heard from a leader (`crate::election_gate`).
+    pub contact: crate::election_gate::LeaderContact,
 }
 
 impl<M: Machine> Clone for Group<M> {
@@ -121,6 +124,7 @@ impl<M: Machine> Clone for Group<M> {
             timings: self.timings,
             inflight: self.inflight.clone(),
             max_inflight: self.max_inflight,
+            contact: self.contact.clone(),
         }
     }
 }
@@ -145,7 +149,13 @@ impl<M: Machine> Group<M> {
             timings,
             inflight: Arc::new(Semaphore::new(max_inflight)),
             max_inflight,
+            contact: Default::default(),
         }
+    }
+
+    /// The group's timings.
+    pub fn timings(&self) -> GroupTimings {
+        self.timings
     }
 
     /// The group's name.
@@ -183,13 +193,20 @@ impl<M: Machine> Group<M> {
     }
 
     /// Whether this node is in touch with a working group: it leads with recent quorum
-    /// contact, or follows a leader it knows. A node cut off from the others loses this
-    /// within an election timeout (it becomes a candidate and forgets the leader).
+    /// contact, or follows a leader it heard from within an election timeout. A node cut
+    /// off from the others loses this within an election timeout (it keeps its term and
+    /// its idea of the leader: `crate::election_gate` holds its elections back).
     pub fn in_contact(&self) -> bool {
         let metrics = self.raft.metrics().borrow().clone();
         match metrics.state {
             ServerState::Leader => self.leads_with_quorum(),
-            _ => metrics.current_leader.is_some(),
+            _ => {
+                metrics.current_leader.is_some()
+                    && self
+                        .contact
+                        .since()
+                        .is_some_and(|since| since <= self.timings.election_timeout_max)
+            }
         }
     }
 

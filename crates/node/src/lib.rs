@@ -35,6 +35,7 @@ mod contact;
 pub mod context;
 mod counters;
 pub mod dns;
+pub mod election_gate;
 mod error;
 pub mod failover;
 pub mod gateway;

@@ -38,6 +38,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::access::PeerNode;
+use crate::election_gate::LeaderContact;
 
 /// Largest Raft RPC body accepted: a full AppendEntries batch or a snapshot chunk.
 pub const MAX_RAFT_BODY_BYTES: usize = 64 * 1024 * 1024;
@@ -52,9 +53,14 @@ pub struct HttpNetwork<C> {
 impl<C> HttpNetwork<C> {
     /// A network with its own connection pool, presenting this node's certificate.
     pub fn new(tls: firebreak_tls::ClientTls) -> Self {
+        // Idle connections close after 30 s and TCP keepalive probes every 10 s, so a pooled
+        // connection to a peer that restarted or vanished is noticed and dropped rather than
+        // reused (openraft issue #1770: stale pooled connections kept candidates alive).
         let client = tls
             .apply(reqwest::Client::builder())
             .pool_max_idle_per_host(64)
+            .pool_idle_timeout(std::time::Duration::from_secs(30))
+            .tcp_keepalive(std::time::Duration::from_secs(10))
             .tcp_nodelay(true)
             .build()
             .expect("reqwest client builds with static options");
@@ -158,13 +164,17 @@ impl<C: GroupTypes> RaftNetwork<C> for HttpConnection<C> {
     }
 }
 
-/// The server side of one group's Raft RPCs, mounted under `/raft/{group}/`.
-pub fn routes<C: GroupTypes>(raft: Raft<C>) -> Router {
-    Router::new()
+/// The server side of one group's Raft RPCs, mounted under `/raft/{group}/`; an
+/// AppendEntries accepted from the leader is recorded in `contact`.
+pub fn routes<C: GroupTypes>(raft: Raft<C>, contact: LeaderContact) -> Router {
+    let append_routes = Router::new()
         .route(&format!("/raft/{}/append", C::NAME), post(append::<C>))
+        .with_state((raft.clone(), contact));
+    Router::new()
         .route(&format!("/raft/{}/vote", C::NAME), post(vote::<C>))
         .route(&format!("/raft/{}/snapshot", C::NAME), post(snapshot::<C>))
         .with_state(raft)
+        .merge(append_routes)
 }
 
 /// Refuses an RPC whose vote names another node than the caller's certificate. Without
@@ -189,14 +199,18 @@ fn check_sender(
 }
 
 async fn append<C: GroupTypes>(
-    State(raft): State<Raft<C>>,
+    State((raft, contact)): State<(Raft<C>, LeaderContact)>,
     peer: Option<Extension<PeerNode>>,
     Json(request): Json<AppendEntriesRequest<C>>,
 ) -> Response {
     if let Err(refused) = check_sender(peer, &request.vote) {
         return *refused;
     }
-    Json(raft.append_entries(request).await).into_response()
+    let result = raft.append_entries(request).await;
+    if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+        contact.heard();
+    }
+    Json(result).into_response()
 }
 
 async fn vote<C: GroupTypes>(

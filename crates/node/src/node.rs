@@ -116,6 +116,7 @@ async fn start_group<M: Machine>(
     })?;
     let timings = GroupTimings {
         heartbeat: config.raft.heartbeat(),
+        election_timeout_min: Duration::from_millis(config.raft.election_timeout_min_ms),
         election_timeout_max: config.raft.election_timeout_max(),
         write_timeout: Duration::from_millis(config.api.write_timeout_ms),
         read_timeout: Duration::from_millis(config.api.read_timeout_ms),
@@ -289,6 +290,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let registration = tokio::spawn(register(control.clone()));
     let mut failover = crate::failover::spawn(api.clone());
     failover.extend(crate::hooks::spawn(api.clone())?);
+    failover.push(tokio::spawn(crate::election_gate::run(
+        api.clone(),
+        control.clone(),
+    )));
+    failover.push(tokio::spawn(crate::election_gate::run(
+        api.clone(),
+        state.clone(),
+    )));
     tracing::info!(node = %config.node_id, site = %config.site, %addr, %peer_addr, %admin_addr, tls = api.keys.is_some(), "node serving");
     Ok(RunningNode {
         api,

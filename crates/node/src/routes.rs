@@ -7,6 +7,7 @@
 //!   admin:  access::admin_credentials ─► operator commands (token), routing, failover,
 //!           audit, topology, /v1/cluster, /v1/health, /metrics
 //!   peer:   access::require_member ─► /raft/{control,state}/*, /v1/internal/control,
+//!           /v1/internal/leader/{group} (the election gate's question),
 //!           keys and operator writes forwarded to this node as leader
 //! ```
 
@@ -87,13 +88,20 @@ pub fn admin_routes(api: Arc<Api>) -> Router {
 /// The peer listener's router: both groups' Raft RPCs, lease renewals and api::health reports,
 /// and what other nodes forward to the leader (keys, operator writes); members only.
 pub fn peer_routes(api: Arc<Api>) -> Router {
-    let raft = crate::network::routes(api.control.raft.clone())
-        .merge(crate::network::routes(api.state.raft.clone()))
+    let raft = crate::network::routes(api.control.raft.clone(), api.control.contact.clone())
+        .merge(crate::network::routes(
+            api.state.raft.clone(),
+            api.state.contact.clone(),
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(
             crate::network::MAX_RAFT_BODY_BYTES,
         ));
     key_routes()
         .route("/v1/internal/control", post(api::internal_control))
+        .route(
+            "/v1/internal/leader/{group}",
+            get(crate::election_gate::leader),
+        )
         .merge(crate::operator::routes())
         .fallback(not_found)
         .with_state(api.clone())

@@ -35,6 +35,9 @@ pub enum Command {
     Dns(crate::bench_dns::DnsArgs),
     /// One client's view of a failover, through the gateways or through DNS.
     Failover(crate::bench_failover::FailoverArgs),
+    /// The control state machine at fleet scale (in this process): decide(), snapshot
+    /// size and time, DNS lookups, memory.
+    Control(crate::bench_control::ControlArgs),
 }
 
 #[derive(clap::Args)]
@@ -72,6 +75,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Kv(args) => args,
         Command::Dns(args) => return crate::bench_dns::run(args).await,
         Command::Failover(args) => return crate::bench_failover::run(args).await,
+        Command::Control(args) => return crate::bench_control::run(args).await,
     };
     check_range(
         "--connections",

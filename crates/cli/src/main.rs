@@ -5,6 +5,7 @@
 //! from the table in [`exit`].
 
 mod bench;
+mod bench_control;
 mod bench_dns;
 mod bench_failover;
 mod certs;

@@ -263,3 +263,32 @@ fn drill_check_validates_a_playbook_without_running_it() {
         "{err}"
     );
 }
+
+/// The scale benchmark at a small size: every figure it promises is printed.
+#[test]
+fn bench_control_measures_the_control_state_at_scale() {
+    let (code, out, err) = firebreak(&[
+        "bench",
+        "control",
+        "--services",
+        "100",
+        "--sites",
+        "3",
+        "--rounds",
+        "3",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    for figure in [
+        "decide(), quiet fleet",
+        "decide(), a site down",
+        "(50 route changes)",
+        "snapshot",
+        "DNS lookups",
+        "resident memory",
+    ] {
+        assert!(out.contains(figure), "{figure} missing:\n{out}");
+    }
+    let (code, _, err) = firebreak(&["bench", "control", "--services", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--services must be 1 to 10000"), "{err}");
+}

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //!   every tick, on the control leader with a quorum:
-//!     model::hooks::pending(state) ─► one delivery per (hook, service) at a time
+//!     model::hooks::pending(state) ─► one delivery per (hook, service) at a time, at most
+//!                                     8 per hook
 //!       exec: argv, change JSON on stdin, FIREBREAK_IDEMPOTENCY_KEY; exit 0 = ack
 //!       webhook: POST change JSON, Idempotency-Key header; 2xx = ack
 //!       up to `attempts` tries, 200 ms doubling to 5 s apart, each within `timeout_ms`
@@ -32,6 +33,8 @@ use crate::context::Api;
 
 /// How often the leader looks for changes to deliver.
 const TICK: Duration = Duration::from_millis(250);
+/// Deliveries of one hook running at once.
+const MAX_DELIVERIES_PER_HOOK: usize = 8;
 /// Most bytes of a failed hook's stderr or a webhook's error answer kept for the error.
 const MAX_ERROR_BYTES: usize = 400;
 
@@ -104,8 +107,14 @@ async fn run(api: Arc<Api>, hooks: Vec<Arc<Hook>>) {
             .read(|c| hooks::pending(c, &cluster, &names, now_ms()));
         for pending in due {
             let slot = (pending.hook.clone(), pending.change.service.clone());
-            if !in_flight.lock().expect("not poisoned").insert(slot.clone()) {
-                continue;
+            {
+                let mut running = in_flight.lock().expect("not poisoned");
+                let of_hook = running.iter().filter(|(h, _)| *h == slot.0).count();
+                // The rest waits for a later tick: a topology of 256 new services must not
+                // start 256 hook processes at once.
+                if of_hook >= MAX_DELIVERIES_PER_HOOK || !running.insert(slot.clone()) {
+                    continue;
+                }
             }
             let hook = by_name[&pending.hook].clone();
             let (api, in_flight) = (api.clone(), in_flight.clone());

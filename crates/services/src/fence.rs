@@ -87,14 +87,16 @@ impl Fence {
         self.view.lock().expect("not poisoned").clone()
     }
 
-    /// Takes a route at `epoch` as the newest known, unless a newer one is.
-    fn learn(&self, epoch: u64, primary: Option<String>, active_passive: bool) {
+    /// Takes a route at `epoch` as the newest known, unless a newer one is. `primary`
+    /// `None` with `active_passive` `None`: only the epoch is known (from a stored fence),
+    /// and the mode stays as it was.
+    fn learn(&self, epoch: u64, primary: Option<String>, active_passive: Option<bool>) {
         let mut view = self.view.lock().expect("not poisoned");
         if epoch > view.epoch || (epoch == view.epoch && view.primary.is_none()) {
             *view = View {
                 epoch,
                 primary,
-                active_passive: active_passive || view.active_passive,
+                active_passive: active_passive.unwrap_or(view.active_passive),
             };
         }
     }
@@ -131,7 +133,7 @@ impl Fence {
             match self.state.route(&self.service, 0, Duration::ZERO).await {
                 Ok((current, primary)) => {
                     let active_passive = primary.is_some();
-                    self.learn(current, primary, active_passive)
+                    self.learn(current, primary, Some(active_passive))
                 }
                 Err(err) => {
                     return Err(self.unknown(&format!("could not check epoch {epoch}: {err}")))
@@ -172,7 +174,7 @@ impl Fence {
             .and_then(|e| e.value.parse::<u64>().ok())
             .unwrap_or(0);
         if fenced > epoch {
-            self.learn(fenced, None, true);
+            self.learn(fenced, None, None);
             return Err(self.stale(epoch, fenced));
         }
         Ok(())
@@ -219,7 +221,7 @@ async fn watch(fence: Weak<Fence>, state: StateClient) {
             Ok((epoch, primary)) => {
                 let Some(fence) = fence.upgrade() else { return };
                 let active_passive = primary.is_some();
-                fence.learn(epoch, primary, active_passive);
+                fence.learn(epoch, primary, Some(active_passive));
                 after = epoch;
             }
             Err(err) => {

@@ -323,10 +323,15 @@ async fn an_operator_certificate_is_an_operator_on_the_admin_listener() {
     // On a follower, so the command is forwarded to the leader with alice's name.
     let follower = format!("https://{}", admin[(leader + 1) % 3]);
     let freeze = json!({ "reason": "certificate drill" });
-    assert_eq!(
-        post(&alice, &follower, "/v1/freeze", &freeze).await,
-        Ok(200)
-    );
+    // Right after the election the leader may not have its first quorum ack yet: a 503
+    // applied nothing (CI saw one), so the first command tries again until DEADLINE.
+    let started = Instant::now();
+    let mut answer = post(&alice, &follower, "/v1/freeze", &freeze).await;
+    while answer == Ok(503) && started.elapsed() < DEADLINE {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        answer = post(&alice, &follower, "/v1/freeze", &freeze).await;
+    }
+    assert_eq!(answer, Ok(200));
     let audit: Value = api
         .http
         .get(url(&admin[leader], "/v1/audit"))

@@ -124,13 +124,14 @@ impl Handler {
         };
         let name = info.query.name().to_string();
         let qtype = query_type(info.query.query_type());
+        // The SOA goes only with an empty answer (NXDOMAIN, NODATA): not built otherwise.
         let (answer, soa) = self.api.control.reader.read(|c| {
-            (
-                dns::lookup(c, &self.zone, &name, qtype),
-                dns::soa(c, &self.zone),
-            )
+            let answer = dns::lookup(c, &self.zone, &name, qtype);
+            let empty = matches!(&answer, Answer::NxDomain)
+                || matches!(&answer, Answer::Records(r) if r.is_empty());
+            (answer, empty.then(|| dns::soa(c, &self.zone)))
         });
-        let soa = self.record(soa).into_iter().collect();
+        let soa: Vec<Record> = soa.and_then(|soa| self.record(soa)).into_iter().collect();
         match answer {
             Answer::NotOurs => (ResponseCode::Refused, vec![], vec![]),
             Answer::NxDomain => (ResponseCode::NXDomain, vec![], soa),

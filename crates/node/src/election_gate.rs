@@ -79,17 +79,12 @@ pub struct LeaderView {
     pub term: u64,
 }
 
-/// This node's view of `group`'s leader.
+/// This node's view of `group`'s leader: whether it is in contact with one (it leads with
+/// a quorum, or heard from the leader within an election timeout).
 fn view<M: Machine>(group: &Group<M>) -> LeaderView {
-    let metrics = group.raft.metrics().borrow().clone();
-    let limit = group.timings().election_timeout_max;
-    let hears_leader = match metrics.state {
-        ServerState::Leader => group.leads_with_quorum(),
-        _ => group.contact.since().is_some_and(|since| since <= limit),
-    };
     LeaderView {
-        hears_leader,
-        term: metrics.current_term,
+        hears_leader: group.in_contact(),
+        term: group.raft.metrics().borrow().current_term,
     }
 }
 

@@ -12,14 +12,22 @@ use std::time::{Duration, Instant};
 use firebreak_model::failover::Route;
 use firebreak_model::SiteId;
 
-/// How long the gateway of `site` keeps a stale route, if the environment asks.
+/// How long the gateway of `site` keeps a stale route, if the environment asks (read once:
+/// the gateway asks on every request).
 pub fn stale_route_hold(site: &SiteId) -> Option<Duration> {
-    if !cfg!(debug_assertions) {
-        return None;
-    }
-    let value = std::env::var("FIREBREAK_SABOTAGE_STALE_ROUTE").ok()?;
-    let (which, ms) = value.split_once(':')?;
-    (which == site.0).then_some(Duration::from_millis(ms.parse().ok()?))
+    static ASKED: std::sync::OnceLock<Option<(String, Duration)>> = std::sync::OnceLock::new();
+    let asked = ASKED.get_or_init(|| {
+        if !cfg!(debug_assertions) {
+            return None;
+        }
+        let value = std::env::var("FIREBREAK_SABOTAGE_STALE_ROUTE").ok()?;
+        let (which, ms) = value.split_once(':')?;
+        Some((which.to_string(), Duration::from_millis(ms.parse().ok()?)))
+    });
+    asked
+        .as_ref()
+        .filter(|(which, _)| *which == site.0)
+        .map(|(_, hold)| *hold)
 }
 
 /// Per service: the route before the last change, the route now, and when it changed.

@@ -154,9 +154,9 @@ async fn create_account(
     let (created, _) = service.state.txn(&txn).await?;
     if !created {
         if let Some(epoch) = epoch {
-            let keys = [service.fence.key().to_string(), key];
-            let entries = service.state.get_many(&keys).await?;
-            service.fence.check(entries[0].as_ref(), epoch)?;
+            let fence = [service.fence.key().to_string()];
+            let stored = service.state.get_many(&fence).await?;
+            service.fence.check(stored[0].as_ref(), epoch)?;
         }
         return Err(Failure(
             StatusCode::CONFLICT,

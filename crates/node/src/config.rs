@@ -283,6 +283,12 @@ pub struct Peer {
     pub addr: String,
 }
 
+/// Smallest `raft.max_append_bytes` and `raft.snapshot_chunk_bytes`.
+pub const MIN_RPC_PAYLOAD_BYTES: u64 = 64 * 1024;
+/// Largest of them; a Raft RPC body is at most this plus its framing (see
+/// [`crate::network::MAX_RAFT_BODY_BYTES`]).
+pub const MAX_RPC_PAYLOAD_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Raft timings, shared by both groups.
 ///
 /// Across real sites, every AppendEntries and every linearizable-read probe times out after
@@ -306,6 +312,13 @@ pub struct RaftTimings {
     pub election_timeout_max_ms: u64,
     /// Timeout of one snapshot chunk transfer.
     pub install_snapshot_timeout_ms: u64,
+    /// Most bytes of log entries one AppendEntries carries (at least one entry always
+    /// goes). A catch-up RPC must cross the link and be fsynced within one heartbeat
+    /// interval: keep it under what the link carries in about half of one.
+    pub max_append_bytes: u64,
+    /// Size of one snapshot chunk; the next is sent only once the follower stored this
+    /// one, within `install_snapshot_timeout_ms`.
+    pub snapshot_chunk_bytes: u64,
     /// Build a snapshot after this many new log entries; the log before it is purged.
     pub snapshot_logs_since_last: u64,
     /// Log entries kept behind a snapshot, so that slightly lagging followers catch up from
@@ -320,6 +333,8 @@ impl Default for RaftTimings {
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 450,
             install_snapshot_timeout_ms: 5000,
+            max_append_bytes: 1024 * 1024,
+            snapshot_chunk_bytes: 1024 * 1024,
             snapshot_logs_since_last: 10_000,
             max_in_snapshot_log_to_keep: 1_000,
         }
@@ -545,6 +560,19 @@ impl NodeConfig {
         if t.snapshot_logs_since_last == 0 {
             return fail("raft.snapshot_logs_since_last", "must be above 0".into());
         }
+        for (field, value) in [
+            ("raft.max_append_bytes", t.max_append_bytes),
+            ("raft.snapshot_chunk_bytes", t.snapshot_chunk_bytes),
+        ] {
+            if !(MIN_RPC_PAYLOAD_BYTES..=MAX_RPC_PAYLOAD_BYTES).contains(&value) {
+                return fail(
+                    field,
+                    format!(
+                        "must be {MIN_RPC_PAYLOAD_BYTES}..={MAX_RPC_PAYLOAD_BYTES} bytes (64 KiB to 16 MiB), got {value}"
+                    ),
+                );
+            }
+        }
         let a = &self.api;
         for (field, value) in [
             ("api.write_timeout_ms", a.write_timeout_ms as usize),
@@ -653,6 +681,14 @@ raft:
                 GOOD.replace("node_id: 1", "node_id: 4"),
                 2,
                 "node 4 is not listed in peers",
+            ),
+            (
+                GOOD.replace(
+                    "heartbeat_interval_ms: 50",
+                    "heartbeat_interval_ms: 50\n  max_append_bytes: 1000",
+                ),
+                0,
+                "raft.max_append_bytes: must be 65536..=16777216 bytes",
             ),
         ];
         for (text, line, needle) in cases {

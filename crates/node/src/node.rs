@@ -58,13 +58,12 @@ pub struct RunningNode {
     stores: Vec<(&'static str, watch::Receiver<Option<String>>)>,
 }
 
-/// Most entries one AppendEntries carries. openraft 0.9 gives every AppendEntries one
-/// heartbeat interval to arrive, be stored and fsynced, and be answered; an entry can be a
-/// group-commit batch of up to 96 KiB, so at 256 entries (24 MB) a follower that fell
-/// behind (after a blackout, say) never caught up: every catch-up RPC timed out and the
-/// groups churned through elections. 16 entries is at most 1.5 MB; a follower in step gets
-/// one to four at a time anyway.
-const MAX_PAYLOAD_ENTRIES: u64 = 16;
+/// Most entries one AppendEntries carries; what bounds it in practice is
+/// `raft.max_append_bytes`, which the log store applies (openraft 0.9 gives every
+/// AppendEntries one heartbeat interval to arrive, be fsynced and be answered, so a
+/// catch-up RPC of 256 group-commit batches of up to 96 KiB, 24 MB, never made it across
+/// and the groups churned through elections).
+const MAX_PAYLOAD_ENTRIES: u64 = 256;
 
 fn raft_config(config: &NodeConfig, group: &str) -> Result<Arc<openraft::Config>> {
     let t = &config.raft;
@@ -77,6 +76,7 @@ fn raft_config(config: &NodeConfig, group: &str) -> Result<Arc<openraft::Config>
         snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_logs_since_last),
         max_in_snapshot_log_to_keep: t.max_in_snapshot_log_to_keep,
         max_payload_entries: MAX_PAYLOAD_ENTRIES,
+        snapshot_max_chunk_size: t.snapshot_chunk_bytes,
         ..Default::default()
     };
     let raft = raft.validate().map_err(|e| Error::Raft {
@@ -99,6 +99,7 @@ async fn start_group<M: Machine>(
             group: name,
             source,
         })?;
+    let log = log.limit_payload_bytes(config.raft.max_append_bytes as usize);
     let failed = log.failed();
     let reader = sm.reader();
     let journals = (log.committed_index_handle(), log.election_journal());

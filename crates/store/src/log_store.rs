@@ -27,6 +27,10 @@ const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const LAST_PURGED: &[u8] = b"last_purged";
 
+/// Default bound of one AppendEntries' entries, as stored (see
+/// [`LogStore::limit_payload_bytes`]).
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
 /// Sentinel for "no committed index yet" in [`LogStore::committed_index`].
 const NONE: u64 = u64::MAX;
 
@@ -37,6 +41,7 @@ pub struct LogStore<C: GroupTypes> {
     flusher: Flusher,
     committed: Arc<AtomicU64>,
     elections: crate::ElectionJournal,
+    max_payload_bytes: usize,
     _types: std::marker::PhantomData<C>,
 }
 
@@ -48,6 +53,7 @@ impl<C: GroupTypes> Clone for LogStore<C> {
             flusher: self.flusher.clone(),
             committed: self.committed.clone(),
             elections: self.elections.clone(),
+            max_payload_bytes: self.max_payload_bytes,
             _types: std::marker::PhantomData,
         }
     }
@@ -69,6 +75,7 @@ impl<C: GroupTypes> LogStore<C> {
             flusher,
             committed: Arc::new(AtomicU64::new(NONE)),
             elections: crate::ElectionJournal::default(),
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             _types: std::marker::PhantomData,
         };
         let committed: Option<LogId<firebreak_model::NodeId>> = read_json(&store.meta, COMMITTED)
@@ -80,6 +87,15 @@ impl<C: GroupTypes> LogStore<C> {
             .committed
             .store(committed.map_or(NONE, |c| c.index), Ordering::Relaxed);
         Ok(store)
+    }
+
+    /// Bounds what one AppendEntries carries to `bytes` of entries as stored (at least one
+    /// entry is always sent). openraft asks for up to `max_payload_entries` entries per
+    /// RPC and gives the RPC one heartbeat interval; bounding the bytes as well keeps a
+    /// catch-up RPC of large entries within that on a slow link.
+    pub fn limit_payload_bytes(mut self, bytes: usize) -> Self {
+        self.max_payload_bytes = bytes.max(1);
+        self
     }
 
     /// The last committed index this node knows of, for status; `None` before the first.
@@ -121,6 +137,15 @@ impl CommittedIndex {
     }
 }
 
+fn key_range<RB: RangeBounds<u64>>(range: &RB) -> (Bound<[u8; 8]>, Bound<[u8; 8]>) {
+    let key = |bound: Bound<&u64>| match bound {
+        Bound::Included(i) => Bound::Included(index_key(*i)),
+        Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
+        Bound::Unbounded => Bound::Unbounded,
+    };
+    (key(range.start_bound()), key(range.end_bound()))
+}
+
 fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
@@ -152,19 +177,36 @@ impl<C: GroupTypes> RaftLogReader<C> for LogStore<C> {
         &mut self,
         range: RB,
     ) -> StorageResult<Vec<C::Entry>> {
-        let start = match range.start_bound() {
-            Bound::Included(i) => Bound::Included(index_key(*i)),
-            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
-            Bound::Unbounded => Bound::Unbounded,
-        };
-        let end = match range.end_bound() {
-            Bound::Included(i) => Bound::Included(index_key(*i)),
-            Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
-            Bound::Unbounded => Bound::Unbounded,
-        };
+        self.read_entries(range, usize::MAX)
+    }
+
+    /// Entries from `start` up to `end`, stopping before the one that would take them over
+    /// the payload bound in bytes; never empty when the range is not.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> StorageResult<Vec<C::Entry>> {
+        self.read_entries(start..end, self.max_payload_bytes)
+    }
+}
+
+impl<C: GroupTypes> LogStore<C> {
+    /// Reads entries of `range` in order until the next would take their stored size over
+    /// `max_bytes`; the first entry is read whatever its size.
+    fn read_entries<RB: RangeBounds<u64>>(
+        &self,
+        range: RB,
+        max_bytes: usize,
+    ) -> StorageResult<Vec<C::Entry>> {
         let mut entries = Vec::new();
-        for item in self.log.range::<[u8; 8], _>((start, end)) {
+        let mut bytes_read = 0usize;
+        for item in self.log.range::<[u8; 8], _>(key_range(&range)) {
             let (_, bytes) = item.map_err(|e| StorageIOError::read_logs(&e))?;
+            bytes_read = bytes_read.saturating_add(bytes.len());
+            if !entries.is_empty() && bytes_read > max_bytes {
+                break;
+            }
             let entry: C::Entry =
                 serde_json::from_slice(&bytes).map_err(|e| StorageIOError::read_logs(&e))?;
             entries.push(entry);
@@ -299,5 +341,55 @@ impl<C: GroupTypes> LogStore<C> {
             StorageIOError::write_logs(&err)
         })?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use firebreak_model::kv::KvCommand;
+    use firebreak_model::NodeId;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader};
+
+    use crate::types::StateTypes;
+
+    /// A log of `count` entries of about `value_bytes` each, written straight to the tree.
+    fn log_of(dir: &std::path::Path, count: u64, value_bytes: usize) -> super::LogStore<StateTypes> {
+        let (log, _sm) = crate::open::<firebreak_model::kv::KvStore>(dir).unwrap();
+        for index in 1..=count {
+            let entry: Entry<StateTypes> = Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, NodeId(1)), index),
+                payload: EntryPayload::Normal(vec![KvCommand::Put {
+                    key: format!("k{index}"),
+                    value: "v".repeat(value_bytes),
+                }]),
+            };
+            let bytes = serde_json::to_vec(&entry).unwrap();
+            log.log.insert(super::index_key(index), bytes).unwrap();
+        }
+        log
+    }
+
+    #[tokio::test]
+    async fn an_append_carries_at_most_its_payload_bytes() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let mut log = log_of(dir.path(), 64, 10_000).limit_payload_bytes(100_000);
+        let sent = log.limited_get_log_entries(1, 65).await.unwrap();
+        assert!(
+            (9..=10).contains(&sent.len()),
+            "about ten 10 KB entries fit in 100 KB, got {}",
+            sent.len()
+        );
+        assert_eq!(sent[0].log_id.index, 1, "from the start of the range, in order");
+        let all = log.try_get_log_entries(1..65).await.unwrap();
+        assert_eq!(all.len(), 64, "reads for other purposes are not bounded");
+    }
+
+    #[tokio::test]
+    async fn an_entry_larger_than_the_bound_is_still_sent_alone() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let mut log = log_of(dir.path(), 4, 50_000).limit_payload_bytes(1_000);
+        let sent = log.limited_get_log_entries(2, 5).await.unwrap();
+        assert_eq!(sent.len(), 1, "never empty, or replication would stall");
+        assert_eq!(sent[0].log_id.index, 2);
     }
 }

@@ -174,6 +174,21 @@ fn body(rng: &mut StdRng, template: &Option<Value>) -> Vec<u8> {
     }
 }
 
+/// A Raft RPC body as peers send it: the JSON body's value in MessagePack, or the raw
+/// bytes where they do not parse; now and then an array nested thousands deep.
+fn raft_body(rng: &mut StdRng, template: &Option<Value>) -> Vec<u8> {
+    if rng.gen_bool(0.1) {
+        let mut nested = vec![0x91; rng.gen_range(100..5_000)];
+        nested.push(0x90);
+        return nested;
+    }
+    let json = body(rng, template);
+    match serde_json::from_slice::<Value>(&json) {
+        Ok(value) => firebreak_node::raft_wire::encode(&value).unwrap(),
+        Err(_) => json,
+    }
+}
+
 fn query(rng: &mut StdRng) -> String {
     let keys = [
         "key",
@@ -262,7 +277,11 @@ async fn random_input_never_panics_a_node_or_stops_a_group() {
                     &format!("{path}{}", query(&mut rng)),
                 );
                 let mut request = client.request(method.parse().unwrap(), url);
-                if template.is_some() || rng.gen_bool(0.2) {
+                if path.starts_with("/raft/") && rng.gen_bool(0.9) {
+                    request = request
+                        .header("content-type", firebreak_node::raft_wire::CONTENT_TYPE)
+                        .body(raft_body(&mut rng, template));
+                } else if template.is_some() || rng.gen_bool(0.2) {
                     request = request
                         .header("content-type", "application/json")
                         .body(body(&mut rng, template));

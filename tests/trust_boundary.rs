@@ -48,6 +48,23 @@ async fn post(
         .map_err(|e| format!("{e:?}"))
 }
 
+/// Posts a Raft RPC as peers send it (MessagePack): the status, or why none came.
+async fn post_raft(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: &Value,
+) -> Result<u16, String> {
+    client
+        .post(format!("{base}{path}"))
+        .header("content-type", firebreak_node::raft_wire::CONTENT_TYPE)
+        .body(firebreak_node::raft_wire::encode(body).unwrap())
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| format!("{e:?}"))
+}
+
 fn lease(site: &str) -> Value {
     json!({ "renew_lease": { "site": site, "at_ms": 0 } })
 }
@@ -196,7 +213,7 @@ async fn certificates_from_outside_the_cluster_are_refused_on_the_peer_listener(
         let peer = peer.clone();
         async move {
             let client = http_as(&ca_file(), cert.as_ref());
-            post(&client, &peer, "/raft/control/vote", &vote(candidate)).await
+            post_raft(&client, &peer, "/raft/control/vote", &vote(candidate)).await
         }
     };
     let node1 = |ca: &Path, validity: Validity, stem: &str| {
@@ -247,17 +264,27 @@ async fn a_member_speaks_only_for_itself_and_its_own_site() {
         Some(&issue(Role::Node(1), &["127.0.0.1"], &scratch, "node-1")),
     );
     assert_eq!(
-        post(&node1, &peer, "/raft/control/vote", &vote(1)).await,
+        post_raft(&node1, &peer, "/raft/control/vote", &vote(1)).await,
         Ok(200)
     );
     assert_eq!(
-        post(&node1, &peer, "/raft/control/vote", &vote(3)).await,
+        post_raft(&node1, &peer, "/raft/control/vote", &vote(3)).await,
         Ok(403)
     );
     assert_eq!(
-        post(&node1, &peer, "/raft/state/vote", &vote(3)).await,
+        post_raft(&node1, &peer, "/raft/state/vote", &vote(3)).await,
         Ok(403)
     );
+    // Raft RPCs are MessagePack only: JSON (a firebreak from before) is refused, by name.
+    let json = node1
+        .post(format!("{peer}/raft/control/vote"))
+        .json(&vote(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json.status().as_u16(), 415);
+    let text = json.text().await.unwrap();
+    assert!(text.contains("application/msgpack"), "{text}");
 
     // Node 1 is pangyo's: it renews pangyo's lease, never gasan's, nor reports on busan.
     let leader = api.wait_leader(&cluster.addrs(), "control").await as usize - 1;

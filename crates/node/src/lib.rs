@@ -46,6 +46,7 @@ pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod operator;
+pub mod raft_wire;
 mod reply;
 mod routes;
 mod sabotage;

@@ -3,10 +3,13 @@
 //!
 //! ```text
 //!   leader Raft ──RaftNetwork──► POST https://peer/raft/{group}/{append|vote|snapshot}
-//!                                  (JSON; this group's own reqwest pool; mutual TLS)
+//!                                  (MessagePack; this group's own reqwest pool; mutual TLS)
 //!   peer listener ─► member check ─► sender check ─► Raft::{append_entries, vote,
-//!                                  install_snapshot} ──► JSON Result
+//!                                  install_snapshot} ──► MessagePack Result
 //! ```
+//!
+//! The encoding is [`crate::raft_wire`]'s. A body in any other content type is refused
+//! with 415 (a peer running a firebreak from before MessagePack).
 //!
 //! The server side accepts an RPC only from the node it claims to come from: the node id
 //! that the caller's certificate names must be the leader or candidate in the RPC's vote.
@@ -18,11 +21,12 @@
 
 use std::marker::PhantomData;
 
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Router};
 use firebreak_model::{Member, NodeId};
 use firebreak_store::GroupTypes;
 use openraft::error::{
@@ -39,9 +43,12 @@ use serde::Serialize;
 
 use crate::access::PeerNode;
 use crate::election_gate::LeaderContact;
+use crate::raft_wire::{self, SnapshotChunk};
 
-/// Largest Raft RPC body accepted: a full AppendEntries batch or a snapshot chunk.
-pub const MAX_RAFT_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Largest Raft RPC body accepted: an AppendEntries of the largest `raft.max_append_bytes`
+/// (plus the one entry that may cross it) or a snapshot chunk of the largest
+/// `raft.snapshot_chunk_bytes`, with room for the framing.
+pub const MAX_RAFT_BODY_BYTES: usize = crate::config::MAX_RPC_PAYLOAD_BYTES as usize + 1024 * 1024;
 
 /// Creates connections to peers for one group.
 pub struct HttpNetwork<C> {
@@ -107,11 +114,14 @@ impl<C: GroupTypes> HttpConnection<C> {
         Err: std::error::Error + DeserializeOwned,
     {
         let url = format!("{}{rpc}", self.base);
+        let body =
+            raft_wire::encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let response = self
             .client
             .post(url)
             .timeout(option.hard_ttl())
-            .json(request)
+            .header(header::CONTENT_TYPE, raft_wire::CONTENT_TYPE)
+            .body(body)
             .send()
             .await
             .map_err(|e| {
@@ -127,10 +137,12 @@ impl<C: GroupTypes> HttpConnection<C> {
             let err = std::io::Error::other(format!("peer answered {status}: {body}"));
             return Err(RPCError::Network(NetworkError::new(&err)));
         }
-        let result: Result<Resp, Err> = response
-            .json()
+        let bytes = response
+            .bytes()
             .await
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let result: Result<Resp, Err> =
+            raft_wire::decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -152,7 +164,8 @@ impl<C: GroupTypes> RaftNetwork<C> for HttpConnection<C> {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, Member, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.send("snapshot", &rpc, &option).await
+        self.send("snapshot", &SnapshotChunk::from(rpc), &option)
+            .await
     }
 
     async fn vote(
@@ -198,11 +211,51 @@ fn check_sender(
     }
 }
 
+/// The request in `body`, or the answer refusing it: 415 for another encoding, 400 for a
+/// body that does not decode.
+fn decode_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, Box<Response>> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if content_type != Some(raft_wire::CONTENT_TYPE) {
+        return Err(Box::new(
+            (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "Raft RPCs are {}, not {content_type:?}: the sending node runs an older firebreak; upgrade it",
+                    raft_wire::CONTENT_TYPE
+                ),
+            )
+                .into_response(),
+        ));
+    }
+    raft_wire::decode(body).map_err(|e| {
+        Box::new((StatusCode::BAD_REQUEST, format!("malformed Raft RPC: {e}")).into_response())
+    })
+}
+
+/// `value` as a MessagePack answer.
+fn reply<T: Serialize>(value: &T) -> Response {
+    match raft_wire::encode(value) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, raft_wire::CONTENT_TYPE)], bytes).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding the answer: {e}"),
+        )
+            .into_response(),
+    }
+}
+
 async fn append<C: GroupTypes>(
     State((raft, contact)): State<(Raft<C>, LeaderContact)>,
     peer: Option<Extension<PeerNode>>,
-    Json(request): Json<AppendEntriesRequest<C>>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
+    let request: AppendEntriesRequest<C> = match decode_body(&headers, &body) {
+        Ok(request) => request,
+        Err(refused) => return *refused,
+    };
     if let Err(refused) = check_sender(peer, &request.vote) {
         return *refused;
     }
@@ -210,27 +263,37 @@ async fn append<C: GroupTypes>(
     if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
         contact.heard();
     }
-    Json(result).into_response()
+    reply(&result)
 }
 
 async fn vote<C: GroupTypes>(
     State(raft): State<Raft<C>>,
     peer: Option<Extension<PeerNode>>,
-    Json(request): Json<VoteRequest<NodeId>>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
+    let request: VoteRequest<NodeId> = match decode_body(&headers, &body) {
+        Ok(request) => request,
+        Err(refused) => return *refused,
+    };
     if let Err(refused) = check_sender(peer, &request.vote) {
         return *refused;
     }
-    Json(raft.vote(request).await).into_response()
+    reply(&raft.vote(request).await)
 }
 
 async fn snapshot<C: GroupTypes>(
     State(raft): State<Raft<C>>,
     peer: Option<Extension<PeerNode>>,
-    Json(request): Json<InstallSnapshotRequest<C>>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
-    if let Err(refused) = check_sender(peer, &request.vote) {
+    let chunk: SnapshotChunk = match decode_body(&headers, &body) {
+        Ok(chunk) => chunk,
+        Err(refused) => return *refused,
+    };
+    if let Err(refused) = check_sender(peer, chunk.vote()) {
         return *refused;
     }
-    Json(raft.install_snapshot(request).await).into_response()
+    reply(&raft.install_snapshot(chunk.into_request::<C>()).await)
 }

@@ -5,8 +5,9 @@
 //! to the next node after a short pause. The run stops after `--duration-secs` or
 //! `--max-requests`, whichever comes first. It prints throughput, p50/p99/max latency, and
 //! the longest gap between two acknowledged writes: run it while killing the leader to
-//! measure the leader-loss gap (scripts/failover-gap.sh does that). `firebreak bench dns`
-//! is in `bench_dns`.
+//! measure the leader-loss gap (scripts/failover-gap.sh does that). The other benches
+//! have their own modules: `bench_dns`, `bench_failover`, `bench_control` and
+//! `bench_watchers`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub enum Command {
     /// The control state machine at fleet scale (in this process): decide(), snapshot
     /// size and time, DNS lookups, memory.
     Control(crate::bench_control::ControlArgs),
+    /// The routing long-poll's fan-out: how soon every watcher sees a routing change.
+    Watchers(crate::bench_watchers::WatchersArgs),
 }
 
 #[derive(clap::Args)]
@@ -76,6 +79,7 @@ pub async fn run(command: Command) -> Result<()> {
         Command::Dns(args) => return crate::bench_dns::run(args).await,
         Command::Failover(args) => return crate::bench_failover::run(args).await,
         Command::Control(args) => return crate::bench_control::run(args).await,
+        Command::Watchers(args) => return crate::bench_watchers::run(args).await,
     };
     check_range(
         "--connections",

@@ -138,6 +138,11 @@ impl Client {
         &self.nodes
     }
 
+    /// The operator token this client sends, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }

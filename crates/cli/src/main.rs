@@ -8,6 +8,7 @@ mod bench;
 mod bench_control;
 mod bench_dns;
 mod bench_failover;
+mod bench_watchers;
 mod certs;
 mod client;
 mod control;

@@ -4,7 +4,8 @@
 //! removed from the topology) ages out.
 //!
 //! Gauges: per group leader id, term, commit and applied index; per site up and lease age;
-//! per service and site serving and healthy; days until this node's certificate expires.
+//! per service and site serving and healthy; days until this node's certificate expires;
+//! long-poll watchers waiting (watch and route) and the most this node serves.
 //! Counters: failovers proposed by this node's engine, automatic changes blocked by each
 //! rule, and failed TLS handshakes per listener (a caller without a valid certificate).
 //! Hooks: delivery rounds by outcome; per service, consecutive failures and epochs behind.
@@ -54,6 +55,10 @@ pub async fn render(State(api): State<Arc<Api>>) -> impl IntoResponse {
 }
 
 fn record(api: &Api) {
+    let most = api.config.api.max_watchers;
+    gauge!("firebreak_watchers_waiting")
+        .set(most.saturating_sub(api.watchers.available_permits()) as f64);
+    gauge!("firebreak_watchers_max").set(most as f64);
     for info in [api.control.info(), api.state.info()] {
         let group = info.name.clone();
         gauge!("firebreak_raft_leader", "group" => group.clone())

@@ -353,7 +353,11 @@ mod tests {
     use crate::types::StateTypes;
 
     /// A log of `count` entries of about `value_bytes` each, written straight to the tree.
-    fn log_of(dir: &std::path::Path, count: u64, value_bytes: usize) -> super::LogStore<StateTypes> {
+    fn log_of(
+        dir: &std::path::Path,
+        count: u64,
+        value_bytes: usize,
+    ) -> super::LogStore<StateTypes> {
         let (log, _sm) = crate::open::<firebreak_model::kv::KvStore>(dir).unwrap();
         for index in 1..=count {
             let entry: Entry<StateTypes> = Entry {
@@ -379,7 +383,10 @@ mod tests {
             "about ten 10 KB entries fit in 100 KB, got {}",
             sent.len()
         );
-        assert_eq!(sent[0].log_id.index, 1, "from the start of the range, in order");
+        assert_eq!(
+            sent[0].log_id.index, 1,
+            "from the start of the range, in order"
+        );
         let all = log.try_get_log_entries(1..65).await.unwrap();
         assert_eq!(all.len(), 64, "reads for other purposes are not bounded");
     }

@@ -40,6 +40,8 @@ pub struct Api {
     /// gateway passes through ends when it turns false.
     pub(crate) contact: tokio::sync::watch::Receiver<bool>,
     pub(crate) watchers: Arc<Semaphore>,
+    /// Changes whenever a route does: what routing long polls wait on.
+    pub(crate) routes: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Api {
@@ -65,6 +67,7 @@ impl Api {
         let watchers = Arc::new(Semaphore::new(config.api.max_watchers));
         let state_writer = StateWriter::spawn(state.clone(), config.api.max_inflight_writes);
         let contact = crate::contact::watch_contact(control.clone());
+        let routes = crate::service_route::watch_routes(control.reader.clone());
         let gateway_tls = peer_tls.clone();
         Self {
             config,
@@ -85,6 +88,7 @@ impl Api {
                 .expect("reqwest client builds with static options"),
             contact,
             watchers,
+            routes,
         }
     }
 }

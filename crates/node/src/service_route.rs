@@ -5,7 +5,13 @@
 //!
 //! Who may call it: a credential whose grant covers `<service>/` (that service's
 //! certificate, or an operator); 401 without one, 403 for another service's.
+//!
+//! Thousands of instances wait here at once, so they wait on [`watch_routes`], which
+//! changes only when a route does, not on every entry the control group applies (lease
+//! renewals and health reports, several a second): 10,000 waiting watchers cost the three
+//! nodes 2.3 s of CPU per 10 s when every applied entry woke them.
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,9 +19,12 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use firebreak_model::control::ControlState;
 use firebreak_model::grant::Grant;
 use firebreak_model::SiteId;
+use firebreak_store::MachineReader;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::access;
 use crate::api::{long_poll, watcher_permit};
@@ -58,7 +67,7 @@ pub(crate) async fn service_route(
     let after = q.after_epoch.unwrap_or(0);
     let wait = Duration::from_millis(q.timeout_ms.unwrap_or(0)).min(MAX_WAIT);
     let deadline = tokio::time::Instant::now() + wait;
-    let route = long_poll(api.control.reader.subscribe(), deadline, |expired| {
+    let route = long_poll(api.routes.clone(), deadline, |expired| {
         let route = current(&api, &service);
         match route {
             None => Err(ApiError::new(
@@ -84,4 +93,26 @@ fn current(api: &Api, service: &str) -> Option<ServiceRoute> {
             primary: route.primary.clone(),
         })
     })
+}
+
+/// A watch that changes whenever any service's route does (its epoch, or the service
+/// appearing or going): one task per node follows the applied entries and compares a
+/// fingerprint of every route's epoch.
+pub(crate) fn watch_routes(reader: MachineReader<ControlState>) -> watch::Receiver<u64> {
+    let fingerprint = |c: &ControlState| {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for (service, route) in &c.failover.routing {
+            (service, route.epoch).hash(&mut hasher);
+        }
+        hasher.finish()
+    };
+    let (tx, rx) = watch::channel(reader.read(fingerprint));
+    let mut applied = reader.subscribe();
+    tokio::spawn(async move {
+        while applied.changed().await.is_ok() && !tx.is_closed() {
+            let now = reader.read(fingerprint);
+            tx.send_if_modified(|was| std::mem::replace(was, now) != now);
+        }
+    });
+    rx
 }

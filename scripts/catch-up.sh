@@ -9,11 +9,8 @@
 set -euo pipefail
 keys=${1:?usage: $0 KEYS [VALUE_BYTES]}
 value_bytes=${2:-100}
-bin=${FIREBREAK_BIN:-target/release/firebreak}
 work=$(mktemp -d /tmp/firebreak-catchup.XXXXXX)
-pids=()
 . "$(dirname "$0")/lib.sh"
-trap cleanup EXIT
 
 declare -A addr=([pangyo]=127.0.1.1 [gasan]=127.0.2.1 [busan]=127.0.3.1)
 
@@ -28,15 +25,7 @@ for view in json.load(sys.stdin)["nodes"].values():
             print(g["role"], view["site"], g["last_log_index"] or 0, json.dumps(matched))'
 }
 
-"$bin" up --data-dir "$work/data" > "$work/up.log" 2>&1 &
-pids+=($!)
-disown
-export FIREBREAK_CA="$work/data/ca/ca.pem"
-until [ -f "$work/data/tokens" ]; do sleep 0.1; done
-FIREBREAK_TOKEN=$(awk '$1 == "operator" { print $2 }' "$work/data/tokens")
-export FIREBREAK_TOKEN
-until grep -q "is up" "$work/up.log"; do sleep 0.2; done
-for site in pangyo gasan busan; do pids+=("$(cat "$work/data/$site/node.pid")"); done
+start_up
 
 leader="" follower=""
 for site in pangyo gasan busan; do

@@ -8,23 +8,10 @@
 set -euo pipefail
 ttl=${1:-5}
 duration=${2:-25}
-bin=${FIREBREAK_BIN:-target/release/firebreak}
 work=$(mktemp -d /tmp/firebreak-dns.XXXXXX)
-pids=()
 . "$(dirname "$0")/lib.sh"
-trap cleanup EXIT
 
-"$bin" up --data-dir "$work/data" --services --dns-ttl-secs "$ttl" > "$work/up.log" 2>&1 &
-pids+=($!)
-disown  # no "Killed" notice when cleanup stops it
-until grep -q "Ctrl-C stops" "$work/up.log"; do
-  kill -0 "${pids[0]}" 2>/dev/null || { cat "$work/up.log"; exit 1; }
-  sleep 0.2
-done
-for site in pangyo gasan busan; do
-  for pid_file in "$work/data/$site"/*.pid; do pids+=("$(cat "$pid_file")"); done
-done
-export FIREBREAK_CA="$work/data/ca/ca.pem"
+start_up --services --dns-ttl-secs "$ttl"
 "$bin" bench failover --via gateway --duration-secs "$duration" > "$work/gateway.out" &
 gateway=$!
 "$bin" bench failover --via dns --duration-secs "$duration" > "$work/dns.out" &

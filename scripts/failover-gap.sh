@@ -12,11 +12,8 @@ set -euo pipefail
 target=${1:?usage: $0 firebreak|etcd [connections]}
 connections=${2:-64}
 kill_leader=${3:-}
-bin=${FIREBREAK_BIN:-target/release/firebreak}
 work=$(mktemp -d /tmp/firebreak-gap.XXXXXX)
-pids=()
 . "$(dirname "$0")/lib.sh"
-trap cleanup EXIT
 
 leader_pid_firebreak() {
   local site
@@ -44,17 +41,8 @@ leader_pid_etcd() {
 plain=()
 if [ "$target" = firebreak ]; then
   if [ -n "${PLAINTEXT:-}" ]; then plain=(--plaintext-for-debugging); fi
-  "$bin" up --data-dir "$work/data" "${plain[@]}" > "$work/up.log" 2>&1 &
-  pids+=($!)
-  disown  # no "Killed" notice when cleanup stops it
-  export FIREBREAK_CA="$work/data/ca/ca.pem"
-  until [ -f "$work/data/tokens" ]; do sleep 0.1; done
-  FIREBREAK_TOKEN=$(awk '$1 == "operator" { print $2 }' "$work/data/tokens")
-  export FIREBREAK_TOKEN
+  start_up "${plain[@]}"
   nodes=127.0.1.1:7001,127.0.2.1:7001,127.0.3.1:7001
-  until grep -q "is up" "$work/up.log"; do sleep 0.2; done
-  # The node children are killed by `up` itself when it stops; record them too.
-  for site in pangyo gasan busan; do pids+=("$(cat "$work/data/$site/node.pid")"); done
 else
   cluster=""
   for i in 1 2 3; do cluster+="etcd$i=http://127.0.$i.1:2380,"; done

@@ -32,37 +32,38 @@ async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     LOCK.lock().await
 }
 
-/// POSTs `body` to `path` on `addr`: the status, or why no answer came.
-async fn post(
-    client: &reqwest::Client,
-    base: &str,
-    path: &str,
-    body: &Value,
-) -> Result<u16, String> {
-    client
-        .post(format!("{base}{path}"))
-        .json(body)
+/// The status of `request`, or why no answer came.
+async fn status_of(request: reqwest::RequestBuilder) -> Result<u16, String> {
+    request
         .send()
         .await
         .map(|r| r.status().as_u16())
         .map_err(|e| format!("{e:?}"))
 }
 
-/// Posts a Raft RPC as peers send it (MessagePack): the status, or why none came.
+/// POSTs `body` to `path` on `base` as JSON.
+async fn post(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: &Value,
+) -> Result<u16, String> {
+    status_of(client.post(format!("{base}{path}")).json(body)).await
+}
+
+/// POSTs a Raft RPC as peers send it (MessagePack).
 async fn post_raft(
     client: &reqwest::Client,
     base: &str,
     path: &str,
     body: &Value,
 ) -> Result<u16, String> {
-    client
+    let encoded = firebreak_node::raft_wire::encode(body).unwrap();
+    let request = client
         .post(format!("{base}{path}"))
         .header("content-type", firebreak_node::raft_wire::CONTENT_TYPE)
-        .body(firebreak_node::raft_wire::encode(body).unwrap())
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .map_err(|e| format!("{e:?}"))
+        .body(encoded);
+    status_of(request).await
 }
 
 fn lease(site: &str) -> Value {

@@ -24,16 +24,38 @@ pub const TEST_TOKEN: &str = "test-token-0123456789abcdef";
 /// The cluster name of every test cluster.
 pub const CLUSTER: &str = "e2e";
 
+/// Prefix of the test CA's directory; the process id follows.
+const CA_DIR_PREFIX: &str = "firebreak-e2e-ca-";
+
 /// The CA every test cluster of this process uses (made once, in the OS temp dir: a test
 /// process may run many clusters at once, and the CLI and clients trust this one CA).
+/// A static is never dropped, so each test process removes the CAs of test processes that
+/// have exited instead.
 pub fn ca_dir() -> &'static std::path::Path {
     static CA: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     CA.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("firebreak-e2e-ca-{}", std::process::id()));
+        remove_dead_processes_cas();
+        let dir = std::env::temp_dir().join(format!("{CA_DIR_PREFIX}{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         pki::init_ca(&dir, CLUSTER, Validity::days(2)).expect("make the test CA");
         dir
     })
+}
+
+/// Removes `firebreak-e2e-ca-<pid>` directories whose process is gone.
+fn remove_dead_processes_cas() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name.to_str().and_then(|n| n.strip_prefix(CA_DIR_PREFIX));
+        if let Some(pid) = pid.filter(|p| p.parse::<u32>().is_ok()) {
+            if !std::path::Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
 }
 
 /// The test CA's certificate.

@@ -245,10 +245,20 @@ async fn certificates_from_outside_the_cluster_are_refused_on_the_peer_listener(
     // Signed by the right CA, but not a member node.
     let service = issue(Role::Service("payments".into()), &[], &scratch, "payments");
     let stranger = issue(Role::Node(9), &["127.0.0.1"], &scratch, "node-9");
+    let leader_path = format!("{peer}/v1/internal/leader/control");
     for (what, cert, candidate) in [("a service", service, 1), ("node 9", stranger, 9)] {
+        // Nor may it ask the election gate's question (a member's answer stops elections).
+        let client = http_as(&ca_file(), Some(&cert));
+        let answer = status_of(client.get(&leader_path)).await;
+        assert_eq!(answer, Ok(403), "{what} asking who leads");
         let answer = vote_as(Some(cert), candidate).await;
         assert_eq!(answer, Ok(403), "{what} on the peer listener");
     }
+    let no_cert = status_of(http_as(&ca_file(), None).get(&leader_path)).await;
+    assert!(no_cert.is_err(), "no certificate asking who leads: {no_cert:?}");
+    let member = issue(Role::Node(2), &["127.0.0.1"], &scratch, "node-2");
+    let answer = status_of(http_as(&ca_file(), Some(&member)).get(&leader_path)).await;
+    assert_eq!(answer, Ok(200), "a member asks who leads");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -255,7 +255,10 @@ async fn certificates_from_outside_the_cluster_are_refused_on_the_peer_listener(
         assert_eq!(answer, Ok(403), "{what} on the peer listener");
     }
     let no_cert = status_of(http_as(&ca_file(), None).get(&leader_path)).await;
-    assert!(no_cert.is_err(), "no certificate asking who leads: {no_cert:?}");
+    assert!(
+        no_cert.is_err(),
+        "no certificate asking who leads: {no_cert:?}"
+    );
     let member = issue(Role::Node(2), &["127.0.0.1"], &scratch, "node-2");
     let answer = status_of(http_as(&ca_file(), Some(&member)).get(&leader_path)).await;
     assert_eq!(answer, Ok(200), "a member asks who leads");

@@ -131,7 +131,8 @@ impl HookConfig {
                     format!("{url:?} is not an http:// or https:// URL"),
                 )
             }
-            (Some(_), None) | (None, Some(_)) => {}
+            (Some(argv), None) => check_argv(argv).or_else(|m| fail("exec", m))?,
+            (None, Some(url)) => check_webhook(url).or_else(|m| fail("webhook", m))?,
             _ => return fail("exec", "give exactly one of exec and webhook".into()),
         }
         if !(1..=60_000).contains(&self.timeout_ms) {
@@ -145,6 +146,47 @@ impl HookConfig {
         }
         Ok(())
     }
+}
+
+/// Most arguments of a hook's command, and the longest one, in bytes.
+const MAX_HOOK_ARGS: usize = 64;
+const MAX_HOOK_ARG_BYTES: usize = 4096;
+/// Longest webhook URL, in bytes.
+const MAX_WEBHOOK_BYTES: usize = 2048;
+
+fn check_argv(argv: &[String]) -> std::result::Result<(), String> {
+    if argv.len() > MAX_HOOK_ARGS {
+        return Err(format!(
+            "has {} arguments; at most {MAX_HOOK_ARGS} (put more in a script)",
+            argv.len()
+        ));
+    }
+    for (i, arg) in argv.iter().enumerate() {
+        if arg.len() > MAX_HOOK_ARG_BYTES {
+            return Err(format!(
+                "argument {i} is {} bytes; at most {MAX_HOOK_ARG_BYTES}",
+                arg.len()
+            ));
+        }
+        if arg.contains('\0') {
+            return Err(format!(
+                "argument {i} holds a NUL byte, which no command line can"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_webhook(url: &str) -> std::result::Result<(), String> {
+    if url.len() > MAX_WEBHOOK_BYTES {
+        return Err(format!(
+            "is {} bytes; at most {MAX_WEBHOOK_BYTES}",
+            url.len()
+        ));
+    }
+    reqwest::Url::parse(url)
+        .map(drop)
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))
 }
 
 /// The embedded DNS server (see `crate::dns`): the zone it is authoritative for, where it
@@ -706,5 +748,60 @@ raft:
                 other => panic!("expected a config error for {needle:?}, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn hooks_are_bounded_and_named_in_errors() {
+        let long_arg = format!("\"{}\"", "a".repeat(5000));
+        let many_args = vec!["\"x\""; 65].join(", ");
+        let long_url = format!("http://lb/{}", "a".repeat(3000));
+        let cases = [
+            ("exec: []".to_string(), "hooks[0].exec: needs a command"),
+            (
+                "exec: [a]\n    webhook: http://lb/".into(),
+                "give exactly one of exec and webhook",
+            ),
+            (
+                format!("exec: [{many_args}]"),
+                "hooks[0].exec: has 65 arguments; at most 64",
+            ),
+            (format!("exec: [a, {long_arg}]"), "argument 1 is 5000 bytes"),
+            ("exec: [\"a\\0b\"]".into(), "argument 0 holds a NUL byte"),
+            (
+                "webhook: ftp://lb/".into(),
+                "is not an http:// or https:// URL",
+            ),
+            (
+                format!("webhook: {long_url}"),
+                "hooks[0].webhook: is 3010 bytes; at most 2048",
+            ),
+            (
+                "webhook: \"http://[lb/\"".into(),
+                "hooks[0].webhook: \"http://[lb/\" is not a URL",
+            ),
+            (
+                "webhook: https://lb/".into(),
+                "hooks[0].ca_file: an https webhook needs",
+            ),
+            (
+                "exec: [a]\n    timeout_ms: 0".into(),
+                "hooks[0].timeout_ms: is 0",
+            ),
+            (
+                "exec: [a]\n    attempts: 11".into(),
+                "hooks[0].attempts: is 11",
+            ),
+        ];
+        for (hook, needle) in cases {
+            let text = format!("{GOOD}hooks:\n  - name: lb\n    {hook}\n");
+            match load(&text) {
+                Err(Error::Config { message, .. }) => {
+                    assert!(message.contains(needle), "{message:?} lacks {needle:?}")
+                }
+                other => panic!("expected a config error for {needle:?}, got {other:?}"),
+            }
+        }
+        let good = format!("{GOOD}hooks:\n  - name: lb\n    exec: [/bin/true, --flag]\n");
+        assert_eq!(load(&good).unwrap().hooks.len(), 1);
     }
 }

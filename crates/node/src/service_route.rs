@@ -108,8 +108,14 @@ pub(crate) fn watch_routes(reader: MachineReader<ControlState>) -> watch::Receiv
     };
     let (tx, rx) = watch::channel(reader.read(fingerprint));
     let mut applied = reader.subscribe();
+    // Ends once nobody holds a receiver (the node's API is gone): the reader it holds
+    // keeps the store open, and the applied-index sender lives in that store.
     tokio::spawn(async move {
-        while applied.changed().await.is_ok() && !tx.is_closed() {
+        loop {
+            tokio::select! {
+                changed = applied.changed() => if changed.is_err() { return },
+                () = tx.closed() => return,
+            }
             let now = reader.read(fingerprint);
             tx.send_if_modified(|was| std::mem::replace(was, now) != now);
         }

@@ -30,7 +30,8 @@ pub struct Api {
     /// The recorder /metrics renders.
     pub(crate) metrics: crate::metrics::Registry,
     pub(crate) forward: reqwest::Client,
-    /// How this node reaches its peers' peer listeners (its own certificate, the CA).
+    /// How this node reaches its peers' peer listeners (its own certificate, the CA; the
+    /// server must present a node certificate of this cluster).
     pub(crate) peer_tls: firebreak_tls::ClientTls,
     /// This node's certificate and key (none in plain-text mode), for their expiry.
     pub keys: Option<Arc<firebreak_tls::Keys>>,
@@ -52,6 +53,7 @@ impl Api {
         state: Group<KvStore>,
         tokens: Tokens,
         peer_tls: firebreak_tls::ClientTls,
+        service_tls: firebreak_tls::ClientTls,
         keys: Option<Arc<firebreak_tls::Keys>>,
     ) -> Self {
         let timeout =
@@ -68,7 +70,6 @@ impl Api {
         let state_writer = StateWriter::spawn(state.clone(), config.api.max_inflight_writes);
         let contact = crate::contact::watch_contact(control.clone());
         let routes = crate::service_route::watch_routes(control.reader.clone());
-        let gateway_tls = peer_tls.clone();
         Self {
             config,
             control,
@@ -80,7 +81,7 @@ impl Api {
             forward,
             peer_tls,
             keys,
-            gateway: gateway_tls
+            gateway: service_tls
                 .apply_any_scheme(reqwest::Client::builder())
                 .connect_timeout(Duration::from_secs(1))
                 .tcp_nodelay(true)

@@ -162,12 +162,14 @@ async fn bootstrap<M: Machine>(
 }
 
 /// This node's TLS: its keys (reloading), the peer listener's config, the client and
-/// admin listeners' config, and how it connects to peers. `None` keys in plain-text mode.
+/// admin listeners' config, how it connects to peers (who must be nodes) and to service
+/// instances (the gateway). `None` keys in plain-text mode.
 struct Tls {
     keys: Option<Arc<firebreak_tls::Keys>>,
     peer: Option<Arc<rustls::ServerConfig>>,
     client: Option<Arc<rustls::ServerConfig>>,
     connect: firebreak_tls::ClientTls,
+    services: firebreak_tls::ClientTls,
 }
 
 fn tls(config: &NodeConfig) -> Result<Tls> {
@@ -178,6 +180,7 @@ fn tls(config: &NodeConfig) -> Result<Tls> {
             peer: None,
             client: None,
             connect: firebreak_tls::ClientTls::plaintext_for_debugging(),
+            services: firebreak_tls::ClientTls::plaintext_for_debugging(),
         });
     };
     let fail = |e: firebreak_tls::Error| Error::Tls(e.to_string());
@@ -192,7 +195,9 @@ fn tls(config: &NodeConfig) -> Result<Tls> {
     Ok(Tls {
         peer: Some(server(firebreak_tls::ClientCerts::Required)?),
         client: Some(server(firebreak_tls::ClientCerts::Optional)?),
-        connect: firebreak_tls::ClientTls::new(&files.ca, Some(keys.clone())).map_err(fail)?,
+        connect: firebreak_tls::ClientTls::for_nodes(&files.ca, keys.clone(), &config.cluster)
+            .map_err(fail)?,
+        services: firebreak_tls::ClientTls::new(&files.ca, Some(keys.clone())).map_err(fail)?,
         keys: Some(keys),
     })
 }
@@ -258,6 +263,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         state.clone(),
         tokens,
         tls.connect.clone(),
+        tls.services.clone(),
         tls.keys.clone(),
     ));
     let (stop, stopped) = watch::channel(false);

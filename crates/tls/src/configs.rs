@@ -63,6 +63,20 @@ pub fn client_config(ca: &Path, keys: Option<Arc<Keys>>) -> Result<ClientConfig>
     Ok(config)
 }
 
+/// A node's config for calling its peers: trusts only `ca`, presents `keys`, and accepts
+/// a server only if its certificate names a node of `cluster`.
+pub fn node_client_config(ca: &Path, keys: Arc<Keys>, cluster: &str) -> Result<ClientConfig> {
+    let verifier = crate::node_verifier::NodeServerVerifier::new(roots(ca)?, cluster)?;
+    let mut config = ClientConfig::builder_with_provider(crate::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| Error::Rustls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_cert_resolver(keys);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// How an HTTP client reaches firebreak: over TLS (the default), or in plain text for
 /// debugging only.
 #[derive(Clone, Debug)]
@@ -75,6 +89,14 @@ impl ClientTls {
     pub fn new(ca: &Path, keys: Option<Arc<Keys>>) -> Result<Self> {
         Ok(Self {
             config: Some(Arc::new(client_config(ca, keys)?)),
+        })
+    }
+
+    /// How a node calls its peers: as [`ClientTls::new`] with its own keys, and the server
+    /// must be a node of `cluster` (see [`crate::node_verifier`]).
+    pub fn for_nodes(ca: &Path, keys: Arc<Keys>, cluster: &str) -> Result<Self> {
+        Ok(Self {
+            config: Some(Arc::new(node_client_config(ca, keys, cluster)?)),
         })
     }
 

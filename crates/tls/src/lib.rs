@@ -6,7 +6,8 @@
 //!        │   the URI SAN firebreak://<cluster>/<kind>/<name> says who holds it
 //!        ▼
 //!   Keys (reloads on file change) ──► server_config (peer: client cert required;
-//!                                      client, admin: optional) / ClientTls (reqwest)
+//!                                      client, admin: optional) / ClientTls (reqwest;
+//!                                      `for_nodes`: the server must be a node too)
 //! ```
 //!
 //! TLS 1.3 only, ring as the crypto provider, the cluster CA as the only root.
@@ -15,12 +16,13 @@ pub mod configs;
 pub mod identity;
 pub mod keys;
 pub mod listener;
+pub mod node_verifier;
 pub mod pki;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use configs::{client_config, server_config, ClientCerts, ClientTls};
+pub use configs::{client_config, node_client_config, server_config, ClientCerts, ClientTls};
 pub use identity::{Identity, Role};
 pub use keys::{KeyFiles, Keys};
 

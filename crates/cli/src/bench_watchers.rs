@@ -118,7 +118,6 @@ fn spawn_watchers(
         .apply(reqwest::Client::builder())
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_millis(POLL_WAIT_MS) + Duration::from_secs(10))
-        .pool_max_idle_per_host(0)
         .build()?;
     let token = args.nodes.token()?.map(Arc::<str>::from);
     let deadline = Instant::now() + RUN_LIMIT;

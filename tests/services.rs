@@ -223,6 +223,42 @@ async fn a_session_made_in_one_instance_is_valid_in_another_after_the_first_is_g
     second_task.abort();
 }
 
+/// Two logins arriving together at an instance that hashes one password at a time both
+/// succeed: the second waits its turn for a moment instead of being shed at once (a
+/// shed login costs its user a retry after a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_waits_briefly_for_a_hashing_slot_instead_of_being_shed() {
+    let cluster = cluster().await;
+    let http = reqwest::Client::new();
+    let mut config = login_config(&cluster, Duration::from_secs(3600), Duration::from_secs(60));
+    config.max_hashing = 1;
+    let (addr, task) = login::spawn("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let credentials = json!({ "user": "carol", "password": "correct horse battery" });
+    let users = format!("http://{addr}/login/users");
+    let created = firebreak_tests::post_until_applied(&http, &users, &credentials).await;
+    assert_eq!(created.status(), 201);
+    let log_in = || async {
+        http.post(format!("http://{addr}/login/sessions"))
+            .json(&credentials)
+            .send()
+            .await
+            .unwrap()
+    };
+    let (first, second) = tokio::join!(log_in(), log_in());
+    for answer in [first, second] {
+        let status = answer.status();
+        assert_eq!(
+            status,
+            201,
+            "a login at the same moment as another: {}",
+            answer.text().await.unwrap()
+        );
+    }
+    task.abort();
+}
+
 /// Expired sessions leave the state group in bounded sweeps; live ones stay. Without the
 /// sweep, every login ever made would stay in state and snapshots.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -350,6 +350,9 @@ impl LocalSites {
                 if *service == ServiceKind::Payments {
                     args.extend(strings(&["--site", &node.site.0]));
                 }
+                if *service == ServiceKind::Login {
+                    args.extend(strings(&["--max-hashing", &hashing_share(names.len())]));
+                }
                 processes.push(Process {
                     kind: ProcessKind::Service(*service),
                     args,
@@ -635,6 +638,14 @@ async fn stop(p: &mut Process) {
             let _ = child.kill().await;
         }
     }
+}
+
+/// `--max-hashing` for each of `instances` login instances sharing this machine: its cores
+/// split between them, at least 1 each, so that under a surge password checks leave the
+/// other services (and the nodes) their share.
+pub fn hashing_share(instances: usize) -> String {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / instances.max(1)).max(1).to_string()
 }
 
 fn strings(args: &[&str]) -> Vec<String> {

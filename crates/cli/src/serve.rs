@@ -50,6 +50,12 @@ pub enum Command {
         /// How often expired sessions are swept out of the state group, in seconds.
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         sweep_interval_secs: u64,
+        /// Password hashes computed at once (each takes a core and 19 MiB for tens of
+        /// milliseconds); beyond it, 503. Default: the cores this process may use. Where
+        /// several instances or services share a host, give each its share, or login
+        /// alone takes every core under a surge.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
+        max_hashing: Option<u64>,
     },
 }
 
@@ -164,6 +170,7 @@ pub async fn run(command: Command) -> Result<()> {
             common,
             session_ttl_secs,
             sweep_interval_secs,
+            max_hashing,
         } => {
             let (state_tls, server_tls) = common.tls()?;
             let config = login::Config {
@@ -171,7 +178,7 @@ pub async fn run(command: Command) -> Result<()> {
                 server_tls,
                 nodes: common.nodes,
                 max_concurrent: common.max_concurrent,
-                max_hashing: 4,
+                max_hashing: max_hashing.map_or_else(cores, |n| n as usize),
                 session_ttl: Duration::from_secs(session_ttl_secs),
                 sweep_interval: Duration::from_secs(sweep_interval_secs),
                 state_timeout: STATE_TIMEOUT,
@@ -188,4 +195,9 @@ pub async fn run(command: Command) -> Result<()> {
     crate::node::shutdown_signal().await;
     task.abort();
     Ok(())
+}
+
+/// The cores this process may use (its CPU affinity), at least 1.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

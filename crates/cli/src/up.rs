@@ -222,6 +222,10 @@ fn start_services(
             if service == "payments" {
                 args.extend(["--site".to_string(), site.name.to_string()]);
             }
+            if service == "login" {
+                let share = firebreak_chaos::driver::hashing_share(SITES.len());
+                args.extend(["--max-hashing".to_string(), share]);
+            }
             let child = spawn(
                 exe,
                 &args,

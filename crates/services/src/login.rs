@@ -9,8 +9,9 @@
 //! ```
 //!
 //! Hashing is deliberately slow and CPU-bound: it runs on blocking threads, at most
-//! `max_hashing` at once; beyond that, and beyond `max_concurrent` requests, the service
-//! sheds load with 503 and Retry-After.
+//! `max_hashing` at once; a request waits at most [`HASH_QUEUE_WAIT`] for its turn.
+//! Beyond that, and beyond `max_concurrent` requests, the service sheds load with 503 and
+//! Retry-After.
 //!
 //! Expired sessions are refused at once and swept out of the state group every
 //! `sweep_interval`: each round reads at most [`SWEEP_PAGES`] pages of [`SWEEP_PAGE`]
@@ -220,16 +221,21 @@ fn check_password(password: &str) -> Result<(), Failure> {
     }
 }
 
+/// How long a request waits for a hashing slot before it is shed: long enough to smooth a
+/// burst of a few checks (each takes tens of milliseconds), short enough that a request
+/// never queues into its caller's timeout. The queue itself is bounded by `max_concurrent`.
+const HASH_QUEUE_WAIT: Duration = Duration::from_millis(200);
+
 /// Runs a slow hash job on a blocking thread, within the hashing bound.
 async fn hashing<T: Send + 'static>(
     service: &Service,
     job: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Failure> {
-    let permit = service
-        .hashing
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| Failure::overloaded("password checks"))?;
+    let permit = tokio::time::timeout(HASH_QUEUE_WAIT, service.hashing.clone().acquire_owned())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| Failure::overloaded("password checks"))?;
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
         job()

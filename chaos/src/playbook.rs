@@ -453,6 +453,14 @@ pub struct Expectations {
     /// firebreak's clients' peak, in the same run: how much gentler firebreak's are.
     #[serde(default)]
     pub idle_peak_ratio_min: Option<f64>,
+    /// Least workload operations per second that succeed in every whole 5 s window of a
+    /// surge (after its first second): a surge is served near capacity, not collapsed
+    /// under. Machine-bound: measure the capacity where the drill runs (docs/drills.md).
+    #[serde(default)]
+    pub surge_goodput_min_per_sec: Option<u64>,
+    /// Longest time after a surge ends until every service is steady again.
+    #[serde(default)]
+    pub surge_recovery_secs_max: Option<f64>,
     /// Longest time from a message's acknowledgement to its push to each recipient.
     #[serde(default)]
     pub push_delay_secs_max: Option<f64>,
@@ -1238,6 +1246,24 @@ impl Playbook {
                 ));
             }
         }
+        let surged = self.timeline.iter().any(|s| s.fault == FaultKind::Surge);
+        let surge_bounds = [
+            (
+                "surge_goodput_min_per_sec",
+                e.surge_goodput_min_per_sec.map(|n| n as f64),
+            ),
+            ("surge_recovery_secs_max", e.surge_recovery_secs_max),
+        ];
+        for (field, value) in surge_bounds {
+            if value.is_some_and(|v| v <= 0.0 || !surged) {
+                return Err(Problem::at(
+                    "expect",
+                    field,
+                    0,
+                    "must be above 0, with a surge in the timeline",
+                ));
+            }
+        }
         if let Some(ratio) = e.idle_peak_ratio_min {
             if self.workload.idle_push.is_none() || ratio <= 0.0 {
                 return Err(Problem::at(
@@ -1464,6 +1490,14 @@ expect:
                 ),
                 "p.yaml:16:23",
                 "needs workload.idle_push",
+            ),
+            (
+                GOOD.replace(
+                    "{ payments: 5 }",
+                    "{ payments: 5 }\n  surge_goodput_min_per_sec: 300",
+                ),
+                "p.yaml:16:",
+                "surge_goodput_min_per_sec: must be above 0, with a surge in the timeline",
             ),
             (
                 GOOD.replace("{ payments: 5 }", "{ payments: 5 }\n  checkers_off: [dwel]"),

@@ -173,26 +173,42 @@ fn figures_of(
 /// before `until`; an operation slower than `slow_ms` is disrupted. `None` if service never
 /// steadies again.
 pub fn failover(ops: &[&Operation], from: u64, until: u64, slow_ms: u64) -> Option<u64> {
-    let good = |o: &Operation| o.is_ok() && o.latency_ms().is_some_and(|l| l <= slow_ms);
-    let after: Vec<&&Operation> = ops.iter().filter(|o| o.invoked_ms >= from).collect();
+    let good = |o: &Operation| undisrupted(o, slow_ms);
+    let after: Vec<&Operation> = ops
+        .iter()
+        .copied()
+        .filter(|o| o.invoked_ms >= from)
+        .collect();
     let Some(first) = after.iter().position(|o| o.invoked_ms < until && !good(o)) else {
         return Some(0);
     };
     let failed_at = after[first].invoked_ms;
-    for (i, candidate) in after.iter().enumerate().skip(first + 1) {
-        if !good(candidate) {
+    steady_from(&after[first + 1..], slow_ms).map(|at| at - failed_at)
+}
+
+/// When `ops` (in invocation order) steady: the invocation of the first undisrupted one
+/// after which every one invoked within [`STEADY_MS`] was undisrupted too. `None` if
+/// they never do.
+pub fn steady_from(ops: &[&Operation], slow_ms: u64) -> Option<u64> {
+    for (i, candidate) in ops.iter().enumerate() {
+        if !undisrupted(candidate, slow_ms) {
             continue;
         }
         let steady_until = candidate.invoked_ms + STEADY_MS;
-        let broken = after[i..]
+        let broken = ops[i..]
             .iter()
             .take_while(|o| o.invoked_ms < steady_until)
-            .any(|o| !good(o));
+            .any(|o| !undisrupted(o, slow_ms));
         if !broken {
-            return Some(candidate.invoked_ms - failed_at);
+            return Some(candidate.invoked_ms);
         }
     }
     None
+}
+
+/// Succeeded within `slow_ms`.
+fn undisrupted(o: &Operation, slow_ms: u64) -> bool {
+    o.is_ok() && o.latency_ms().is_some_and(|l| l <= slow_ms)
 }
 
 fn check_steady_state(finding: &mut Finding, playbook: &Playbook, ops: &[&Operation], start: u64) {
@@ -260,29 +276,8 @@ pub fn percentile(values: &[u64], q: f64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
+    use super::super::tests::op;
     use super::*;
-    use crate::history::Op;
-
-    fn op(at: u64, ok: bool) -> Operation {
-        Operation {
-            id: at,
-            op: Op::Login { user: "u".into() },
-            invoked_ms: at,
-            completed_ms: Some(at + 10),
-            completion: Some(if ok {
-                Completion::Ok {
-                    status: 201,
-                    body: json!({}),
-                    site: None,
-                    epoch: None,
-                }
-            } else {
-                Completion::Fail("503".into())
-            }),
-        }
-    }
 
     /// Every 100 ms an operation; failures between `down` and `up` (ms).
     fn timeline(down: u64, up: u64) -> Vec<Operation> {

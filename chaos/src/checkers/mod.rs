@@ -8,6 +8,8 @@
 //!           ─► kv            every key's history linearizable (with `kv`)
 //!           ─► availability  per service per second; failover time; steady state
 //!           ─► storm         idle push clients back after their site died (if any)
+//!           ─► goodput       a surge served at the named rate, every 5 s (if asked)
+//!           ─► surge-recovery  steady again soon after a surge (if asked)
 //!           ─► control plane, one invariant a file:
 //!                crashes          no process dies unasked
 //!                election-safety  at most one leader per term (polls and vote journals)
@@ -32,6 +34,7 @@ pub mod election_safety;
 pub mod elections;
 pub mod fenced_writes;
 pub mod flapping;
+pub mod goodput;
 pub mod kv;
 pub mod linearizable;
 pub mod login;
@@ -42,6 +45,7 @@ pub mod route_changes;
 pub mod serving_at_end;
 pub mod single_primary;
 pub mod storm;
+pub mod surge_recovery;
 
 use std::collections::BTreeMap;
 
@@ -157,6 +161,8 @@ pub fn judge(playbook: &Playbook, events: &[Event]) -> Judgement {
         fenced_writes::check(playbook, &ops),
         serving_at_end::check(playbook, events),
     ]);
+    findings.extend(goodput::check(playbook, events, &ops));
+    findings.extend(surge_recovery::check(playbook, events, &ops));
     let storm = match storm::check(playbook, events) {
         Some((finding, figures)) => {
             findings.push(finding);
@@ -185,7 +191,7 @@ pub fn of_service(ops: &[Operation], service: ServiceKind) -> impl Iterator<Item
 }
 
 /// Every checker's name, as findings and `expect.checkers_off` spell them.
-pub const NAMES: [&str; 15] = [
+pub const NAMES: [&str; 17] = [
     "messaging",
     "payments",
     "login",
@@ -201,6 +207,8 @@ pub const NAMES: [&str; 15] = [
     serving_at_end::NAME,
     "storm",
     kv::NAME,
+    goodput::NAME,
+    surge_recovery::NAME,
 ];
 
 /// Seconds with one decimal, for messages.
@@ -211,6 +219,29 @@ pub fn secs(ms: u64) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use serde_json::json;
+
+    use crate::history::{Completion, Op};
+
+    /// A login invoked at `at` ms that took 10 ms, succeeded or refused.
+    pub fn op(at: u64, ok: bool) -> Operation {
+        Operation {
+            id: at,
+            op: Op::Login { user: "u".into() },
+            invoked_ms: at,
+            completed_ms: Some(at + 10),
+            completion: Some(if ok {
+                Completion::Ok {
+                    status: 201,
+                    body: json!({}),
+                    site: None,
+                    epoch: None,
+                }
+            } else {
+                Completion::Fail("503".into())
+            }),
+        }
+    }
 
     /// A playbook over sites a, b, c running `services`, with `timeline`.
     pub fn playbook_with(services: &str, timeline: &str) -> Playbook {

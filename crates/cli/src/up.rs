@@ -49,6 +49,29 @@ pub struct Args {
     /// TTL of the DNS answers (every node serves svc.firebreak. on port 8053).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=3600))]
     dns_ttl_secs: u32,
+    /// With --services: login's session lifetime, in seconds (`serve login`'s default: a
+    /// day).
+    #[arg(long, requires = "services", value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    session_ttl_secs: Option<u64>,
+    /// With --services: how often login sweeps expired sessions, in seconds (`serve
+    /// login`'s default: 60).
+    #[arg(long, requires = "services", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    sweep_interval_secs: Option<u64>,
+}
+
+impl Args {
+    /// What `serve login` is given beyond the common flags.
+    fn login_args(&self) -> Vec<String> {
+        let share = firebreak_chaos::driver::hashing_share(SITES.len());
+        let mut args = vec!["--max-hashing".to_string(), share];
+        if let Some(secs) = self.session_ttl_secs {
+            args.extend(["--session-ttl-secs".to_string(), secs.to_string()]);
+        }
+        if let Some(secs) = self.sweep_interval_secs {
+            args.extend(["--sweep-interval-secs".to_string(), secs.to_string()]);
+        }
+        args
+    }
 }
 
 /// The reference services `--services` runs, with their ports and modes.
@@ -147,7 +170,7 @@ pub async fn run(args: Args) -> Result<()> {
         }
         wait_ready(&sites, &tls).await?;
         if args.services {
-            start_services(&exe, &mut sites, &data_dir, issuer)?;
+            start_services(&exe, &mut sites, &data_dir, issuer, &args.login_args())?;
             apply_topology(&sites, &token, &tls).await?;
         }
         print_sites(&sites, &data_dir, &token, &ca);
@@ -186,6 +209,7 @@ fn start_services(
     sites: &mut [Site],
     data_dir: &Path,
     ca: Option<&LocalCa>,
+    login_args: &[String],
 ) -> Result<()> {
     let nodes: Vec<String> = sites.iter().map(|s| s.config.listen.to_string()).collect();
     for (i, site) in sites.iter_mut().enumerate() {
@@ -223,8 +247,7 @@ fn start_services(
                 args.extend(["--site".to_string(), site.name.to_string()]);
             }
             if service == "login" {
-                let share = firebreak_chaos::driver::hashing_share(SITES.len());
-                args.extend(["--max-hashing".to_string(), share]);
+                args.extend(login_args.iter().cloned());
             }
             let child = spawn(
                 exe,

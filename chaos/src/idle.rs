@@ -40,9 +40,9 @@ const MAX_EVENT_BYTES: usize = 1 << 20;
 /// The running idle clients; dropping this stops them.
 pub struct IdleClients {
     tasks: JoinSet<()>,
-    /// The naive clients run on a runtime (and thread) of their own: real phones do not
-    /// share a scheduler, and on one runtime the naive half's burst would delay the timers
-    /// of firebreak's half and bend its figures.
+    /// The naive clients run on a runtime of their own, a thread per core: real phones do
+    /// not share a scheduler, and on one runtime the naive half's burst would delay the
+    /// timers of firebreak's half and bend its figures.
     naive: Option<tokio::runtime::Runtime>,
     state: Arc<State>,
 }
@@ -140,8 +140,9 @@ impl IdleClients {
             .apply(reqwest::Client::builder())
             .build()
             .expect("reqwest client builds with static options");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let naive_runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(cores)
             .thread_name("idle-naive")
             .enable_all()
             .build()
@@ -174,14 +175,15 @@ impl IdleClients {
                     }
                 });
             } else {
-                tasks.spawn(naive(
+                let client = naive(
                     naive_http.clone(),
                     tls.clone(),
                     order.clone(),
                     state,
                     index,
                     number,
-                ));
+                );
+                tasks.spawn_on(client, naive_runtime.handle());
             }
         }
         Self {

@@ -51,6 +51,22 @@ impl Backoff {
         self.base.saturating_mul(factor).min(self.cap)
     }
 
+    /// The backoff of a push stream's reconnect `failures` (0: the first since a stream was
+    /// open) when the servers suggested `window`: the first reconnect spreads over the
+    /// whole window, since every client of a lost site starts it at the same instant; a
+    /// client whose reconnect then failed is already out of step with the others, so it
+    /// backs off from `self` (the stream backoff) instead of from another whole window,
+    /// which would put the unlucky ones back after two or three windows.
+    pub fn reconnect(self, window: Option<Duration>, failures: u32) -> Backoff {
+        match window {
+            Some(w) if failures == 0 => Backoff {
+                base: w,
+                cap: self.cap.max(w),
+            },
+            _ => self,
+        }
+    }
+
     /// The delay before retry `attempt`, from a uniform sample `u` in [0, 1) and the
     /// server's `Retry-After`, if it sent one: never sooner than it asked, and jittered
     /// beyond it.
@@ -78,6 +94,23 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn a_failed_reconnect_backs_off_from_the_stream_backoff_not_another_window() {
+        let window = Some(Duration::from_secs(20));
+        let first = Backoff::STREAM.reconnect(window, 0);
+        assert_eq!(
+            first.delay(0, 0.99, None),
+            Duration::from_secs(20).mul_f64(0.99)
+        );
+        let second = Backoff::STREAM.reconnect(window, 1);
+        assert!(
+            second.delay(1, 0.99, None) <= Duration::from_secs(2),
+            "a reconnect that failed inside a 20 s window waits {:?}",
+            second.delay(1, 0.99, None)
+        );
+        assert_eq!(Backoff::STREAM.reconnect(None, 0), Backoff::STREAM);
+    }
 
     #[test]
     fn ceiling_doubles_then_caps() {

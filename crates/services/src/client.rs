@@ -501,13 +501,7 @@ impl Client {
                 // and not back to one that failed since the last open stream.
                 avoid[gateway] = true;
                 gateway = firebreak_model::next_gateway(gateway, &avoid, client.jitter());
-                let backoff = match window {
-                    Some(w) => Backoff {
-                        base: w,
-                        cap: client.config.stream_backoff.cap.max(w),
-                    },
-                    None => client.config.stream_backoff,
-                };
+                let backoff = client.config.stream_backoff.reconnect(window, failures);
                 tokio::time::sleep(backoff.delay(failures, client.jitter(), retry_after)).await;
                 failures += 1;
             }

@@ -19,8 +19,14 @@ work=$(mktemp -d /tmp/firebreak-soak.XXXXXX)
 start_up --services --session-ttl-secs "$ttl" --sweep-interval-secs "$sweep"
 gateways=(127.0.1.1:7001 127.0.2.1:7001 127.0.3.1:7001)
 credentials='{"user":"soak","password":"correct horse battery"}'
-until curl -sf --cacert "$FIREBREAK_CA" -H 'content-type: application/json' \
-  -d "$credentials" "https://${gateways[0]}/login/users" > /dev/null; do sleep 0.5; done
+# Register the user (201; 409 if an earlier try was applied but its answer lost).
+deadline=$(( $(date +%s) + 30 ))
+until status=$(curl -s -o /dev/null -w '%{http_code}' --cacert "$FIREBREAK_CA" \
+    -H 'content-type: application/json' -d "$credentials" "https://${gateways[0]}/login/users") &&
+  { [ "$status" = 201 ] || [ "$status" = 409 ]; }; do
+  if [ "$(date +%s)" -gt "$deadline" ]; then echo "could not register the soak user: $status"; exit 1; fi
+  sleep 0.5
+done
 
 # The load: RATE logins a second (bounded by the run's length), round-robin over the
 # gateways, from four threads; prints "made failed" when it ends.

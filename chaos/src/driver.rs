@@ -644,8 +644,12 @@ async fn stop(p: &mut Process) {
 /// split between them, at least 1 each, so that under a surge password checks leave the
 /// other services (and the nodes) their share.
 pub fn hashing_share(instances: usize) -> String {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cores / instances.max(1)).max(1).to_string()
+    (cores() / instances.max(1)).max(1).to_string()
+}
+
+/// The cores this process may use (its CPU affinity), at least 1.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn strings(args: &[&str]) -> Vec<String> {

@@ -140,9 +140,8 @@ impl IdleClients {
             .apply(reqwest::Client::builder())
             .build()
             .expect("reqwest client builds with static options");
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let naive_runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(cores)
+            .worker_threads(crate::driver::cores())
             .thread_name("idle-naive")
             .enable_all()
             .build()

@@ -634,6 +634,21 @@ impl Playbook {
             .reduce(f64::min)
     }
 
+    /// Each surge's start and end, milliseconds from the workload's start (a surge
+    /// without a duration lasts to the end of the workload).
+    pub fn surges_ms(&self) -> Vec<(u64, u64)> {
+        let end = u64::from(self.workload.duration_secs) * 1_000;
+        self.timeline
+            .iter()
+            .filter(|s| s.fault == FaultKind::Surge)
+            .map(|s| {
+                let from = (s.at_secs * 1_000.0) as u64;
+                let to = s.duration_secs.map_or(end, |d| from + (d * 1_000.0) as u64);
+                (from, to.min(end))
+            })
+            .collect()
+    }
+
     /// Whether a step cuts power, so the sites need drop-unsynced disks.
     pub fn has_power_loss(&self) -> bool {
         self.timeline
@@ -1246,7 +1261,7 @@ impl Playbook {
                 ));
             }
         }
-        let surged = self.timeline.iter().any(|s| s.fault == FaultKind::Surge);
+        let surged = !self.surges_ms().is_empty();
         let surge_bounds = [
             (
                 "surge_goodput_min_per_sec",

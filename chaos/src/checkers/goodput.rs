@@ -8,7 +8,7 @@
 
 use super::Finding;
 use crate::history::{workload_start_ms, Event, Operation};
-use crate::playbook::{FaultKind, Playbook};
+use crate::playbook::Playbook;
 
 pub const NAME: &str = "goodput";
 pub const PROPERTY: &str = "a surge is served at the goodput the playbook names, every 5 s of it";
@@ -29,7 +29,7 @@ pub fn check(playbook: &Playbook, events: &[Event], ops: &[Operation]) -> Option
         .collect();
     done.sort_unstable();
     let (mut lowest, mut total, mut windows) = (u64::MAX, 0u64, 0u64);
-    for (from, to) in surges(playbook) {
+    for (from, to) in playbook.surges_ms() {
         let mut at = start + from + RAMP_MS;
         while at + WINDOW_MS <= start + to {
             let done = (done.partition_point(|c| *c < at + WINDOW_MS)
@@ -55,21 +55,6 @@ pub fn check(playbook: &Playbook, events: &[Event], ops: &[Operation]) -> Option
     finding.count("goodput_min_per_sec", lowest);
     finding.count("goodput_mean_per_sec", total / windows);
     Some(finding)
-}
-
-/// Each surge's start and end, milliseconds from the workload's start.
-pub(super) fn surges(playbook: &Playbook) -> Vec<(u64, u64)> {
-    let end = u64::from(playbook.workload.duration_secs) * 1_000;
-    playbook
-        .timeline
-        .iter()
-        .filter(|s| s.fault == FaultKind::Surge)
-        .map(|s| {
-            let from = (s.at_secs * 1_000.0) as u64;
-            let to = s.duration_secs.map_or(end, |d| from + (d * 1_000.0) as u64);
-            (from, to.min(end))
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -51,7 +51,8 @@ pub enum Command {
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         sweep_interval_secs: u64,
         /// Password hashes computed at once (each takes a core and 19 MiB for tens of
-        /// milliseconds); beyond it, 503. Default: the cores this process may use. Where
+        /// milliseconds); beyond it a login waits up to 200 ms, then 503. Default: the
+        /// cores this process may use. Where
         /// several instances or services share a host, give each its share, or login
         /// alone takes every core under a surge.
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
@@ -178,7 +179,8 @@ pub async fn run(command: Command) -> Result<()> {
                 server_tls,
                 nodes: common.nodes,
                 max_concurrent: common.max_concurrent,
-                max_hashing: max_hashing.map_or_else(cores, |n| n as usize),
+                max_hashing: max_hashing
+                    .map_or_else(firebreak_chaos::driver::cores, |n| n as usize),
                 session_ttl: Duration::from_secs(session_ttl_secs),
                 sweep_interval: Duration::from_secs(sweep_interval_secs),
                 state_timeout: STATE_TIMEOUT,
@@ -195,9 +197,4 @@ pub async fn run(command: Command) -> Result<()> {
     crate::node::shutdown_signal().await;
     task.abort();
     Ok(())
-}
-
-/// The cores this process may use (its CPU affinity), at least 1.
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -155,6 +155,7 @@ pub fn node_configs(
             tls: TlsConfig::default(),
             data_dir: dir.join(&peer.site.0).join("data"),
             peers: peers.clone(),
+            join: false,
             raft: RaftTimings::default(),
             api: ApiLimits::default(),
             auth: AuthConfig {

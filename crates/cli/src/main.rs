@@ -16,6 +16,7 @@ mod drill;
 mod drill_random;
 mod exit;
 mod kv;
+mod membership;
 mod node;
 mod serve;
 mod status;
@@ -34,8 +35,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one node (one per site) from a YAML config.
+    /// Run one node from a YAML config; or add or remove a node at runtime.
     Node(node::Args),
+    /// Add, remove or replace a whole site at runtime (needs a token).
+    #[command(subcommand)]
+    Site(membership::SiteCommand),
     /// Run a local three-site cluster (pangyo, gasan, busan) as child processes.
     Up(up::Args),
     /// Show both Raft groups as every reachable node sees them.
@@ -91,6 +95,7 @@ fn main() {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Node(args) => node::run(args).await,
+            Command::Site(command) => membership::site(command).await,
             Command::Up(args) => up::run(args).await,
             Command::Status(args) => status::run(args).await,
             Command::Kv(command) => kv::run(command).await,

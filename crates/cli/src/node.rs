@@ -1,4 +1,5 @@
-//! `firebreak node --config node.yaml`: the daemon, until SIGTERM or Ctrl-C.
+//! `firebreak node --config node.yaml`: the daemon, until SIGTERM or Ctrl-C; and
+//! `firebreak node add|remove` (see [`crate::membership`]).
 
 use std::path::PathBuf;
 
@@ -6,14 +7,23 @@ use anyhow::Result;
 use firebreak_node::NodeConfig;
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
-    /// The node's YAML config (see the README for every field).
-    #[arg(long, short)]
-    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<crate::membership::NodeCommand>,
+    /// The node's YAML config (see docs/operations.md for every field).
+    #[arg(long, short, required = true)]
+    config: Option<PathBuf>,
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let config = NodeConfig::load(&args.config)?;
+    if let Some(command) = args.command {
+        return crate::membership::node(command).await;
+    }
+    let path = args
+        .config
+        .expect("clap requires --config without a subcommand");
+    let config = NodeConfig::load(&path)?;
     let span = tracing::info_span!("node", node = %config.node_id, site = %config.site);
     let _guard = span.enter();
     firebreak_node::run(config, shutdown_signal()).await?;

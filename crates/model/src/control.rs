@@ -12,7 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::failover::{Actor, Evacuation, Failover, Freeze, Refusal, RouteChange, Rule};
+use crate::failover::{
+    Actor, AuditEntry, Evacuation, Failover, Freeze, Refusal, RouteChange, Rule,
+};
+use crate::membership::{self, Change, MAX_CHANGE_MS};
 use crate::topology::Topology;
 use crate::{Member, NodeId, SiteId};
 
@@ -39,6 +42,24 @@ pub struct ControlState {
     /// Routing hooks' deliveries, by hook then service (see [`crate::hooks`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub hooks: crate::hooks::HookRecords,
+    /// Runtime membership: the change running, removed ids, nodes that have held a log.
+    #[serde(default)]
+    pub membership: MembershipRecord,
+}
+
+/// What the control group remembers of membership changes (see [`crate::membership`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipRecord {
+    /// The change in progress: at most one at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<Change>,
+    /// Ids of removed nodes: never used again.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub tombstones: BTreeSet<NodeId>,
+    /// Nodes the leader has seen hold log entries: one of them starting again on an empty
+    /// disk has lost its votes, and is refused.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub seen: BTreeSet<NodeId>,
 }
 
 /// What the control group knows of one site.
@@ -97,6 +118,17 @@ pub enum ControlCommand {
     },
     /// Let automation act again.
     Unfreeze { actor: Actor, at_ms: u64 },
+    /// An operator's membership change starts; refused while another one runs.
+    BeginMembership { change: Change },
+    /// The running membership change ends (`error`: it failed part-way); `tombstones`
+    /// are the ids it removed.
+    EndMembership {
+        tombstones: BTreeSet<NodeId>,
+        error: Option<String>,
+        at_ms: u64,
+    },
+    /// The control leader saw this node hold log entries.
+    NodeSeen { node_id: NodeId },
     /// How a routing hook's delivery round of a service's change ended (`error`: failed).
     HookResult {
         hook: String,
@@ -119,6 +151,8 @@ pub enum ControlResponse {
     Done { epoch: Option<u64> },
     /// The command was refused and changed nothing.
     Refused(Refusal),
+    /// A membership change was refused and changed nothing.
+    MembershipRefused(membership::Refusal),
     /// A log entry that carries no command, or an invalid one that changed nothing.
     None,
 }
@@ -134,9 +168,13 @@ impl ControlCommand {
             | ControlCommand::Freeze { at_ms, .. }
             | ControlCommand::Unfreeze { at_ms, .. }
             | ControlCommand::HookResult { at_ms, .. }
+            | ControlCommand::EndMembership { at_ms, .. }
             | ControlCommand::Evacuate { at_ms, .. } => Some(*at_ms),
             ControlCommand::Route(change) => Some(change.at_ms),
-            ControlCommand::RegisterMember { .. } | ControlCommand::Ping => None,
+            ControlCommand::BeginMembership { change } => Some(change.at_ms),
+            ControlCommand::RegisterMember { .. }
+            | ControlCommand::NodeSeen { .. }
+            | ControlCommand::Ping => None,
         }
     }
 
@@ -150,8 +188,10 @@ impl ControlCommand {
             | ControlCommand::Restore { at_ms, .. }
             | ControlCommand::Freeze { at_ms, .. }
             | ControlCommand::Unfreeze { at_ms, .. }
-            | ControlCommand::HookResult { at_ms, .. } => *at_ms = now_ms,
+            | ControlCommand::HookResult { at_ms, .. }
+            | ControlCommand::EndMembership { at_ms, .. } => *at_ms = now_ms,
             ControlCommand::Route(change) => change.at_ms = now_ms,
+            ControlCommand::BeginMembership { change } => change.at_ms = now_ms,
             ControlCommand::Evacuate {
                 at_ms,
                 expires_at_ms,
@@ -161,7 +201,9 @@ impl ControlCommand {
                 *expires_at_ms = now_ms + expires_at_ms.saturating_sub(*at_ms);
                 *at_ms = now_ms;
             }
-            ControlCommand::RegisterMember { .. } | ControlCommand::Ping => {}
+            ControlCommand::RegisterMember { .. }
+            | ControlCommand::NodeSeen { .. }
+            | ControlCommand::Ping => {}
         }
     }
 }
@@ -204,8 +246,69 @@ impl ControlState {
                 self.hook_result(hook, service, *epoch, error.as_deref(), *at_ms);
                 ControlResponse::Done { epoch: None }
             }
+            ControlCommand::BeginMembership { change } => self.begin_membership(change),
+            ControlCommand::EndMembership {
+                tombstones,
+                error,
+                at_ms,
+            } => self.end_membership(tombstones, error.as_deref(), *at_ms),
+            ControlCommand::NodeSeen { node_id } => {
+                self.membership.seen.insert(*node_id);
+                ControlResponse::Done { epoch: None }
+            }
             other => done(self.apply_failover(other)),
         }
+    }
+
+    fn begin_membership(&mut self, change: &Change) -> ControlResponse {
+        if let Some(running) = &self.membership.running {
+            if change.at_ms.saturating_sub(running.at_ms) < MAX_CHANGE_MS {
+                return ControlResponse::MembershipRefused(membership::Refusal {
+                    rule: membership::Rule::OneAtATime,
+                    detail: format!(
+                        "{} (by {}) is still running; wait for it to finish",
+                        running.what, running.actor.name
+                    ),
+                });
+            }
+        }
+        let entry = AuditEntry::new(
+            change.at_ms,
+            &change.actor,
+            "membership",
+            &change.what,
+            "started",
+        );
+        self.failover.audit(entry);
+        self.membership.running = Some(change.clone());
+        ControlResponse::Done { epoch: None }
+    }
+
+    fn end_membership(
+        &mut self,
+        tombstones: &BTreeSet<NodeId>,
+        error: Option<&str>,
+        at_ms: u64,
+    ) -> ControlResponse {
+        let Some(change) = self.membership.running.take() else {
+            return ControlResponse::None;
+        };
+        self.membership.tombstones.extend(tombstones);
+        for id in tombstones {
+            if let Some(member) = self.members.remove(id) {
+                if let Some(site) = self.sites.get_mut(&member.site) {
+                    site.nodes.remove(id);
+                }
+            }
+        }
+        self.sites.retain(|_, site| !site.nodes.is_empty());
+        let outcome = match error {
+            None => "done".to_string(),
+            Some(error) => format!("failed: {error}"),
+        };
+        let entry = AuditEntry::new(at_ms, &change.actor, "membership", &change.what, &outcome);
+        self.failover.audit(entry);
+        ControlResponse::Done { epoch: None }
     }
 
     fn apply_failover(
@@ -271,6 +374,9 @@ impl ControlState {
             ControlCommand::Unfreeze { actor, at_ms } => f.unfreeze(&actor, at_ms).map(|_| None),
             ControlCommand::HookResult { .. }
             | ControlCommand::RegisterMember { .. }
+            | ControlCommand::BeginMembership { .. }
+            | ControlCommand::EndMembership { .. }
+            | ControlCommand::NodeSeen { .. }
             | ControlCommand::Ping => {
                 unreachable!("handled by apply")
             }

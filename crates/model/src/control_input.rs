@@ -78,6 +78,24 @@ impl ControlCommand {
                 check_text("reason", reason)?;
             }
             ControlCommand::Unfreeze { actor, .. } => check_actor(actor)?,
+            ControlCommand::BeginMembership { change } => {
+                check_actor(&change.actor)?;
+                check_text("change", &change.what)?;
+            }
+            ControlCommand::EndMembership {
+                tombstones, error, ..
+            } => {
+                if tombstones.len() > crate::membership::MAX_NODES {
+                    return Err(InvalidInput::new(
+                        "tombstones",
+                        format!("more than {} ids", crate::membership::MAX_NODES),
+                    ));
+                }
+                if let Some(error) = error {
+                    check_text("error", error)?;
+                }
+            }
+            ControlCommand::NodeSeen { .. } => {}
             ControlCommand::HookResult {
                 hook,
                 service,

@@ -244,7 +244,7 @@ impl Failover {
             .map_or(10_000, |t| t.policy.audit_keep)
     }
 
-    fn audit(&mut self, entry: AuditEntry) {
+    pub(crate) fn audit(&mut self, entry: AuditEntry) {
         let keep = self.keep();
         self.audit.push(entry, keep);
     }

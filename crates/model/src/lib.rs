@@ -22,6 +22,7 @@ pub mod grant;
 pub mod hooks;
 pub mod ids;
 pub mod kv;
+pub mod membership;
 pub mod retry;
 pub mod topology;
 pub mod watch;

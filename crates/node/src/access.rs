@@ -2,7 +2,7 @@
 //!
 //! | listener | who gets in | what they get |
 //! |---|---|---|
-//! | peer | a certificate naming a current member node of this cluster (mutual TLS) | everything on it, as that node ([`PeerNode`]) |
+//! | peer | a certificate naming a current member node of this cluster (mutual TLS) | everything on it, as that node ([`PeerNode`]); a node of this cluster that is no member only [`KNOWN_PATH`] with its own id |
 //! | client | anyone, for the gateway and `/v1/health`, `/v1/cluster` | keys only with a credential: a service certificate ([`Grant::service`]), an operator certificate or an operator token ([`Grant::All`]) |
 //! | admin | anyone with TLS | operator commands with an operator certificate ([`OPERATOR_CERT_HEADER`]) or token, checked by `crate::operator`; status with one too under `auth.protect_reads`; metrics |
 //! A certificate of another cluster is refused wherever it shows up.
@@ -28,6 +28,9 @@ use firebreak_tls::listener::Remote;
 /// verified certificate alone (removing whatever a caller sent); a node forwarding an
 /// operator write to the leader passes it on, and the peer listener trusts it from members.
 pub const OPERATOR_CERT_HEADER: &str = "x-firebreak-operator-cert";
+
+/// The one peer path a node of this cluster that is not a member may call, with its own id.
+pub const KNOWN_PATH: &str = "/v1/internal/known/";
 
 /// The member node a peer request came from, as its certificate names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +69,11 @@ pub async fn require_member(
         }
     };
     if !is_member(&api, id) {
+        if request.uri().path() == format!("{KNOWN_PATH}{id}") {
+            // A node not (or no longer) a member may ask what the cluster knows of its own id.
+            request.extensions_mut().insert(PeerNode(id));
+            return next.run(request).await;
+        }
         return refuse(
             StatusCode::FORBIDDEN,
             format!(

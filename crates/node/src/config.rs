@@ -46,6 +46,12 @@ pub struct NodeConfig {
     /// Every voting member of the cluster, this node included. All nodes must list the
     /// same peers: they bootstrap the cluster from this list.
     pub peers: Vec<Peer>,
+    /// This node joins a running cluster (after `firebreak node add` or `site add|replace`
+    /// named it) instead of bootstrapping one: it never initializes a group, and waits for
+    /// the leader to bring it in as a learner. `peers` then lists the nodes it may ask
+    /// about its own id, and itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub join: bool,
     /// Raft timings; see [`RaftTimings`] for how to choose them.
     #[serde(default)]
     pub raft: RaftTimings,

@@ -54,6 +54,10 @@ pub enum Error {
     /// The node's certificates could not be loaded or do not name this node.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The cluster knows this node's id, yet its disk is empty: it has lost its votes and
+    /// must not take part under this id again.
+    #[error("{0}")]
+    IdRefused(String),
     /// openraft refused to start or stopped with a fatal error.
     #[error("the {group} Raft group failed: {message}")]
     Raft {

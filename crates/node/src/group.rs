@@ -163,7 +163,7 @@ impl<M: Machine> Group<M> {
         <M::Types as GroupTypes>::NAME
     }
 
-    fn metrics(&self) -> RaftMetrics<NodeId, Member> {
+    pub fn metrics(&self) -> RaftMetrics<NodeId, Member> {
         self.raft.metrics().borrow().clone()
     }
 

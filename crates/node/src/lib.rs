@@ -42,6 +42,7 @@ pub mod gateway;
 pub mod group;
 pub mod hooks;
 mod identity;
+pub mod membership;
 pub mod metrics;
 pub mod network;
 pub mod node;

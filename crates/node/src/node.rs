@@ -161,6 +161,64 @@ async fn bootstrap<M: Machine>(
     }
 }
 
+/// Whether a group has never voted nor held a log entry here: a fresh (or lost) disk.
+fn is_empty<M: Machine>(group: &Group<M>) -> bool {
+    let metrics = group.metrics();
+    metrics.vote.leader_id().term == 0 && metrics.last_log_index.is_none()
+}
+
+/// How long a starting node waits for each peer's answer about its id.
+const KNOWN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// On an empty disk, asks the peers what they know of this node's id, and refuses an id
+/// that held log entries before (its votes are lost: it could vote twice in one term) or
+/// that was removed. Peers that do not answer are skipped: at the cluster's first start,
+/// nobody knows anything yet.
+async fn check_fresh_id(config: &NodeConfig, tls: &firebreak_tls::ClientTls) -> Result<()> {
+    let http = tls
+        .apply(reqwest::Client::builder())
+        .timeout(KNOWN_TIMEOUT)
+        .build()
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    let me = config.node_id;
+    for peer in config.peers.iter().filter(|p| p.id != me) {
+        let url = tls.url(&peer.addr, &format!("{}{me}", crate::access::KNOWN_PATH));
+        let answer = match http.get(url).send().await {
+            Ok(response) if response.status().is_success() => {
+                response.json::<crate::membership::Known>().await
+            }
+            Ok(response) => {
+                tracing::debug!(peer = %peer.id, status = %response.status(), "peer did not say what it knows of this id");
+                continue;
+            }
+            Err(err) => Err(err),
+        };
+        let known = match answer {
+            Ok(known) => known,
+            Err(err) => {
+                tracing::debug!(peer = %peer.id, cause = %err, "peer did not say what it knows of this id");
+                continue;
+            }
+        };
+        let why = if known.tombstoned {
+            "was removed from the cluster"
+        } else if known.seen {
+            "held log entries before, and this data dir is empty (a lost or replaced disk)"
+        } else {
+            continue;
+        };
+        return Err(Error::IdRefused(format!(
+            "node id {me} {why}, as node {} of cluster {:?} says; node ids are never reused, so a node \
+             whose disk is empty cannot come back under its old id (it has forgotten its votes). \
+             Join as a new node: `firebreak node remove {me}` (if still a member), then \
+             `firebreak node add --id <new id> --site {} --addr <peer host:port>`, and start it with \
+             node_id: <new id> and join: true",
+            peer.id, config.cluster, config.site
+        )));
+    }
+    Ok(())
+}
+
 /// This node's TLS: its keys (reloading), the peer listener's config, the client and
 /// admin listeners' config, how it connects to peers (who must be nodes) and to service
 /// instances (the gateway). `None` keys in plain-text mode.
@@ -256,6 +314,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let (control, control_failed) = start_group::<ControlState>(&config, &tls.connect).await?;
     let (state, state_failed) = start_group::<KvStore>(&config, &tls.connect).await?;
     let stores = vec![("control", control_failed), ("state", state_failed)];
+    if is_empty(&control) && is_empty(&state) {
+        check_fresh_id(&config, &tls.connect).await?;
+    }
     let tokens = crate::auth::Tokens::load(&config.auth)?;
     let api = Arc::new(Api::new(
         config.clone(),
@@ -292,8 +353,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         Some(dns) => Some(crate::dns::serve(api.clone(), dns).await?),
         None => None,
     };
-    bootstrap(&control, config.members(), config.node_id).await?;
-    bootstrap(&state, config.state_members(), config.node_id).await?;
+    if config.join {
+        tracing::info!("joining a running cluster: waiting for its leader to add this node");
+    } else {
+        bootstrap(&control, config.members(), config.node_id).await?;
+        bootstrap(&state, config.state_members(), config.node_id).await?;
+    }
     let registration = tokio::spawn(register(control.clone()));
     let mut failover = crate::failover::spawn(api.clone());
     failover.extend(crate::hooks::spawn(api.clone())?);
@@ -326,41 +391,42 @@ const REGISTRATION_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Keeps the control group's member records in step with the Raft membership: whichever
 /// node leads the control group proposes a registration for every member (site, address)
-/// that is missing or changed. Only the leader can commit, so followers just wait; a new
-/// leader picks up where the old one stopped.
+/// that is missing or changed, and records every member it has seen hold log entries (so
+/// that one starting again on an empty disk is refused). Only the leader can commit, so
+/// followers just wait; a new leader picks up where the old one stopped.
 async fn register(control: Group<ControlState>) {
     let mut ticker = tokio::time::interval(REGISTRATION_INTERVAL);
     loop {
         ticker.tick().await;
-        let metrics = control.raft.metrics().borrow().clone();
+        let metrics = control.metrics();
         if metrics.state != openraft::ServerState::Leader {
             continue;
         }
-        let members: Vec<_> = metrics
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(id, m)| (*id, m.clone()))
-            .collect();
-        for (node_id, member) in members {
-            if control
+        let mut commands = Vec::new();
+        for (node_id, member) in metrics.membership_config.membership().nodes() {
+            if !control
                 .reader
-                .read(|c| c.members.get(&node_id) == Some(&member))
+                .read(|c| c.members.get(node_id) == Some(member))
             {
-                continue;
-            }
-            match control
-                .write(ControlCommand::RegisterMember {
-                    node_id,
+                commands.push(ControlCommand::RegisterMember {
+                    node_id: *node_id,
                     member: member.clone(),
-                })
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(node = %node_id, site = %member.site, "registered member in control group")
-                }
+                });
+            }
+            let holds_log = *node_id == metrics.id
+                || metrics
+                    .replication
+                    .as_ref()
+                    .is_some_and(|r| r.get(node_id).is_some_and(Option::is_some));
+            if holds_log && !control.reader.read(|c| c.membership.seen.contains(node_id)) {
+                commands.push(ControlCommand::NodeSeen { node_id: *node_id });
+            }
+        }
+        for command in commands {
+            match control.write(command.clone()).await {
+                Ok(_) => tracing::info!(?command, "recorded member in control group"),
                 Err(err) => {
-                    tracing::debug!(cause = %err, "member registration not committed yet");
+                    tracing::debug!(cause = %err, "member record not committed yet");
                     break;
                 }
             }

@@ -51,7 +51,7 @@ pub fn routes() -> Router<Arc<Api>> {
 
 /// The operator behind a request: its verified operator certificate (as the listener's
 /// layer recorded it), else its bearer token.
-fn authorize(api: &Api, headers: &HeaderMap) -> ApiResult<Actor> {
+pub(crate) fn authorize(api: &Api, headers: &HeaderMap) -> ApiResult<Actor> {
     if let Some(name) = headers
         .get(crate::access::OPERATOR_CERT_HEADER)
         .and_then(|v| v.to_str().ok())

@@ -70,6 +70,7 @@ pub fn client_routes(api: Arc<Api>) -> Router {
 /// The admin listener's router: operator commands, status and metrics.
 pub fn admin_routes(api: Arc<Api>) -> Router {
     crate::operator::routes()
+        .route("/v1/membership", post(crate::membership::change))
         .route("/v1/cluster", get(api::cluster))
         .route("/v1/health", get(api::health))
         .route("/metrics", get(crate::metrics::render))
@@ -102,6 +103,7 @@ pub fn peer_routes(api: Arc<Api>) -> Router {
             "/v1/internal/leader/{group}",
             get(crate::election_gate::leader),
         )
+        .route("/v1/internal/known/{id}", get(crate::membership::known))
         .merge(crate::operator::routes())
         .fallback(not_found)
         .with_state(api.clone())

@@ -130,6 +130,7 @@ impl Machine for KvStore {
 const CONTROL_MEMBERS: &[u8] = b"members";
 const CONTROL_FAILOVER: &[u8] = b"failover";
 const CONTROL_TOPOLOGY: &[u8] = b"topology";
+const CONTROL_MEMBERSHIP: &[u8] = b"membership";
 const CONTROL_ROUTE: &str = "route:";
 const CONTROL_HEALTH: &str = "health:";
 const CONTROL_AUDIT: &str = "audit:";
@@ -175,6 +176,7 @@ fn core_changes(state: &ControlState, changes: &mut Vec<Change>) {
         audit_archived: f.audit.archived,
     };
     changes.push(Change::put(CONTROL_FAILOVER, &failover));
+    changes.push(Change::put(CONTROL_MEMBERSHIP, &state.membership));
 }
 
 /// Puts or removes `prefix + key` records where `before` and `after` differ.
@@ -246,6 +248,8 @@ impl Machine for ControlState {
                 (failover.leases, failover.evacuations, failover.frozen) =
                     (f.leases, f.evacuations, f.frozen);
                 failover.audit.archived = f.audit_archived;
+            } else if key.as_bytes() == CONTROL_MEMBERSHIP {
+                state.membership = serde_json::from_slice(&value).map_err(bad)?;
             } else if key.as_bytes() == CONTROL_TOPOLOGY {
                 state.failover.topology = serde_json::from_slice(&value).map_err(bad)?;
             } else if let Some(service) = key.strip_prefix(CONTROL_ROUTE) {
@@ -367,6 +371,44 @@ mod tests {
             records.keys().filter(|k| k.starts_with(b"audit:")).count(),
             2
         );
+        assert_eq!(ControlState::load(records).unwrap(), state);
+        let dumped: BTreeMap<_, _> = state
+            .dump()
+            .into_iter()
+            .map(|c| (c.key, c.value.unwrap()))
+            .collect();
+        assert_eq!(ControlState::load(dumped).unwrap(), state);
+    }
+
+    /// Tombstones, the running change and the nodes seen are records too: a restart or a
+    /// snapshot that lost them would let a removed id back in.
+    #[test]
+    fn membership_records_survive_a_reload() {
+        use firebreak_model::membership::Change as Running;
+        let ops = Actor {
+            kind: ActorKind::Manual,
+            name: "ops".into(),
+        };
+        let begin = |what: &str, at_ms| ControlCommand::BeginMembership {
+            change: Running {
+                what: what.into(),
+                actor: ops.clone(),
+                at_ms,
+            },
+        };
+        let commands = vec![
+            ControlCommand::NodeSeen { node_id: NodeId(1) },
+            begin("site-replace pangyo with anyang (node 4)", 10),
+            ControlCommand::EndMembership {
+                tombstones: [NodeId(1)].into(),
+                error: None,
+                at_ms: 20,
+            },
+            begin("node-add 5 in gasan", 30),
+        ];
+        let (state, records) = apply_all(&commands);
+        assert!(state.membership.tombstones.contains(&NodeId(1)));
+        assert!(state.membership.running.is_some());
         assert_eq!(ControlState::load(records).unwrap(), state);
         let dumped: BTreeMap<_, _> = state
             .dump()

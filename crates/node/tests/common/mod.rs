@@ -46,6 +46,15 @@ impl Cluster {
 
     /// A cluster whose nodes all run `hooks`.
     pub async fn start_with(raft: RaftTimings, hooks: Vec<HookConfig>) -> Self {
+        let mut cluster = Self::configure(raft, hooks);
+        for i in 0..3 {
+            cluster.start_node(i).await;
+        }
+        cluster
+    }
+
+    /// The three nodes' configs, none started yet.
+    pub fn configure(raft: RaftTimings, hooks: Vec<HookConfig>) -> Self {
         let dir = TempDir::new().unwrap();
         let addrs = free_addrs();
         let peers: Vec<Peer> = SITES
@@ -75,6 +84,7 @@ impl Cluster {
                 },
                 data_dir: dir.path().join(&p.site.0),
                 peers: peers.clone(),
+                join: false,
                 raft: raft.clone(),
                 api: ApiLimits::default(),
                 auth: Default::default(),
@@ -87,15 +97,40 @@ impl Cluster {
                 hooks: hooks.clone(),
             })
             .collect();
-        let mut cluster = Cluster {
+        Cluster {
             dir,
             configs,
             nodes: vec![None, None, None],
-        };
-        for i in 0..3 {
-            cluster.start_node(i).await;
         }
-        cluster
+    }
+
+    /// Configures (does not start) node `id` of a new `site` that joins the running
+    /// cluster (`join: true`), like its first three; returns its index.
+    pub fn add_joiner(&mut self, id: u64, site: &str) -> usize {
+        let held: Vec<TcpListener> = (0..4)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let addr = |i: usize| held[i].local_addr().unwrap();
+        let mut config = self.configs[0].clone();
+        config.node_id = NodeId(id);
+        config.site = SiteId::from(site);
+        config.listen = addr(0);
+        config.peer_listen = addr(1);
+        config.admin_listen = addr(2);
+        if let Some(dns) = &mut config.dns {
+            dns.listen = addr(3);
+        }
+        config.data_dir = self.dir.path().join(site);
+        config.join = true;
+        config.peers.push(Peer {
+            id: NodeId(id),
+            site: SiteId::from(site),
+            addr: addr(1).to_string(),
+        });
+        drop(held);
+        self.configs.push(config);
+        self.nodes.push(None);
+        self.configs.len() - 1
     }
 
     /// Starts node `i`, retrying while the previous instance still holds its sled lock.

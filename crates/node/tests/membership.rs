@@ -1,0 +1,161 @@
+//! Runtime membership on an in-process cluster (see `common`): a burned site replaced by a
+//! new one while it stays dark, the new voter caught up first, the old id tombstoned for
+//! good, and the next fire survived.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{poll, Cluster};
+use firebreak_model::NodeId;
+use firebreak_node::config::RaftTimings;
+use serde_json::{json, Value};
+
+/// Posts a membership request to node `i`'s admin listener, with the operator token or
+/// without one; the status and JSON answer.
+async fn membership(cluster: &Cluster, i: usize, body: Value, token: Option<&str>) -> (u16, Value) {
+    let url = format!("http://{}/v1/membership", cluster.node(i).admin_addr);
+    let mut request = reqwest::Client::new().post(url).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+fn voters(cluster: &Cluster, i: usize, control: bool) -> BTreeSet<NodeId> {
+    let api = &cluster.node(i).api;
+    let metrics = if control {
+        api.control.metrics()
+    } else {
+        api.state.metrics()
+    };
+    let voters = metrics.membership_config.membership().voter_ids().collect();
+    voters
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burned_site_is_replaced_and_its_id_never_comes_back() {
+    let raft = RaftTimings {
+        snapshot_logs_since_last: 50,
+        max_in_snapshot_log_to_keep: 0,
+        ..RaftTimings::default()
+    };
+    let mut cluster = Cluster::configure(raft, Vec::new());
+    let tokens = cluster.path().join("tokens");
+    std::fs::write(&tokens, "ops s3cret-s3cret-s3cret\n").unwrap();
+    for config in &mut cluster.configs {
+        config.auth.tokens_file = Some(tokens.clone());
+    }
+    for i in 0..3 {
+        cluster.start_node(i).await;
+    }
+    cluster.apply_topology().await;
+    let leader = cluster.state_leader().await;
+    for i in 0..200 {
+        cluster.put(leader, &format!("k{i}"), "v").await;
+    }
+    let anyang = cluster.add_joiner(4, "anyang");
+    let replace = json!({"action": "site_replace", "dead": "pangyo", "with": "anyang",
+        "id": 4, "addr": cluster.configs[anyang].peer_listen.to_string()});
+
+    // No credential, no change.
+    let control = cluster.control_leader().await;
+    let (status, answer) = membership(&cluster, control, replace.clone(), None).await;
+    assert_eq!(status, 401, "{answer}");
+    // Pangyo still renews its lease: replacing it needs --force.
+    let (status, answer) = membership(
+        &cluster,
+        control,
+        replace.clone(),
+        Some("s3cret-s3cret-s3cret"),
+    )
+    .await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer.to_string().contains("healthy-voter"), "{answer}");
+    assert_eq!(voters(&cluster, control, true).len(), 3, "nothing changed");
+
+    // Pangyo burns and stays dark; anyang starts on an empty disk and is brought in.
+    cluster.stop_node(0).await;
+    poll("pangyo's lease to lapse", || {
+        let api = &cluster.node(1).api;
+        let down = api
+            .control
+            .reader
+            .read(|c| !c.failover.site_up(&"pangyo".into(), c.clock_ms));
+        down.then_some(())
+    })
+    .await;
+    cluster.start_node(anyang).await;
+    let control = cluster.control_leader().await;
+    let (status, answer) =
+        membership(&cluster, control, replace, Some("s3cret-s3cret-s3cret")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["catch_up_ms"].as_u64().is_some(), "{answer}");
+    let expected: BTreeSet<NodeId> = [2, 3, 4].map(NodeId).into();
+    assert_eq!(voters(&cluster, control, true), expected);
+    assert_eq!(voters(&cluster, control, false), expected);
+    poll("anyang holds every key", || {
+        (0..200)
+            .all(|i| cluster.stale_get(anyang, &format!("k{i}")).is_some())
+            .then_some(())
+    })
+    .await;
+
+    // The old id is never used again, by a request or by a node on an empty disk.
+    let reuse = json!({"action": "node_add", "id": 1, "site": "anyang", "addr": "127.0.0.1:1"});
+    let (status, answer) = membership(&cluster, control, reuse, Some("s3cret-s3cret-s3cret")).await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer.to_string().contains("id-reused"), "{answer}");
+    std::fs::remove_dir_all(&cluster.configs[0].data_dir).unwrap();
+    let err = firebreak_node::start(cluster.configs[0].clone())
+        .await
+        .err()
+        .expect("a removed id on an empty disk is refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("was removed from the cluster"),
+        "{message}"
+    );
+    assert!(
+        message.contains("firebreak node add --id <new id>"),
+        "{message}"
+    );
+
+    // The next fire: gasan burns too, and anyang and busan still commit.
+    cluster.stop_node(1).await;
+    let leader = cluster.state_leader().await;
+    cluster.put(leader, "after-second-fire", "v").await;
+
+    // The tombstone survives in anyang's snapshot and its restart.
+    poll("anyang applied the tombstone", || {
+        let api = &cluster.node(anyang).api;
+        api.control
+            .reader
+            .read(|c| c.membership.tombstones.contains(&NodeId(1)))
+            .then_some(())
+    })
+    .await;
+    let api = cluster.node(anyang).api.clone();
+    let applied = api.control.info().applied_index;
+    api.control.raft.trigger().snapshot().await.unwrap();
+    poll("anyang's snapshot covers the tombstone", || {
+        (api.control.info().snapshot_index >= applied).then_some(())
+    })
+    .await;
+    drop(api);
+    cluster.stop_node(anyang).await;
+    cluster.start_node(anyang).await;
+    poll("anyang restored its control state", || {
+        let api = &cluster.node(anyang).api;
+        let snapshot = api.control.info().snapshot_index;
+        assert!(snapshot >= applied, "restarted from its snapshot");
+        let tombstoned = api
+            .control
+            .reader
+            .read(|c| c.membership.tombstones.contains(&NodeId(1)));
+        tombstoned.then_some(())
+    })
+    .await;
+}

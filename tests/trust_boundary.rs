@@ -6,7 +6,8 @@
 //!   is refused at the handshake (peer listener) or finds no such endpoint (client
 //!   listener), and pangyo leaves routing on schedule.
 //! - Wrong certificates: another CA's, an expired one, none, a service's, a non-member's;
-//!   a member claiming another node's id, or renewing another site's lease.
+//!   a member claiming another node's id, renewing another site's lease, sending
+//!   membership steps without being the control leader, or asking about another's id.
 //! - Key grants: a service reaches its own prefix only; no credential reaches no key.
 //! - Rotation: every node's certificate is replaced under traffic; no request fails and
 //!   no election happens.
@@ -333,6 +334,29 @@ async fn a_member_speaks_only_for_itself_and_its_own_site() {
         .await,
         Ok(403)
     );
+
+    // Membership steps come from the control leader alone; a member asks what the
+    // cluster knows of its own id only.
+    let follower = (leader + 1) % 3;
+    let id = follower as u64 + 1;
+    let name = format!("node-{id}");
+    let member = http_as(
+        &ca_file(),
+        Some(&issue(Role::Node(id), &["127.0.0.1"], &scratch, &name)),
+    );
+    let drop_a_voter = json!({ "remove_nodes": { "ids": [ (leader + 1) as u64 ] } });
+    for group in ["state", "control"] {
+        let path = format!("/v1/internal/membership/{group}");
+        assert_eq!(
+            post(&member, &leader_peer, &path, &drop_a_voter).await,
+            Ok(403),
+            "{path} from node {id}, not the control leader"
+        );
+    }
+    let other = (id % 3) + 1;
+    let known = |asked: u64| member.get(format!("{leader_peer}/v1/internal/known/{asked}"));
+    assert_eq!(status_of(known(id)).await, Ok(200));
+    assert_eq!(status_of(known(other)).await, Ok(403));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

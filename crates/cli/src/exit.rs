@@ -63,7 +63,8 @@ pub fn code(err: &anyhow::Error) -> i32 {
         if let Some(node) = cause.downcast_ref::<firebreak_node::Error>() {
             return match node {
                 firebreak_node::Error::Config { .. } => USAGE,
-                firebreak_node::Error::DataDirMismatch { .. } => DATA_DIR,
+                firebreak_node::Error::DataDirMismatch { .. }
+                | firebreak_node::Error::IdRefused(_) => DATA_DIR,
                 firebreak_node::Error::StoreFailed { .. } => STORE_FAILED,
                 _ => 1,
             };

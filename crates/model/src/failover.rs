@@ -585,6 +585,19 @@ impl Failover {
         })
     }
 
+    /// Whether `site` renewed its lease within `site_down_after_ms` of `now_ms`: by the
+    /// topology's policy, or the default one before a topology is applied. Membership
+    /// changes ask this of a voter's site: is it still alive?
+    pub fn renewing(&self, site: &SiteId, now_ms: u64) -> bool {
+        let down_after = self.topology.as_ref().map_or_else(
+            || crate::topology::Policy::default().site_down_after_ms,
+            |t| t.policy.site_down_after_ms,
+        );
+        self.leases
+            .get(site)
+            .is_some_and(|lease| now_ms.saturating_sub(lease.renewed_at_ms) <= down_after)
+    }
+
     /// Whether `service`'s instance in `site` is healthy (no reported transition: healthy).
     pub fn healthy(&self, service: &str, site: &SiteId) -> bool {
         self.health

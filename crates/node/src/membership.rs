@@ -21,22 +21,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use firebreak_model::control::{ControlCommand, ControlResponse, ControlState};
 use firebreak_model::failover::Actor;
 use firebreak_model::membership::{self, CatchUp, Change, Plan, Request, View};
-use firebreak_model::{Member, NodeId, SiteId};
-use firebreak_store::Machine;
-use openraft::ChangeMembers;
+use firebreak_model::{NodeId, SiteId};
 use serde::Serialize;
 
-use crate::access::PeerNode;
 use crate::clock::now_ms;
 use crate::context::Api;
-use crate::group::Group;
+use crate::membership_step::{self as step, Answer, GroupName, Step};
 use crate::reply::{read_json, ApiError, ApiResult};
 
 /// Longest a new voter may take to catch up before the change is given up.
@@ -105,7 +102,7 @@ fn blocked(refusal: membership::Refusal) -> ApiError {
 }
 
 /// What the planner needs: the control group's membership, tombstones, the running
-/// change, and which sites renew their lease (all of them before a topology is applied).
+/// change, and which sites renew their lease.
 fn view(api: &Api) -> View {
     let metrics = api.control.metrics();
     let membership = metrics.membership_config.membership();
@@ -126,7 +123,7 @@ fn view(api: &Api) -> View {
     api.control.reader.read(|c: &ControlState| {
         let sites_up = voters
             .values()
-            .filter(|site| c.failover.topology.is_none() || c.failover.site_up(site, now))
+            .filter(|site| c.failover.renewing(site, now))
             .cloned()
             .collect();
         View {
@@ -172,166 +169,99 @@ async fn end(api: &Api, tombstones: BTreeSet<NodeId>, error: Option<String>) {
     }
 }
 
-/// Carries the plan out on both groups; the new voter's catch-up time, if any.
+/// Carries the plan out on both groups; the new voter's catch-up time, if any. A node
+/// added here is dropped again if a later step fails.
 async fn carry_out(api: &Api, plan: &Plan) -> Result<Option<u64>, String> {
-    let mut catch_up_ms = None;
-    if let Some((id, member)) = &plan.add {
-        add_learner(&api.control, *id, member).await?;
-        add_learner(&api.state, *id, member).await?;
-        if plan.promotes() {
-            let started = std::time::Instant::now();
-            let caught_up = async {
-                caught_up(&api.control, *id).await?;
-                caught_up(&api.state, *id).await
+    let Some((id, member)) = &plan.add else {
+        change_voters(api, plan).await?;
+        return Ok(None);
+    };
+    let result = async {
+        for group in GROUPS {
+            let step = Step::AddLearner {
+                id: *id,
+                member: member.clone(),
             };
-            if let Err(err) = caught_up.await {
-                let drop = BTreeSet::from([*id]);
-                let _ = remove_nodes(&api.state, &drop).await;
-                let _ = remove_nodes(&api.control, &drop).await;
-                return Err(err);
+            step::run(api, group, &step).await?;
+        }
+        let started = std::time::Instant::now();
+        if plan.promotes() {
+            let (control, state) = tokio::join!(
+                caught_up(api, GroupName::Control, *id),
+                caught_up(api, GroupName::State, *id)
+            );
+            control.and(state)?;
+        }
+        let catch_up_ms = plan
+            .promotes()
+            .then(|| started.elapsed().as_millis() as u64);
+        change_voters(api, plan).await?;
+        Ok(catch_up_ms)
+    }
+    .await;
+    if result.is_err() {
+        let drop = Step::RemoveNodes {
+            ids: BTreeSet::from([*id]),
+        };
+        for group in GROUPS {
+            if let Err(err) = step::run(api, group, &drop).await {
+                tracing::warn!(node = %id, cause = %err, "could not drop the node of a failed change");
             }
-            catch_up_ms = Some(started.elapsed().as_millis() as u64);
         }
     }
-    change_voters(&api.control, plan).await?;
-    change_voters(&api.state, plan).await?;
-    remove_nodes(&api.state, &plan.remove).await?;
-    remove_nodes(&api.control, &plan.remove).await?;
-    Ok(catch_up_ms)
+    result
 }
 
-async fn add_learner<M: Machine>(
-    group: &Group<M>,
-    id: NodeId,
-    member: &Member,
-) -> Result<(), String> {
-    group
-        .raft
-        .add_learner(id, member.clone(), false)
-        .await
-        .map(|_| ())
-        .map_err(|e| {
-            format!(
-                "adding node {id} as a learner of the {} group failed: {e}",
-                group.name()
-            )
-        })
+/// Both groups, the control group first.
+const GROUPS: [GroupName; 2] = [GroupName::Control, GroupName::State];
+
+/// Sets both groups' voters to the plan's, then drops the removed nodes.
+async fn change_voters(api: &Api, plan: &Plan) -> Result<(), String> {
+    let promote = plan
+        .add
+        .as_ref()
+        .filter(|_| plan.promotes())
+        .map(|(id, _)| *id);
+    for group in GROUPS {
+        let step = Step::Voters {
+            remove: plan.remove.clone(),
+            promote,
+        };
+        step::run(api, group, &step).await?;
+    }
+    for group in GROUPS {
+        let step = Step::RemoveNodes {
+            ids: plan.remove.clone(),
+        };
+        step::run(api, group, &step).await?;
+    }
+    Ok(())
 }
 
-/// Waits until `id` has kept up with the leader of `group` for the stable period.
-async fn caught_up<M: Machine>(group: &Group<M>, id: NodeId) -> Result<(), String> {
+/// Waits until `id` has kept up with `group`'s leader for the stable period.
+async fn caught_up(api: &Api, group: GroupName, id: NodeId) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
     let mut catch_up = CatchUp::default();
     loop {
-        let metrics = group.metrics();
-        let matched = metrics
-            .replication
-            .as_ref()
-            .and_then(|r| r.get(&id).cloned().flatten())
-            .map(|log| log.index);
-        let lag = matched.map(|m| metrics.last_log_index.unwrap_or(0).saturating_sub(m));
+        let lag = match step::run(api, group, &Step::Lag { id }).await {
+            Ok(Answer::Lag(lag)) => lag,
+            Ok(Answer::Done) => None,
+            // The state leader may move while the learner catches up: ask again.
+            Err(err) => {
+                tracing::debug!(cause = %err, "learner lag not known");
+                None
+            }
+        };
         if catch_up.observe(lag, now_ms()) {
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(format!(
-                "node {id} did not catch up with the {} group within {} s (it trails by {}); is it running and reachable at its address?",
-                group.name(),
+                "node {id} did not catch up with the {group:?} group within {} s (it trails by {}); is it running and reachable at its address?",
                 CATCH_UP_TIMEOUT.as_secs(),
                 lag.map_or("everything".to_string(), |l| format!("{l} entries")),
             ));
         }
         tokio::time::sleep(CATCH_UP_POLL).await;
     }
-}
-
-/// Makes `group`'s voters the plan's: its own voters, less the removed ones, plus the
-/// promoted one (the state group may have fewer voters than the control group).
-async fn change_voters<M: Machine>(group: &Group<M>, plan: &Plan) -> Result<(), String> {
-    let current: BTreeSet<NodeId> = group
-        .metrics()
-        .membership_config
-        .membership()
-        .voter_ids()
-        .collect();
-    let mut next: BTreeSet<NodeId> = current.difference(&plan.remove).copied().collect();
-    if let Some((id, _)) = plan.add.as_ref().filter(|_| plan.promotes()) {
-        next.insert(*id);
-    }
-    if next == current {
-        return Ok(());
-    }
-    group
-        .raft
-        .change_membership(ChangeMembers::ReplaceAllVoters(next), false)
-        .await
-        .map(|_| ())
-        .map_err(|e| {
-            format!(
-                "changing the voters of the {} group failed: {e}",
-                group.name()
-            )
-        })
-}
-
-/// Drops `ids` that are still learners of `group`.
-async fn remove_nodes<M: Machine>(group: &Group<M>, ids: &BTreeSet<NodeId>) -> Result<(), String> {
-    let membership = group.metrics().membership_config.membership().clone();
-    let present: BTreeSet<NodeId> = ids
-        .iter()
-        .filter(|id| membership.get_node(id).is_some())
-        .copied()
-        .collect();
-    if present.is_empty() {
-        return Ok(());
-    }
-    group
-        .raft
-        .change_membership(ChangeMembers::RemoveNodes(present), false)
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("removing nodes from the {} group failed: {e}", group.name()))
-}
-
-/// What the cluster knows of a node id, for that node starting on an empty disk.
-#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct Known {
-    /// In either group's membership now.
-    pub member: bool,
-    /// Seen holding log entries before: an empty disk under this id has lost its votes.
-    pub seen: bool,
-    /// Removed before: never to be used again.
-    pub tombstoned: bool,
-}
-
-/// `GET /v1/internal/known/{id}` on the peer listener: a node asks about its own id only.
-pub async fn known(
-    State(api): State<Arc<Api>>,
-    caller: Option<axum::Extension<PeerNode>>,
-    Path(id): Path<u64>,
-) -> ApiResult<Json<Known>> {
-    // Only plain-text mode (no certificates, everyone let in) has no caller.
-    let caller = caller.map(|axum::Extension(PeerNode(id))| id);
-    if let Some(caller) = caller.filter(|c| *c != NodeId(id)) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("node {caller} may ask about its own id only"),
-        ));
-    }
-    let id = NodeId(id);
-    let member = [api.control.metrics(), api.state.metrics()]
-        .iter()
-        .any(|m| m.membership_config.membership().get_node(&id).is_some());
-    let (seen, tombstoned) = api.control.reader.read(|c| {
-        (
-            c.membership.seen.contains(&id),
-            c.membership.tombstones.contains(&id),
-        )
-    });
-    Ok(Json(Known {
-        member,
-        seen,
-        tombstoned,
-    }))
 }

@@ -161,64 +161,6 @@ async fn bootstrap<M: Machine>(
     }
 }
 
-/// Whether a group has never voted nor held a log entry here: a fresh (or lost) disk.
-fn is_empty<M: Machine>(group: &Group<M>) -> bool {
-    let metrics = group.metrics();
-    metrics.vote.leader_id().term == 0 && metrics.last_log_index.is_none()
-}
-
-/// How long a starting node waits for each peer's answer about its id.
-const KNOWN_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// On an empty disk, asks the peers what they know of this node's id, and refuses an id
-/// that held log entries before (its votes are lost: it could vote twice in one term) or
-/// that was removed. Peers that do not answer are skipped: at the cluster's first start,
-/// nobody knows anything yet.
-async fn check_fresh_id(config: &NodeConfig, tls: &firebreak_tls::ClientTls) -> Result<()> {
-    let http = tls
-        .apply(reqwest::Client::builder())
-        .timeout(KNOWN_TIMEOUT)
-        .build()
-        .map_err(|e| Error::Tls(e.to_string()))?;
-    let me = config.node_id;
-    for peer in config.peers.iter().filter(|p| p.id != me) {
-        let url = tls.url(&peer.addr, &format!("{}{me}", crate::access::KNOWN_PATH));
-        let answer = match http.get(url).send().await {
-            Ok(response) if response.status().is_success() => {
-                response.json::<crate::membership::Known>().await
-            }
-            Ok(response) => {
-                tracing::debug!(peer = %peer.id, status = %response.status(), "peer did not say what it knows of this id");
-                continue;
-            }
-            Err(err) => Err(err),
-        };
-        let known = match answer {
-            Ok(known) => known,
-            Err(err) => {
-                tracing::debug!(peer = %peer.id, cause = %err, "peer did not say what it knows of this id");
-                continue;
-            }
-        };
-        let why = if known.tombstoned {
-            "was removed from the cluster"
-        } else if known.seen {
-            "held log entries before, and this data dir is empty (a lost or replaced disk)"
-        } else {
-            continue;
-        };
-        return Err(Error::IdRefused(format!(
-            "node id {me} {why}, as node {} of cluster {:?} says; node ids are never reused, so a node \
-             whose disk is empty cannot come back under its old id (it has forgotten its votes). \
-             Join as a new node: `firebreak node remove {me}` (if still a member), then \
-             `firebreak node add --id <new id> --site {} --addr <peer host:port>`, and start it with \
-             node_id: <new id> and join: true",
-            peer.id, config.cluster, config.site
-        )));
-    }
-    Ok(())
-}
-
 /// This node's TLS: its keys (reloading), the peer listener's config, the client and
 /// admin listeners' config, how it connects to peers (who must be nodes) and to service
 /// instances (the gateway). `None` keys in plain-text mode.
@@ -314,8 +256,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let (control, control_failed) = start_group::<ControlState>(&config, &tls.connect).await?;
     let (state, state_failed) = start_group::<KvStore>(&config, &tls.connect).await?;
     let stores = vec![("control", control_failed), ("state", state_failed)];
-    if is_empty(&control) && is_empty(&state) {
-        check_fresh_id(&config, &tls.connect).await?;
+    let empty = crate::id_check::is_empty(&control) && crate::id_check::is_empty(&state);
+    if let Err(err) = crate::id_check::check(&config, &tls.connect, empty).await {
+        let _ = control.raft.shutdown().await;
+        let _ = state.raft.shutdown().await;
+        return Err(err);
     }
     let tokens = crate::auth::Tokens::load(&config.auth)?;
     let api = Arc::new(Api::new(

@@ -103,7 +103,11 @@ pub fn peer_routes(api: Arc<Api>) -> Router {
             "/v1/internal/leader/{group}",
             get(crate::election_gate::leader),
         )
-        .route("/v1/internal/known/{id}", get(crate::membership::known))
+        .route("/v1/internal/known/{id}", get(crate::id_check::known))
+        .route(
+            "/v1/internal/membership/{group}",
+            post(crate::membership_step::internal),
+        )
         .merge(crate::operator::routes())
         .fallback(not_found)
         .with_state(api.clone())

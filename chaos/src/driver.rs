@@ -47,6 +47,9 @@ pub struct DriverConfig {
     /// The nodes' port on every site's address; services use the next three.
     pub port: u16,
     pub sites: Vec<String>,
+    /// Sites configured but dark: a node each (no services), with `join: true`, started
+    /// by [`LocalSites::restore_site`] when a `site-replace` brings it in.
+    pub spare_sites: Vec<String>,
     /// Sites whose node votes in the state group (all when `None`).
     pub state_voters: Option<Vec<String>>,
     pub services: Vec<ServiceKind>,
@@ -175,6 +178,23 @@ pub fn node_configs(
         .collect()
 }
 
+/// Makes the nodes from `initial` on spares: they join a running cluster (`join: true`),
+/// listing its first nodes and themselves as peers; the first nodes list one another only.
+fn spares_join(configs: &mut [NodeConfig], initial: usize) {
+    let first: Vec<Peer> = configs
+        .first()
+        .map(|c| c.peers[..initial].to_vec())
+        .unwrap_or_default();
+    for (i, c) in configs.iter_mut().enumerate() {
+        let me = c.peers[i].clone();
+        c.peers = first.clone();
+        if i >= initial {
+            c.join = true;
+            c.peers.push(me);
+        }
+    }
+}
+
 /// Spawns `exe args` with output appended to `log`, inside the network namespace at
 /// `netns` if given; the kernel sends the child `on_orphan` if this process dies first.
 pub fn spawn_child(
@@ -265,6 +285,8 @@ pub struct LocalSites {
     pub token: String,
     node_addrs: Vec<String>,
     admin_addrs: Vec<String>,
+    /// Every site's node id and peer address, spare sites' too.
+    members: Vec<(u64, String)>,
     /// How the drill's own clients reach the nodes (trusting the run's CA).
     pub tls: firebreak_tls::ClientTls,
 }
@@ -285,7 +307,12 @@ impl LocalSites {
             std::os::unix::fs::PermissionsExt::from_mode(0o600),
         )
         .map_err(|e| io("protect", &tokens_file, e))?;
-        let names: Vec<&str> = config.sites.iter().map(String::as_str).collect();
+        let names: Vec<&str> = config
+            .sites
+            .iter()
+            .chain(&config.spare_sites)
+            .map(String::as_str)
+            .collect();
         let ips: Vec<String> = (0..names.len()).map(|i| config.placement.ip(i)).collect();
         let mut configs = node_configs(
             "firebreak-drill",
@@ -295,6 +322,8 @@ impl LocalSites {
             config.port,
             &tokens_file,
         );
+        let initial = config.sites.len();
+        spares_join(&mut configs, initial);
         for c in &mut configs {
             c.raft = config.raft.clone();
         }
@@ -314,6 +343,10 @@ impl LocalSites {
         }
         let node_addrs: Vec<String> = configs.iter().map(|c| c.listen.to_string()).collect();
         let admin_addrs: Vec<String> = configs.iter().map(|c| c.admin_listen.to_string()).collect();
+        let members: Vec<(u64, String)> = configs
+            .iter()
+            .map(|c| (c.node_id.0, c.peer_listen.to_string()))
+            .collect();
         let mut sites = Vec::new();
         for (i, node) in configs.iter().enumerate() {
             let dir = config.dir.join(&node.site.0);
@@ -332,7 +365,7 @@ impl LocalSites {
             // Services talk to their own site's node first, then the others.
             let mut nodes = vec![node_addrs[i].clone()];
             nodes.extend(node_addrs.iter().filter(|a| **a != node_addrs[i]).cloned());
-            for service in &config.services {
+            for service in config.services.iter().filter(|_| i < initial) {
                 let listen = format!("{}:{}", ips[i], service_port(config.port, *service));
                 let files =
                     ca.issue_service(service.name(), &[ips[i].clone()], &dir.join("tls"))?;
@@ -352,7 +385,7 @@ impl LocalSites {
                     args.extend(strings(&["--site", &node.site.0]));
                 }
                 if *service == ServiceKind::Login {
-                    args.extend(strings(&["--max-hashing", &hashing_share(names.len())]));
+                    args.extend(strings(&["--max-hashing", &hashing_share(initial)]));
                 }
                 processes.push(Process {
                     kind: ProcessKind::Service(*service),
@@ -385,22 +418,35 @@ impl LocalSites {
             token,
             node_addrs,
             admin_addrs,
+            members,
             tls: ca.client()?,
         };
-        for i in 0..driver.sites.len() {
+        for i in 0..initial {
             driver.start_stopped(i)?;
         }
         Ok(driver)
     }
 
-    /// Every node's client listener `host:port` (gateways, keys), in site order.
+    /// The sites' nodes' client listeners `host:port` (gateways, keys), in site order;
+    /// spare sites not included.
     pub fn node_addrs(&self) -> &[String] {
-        &self.node_addrs
+        &self.node_addrs[..self.config.sites.len()]
     }
 
-    /// Every node's admin listener `host:port` (topology, routing, status), in site order.
+    /// The sites' nodes' admin listeners `host:port` (topology, routing, status), in site
+    /// order; spare sites not included.
     pub fn admin_addrs(&self) -> &[String] {
+        &self.admin_addrs[..self.config.sites.len()]
+    }
+
+    /// Every node's admin listener, the spare sites' too (for the observer).
+    pub fn all_admin_addrs(&self) -> &[String] {
         &self.admin_addrs
+    }
+
+    /// A site's node: its id and peer listener `host:port`.
+    pub fn node_of(&self, site: &str) -> (u64, String) {
+        self.members[self.index(site)].clone()
     }
 
     /// A service's URL in a site (TLS, with its certificate from the run's CA).
@@ -424,7 +470,9 @@ impl LocalSites {
             .expect("playbook validation: targets name sites")
     }
 
-    fn index(&self, name: &str) -> usize {
+    /// The position of a site (spare sites after the others): its address is
+    /// [`Placement::ip`] of it.
+    pub fn index(&self, name: &str) -> usize {
         self.sites
             .iter()
             .position(|s| s.name == name)

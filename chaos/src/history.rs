@@ -178,6 +178,20 @@ pub enum Event {
         term: u64,
         leader: u64,
     },
+    /// Whether some node led `group` with a quorum behind it (it could commit), as the
+    /// observer saw it, each time that changed.
+    Quorum {
+        at_ms: u64,
+        group: String,
+        held: bool,
+    },
+    /// A group's voters and learners as its leader reported them, each time they changed.
+    Membership {
+        at_ms: u64,
+        group: String,
+        voters: Vec<u64>,
+        learners: Vec<u64>,
+    },
     /// A service's routing changed (or was first seen); `changed_at_ms` is the control
     /// leader's wall clock at the change.
     Route {
@@ -280,6 +294,8 @@ impl Event {
             | Event::Leader { at_ms, .. }
             | Event::Elected { at_ms, .. }
             | Event::Route { at_ms, .. }
+            | Event::Quorum { at_ms, .. }
+            | Event::Membership { at_ms, .. }
             | Event::IdleAttempt { at_ms, .. }
             | Event::IdleOpen { at_ms, .. }
             | Event::IdleDeliver { at_ms, .. }

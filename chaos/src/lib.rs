@@ -27,6 +27,7 @@ pub mod history;
 pub mod idle;
 pub mod kv_client;
 pub mod lazyfs;
+pub mod membership_timeline;
 pub mod nemesis;
 pub mod netns;
 pub mod observer;

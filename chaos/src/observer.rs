@@ -1,6 +1,8 @@
 //! The observer: polls every node for the leader and term it knows per Raft group, and the
 //! routing table, and records what changed in the history (for the control checker and
-//! the report's timeline).
+//! the report's timeline), and per Raft group whether some node led it with a quorum
+//! behind it and who its voters and learners were (for the quorum checker and the
+//! report's membership over time).
 //!
 //! It records a `Leader` event only when a node's (term, leader) for a group changes, an
 //! `Elected` event for each entry new in a node's election journal (the committed votes it
@@ -40,8 +42,10 @@ pub async fn observe(
     let mut leaders: BTreeMap<(u64, String), (u64, u64)> = BTreeMap::new();
     let mut elected: BTreeSet<(u64, String, u64, u64)> = BTreeSet::new();
     let mut epochs: BTreeMap<String, u64> = BTreeMap::new();
+    let mut groups = Groups::default();
     loop {
         let round = futures_round(&http, &tls, &nodes).await;
+        groups.record(&round, &history);
         for (cluster, routing) in round {
             if let Some(info) = cluster {
                 record_leaders(&info, &history, &mut leaders);
@@ -60,6 +64,61 @@ pub async fn observe(
         }
         if *stop.borrow() {
             return;
+        }
+    }
+}
+
+/// What the observer last recorded of each group: whether it had a leader with a quorum,
+/// and its voters and learners.
+#[derive(Default)]
+struct Groups {
+    quorum: BTreeMap<String, bool>,
+    membership: BTreeMap<String, (Vec<u64>, Vec<u64>)>,
+}
+
+/// The groups every node hosts.
+const GROUPS: [&str; 2] = ["control", "state"];
+
+impl Groups {
+    /// Records, per group, a change of quorum (some node led it with a quorum behind it
+    /// this round) and of membership (as the leader that answered reported it).
+    fn record(&mut self, round: &[(Option<Value>, Option<Value>)], history: &History) {
+        for name in GROUPS {
+            let leading: Vec<&Value> = round
+                .iter()
+                .filter_map(|(info, _)| info.as_ref())
+                .flat_map(|info| info["groups"].as_array().into_iter().flatten())
+                .filter(|g| g["name"] == name && g["leads_with_quorum"] == true)
+                .collect();
+            let held = !leading.is_empty();
+            if self.quorum.insert(name.to_string(), held) != Some(held) {
+                history.record(Event::Quorum {
+                    at_ms: history.now_ms(),
+                    group: name.to_string(),
+                    held,
+                });
+            }
+            let Some(leader) = leading.first() else {
+                continue;
+            };
+            let members = leader["members"].as_array().cloned().unwrap_or_default();
+            let ids = |voter: bool| -> Vec<u64> {
+                members
+                    .iter()
+                    .filter(|m| m["voter"].as_bool() == Some(voter))
+                    .filter_map(|m| m["id"].as_u64())
+                    .collect()
+            };
+            let now = (ids(true), ids(false));
+            if self.membership.get(name) != Some(&now) {
+                self.membership.insert(name.to_string(), now.clone());
+                history.record(Event::Membership {
+                    at_ms: history.now_ms(),
+                    group: name.to_string(),
+                    voters: now.0,
+                    learners: now.1,
+                });
+            }
         }
     }
 }

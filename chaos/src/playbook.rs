@@ -86,6 +86,10 @@ pub struct TopologySpec {
     /// Site names, in priority order (the first is the active-passive primary).
     pub sites: Vec<String>,
     pub services: Vec<ServiceSpec>,
+    /// Sites that stay dark at the start: each a node on an empty disk (no services) that a
+    /// `site-replace` step brings in as a burned site's replacement. Local driver only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spare_sites: Vec<String>,
     /// Sites whose node votes in the state group (default: every site). Naming one site
     /// makes a deliberately fragile setup, for proving that the checkers catch loss.
     #[serde(default)]
@@ -322,6 +326,9 @@ pub struct Step {
     /// Surge: the workload's rate multiplier, 2 to 50.
     #[serde(default)]
     pub factor: Option<u32>,
+    /// Site-replace: the spare site that takes the target's place.
+    #[serde(default)]
+    pub with: Option<String>,
 }
 
 /// The faults: the first six work with either driver, the rest need the netns driver.
@@ -363,6 +370,10 @@ pub enum FaultKind {
     /// still running, and restores it after `duration_secs`: a planned move, the case
     /// where the old primary is alive and must stop writing.
     Evacuate,
+    /// An operator replaces the target site, burned, by the spare site `with`, whose node
+    /// starts on an empty disk (`firebreak site replace`): the voters of the target leave
+    /// both Raft groups and the spare's node joins them, once caught up. For good.
+    SiteReplace,
 }
 
 impl FaultKind {
@@ -383,6 +394,7 @@ impl FaultKind {
             Self::PowerLoss => "power-loss",
             Self::PowerRestore => "power-restore",
             Self::Evacuate => "evacuate",
+            Self::SiteReplace => "site-replace",
         }
     }
 
@@ -458,6 +470,10 @@ pub struct Expectations {
     /// under. Machine-bound: measure the capacity where the drill runs (docs/drills.md).
     #[serde(default)]
     pub surge_goodput_min_per_sec: Option<u64>,
+    /// Longest time either Raft group may go without a leader that has a quorum behind
+    /// it (an election is a gap; a group that lost its majority never ends one).
+    #[serde(default)]
+    pub quorum_gap_secs_max: Option<f64>,
     /// Longest time after a surge ends until every service is steady again.
     #[serde(default)]
     pub surge_recovery_secs_max: Option<f64>,
@@ -496,6 +512,7 @@ impl Step {
             target,
             duration_secs: None,
             wipe_data: false,
+            with: None,
             peers: None,
             one_way: false,
             percent: None,
@@ -709,6 +726,28 @@ impl Playbook {
         }
     }
 
+    /// Spare sites: valid names, distinct from every site, within the site limit.
+    fn validate_spares(&self) -> std::result::Result<(), Problem> {
+        let t = &self.topology;
+        let fail = |message: String| Err(Problem::at("topology", "spare_sites", 0, message));
+        if t.sites.len() + t.spare_sites.len() > MAX_SITES {
+            return fail(format!(
+                "{} sites and {} spares exceed the drill's {MAX_SITES}",
+                t.sites.len(),
+                t.spare_sites.len()
+            ));
+        }
+        for (i, spare) in t.spare_sites.iter().enumerate() {
+            if let Err(e) = firebreak_model::SiteId::from(spare.as_str()).validate("site") {
+                return fail(format!("spare_sites[{i}]: {}", e.reason));
+            }
+            if t.sites.contains(spare) || t.spare_sites[..i].contains(spare) {
+                return fail(format!("spare_sites[{i}]: {spare} appears twice"));
+            }
+        }
+        Ok(())
+    }
+
     fn validate_topology(&self) -> std::result::Result<(), Problem> {
         let t = &self.topology;
         if t.sites.len() < 3 || t.sites.len() > MAX_SITES {
@@ -740,6 +779,7 @@ impl Playbook {
                 ));
             }
         }
+        self.validate_spares()?;
         if t.services.is_empty() {
             return Err(Problem::at(
                 "topology",
@@ -1001,6 +1041,7 @@ impl Playbook {
                 ));
             }
             self.validate_network_step(i, step)?;
+            self.validate_replace_step(i, step)?;
             let (_, process) = step.site_and_process();
             if step.fault == FaultKind::Surge {
                 if step.target != "workload" {
@@ -1111,6 +1152,42 @@ impl Playbook {
                     format!("{}: only site-loss can wipe data", path("wipe_data")),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Site replacements: a spare site, each replacing one site once, local driver only.
+    fn validate_replace_step(&self, i: usize, step: &Step) -> std::result::Result<(), Problem> {
+        let path = |field: &str| format!("timeline[{i}].{field}");
+        let replacing = step.fault == FaultKind::SiteReplace;
+        let fail = |field: &str, message: String| {
+            Err(Problem::at("timeline", field, i, format!("{}: {message}", path(field))))
+        };
+        match (&step.with, replacing) {
+            (Some(_), false) => return fail("with", "only site-replace takes `with`".into()),
+            (None, true) => {
+                return fail("with", "site-replace needs `with`: the spare site to bring in".into())
+            }
+            (None, false) => return Ok(()),
+            (Some(_), true) => {}
+        }
+        let spare = step.with.as_deref().unwrap_or_default();
+        let spares = &self.topology.spare_sites;
+        if !spares.iter().any(|s| s == spare) {
+            let listed = if spares.is_empty() { "none".to_string() } else { spares.join(", ") };
+            return fail(
+                "with",
+                format!("{spare:?} is not a spare site (topology.spare_sites: {listed})"),
+            );
+        }
+        let earlier = self.timeline[..i]
+            .iter()
+            .any(|s| s.with.as_deref() == Some(spare) || (s.fault == FaultKind::SiteReplace && s.target == step.target));
+        if earlier {
+            return fail("with", format!("{spare} or {} is already in an earlier site-replace", step.target));
+        }
+        if self.driver != Driver::Local {
+            return fail("fault", "site-replace runs with the local driver only".into());
         }
         Ok(())
     }
@@ -1260,6 +1337,14 @@ impl Playbook {
                     "must be above 0",
                 ));
             }
+        }
+        if e.quorum_gap_secs_max.is_some_and(|s| s <= 0.0) {
+            return Err(Problem::at(
+                "expect",
+                "quorum_gap_secs_max",
+                0,
+                "must be above 0",
+            ));
         }
         let surged = !self.surges_ms().is_empty();
         let surge_bounds = [

@@ -134,6 +134,8 @@ pub struct Report {
     pub incidents: Vec<String>,
     /// The reconnect storm, when the playbook has idle push clients.
     pub storm: Option<Storm>,
+    /// Each Raft group's voters and learners as they changed.
+    pub membership: Vec<crate::membership_timeline::MembershipRow>,
     #[serde(skip)]
     pub figures: Vec<ServiceFigures>,
 }
@@ -199,6 +201,7 @@ impl Report {
             power_losses: power_losses(events),
             incidents,
             storm,
+            membership: crate::membership_timeline::rows(events),
             figures: judgement.services,
         }
     }
@@ -242,6 +245,10 @@ impl Report {
         }
         for loss in &self.power_losses {
             let _ = writeln!(out, "{}", loss.describe());
+        }
+        let membership = crate::membership_timeline::lines(&self.membership);
+        if !membership.is_empty() {
+            let _ = writeln!(out, "membership over time:\n  {}", membership.join("\n  "));
         }
         for f in &self.findings {
             let mark = if f.passed { "ok  " } else { "FAIL" };
@@ -350,7 +357,16 @@ impl Report {
         for loss in &self.power_losses {
             let _ = write!(html, "<li>{}</li>", escape(&loss.describe()));
         }
-        html.push_str("</ul><h2>Timelines</h2><p>Operations per second by invoke time (green ok, red failed or unknown) and latency of the ok ones; fault windows shaded.</p>");
+        html.push_str("</ul>");
+        let membership = crate::membership_timeline::lines(&self.membership);
+        if !membership.is_empty() {
+            html.push_str("<h2>Membership over time</h2><ul>");
+            for line in membership {
+                let _ = write!(html, "<li>{}</li>", escape(&line));
+            }
+            html.push_str("</ul>");
+        }
+        html.push_str("<h2>Timelines</h2><p>Operations per second by invoke time (green ok, red failed or unknown) and latency of the ok ones; fault windows shaded.</p>");
         for figures in &self.figures {
             html.push_str(&self.chart(figures));
         }

@@ -45,6 +45,7 @@ pub mod route_changes;
 pub mod serving_at_end;
 pub mod single_primary;
 pub mod storm;
+pub mod quorum;
 pub mod surge_recovery;
 
 use std::collections::BTreeMap;
@@ -163,6 +164,7 @@ pub fn judge(playbook: &Playbook, events: &[Event]) -> Judgement {
     ]);
     findings.extend(goodput::check(playbook, events, &ops));
     findings.extend(surge_recovery::check(playbook, events, &ops));
+    findings.extend(quorum::check(playbook, events));
     let storm = match storm::check(playbook, events) {
         Some((finding, figures)) => {
             findings.push(finding);
@@ -191,7 +193,7 @@ pub fn of_service(ops: &[Operation], service: ServiceKind) -> impl Iterator<Item
 }
 
 /// Every checker's name, as findings and `expect.checkers_off` spell them.
-pub const NAMES: [&str; 17] = [
+pub const NAMES: [&str; 18] = [
     "messaging",
     "payments",
     "login",
@@ -209,6 +211,7 @@ pub const NAMES: [&str; 17] = [
     kv::NAME,
     goodput::NAME,
     surge_recovery::NAME,
+    quorum::NAME,
 ];
 
 /// Seconds with one decimal, for messages.

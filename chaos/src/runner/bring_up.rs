@@ -59,9 +59,10 @@ fn http_client(sites: &LocalSites) -> reqwest::Client {
         .expect("reqwest client builds with static options")
 }
 
-/// The topology a playbook describes, as `/v1/topology` takes it.
-fn topology(playbook: &Playbook, sites: &LocalSites) -> Value {
-    let names = &playbook.topology.sites;
+/// The topology a playbook describes, as `/v1/topology` takes it, over `names` (the
+/// playbook's sites, less those replaced) and `witnesses` (spare sites brought in: they
+/// vote but run no services).
+fn topology(playbook: &Playbook, sites: &LocalSites, names: &[String], witnesses: &[String]) -> Value {
     let services: Vec<Value> = playbook
         .topology
         .services
@@ -70,8 +71,7 @@ fn topology(playbook: &Playbook, sites: &LocalSites) -> Value {
         .map(|s| {
             let endpoints: serde_json::Map<String, Value> = names
                 .iter()
-                .enumerate()
-                .map(|(i, site)| (site.clone(), json!(sites.service_url(i, s.name))))
+                .map(|site| (site.clone(), json!(sites.service_url(sites.index(site), s.name))))
                 .collect();
             json!({
                 "name": s.name.name(), "mode": s.mode.name(), "endpoints": endpoints, "priorities": names,
@@ -80,8 +80,9 @@ fn topology(playbook: &Playbook, sites: &LocalSites) -> Value {
             })
         })
         .collect();
+    let witnesses = witnesses.iter().map(|s| json!({ "name": s, "witness": true }));
     json!({
-        "sites": names.iter().map(|s| json!({ "name": s })).collect::<Vec<_>>(),
+        "sites": names.iter().map(|s| json!({ "name": s })).chain(witnesses).collect::<Vec<_>>(),
         "services": services,
         "policy": policy(playbook),
     })
@@ -99,7 +100,33 @@ fn policy(playbook: &Playbook) -> Value {
 }
 
 pub(super) async fn apply_topology(playbook: &Playbook, sites: &LocalSites) -> Result<()> {
-    let body = topology(playbook, sites);
+    let body = topology(playbook, sites, &playbook.topology.sites, &[]);
+    operator_post(sites, "/v1/topology", &body, BRING_UP_TIMEOUT)
+        .await
+        .map_err(|last| {
+            Error::CouldNotRun(format!(
+                "the cluster did not take the drill's topology: {last}"
+            ))
+        })
+}
+
+/// Applies the topology once `dead` is replaced by `spare`: `dead` out, `spare` in as a
+/// witness, as docs/membership.md tells an operator to (with services there, it would
+/// be an ordinary site).
+pub(super) async fn apply_replaced_topology(
+    playbook: &Playbook,
+    sites: &LocalSites,
+    dead: &str,
+    spare: &str,
+) -> Result<()> {
+    let names: Vec<String> = playbook
+        .topology
+        .sites
+        .iter()
+        .filter(|s| *s != dead)
+        .cloned()
+        .collect();
+    let body = topology(playbook, sites, &names, &[spare.to_string()]);
     operator_post(sites, "/v1/topology", &body, BRING_UP_TIMEOUT)
         .await
         .map_err(|last| {

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 mod bring_up;
 mod progress;
 mod read_back;
+mod replace;
 
 use bring_up::{apply_topology, wait_ready, wait_serving};
 use progress::Progress;
@@ -118,7 +119,8 @@ pub async fn run(
     let (report, interrupted) = match options.playbook.driver {
         Driver::Local => {
             let services = options.playbook.process_services();
-            let sites = options.playbook.topology.sites.len();
+            let topology = &options.playbook.topology;
+            let sites = topology.sites.len() + topology.spare_sites.len();
             driver::check_ports_free(sites, options.port, &services)?;
             run_sites(
                 options,
@@ -235,6 +237,7 @@ async fn run_sites(
         dir: sites_dir,
         port: options.port,
         sites: playbook.topology.sites.clone(),
+        spare_sites: playbook.topology.spare_sites.clone(),
         state_voters: playbook.topology.state_voters.clone(),
         services: playbook.process_services(),
         placement,
@@ -321,7 +324,7 @@ impl Drill<'_> {
         let (stop_observer, stopped) = watch::channel(false);
         let (first_round, observed) = tokio::sync::oneshot::channel();
         let observer = tokio::spawn(crate::observer::observe(
-            sites.admin_addrs().to_vec(),
+            sites.all_admin_addrs().to_vec(),
             sites.tls.clone(),
             self.history.clone(),
             stopped,
@@ -546,6 +549,9 @@ impl Drill<'_> {
         if step.fault == FaultKind::Evacuate {
             return self.act_evacuate(sites, step, starting).await;
         }
+        if step.fault == FaultKind::SiteReplace {
+            return self.act_site_replace(sites, step).await;
+        }
         if step.fault.needs_netns() {
             let phase = if starting {
                 FaultPhase::Start
@@ -609,10 +615,13 @@ impl Drill<'_> {
                 | FaultKind::Surge
                 | FaultKind::PowerLoss
                 | FaultKind::PowerRestore
-                | FaultKind::Evacuate,
+                | FaultKind::Evacuate
+                | FaultKind::SiteReplace,
                 _,
                 _,
-            ) => unreachable!("network, power faults, evacuations and surges are handled above"),
+            ) => unreachable!(
+                "network, power faults, evacuations, replacements and surges are handled above"
+            ),
             (fault, _, None) => unreachable!("validated: {} targets a process", fault.name()),
             (FaultKind::SiteLoss, false, _) => unreachable!("a site loss ends with site-restore"),
         }

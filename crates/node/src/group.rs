@@ -347,6 +347,7 @@ impl<M: Machine> Group<M> {
             snapshot_index: m.snapshot.map(|l| l.index),
             purged_index: m.purged.map(|l| l.index),
             millis_since_quorum_ack: m.millis_since_quorum_ack,
+            leads_with_quorum: self.leads_with_quorum(),
             members,
             elections: self.elections.entries(),
         }
@@ -368,6 +369,9 @@ pub struct GroupInfo {
     pub purged_index: Option<u64>,
     /// On the leader: how long since a quorum last acknowledged it.
     pub millis_since_quorum_ack: Option<u64>,
+    /// This node leads and heard from a quorum within an election timeout: it can commit.
+    #[serde(default)]
+    pub leads_with_quorum: bool,
     pub members: Vec<MemberInfo>,
     /// The committed votes this node saved, oldest first (bounded): who won which term,
     /// this node's own leaderships included. Drills check election safety on it.

@@ -496,6 +496,19 @@ impl LocalSites {
         }
     }
 
+    /// SIGKILLs every process of several sites in the same instant, then reaps them; with
+    /// `wipe`, their data dirs go too.
+    pub async fn kill_sites(&mut self, names: &[&str], wipe: bool) {
+        for name in names {
+            for p in &self.site(name).processes {
+                p.signal(libc::SIGKILL);
+            }
+        }
+        for name in names {
+            self.kill_site(name, wipe).await;
+        }
+    }
+
     /// Cuts the power of several sites at the same instant: SIGKILLs every process of
     /// every one of them, then throws away what their disks had not synced. Returns what
     /// each site lost, in the order given.

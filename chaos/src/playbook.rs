@@ -103,6 +103,10 @@ pub struct TopologySpec {
     pub lease_interval_ms: Option<u64>,
     #[serde(default)]
     pub site_down_after_ms: Option<u64>,
+    /// Most sites automation may hold out of one service at once (the topology's policy;
+    /// default 1): with five sites, two may burn together.
+    #[serde(default)]
+    pub max_sites_down_auto: Option<usize>,
     /// The nodes' Raft timings (default: the node's defaults, tuned for one machine);
     /// scale them with the round trip between sites, as the README explains.
     #[serde(default)]
@@ -335,7 +339,7 @@ pub struct Step {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FaultKind {
-    /// SIGKILL every process of a site at once.
+    /// SIGKILL every process of the target sites (`a`, or `a+b` in the same instant).
     SiteLoss,
     /// Start every stopped process of a site again, with its data.
     SiteRestore,
@@ -416,7 +420,10 @@ impl FaultKind {
 
     /// Whether the target may name several sites joined by `+`.
     fn takes_several_sites(self) -> bool {
-        matches!(self, Self::Partition | Self::PowerLoss | Self::PowerRestore)
+        matches!(
+            self,
+            Self::Partition | Self::PowerLoss | Self::PowerRestore | Self::SiteLoss
+        )
     }
 
     fn needs_duration(self) -> bool {
@@ -1085,7 +1092,7 @@ impl Playbook {
                     "target",
                     i,
                     format!(
-                        "{}: only partition, power-loss and power-restore take several sites (a+b)",
+                        "{}: only site-loss, partition, power-loss and power-restore take several sites (a+b)",
                         path("target")
                     ),
                 ));
@@ -1161,12 +1168,20 @@ impl Playbook {
         let path = |field: &str| format!("timeline[{i}].{field}");
         let replacing = step.fault == FaultKind::SiteReplace;
         let fail = |field: &str, message: String| {
-            Err(Problem::at("timeline", field, i, format!("{}: {message}", path(field))))
+            Err(Problem::at(
+                "timeline",
+                field,
+                i,
+                format!("{}: {message}", path(field)),
+            ))
         };
         match (&step.with, replacing) {
             (Some(_), false) => return fail("with", "only site-replace takes `with`".into()),
             (None, true) => {
-                return fail("with", "site-replace needs `with`: the spare site to bring in".into())
+                return fail(
+                    "with",
+                    "site-replace needs `with`: the spare site to bring in".into(),
+                )
             }
             (None, false) => return Ok(()),
             (Some(_), true) => {}
@@ -1174,20 +1189,34 @@ impl Playbook {
         let spare = step.with.as_deref().unwrap_or_default();
         let spares = &self.topology.spare_sites;
         if !spares.iter().any(|s| s == spare) {
-            let listed = if spares.is_empty() { "none".to_string() } else { spares.join(", ") };
+            let listed = if spares.is_empty() {
+                "none".to_string()
+            } else {
+                spares.join(", ")
+            };
             return fail(
                 "with",
                 format!("{spare:?} is not a spare site (topology.spare_sites: {listed})"),
             );
         }
-        let earlier = self.timeline[..i]
-            .iter()
-            .any(|s| s.with.as_deref() == Some(spare) || (s.fault == FaultKind::SiteReplace && s.target == step.target));
+        let earlier = self.timeline[..i].iter().any(|s| {
+            s.with.as_deref() == Some(spare)
+                || (s.fault == FaultKind::SiteReplace && s.target == step.target)
+        });
         if earlier {
-            return fail("with", format!("{spare} or {} is already in an earlier site-replace", step.target));
+            return fail(
+                "with",
+                format!(
+                    "{spare} or {} is already in an earlier site-replace",
+                    step.target
+                ),
+            );
         }
         if self.driver != Driver::Local {
-            return fail("fault", "site-replace runs with the local driver only".into());
+            return fail(
+                "fault",
+                "site-replace runs with the local driver only".into(),
+            );
         }
         Ok(())
     }

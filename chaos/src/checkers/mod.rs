@@ -41,11 +41,11 @@ pub mod login;
 pub mod messaging;
 pub mod payments;
 pub mod quiet_routing;
+pub mod quorum;
 pub mod route_changes;
 pub mod serving_at_end;
 pub mod single_primary;
 pub mod storm;
-pub mod quorum;
 pub mod surge_recovery;
 
 use std::collections::BTreeMap;

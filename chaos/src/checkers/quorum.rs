@@ -142,7 +142,11 @@ mod tests {
             quorum(60_000, "state", true),
         ]);
         assert!(!f.passed);
-        assert!(f.violations[0].contains("for 8.0 s from 19.0 s"), "{:?}", f.violations);
+        assert!(
+            f.violations[0].contains("for 8.0 s from 19.0 s"),
+            "{:?}",
+            f.violations
+        );
     }
 
     #[test]

@@ -62,7 +62,12 @@ fn http_client(sites: &LocalSites) -> reqwest::Client {
 /// The topology a playbook describes, as `/v1/topology` takes it, over `names` (the
 /// playbook's sites, less those replaced) and `witnesses` (spare sites brought in: they
 /// vote but run no services).
-fn topology(playbook: &Playbook, sites: &LocalSites, names: &[String], witnesses: &[String]) -> Value {
+fn topology(
+    playbook: &Playbook,
+    sites: &LocalSites,
+    names: &[String],
+    witnesses: &[String],
+) -> Value {
     let services: Vec<Value> = playbook
         .topology
         .services
@@ -80,7 +85,9 @@ fn topology(playbook: &Playbook, sites: &LocalSites, names: &[String], witnesses
             })
         })
         .collect();
-    let witnesses = witnesses.iter().map(|s| json!({ "name": s, "witness": true }));
+    let witnesses = witnesses
+        .iter()
+        .map(|s| json!({ "name": s, "witness": true }));
     json!({
         "sites": names.iter().map(|s| json!({ "name": s })).chain(witnesses).collect::<Vec<_>>(),
         "services": services,
@@ -96,6 +103,7 @@ fn policy(playbook: &Playbook) -> Value {
         "dwell_ms": t.dwell_ms,
         "lease_interval_ms": t.lease_interval_ms.unwrap_or(defaults.lease_interval_ms),
         "site_down_after_ms": t.site_down_after_ms.unwrap_or(defaults.site_down_after_ms),
+        "max_sites_down_auto": t.max_sites_down_auto.unwrap_or(defaults.max_sites_down_auto),
     })
 }
 

@@ -568,7 +568,7 @@ impl Drill<'_> {
         match (step.fault, starting, process) {
             (FaultKind::SiteLoss | FaultKind::SitePowerCycle, true, _) => {
                 record(name, &step.target, FaultPhase::Start);
-                sites.kill_site(site, step.wipe_data).await;
+                sites.kill_sites(&step.target_sites(), step.wipe_data).await;
             }
             (FaultKind::SitePowerCycle, false, _) | (FaultKind::SiteRestore, _, _) => {
                 sites.restore_site(site)?;

@@ -27,8 +27,15 @@ use crate::playbook::Step;
 const REPLACE_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Drill<'_> {
-    pub(super) async fn act_site_replace(&self, sites: &mut LocalSites, step: &Step) -> Result<String> {
-        let spare = step.with.clone().expect("validated: site-replace names `with`");
+    pub(super) async fn act_site_replace(
+        &self,
+        sites: &mut LocalSites,
+        step: &Step,
+    ) -> Result<String> {
+        let spare = step
+            .with
+            .clone()
+            .expect("validated: site-replace names `with`");
         let name = step.fault.name();
         self.record_fault(name, &step.target, FaultPhase::Start);
         sites.restore_site(&spare)?;

@@ -1,7 +1,9 @@
-//! `firebreak up`: a local three-site cluster for trying firebreak and for drills.
+//! `firebreak up`: a local three-site (or, with `--sites 5`, five-site) cluster for trying
+//! firebreak and for drills.
 //!
-//! Sites `pangyo`, `gasan` and `busan` each run one `firebreak node` child process on
-//! their own loopback address (127.0.1.1, 127.0.2.1, 127.0.3.1), with a config, data dir,
+//! Sites `pangyo`, `gasan` and `busan` (and `anyang`, `daejeon`) each run one `firebreak
+//! node` child process on their own loopback address (127.0.1.1, 127.0.2.1, ...), with a
+//! config, data dir,
 //! log file and pid file under `--data-dir/<site>/`. Ctrl-C or SIGTERM stops exactly these
 //! children: SIGTERM by PID, then SIGKILL after a grace period. A child that dies while
 //! the cluster runs (say, killed to try a site loss) is reported and left down. If `up` is
@@ -22,8 +24,8 @@ use tokio::process::Child;
 
 use crate::exit::{self, fail};
 
-/// The local sites, in node-id order.
-pub const SITES: [&str; 3] = ["pangyo", "gasan", "busan"];
+/// The local sites, in node-id order: `--sites` takes the first 3 or 5.
+pub const SITES: [&str; 5] = ["pangyo", "gasan", "busan", "anyang", "daejeon"];
 /// How long to wait for both groups to elect a leader.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long children get to stop after SIGTERM before SIGKILL.
@@ -38,6 +40,10 @@ pub struct Args {
     /// listener is 4 above it and the admin listener 5 above.
     #[arg(long, default_value_t = 7001)]
     port: u16,
+    /// How many sites: 3 (pangyo, gasan, busan) or 5 (and anyang, daejeon); any one site
+    /// of 3, or any two of 5, may burn and a majority is left.
+    #[arg(long, default_value_t = 3, value_parser = parse_sites)]
+    sites: usize,
     /// Also run messaging, payments and login in every site (ports 8001-8003) and apply a
     /// topology that keeps them alive, reachable through every node's gateway.
     #[arg(long)]
@@ -59,10 +65,27 @@ pub struct Args {
     sweep_interval_secs: Option<u64>,
 }
 
+/// `--sites`: 3 or 5 (an even count adds a site no fire can spare: 4 survive one fire,
+/// as 3 do).
+fn parse_sites(text: &str) -> std::result::Result<usize, String> {
+    match text {
+        "3" => Ok(3),
+        "5" => Ok(5),
+        _ => Err(format!(
+            "{text:?}: 3 or 5 sites (4 survive no more fires than 3, 2 survive none)"
+        )),
+    }
+}
+
 impl Args {
+    /// The sites this cluster runs.
+    fn site_names(&self) -> &'static [&'static str] {
+        &SITES[..self.sites]
+    }
+
     /// What `serve login` is given beyond the common flags.
     fn login_args(&self) -> Vec<String> {
-        let share = firebreak_chaos::driver::hashing_share(SITES.len());
+        let share = firebreak_chaos::driver::hashing_share(self.sites);
         let mut args = vec!["--max-hashing".to_string(), share];
         if let Some(secs) = self.session_ttl_secs {
             args.extend(["--session-ttl-secs".to_string(), secs.to_string()]);
@@ -92,17 +115,18 @@ struct Site {
 
 fn configs(
     data_dir: &Path,
+    names: &[&str],
     port: u16,
     dns_ttl_secs: u32,
     ca: Option<&LocalCa>,
 ) -> Result<Vec<NodeConfig>> {
-    let ips: Vec<String> = (0..SITES.len())
+    let ips: Vec<String> = (0..names.len())
         .map(firebreak_chaos::driver::site_ip)
         .collect();
     let mut configs = firebreak_chaos::driver::node_configs(
         CLUSTER,
         data_dir,
-        &SITES,
+        names,
         &ips,
         port,
         &data_dir.join("tokens"),
@@ -138,11 +162,9 @@ pub async fn run(args: Args) -> Result<()> {
         false => (ca.client()?, Some(&ca)),
     };
     let mut sites = Vec::new();
-    for (name, config) in
-        SITES
-            .iter()
-            .zip(configs(&data_dir, args.port, args.dns_ttl_secs, issuer)?)
-    {
+    let names = args.site_names();
+    let configs = configs(&data_dir, names, args.port, args.dns_ttl_secs, issuer)?;
+    for (name, config) in names.iter().zip(configs) {
         let dir = data_dir.join(name);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("failed to create {}", dir.display()))?;
@@ -261,8 +283,9 @@ fn start_services(
     Ok(())
 }
 
-/// Applies the topology of the three sites and services through the first node.
+/// Applies the topology of the sites and services through the first node.
 async fn apply_topology(sites: &[Site], token: &str, tls: &ClientTls) -> Result<()> {
+    let names: Vec<&str> = sites.iter().map(|s| s.name).collect();
     let mut services = Vec::new();
     for (service, port, mode) in SERVICES {
         let endpoints: serde_json::Map<String, serde_json::Value> = sites
@@ -275,12 +298,17 @@ async fn apply_topology(sites: &[Site], token: &str, tls: &ClientTls) -> Result<
             })
             .collect();
         services.push(serde_json::json!({
-            "name": service, "mode": mode, "endpoints": endpoints, "priorities": SITES,
+            "name": service, "mode": mode, "endpoints": endpoints, "priorities": names,
             "retry_safe": firebreak_services::retry_safe(service),
             "health": { "path": "/health", "interval_ms": 500, "timeout_ms": 250, "fall": 3, "rise": 2 },
         }));
     }
-    let topology = serde_json::json!({ "sites": SITES.map(|s| serde_json::json!({ "name": s })), "services": services });
+    let topology = serde_json::json!({
+        "sites": names.iter().map(|s| serde_json::json!({ "name": s })).collect::<Vec<_>>(),
+        "services": services,
+        // Two of five sites may burn together and a majority is left.
+        "policy": { "max_sites_down_auto": (sites.len() - 1) / 2 },
+    });
     let http = tls
         .apply(reqwest::Client::builder())
         .timeout(Duration::from_secs(5))
@@ -361,7 +389,8 @@ async fn wait_ready(sites: &[Site], tls: &ClientTls) -> Result<()> {
 
 fn print_sites(sites: &[Site], data_dir: &Path, token: &str, ca: &LocalCa) {
     println!(
-        "firebreak-local is up: 3 sites, data in {}",
+        "firebreak-local is up: {} sites, data in {}",
+        sites.len(),
         data_dir.display()
     );
     println!(
@@ -391,6 +420,22 @@ fn print_sites(sites: &[Site], data_dir: &Path, token: &str, ca: &LocalCa) {
     println!("  export FIREBREAK_CA={}", ca.ca_file().display());
     println!("keys and operator commands (topology apply, evacuate, freeze...) need the token:");
     println!("  export FIREBREAK_TOKEN={token}");
+    if sites.len() > 3 {
+        // The CLI's defaults name the first three sites' nodes only.
+        let list = |addr: fn(&NodeConfig) -> String| {
+            let all: Vec<String> = sites.iter().map(|s| addr(&s.config)).collect();
+            all.join(",")
+        };
+        println!("the CLI reaches every site's node with:");
+        println!(
+            "  export FIREBREAK_NODES={}",
+            list(|c| c.listen.to_string())
+        );
+        println!(
+            "  export FIREBREAK_ADMIN_NODES={}",
+            list(|c| c.admin_listen.to_string())
+        );
+    }
     println!("try: firebreak status    firebreak kv put hello world    firebreak kv get hello");
     if sites.iter().any(|s| !s.services.is_empty()) {
         println!("services: messaging, payments, login in every site, through any node's gateway:");

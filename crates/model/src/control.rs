@@ -441,6 +441,48 @@ mod tests {
         assert!(state.failover.frozen.is_some(), "the freeze applied");
     }
 
+    /// Two operators start membership changes at once: the log orders them, and the second
+    /// is refused by the state machine itself, naming the first, with nothing changed.
+    #[test]
+    fn a_second_membership_change_is_refused_while_one_runs() {
+        let change = |what: &str, at_ms| ControlCommand::BeginMembership {
+            change: Change {
+                what: what.into(),
+                actor: Actor {
+                    kind: crate::failover::ActorKind::Manual,
+                    name: "ops".into(),
+                },
+                at_ms,
+            },
+        };
+        let mut state = ControlState::default();
+        assert_eq!(
+            state.apply(&change("node-add 4 in pangyo", 10)),
+            ControlResponse::Done { epoch: None }
+        );
+        let before = state.clone();
+        match state.apply(&change("node-remove 2", 20)) {
+            ControlResponse::MembershipRefused(refusal) => {
+                assert_eq!(refusal.rule, membership::Rule::OneAtATime);
+                assert!(refusal.detail.contains("node-add 4 in pangyo"), "{refusal}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(state.membership, before.membership, "nothing changed");
+        state.apply(&ControlCommand::EndMembership {
+            tombstones: [NodeId(2)].into(),
+            error: None,
+            at_ms: 30,
+        });
+        assert!(state.membership.running.is_none());
+        assert!(state.membership.tombstones.contains(&NodeId(2)));
+        assert_eq!(
+            state.apply(&change("node-remove 3", 40)),
+            ControlResponse::Done { epoch: None },
+            "the next change may start once the first ended"
+        );
+    }
+
     #[test]
     fn ping_counts() {
         let mut state = ControlState::default();

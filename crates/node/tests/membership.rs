@@ -76,8 +76,25 @@ async fn a_burned_site_is_replaced_and_its_id_never_comes_back() {
     assert!(answer.to_string().contains("healthy-voter"), "{answer}");
     assert_eq!(voters(&cluster, control, true).len(), 3, "nothing changed");
 
-    // Pangyo burns and stays dark; anyang starts on an empty disk and is brought in.
+    // Pangyo burns and stays dark. Its disk is lost too: under its id it may not come
+    // back, as the leader saw it hold log entries and it has forgotten its votes.
+    poll("pangyo's node seen holding log entries", || {
+        let api = &cluster.node(1).api;
+        let seen = api
+            .control
+            .reader
+            .read(|c| c.membership.seen.contains(&NodeId(1)));
+        seen.then_some(())
+    })
+    .await;
     cluster.stop_node(0).await;
+    std::fs::remove_dir_all(&cluster.configs[0].data_dir).unwrap();
+    let err = firebreak_node::start(cluster.configs[0].clone())
+        .await
+        .err()
+        .expect("a known id on an empty disk is refused");
+    assert!(err.to_string().contains("held log entries before"), "{err}");
+    // Anyang starts on an empty disk and is brought in.
     poll("pangyo's lease to lapse", || {
         let api = &cluster.node(1).api;
         let down = api
@@ -108,7 +125,7 @@ async fn a_burned_site_is_replaced_and_its_id_never_comes_back() {
     let (status, answer) = membership(&cluster, control, reuse, Some("s3cret-s3cret-s3cret")).await;
     assert_eq!(status, 409, "{answer}");
     assert!(answer.to_string().contains("id-reused"), "{answer}");
-    std::fs::remove_dir_all(&cluster.configs[0].data_dir).unwrap();
+    let _ = std::fs::remove_dir_all(&cluster.configs[0].data_dir);
     let err = firebreak_node::start(cluster.configs[0].clone())
         .await
         .err()

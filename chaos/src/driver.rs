@@ -252,6 +252,17 @@ struct Process {
 }
 
 impl Process {
+    fn new(kind: ProcessKind, args: Vec<String>, log: PathBuf) -> Self {
+        Self {
+            kind,
+            args,
+            log,
+            child: None,
+            paused: false,
+            stopping: None,
+        }
+    }
+
     fn pid(&self) -> Option<libc::pid_t> {
         self.child
             .as_ref()
@@ -291,52 +302,105 @@ pub struct LocalSites {
     pub tls: firebreak_tls::ClientTls,
 }
 
+fn io(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::CouldNotRun(format!("failed to {what} {}: {e}", path.display()))
+}
+
+/// Writes this run's operator token to `dir/tokens` (mode 0600): its path and the token.
+fn write_token(dir: &Path) -> Result<(PathBuf, String)> {
+    let tokens_file = dir.join("tokens");
+    let token = random_token();
+    std::fs::write(&tokens_file, format!("drill {token}\n"))
+        .map_err(|e| io("write", &tokens_file, e))?;
+    std::fs::set_permissions(
+        &tokens_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .map_err(|e| io("protect", &tokens_file, e))?;
+    Ok((tokens_file, token))
+}
+
+/// Every site's node config, the spare sites' after the others (they join), with the
+/// drill's Raft timings and state voters; no certificates yet.
+fn site_configs(config: &DriverConfig, tokens_file: &Path) -> Vec<NodeConfig> {
+    let names: Vec<&str> = config
+        .sites
+        .iter()
+        .chain(&config.spare_sites)
+        .map(String::as_str)
+        .collect();
+    let ips: Vec<String> = (0..names.len()).map(|i| config.placement.ip(i)).collect();
+    let mut configs = node_configs(
+        "firebreak-drill",
+        &config.dir,
+        &names,
+        &ips,
+        config.port,
+        tokens_file,
+    );
+    spares_join(&mut configs, config.sites.len());
+    for c in &mut configs {
+        c.raft = config.raft.clone();
+    }
+    if let Some(voters) = &config.state_voters {
+        let ids: Vec<NodeId> = configs
+            .iter()
+            .filter(|c| voters.contains(&c.site.0))
+            .map(|c| c.node_id)
+            .collect();
+        for c in &mut configs {
+            c.state_voters = Some(ids.clone());
+        }
+    }
+    configs
+}
+
+/// A reference service of `node`'s site, with its certificate, reaching `nodes` (its own
+/// site's first).
+fn service_process(
+    config: &DriverConfig,
+    ca: &crate::certs::LocalCa,
+    node: &NodeConfig,
+    nodes: &[String],
+    service: ServiceKind,
+) -> Result<Process> {
+    let dir = config.dir.join(&node.site.0);
+    let ip = node.listen.ip().to_string();
+    let listen = format!("{ip}:{}", service_port(config.port, service));
+    let files = ca.issue_service(service.name(), &[ip], &dir.join("tls"))?;
+    let mut args = strings(&[
+        "serve",
+        service.name(),
+        "--listen",
+        &listen,
+        "--nodes",
+        &nodes.join(","),
+    ]);
+    args.extend(crate::certs::service_args(&files));
+    if let (ServiceKind::Messaging, Some(ms)) = (service, config.reconnect_window_ms) {
+        args.extend(strings(&["--reconnect-window-ms", &ms.to_string()]));
+    }
+    match service {
+        ServiceKind::Payments => args.extend(strings(&["--site", &node.site.0])),
+        ServiceKind::Login => {
+            let share = hashing_share(config.sites.len());
+            args.extend(strings(&["--max-hashing", &share]));
+        }
+        ServiceKind::Messaging | ServiceKind::Kv => {}
+    }
+    Ok(Process::new(
+        ProcessKind::Service(service),
+        args,
+        dir.join(format!("{service}.log")),
+    ))
+}
+
 impl LocalSites {
     /// Writes configs and starts every site's node and services.
     pub fn start(config: DriverConfig) -> Result<Self> {
-        let io = |what: &str, path: &Path, e: std::io::Error| {
-            Error::CouldNotRun(format!("failed to {what} {}: {e}", path.display()))
-        };
         std::fs::create_dir_all(&config.dir).map_err(|e| io("create", &config.dir, e))?;
-        let tokens_file = config.dir.join("tokens");
-        let token = random_token();
-        std::fs::write(&tokens_file, format!("drill {token}\n"))
-            .map_err(|e| io("write", &tokens_file, e))?;
-        std::fs::set_permissions(
-            &tokens_file,
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
-        .map_err(|e| io("protect", &tokens_file, e))?;
-        let names: Vec<&str> = config
-            .sites
-            .iter()
-            .chain(&config.spare_sites)
-            .map(String::as_str)
-            .collect();
-        let ips: Vec<String> = (0..names.len()).map(|i| config.placement.ip(i)).collect();
-        let mut configs = node_configs(
-            "firebreak-drill",
-            &config.dir,
-            &names,
-            &ips,
-            config.port,
-            &tokens_file,
-        );
-        let initial = config.sites.len();
-        spares_join(&mut configs, initial);
-        for c in &mut configs {
-            c.raft = config.raft.clone();
-        }
-        if let Some(voters) = &config.state_voters {
-            let ids: Vec<NodeId> = configs
-                .iter()
-                .filter(|c| voters.contains(&c.site.0))
-                .map(|c| c.node_id)
-                .collect();
-            for c in &mut configs {
-                c.state_voters = Some(ids.clone());
-            }
-        }
+        let (tokens_file, token) = write_token(&config.dir)?;
+        let mut configs = site_configs(&config, &tokens_file);
         let ca = crate::certs::LocalCa::open_or_create(&config.dir, "firebreak-drill")?;
         for c in &mut configs {
             ca.issue_node(c)?;
@@ -354,47 +418,17 @@ impl LocalSites {
             let path = dir.join("node.yaml");
             let yaml = serde_yaml::to_string(node).expect("a node config serializes");
             std::fs::write(&path, yaml).map_err(|e| io("write", &path, e))?;
-            let mut processes = vec![Process {
-                kind: ProcessKind::Node,
-                args: strings(&["node", "--config", &path.display().to_string()]),
-                log: dir.join("node.log"),
-                child: None,
-                paused: false,
-                stopping: None,
-            }];
+            let mut processes = vec![Process::new(
+                ProcessKind::Node,
+                strings(&["node", "--config", &path.display().to_string()]),
+                dir.join("node.log"),
+            )];
             // Services talk to their own site's node first, then the others.
             let mut nodes = vec![node_addrs[i].clone()];
             nodes.extend(node_addrs.iter().filter(|a| **a != node_addrs[i]).cloned());
-            for service in config.services.iter().filter(|_| i < initial) {
-                let listen = format!("{}:{}", ips[i], service_port(config.port, *service));
-                let files =
-                    ca.issue_service(service.name(), &[ips[i].clone()], &dir.join("tls"))?;
-                let mut args = strings(&[
-                    "serve",
-                    service.name(),
-                    "--listen",
-                    &listen,
-                    "--nodes",
-                    &nodes.join(","),
-                ]);
-                args.extend(crate::certs::service_args(&files));
-                if let (ServiceKind::Messaging, Some(ms)) = (service, config.reconnect_window_ms) {
-                    args.extend(strings(&["--reconnect-window-ms", &ms.to_string()]));
-                }
-                if *service == ServiceKind::Payments {
-                    args.extend(strings(&["--site", &node.site.0]));
-                }
-                if *service == ServiceKind::Login {
-                    args.extend(strings(&["--max-hashing", &hashing_share(initial)]));
-                }
-                processes.push(Process {
-                    kind: ProcessKind::Service(*service),
-                    args,
-                    log: dir.join(format!("{service}.log")),
-                    child: None,
-                    paused: false,
-                    stopping: None,
-                });
+            // Spare sites run a node only.
+            for service in config.services.iter().filter(|_| i < config.sites.len()) {
+                processes.push(service_process(&config, &ca, node, &nodes, *service)?);
             }
             let disk = match config.power_loss {
                 true => Some(lazyfs::Mount::new(
@@ -412,6 +446,7 @@ impl LocalSites {
                 processes,
             });
         }
+        let initial = config.sites.len();
         let mut driver = Self {
             config,
             sites,

@@ -109,13 +109,7 @@ fn policy(playbook: &Playbook) -> Value {
 
 pub(super) async fn apply_topology(playbook: &Playbook, sites: &LocalSites) -> Result<()> {
     let body = topology(playbook, sites, &playbook.topology.sites, &[]);
-    operator_post(sites, "/v1/topology", &body, BRING_UP_TIMEOUT)
-        .await
-        .map_err(|last| {
-            Error::CouldNotRun(format!(
-                "the cluster did not take the drill's topology: {last}"
-            ))
-        })
+    post_topology(sites, &body).await
 }
 
 /// Applies the topology once `dead` is replaced by `spare`: `dead` out, `spare` in as a
@@ -135,7 +129,11 @@ pub(super) async fn apply_replaced_topology(
         .cloned()
         .collect();
     let body = topology(playbook, sites, &names, &[spare.to_string()]);
-    operator_post(sites, "/v1/topology", &body, BRING_UP_TIMEOUT)
+    post_topology(sites, &body).await
+}
+
+async fn post_topology(sites: &LocalSites, body: &Value) -> Result<()> {
+    operator_post(sites, "/v1/topology", body, BRING_UP_TIMEOUT)
         .await
         .map_err(|last| {
             Error::CouldNotRun(format!(

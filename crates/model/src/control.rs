@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::failover::{
     Actor, AuditEntry, Evacuation, Failover, Freeze, Refusal, RouteChange, Rule,
 };
-use crate::membership::{self, Change, MAX_CHANGE_MS};
+use crate::membership::{self, Change};
 use crate::topology::Topology;
 use crate::{Member, NodeId, SiteId};
 
@@ -262,7 +262,7 @@ impl ControlState {
 
     fn begin_membership(&mut self, change: &Change) -> ControlResponse {
         if let Some(running) = &self.membership.running {
-            if change.at_ms.saturating_sub(running.at_ms) < MAX_CHANGE_MS {
+            if running.blocks(change.leader, change.at_ms) {
                 return ControlResponse::MembershipRefused(membership::Refusal {
                     rule: membership::Rule::OneAtATime,
                     detail: format!(
@@ -453,6 +453,7 @@ mod tests {
                     name: "ops".into(),
                 },
                 at_ms,
+                leader: NodeId(1),
             },
         };
         let mut state = ControlState::default();

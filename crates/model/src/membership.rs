@@ -36,8 +36,9 @@ pub const MIN_VOTING_SITES: usize = 3;
 pub const MAX_VOTERS: usize = 9;
 /// Most nodes (voters and learners) a membership may have.
 pub const MAX_NODES: usize = 64;
-/// A change still marked running after this long is taken as abandoned (its leader died
-/// mid-way), so the next change may go ahead.
+/// A change still marked running after this long is taken as abandoned, so the next
+/// change may go ahead. (A change whose control leader lost its leadership is abandoned at
+/// once: only the leader that started a change carries it out.)
 pub const MAX_CHANGE_MS: u64 = 60 * 60 * 1000;
 /// A learner is caught up once it trails the leader by at most this many entries...
 pub const CATCH_UP_MAX_LAG: u64 = 100;
@@ -98,6 +99,8 @@ pub struct View {
     pub sites_up: BTreeSet<SiteId>,
     /// A change still running, if any.
     pub running: Option<Change>,
+    /// The control leader that would carry the change out (the node planning it).
+    pub leader: NodeId,
 }
 
 /// The steps a request comes to.
@@ -127,6 +130,17 @@ pub struct Change {
     pub what: String,
     pub actor: Actor,
     pub at_ms: u64,
+    /// The control leader carrying it out; once another node leads, the change is
+    /// abandoned (its steps fail on a node that no longer leads).
+    #[serde(default)]
+    pub leader: NodeId,
+}
+
+impl Change {
+    /// Whether `next`, started by `next.leader` at `next.at_ms`, must wait for this one.
+    pub fn blocks(&self, next_leader: NodeId, now_ms: u64) -> bool {
+        self.leader == next_leader && now_ms.saturating_sub(self.at_ms) < MAX_CHANGE_MS
+    }
 }
 
 /// A rule that refuses a membership change.
@@ -273,7 +287,7 @@ pub fn plan(view: &View, request: &Request, now_ms: u64) -> Result<Plan, Refusal
 /// Refuses while another change runs (unless it is old enough to be abandoned).
 fn check_running(view: &View, now_ms: u64) -> Result<(), Refusal> {
     match &view.running {
-        Some(running) if now_ms.saturating_sub(running.at_ms) < MAX_CHANGE_MS => Err(refuse(
+        Some(running) if running.blocks(view.leader, now_ms) => Err(refuse(
             Rule::OneAtATime,
             format!(
                 "{} (by {}) is still running; wait for it to finish",

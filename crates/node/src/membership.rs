@@ -72,12 +72,23 @@ pub async fn change(
     let view = view(&api);
     let plan = membership::plan(&view, &request, now_ms()).map_err(blocked)?;
     begin(&api, &request, actor).await?;
-    let result = carry_out(&api, &plan).await;
-    let tombstones = match &result {
-        Ok(_) => plan.remove.clone(),
-        Err(_) => BTreeSet::new(),
+    // Carried out in a task of its own: a caller that gives up (a client timeout) must not
+    // cancel a change half-way and leave it marked running.
+    let task = {
+        let (api, plan) = (api.clone(), plan.clone());
+        tokio::spawn(async move {
+            let result = carry_out(&api, &plan).await;
+            let tombstones = match &result {
+                Ok(_) => plan.remove.clone(),
+                Err(_) => BTreeSet::new(),
+            };
+            end(&api, tombstones, result.as_ref().err().cloned()).await;
+            result
+        })
     };
-    end(&api, tombstones, result.as_ref().err().cloned()).await;
+    let result = task
+        .await
+        .unwrap_or_else(|e| Err(format!("the change's task failed: {e}")));
     let catch_up_ms = result.map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -132,6 +143,7 @@ fn view(api: &Api) -> View {
             tombstones: c.membership.tombstones.clone(),
             sites_up,
             running: c.membership.running.clone(),
+            leader: api.config.node_id,
         }
     })
 }
@@ -149,6 +161,7 @@ async fn begin(api: &Api, request: &Request, actor: Actor) -> ApiResult<()> {
         what: request.describe(),
         actor,
         at_ms: 0,
+        leader: api.config.node_id,
     };
     match propose(api, ControlCommand::BeginMembership { change }).await? {
         ControlResponse::MembershipRefused(refusal) => Err(blocked(refusal)),

@@ -332,6 +332,17 @@ mod tests {
         (state, records)
     }
 
+    /// The state rebuilds the same from the records its applies wrote, and from a dump.
+    fn assert_reloads(state: &ControlState, records: BTreeMap<Vec<u8>, Vec<u8>>) {
+        assert_eq!(&ControlState::load(records).unwrap(), state);
+        let dumped: BTreeMap<_, _> = state
+            .dump()
+            .into_iter()
+            .map(|c| (c.key, c.value.unwrap()))
+            .collect();
+        assert_eq!(&ControlState::load(dumped).unwrap(), state);
+    }
+
     #[test]
     fn control_records_rebuild_the_same_state_and_compact_the_audit() {
         let ops = Actor {
@@ -371,13 +382,7 @@ mod tests {
             records.keys().filter(|k| k.starts_with(b"audit:")).count(),
             2
         );
-        assert_eq!(ControlState::load(records).unwrap(), state);
-        let dumped: BTreeMap<_, _> = state
-            .dump()
-            .into_iter()
-            .map(|c| (c.key, c.value.unwrap()))
-            .collect();
-        assert_eq!(ControlState::load(dumped).unwrap(), state);
+        assert_reloads(&state, records);
     }
 
     /// Tombstones, the running change and the nodes seen are records too: a restart or a
@@ -394,6 +399,7 @@ mod tests {
                 what: what.into(),
                 actor: ops.clone(),
                 at_ms,
+                leader: NodeId(1),
             },
         };
         let commands = vec![
@@ -409,12 +415,6 @@ mod tests {
         let (state, records) = apply_all(&commands);
         assert!(state.membership.tombstones.contains(&NodeId(1)));
         assert!(state.membership.running.is_some());
-        assert_eq!(ControlState::load(records).unwrap(), state);
-        let dumped: BTreeMap<_, _> = state
-            .dump()
-            .into_iter()
-            .map(|c| (c.key, c.value.unwrap()))
-            .collect();
-        assert_eq!(ControlState::load(dumped).unwrap(), state);
+        assert_reloads(&state, records);
     }
 }

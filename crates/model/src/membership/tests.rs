@@ -133,7 +133,7 @@ fn an_id_is_never_used_twice() {
 }
 
 #[test]
-fn one_change_at_a_time_until_an_abandoned_one_lapses() {
+fn one_change_at_a_time_until_an_abandoned_one_lapses_or_its_leader_is_gone() {
     let mut view = three_sites();
     view.running = Some(Change {
         what: "node-add 4 in pangyo".into(),
@@ -142,7 +142,9 @@ fn one_change_at_a_time_until_an_abandoned_one_lapses() {
             name: "ops".into(),
         },
         at_ms: 1_000,
+        leader: NodeId(3),
     });
+    view.leader = NodeId(3);
     let request = node_add(5, "gasan");
     let refusal = plan(&view, &request, 2_000).unwrap_err();
     assert_eq!(refusal.rule, Rule::OneAtATime);
@@ -151,6 +153,10 @@ fn one_change_at_a_time_until_an_abandoned_one_lapses() {
         "{refusal}"
     );
     assert!(plan(&view, &request, 1_000 + MAX_CHANGE_MS).is_ok());
+    // A change whose leader lost its leadership is abandoned at once: its steps fail
+    // on a node that no longer leads, and the new leader may go ahead.
+    view.leader = NodeId(2);
+    assert!(plan(&view, &request, 2_000).is_ok());
 }
 
 #[test]

@@ -1,7 +1,9 @@
-//! Sites that stay dark: the fire that lasts for days (playbooks/pangyo-forever.yaml:
+//! Membership in drills: the fire that lasts for days (playbooks/pangyo-forever.yaml:
 //! pangyo burns and never comes back, an operator replaces it with a new site on an empty
-//! disk, gasan burns too, and the cluster survives the second fire), and five sites of
-//! which two burn at once (playbooks/five-sites.yaml). Without the replacement the second
+//! disk, gasan burns too, and the cluster survives the second fire), five sites of which
+//! two burn at once (playbooks/five-sites.yaml), and two nodes per site, the control
+//! leader's dying (playbooks/node-loss.yaml; with one node per site the same drill fails:
+//! its site leaves routing). Without the replacement the second
 //! fire takes both Raft groups' majority, which the quorum checker catches (its unit tests
 //! in chaos/src/checkers/quorum.rs; the drill without the step: docs/membership.md).
 
@@ -51,4 +53,26 @@ fn five_sites_survive_two_burning_at_once() {
         let failover = service["failover_secs"].as_f64().expect("recovered");
         assert!(failover <= 6.0, "{service}");
     }
+}
+
+#[test]
+fn a_sites_second_node_keeps_it_routed_when_the_leader_node_dies() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut drill = DrillRun::start("playbooks/node-loss.yaml", 7581);
+    let (code, stdout, stderr) = drill.wait();
+    eprintln!("{stdout}");
+    assert_eq!(code, 0, "the drill must pass\n{stdout}\n{stderr}");
+    let led = "/node (it led the control group";
+    assert!(
+        stdout.contains(led) || stderr.contains(led),
+        "{stdout}\n{stderr}"
+    );
+    assert_eq!(
+        drill.finding("flapping")["passed"],
+        true,
+        "no routing change"
+    );
+    assert_eq!(drill.finding("serving-at-end")["passed"], true);
+    let rows = drill.report()["membership"].clone();
+    assert_eq!(rows[0]["learners"], serde_json::json!([4, 5, 6]), "{rows}");
 }

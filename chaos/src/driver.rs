@@ -50,6 +50,9 @@ pub struct DriverConfig {
     /// Sites configured but dark: a node each (no services), with `join: true`, started
     /// by [`LocalSites::restore_site`] when a `site-replace` brings it in.
     pub spare_sites: Vec<String>,
+    /// Nodes per site (1 to 3): the first votes; `node-2` and `node-3` (on 127.0.N.2 and
+    /// .3) are added as learners once the cluster runs ([`LocalSites::extra_nodes`]).
+    pub nodes_per_site: u8,
     /// Sites whose node votes in the state group (all when `None`).
     pub state_voters: Option<Vec<String>>,
     pub services: Vec<ServiceKind>,
@@ -296,8 +299,10 @@ pub struct LocalSites {
     pub token: String,
     node_addrs: Vec<String>,
     admin_addrs: Vec<String>,
-    /// Every site's node id and peer address, spare sites' too.
+    /// Every site's node id and peer address, spare sites' too (then the extra nodes').
     members: Vec<(u64, String)>,
+    /// The extra nodes (`node-2`, `node-3`): site, id, peer address.
+    extra_nodes: Vec<(String, u64, String)>,
     /// How the drill's own clients reach the nodes (trusting the run's CA).
     pub tls: firebreak_tls::ClientTls,
 }
@@ -355,6 +360,54 @@ fn site_configs(config: &DriverConfig, tokens_file: &Path) -> Vec<NodeConfig> {
     configs
 }
 
+/// The extra nodes of the first `sites` sites: `node-J` of site N on 127.0.N.J, numbered
+/// after every other node, joining (`join: true`, the first nodes and itself as peers),
+/// data under `<site>/node-J/`. With the site's index and J.
+fn extra_configs(
+    configs: &[NodeConfig],
+    sites: usize,
+    per_site: u8,
+) -> Vec<(usize, u8, NodeConfig)> {
+    let first: Vec<Peer> = configs
+        .first()
+        .map(|c| c.peers[..sites].to_vec())
+        .unwrap_or_default();
+    let mut next_id = configs.len() as u64 + 1;
+    let mut extras = Vec::new();
+    for (i, primary) in configs.iter().take(sites).enumerate() {
+        for j in 2..=per_site {
+            let mut c = primary.clone();
+            c.node_id = NodeId(next_id);
+            next_id += 1;
+            let ip = match primary.listen.ip() {
+                std::net::IpAddr::V4(v4) => {
+                    let [a, b, n, _] = v4.octets();
+                    std::net::IpAddr::from([a, b, n, j])
+                }
+                other => other,
+            };
+            for addr in [&mut c.listen, &mut c.peer_listen, &mut c.admin_listen] {
+                addr.set_ip(ip);
+            }
+            if let Some(dns) = &mut c.dns {
+                dns.listen.set_ip(ip);
+            }
+            let site_dir = primary.data_dir.parent().unwrap_or(&primary.data_dir);
+            c.data_dir = site_dir.join(format!("node-{j}")).join("data");
+            c.join = true;
+            c.tls = TlsConfig::default();
+            c.peers = first.clone();
+            c.peers.push(Peer {
+                id: c.node_id,
+                site: c.site.clone(),
+                addr: c.peer_listen.to_string(),
+            });
+            extras.push((i, j, c));
+        }
+    }
+    extras
+}
+
 /// A reference service of `node`'s site, with its certificate, reaching `nodes` (its own
 /// site's first).
 fn service_process(
@@ -401,14 +454,18 @@ impl LocalSites {
         std::fs::create_dir_all(&config.dir).map_err(|e| io("create", &config.dir, e))?;
         let (tokens_file, token) = write_token(&config.dir)?;
         let mut configs = site_configs(&config, &tokens_file);
+        let mut extras = extra_configs(&configs, config.sites.len(), config.nodes_per_site);
         let ca = crate::certs::LocalCa::open_or_create(&config.dir, "firebreak-drill")?;
-        for c in &mut configs {
+        for c in configs
+            .iter_mut()
+            .chain(extras.iter_mut().map(|(_, _, c)| c))
+        {
             ca.issue_node(c)?;
         }
-        let node_addrs: Vec<String> = configs.iter().map(|c| c.listen.to_string()).collect();
-        let admin_addrs: Vec<String> = configs.iter().map(|c| c.admin_listen.to_string()).collect();
-        let members: Vec<(u64, String)> = configs
-            .iter()
+        let every = || configs.iter().chain(extras.iter().map(|(_, _, c)| c));
+        let node_addrs: Vec<String> = every().map(|c| c.listen.to_string()).collect();
+        let admin_addrs: Vec<String> = every().map(|c| c.admin_listen.to_string()).collect();
+        let members: Vec<(u64, String)> = every()
             .map(|c| (c.node_id.0, c.peer_listen.to_string()))
             .collect();
         let mut sites = Vec::new();
@@ -423,9 +480,23 @@ impl LocalSites {
                 strings(&["node", "--config", &path.display().to_string()]),
                 dir.join("node.log"),
             )];
-            // Services talk to their own site's node first, then the others.
+            // Services talk to their own site's nodes first, then the other sites' first.
             let mut nodes = vec![node_addrs[i].clone()];
-            nodes.extend(node_addrs.iter().filter(|a| **a != node_addrs[i]).cloned());
+            for (_, j, extra) in extras.iter().filter(|(site, _, _)| *site == i) {
+                let path = dir.join(format!("node-{j}.yaml"));
+                let yaml = serde_yaml::to_string(extra).expect("a node config serializes");
+                std::fs::write(&path, yaml).map_err(|e| io("write", &path, e))?;
+                processes.push(Process::new(
+                    ProcessKind::ExtraNode(*j),
+                    strings(&["node", "--config", &path.display().to_string()]),
+                    dir.join(format!("node-{j}.log")),
+                ));
+                nodes.push(extra.listen.to_string());
+            }
+            let others = node_addrs[..configs.len()]
+                .iter()
+                .filter(|a| **a != node_addrs[i]);
+            nodes.extend(others.cloned());
             // Spare sites run a node only.
             for service in config.services.iter().filter(|_| i < config.sites.len()) {
                 processes.push(service_process(&config, &ca, node, &nodes, *service)?);
@@ -447,6 +518,16 @@ impl LocalSites {
             });
         }
         let initial = config.sites.len();
+        let extra_nodes = extras
+            .iter()
+            .map(|(i, _, c)| {
+                (
+                    configs[*i].site.0.clone(),
+                    c.node_id.0,
+                    c.peer_listen.to_string(),
+                )
+            })
+            .collect();
         let mut driver = Self {
             config,
             sites,
@@ -454,6 +535,7 @@ impl LocalSites {
             node_addrs,
             admin_addrs,
             members,
+            extra_nodes,
             tls: ca.client()?,
         };
         for i in 0..initial {
@@ -474,7 +556,13 @@ impl LocalSites {
         &self.admin_addrs[..self.config.sites.len()]
     }
 
-    /// Every node's admin listener, the spare sites' too (for the observer).
+    /// The extra nodes of the sites (`node-2`, `node-3`): site, node id and peer address,
+    /// to add as learners once the cluster runs.
+    pub fn extra_nodes(&self) -> &[(String, u64, String)] {
+        &self.extra_nodes
+    }
+
+    /// Every node's admin listener, the spare sites' and extra nodes' too (for the observer).
     pub fn all_admin_addrs(&self) -> &[String] {
         &self.admin_addrs
     }

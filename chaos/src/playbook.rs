@@ -86,6 +86,10 @@ pub struct TopologySpec {
     /// Site names, in priority order (the first is the active-passive primary).
     pub sites: Vec<String>,
     pub services: Vec<ServiceSpec>,
+    /// Nodes each site runs, 1 to 3 (default 1): the first votes, the others join as
+    /// learners; any live one renews the site's lease and serves its gateway. Local driver.
+    #[serde(default)]
+    pub nodes_per_site: Option<u8>,
     /// Sites that stay dark at the start: each a node on an empty disk (no services) that a
     /// `site-replace` step brings in as a burned site's replacement. Local driver only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -111,6 +115,17 @@ pub struct TopologySpec {
     /// scale them with the round trip between sites, as the README explains.
     #[serde(default)]
     pub raft: firebreak_node::config::RaftTimings,
+}
+
+/// The site a process fault may name as `leader/PROCESS`: whichever site's node leads the
+/// control group when the fault strikes.
+pub const LEADER_SITE: &str = "leader";
+
+impl TopologySpec {
+    /// Nodes per site (1 unless the playbook says).
+    pub fn nodes_per_site(&self) -> u8 {
+        self.nodes_per_site.unwrap_or(1)
+    }
 }
 
 fn default_dwell_ms() -> u64 {
@@ -497,14 +512,23 @@ pub struct Expectations {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProcessKind {
+    /// The site's first node (its voter).
     Node,
+    /// The site's second or third node (`node-2`, `node-3`: learners that share the site's
+    /// lease and serve its gateway), with `topology.nodes_per_site`.
+    ExtraNode(u8),
     Service(ServiceKind),
 }
+
+/// Most nodes a drill runs per site.
+pub const MAX_NODES_PER_SITE: u8 = 3;
 
 impl ProcessKind {
     pub fn name(self) -> &'static str {
         match self {
             Self::Node => "node",
+            Self::ExtraNode(2) => "node-2",
+            Self::ExtraNode(_) => "node-3",
             Self::Service(s) => s.name(),
         }
     }
@@ -569,6 +593,8 @@ impl Step {
 fn parse_process(name: &str) -> Option<ProcessKind> {
     match name {
         "node" => Some(ProcessKind::Node),
+        "node-2" => Some(ProcessKind::ExtraNode(2)),
+        "node-3" => Some(ProcessKind::ExtraNode(3)),
         "messaging" => Some(ProcessKind::Service(ServiceKind::Messaging)),
         "payments" => Some(ProcessKind::Service(ServiceKind::Payments)),
         "login" => Some(ProcessKind::Service(ServiceKind::Login)),
@@ -787,6 +813,23 @@ impl Playbook {
             }
         }
         self.validate_spares()?;
+        let per_site = t.nodes_per_site();
+        if !(1..=MAX_NODES_PER_SITE).contains(&per_site) {
+            return Err(Problem::at(
+                "topology",
+                "nodes_per_site",
+                0,
+                format!("{per_site}: a drill runs 1 to {MAX_NODES_PER_SITE} nodes per site"),
+            ));
+        }
+        if per_site > 1 && (self.driver != Driver::Local || self.has_power_loss()) {
+            return Err(Problem::at(
+                "topology",
+                "nodes_per_site",
+                0,
+                "several nodes per site run with the local driver only, without power-loss faults",
+            ));
+        }
         if t.services.is_empty() {
             return Err(Problem::at(
                 "topology",
@@ -1073,7 +1116,19 @@ impl Playbook {
                 .into_iter()
                 .filter(|_| step.fault != FaultKind::Surge)
             {
-                if !self.topology.sites.iter().any(|s| s == site) {
+                let leader = site == LEADER_SITE && step.fault.targets_process();
+                if leader && step.duration_secs.is_some() {
+                    return Err(Problem::at(
+                        "timeline",
+                        "duration_secs",
+                        i,
+                        format!(
+                            "{}: a leader/... target is resolved when the fault strikes; bring the process back with a later step naming its site",
+                            path("duration_secs")
+                        ),
+                    ));
+                }
+                if !leader && !self.topology.sites.iter().any(|s| s == site) {
                     return Err(Problem::at(
                         "timeline",
                         "target",
@@ -1111,6 +1166,19 @@ impl Playbook {
                     i,
                     format!("{}: {} needs {wanted}", path("target"), step.fault.name()),
                 ));
+            }
+            if let Some(ProcessKind::ExtraNode(n)) = process {
+                if n > self.topology.nodes_per_site() {
+                    return Err(Problem::at(
+                        "timeline",
+                        "target",
+                        i,
+                        format!(
+                            "{}: node-{n} needs topology.nodes_per_site: {n} or more",
+                            path("target")
+                        ),
+                    ));
+                }
             }
             if let Some(ProcessKind::Service(s)) = process {
                 if !self.services().contains(&s) {

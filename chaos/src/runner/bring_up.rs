@@ -243,3 +243,61 @@ pub(super) async fn wait_serving(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// POSTs a membership request to the admin listeners in turn until the control leader
+/// takes it; a refusal (4xx) is final. The answer, or the last error.
+pub(super) async fn post_membership(
+    sites: &LocalSites,
+    body: &Value,
+    wait: Duration,
+) -> std::result::Result<Value, String> {
+    let http = sites
+        .tls
+        .apply(reqwest::Client::builder())
+        .timeout(wait)
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut last = String::new();
+    while tokio::time::Instant::now() < deadline {
+        for node in sites.admin_addrs() {
+            let request = http
+                .post(sites.tls.url(node, "/v1/membership"))
+                .bearer_auth(&sites.token)
+                .json(body);
+            match request.send().await {
+                Ok(r) if r.status().is_success() => {
+                    return r.json().await.map_err(|e| format!("{node}: {e}"))
+                }
+                Ok(r) => {
+                    let status = r.status();
+                    last = format!("{node}: {status} {}", r.text().await.unwrap_or_default());
+                    if status.is_client_error() {
+                        return Err(last);
+                    }
+                }
+                Err(e) => last = format!("{node}: {e}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Err(last)
+}
+
+/// Adds every site's extra nodes (`node-2`, `node-3`) to the running cluster, one change
+/// at a time, as learners (their site has a voter): any live one renews its site's lease.
+pub(super) async fn add_extra_nodes(sites: &LocalSites) -> Result<()> {
+    for (site, id, addr) in sites.extra_nodes() {
+        let body = json!({"action": "node_add", "id": id, "site": site, "addr": addr});
+        post_membership(sites, &body, BRING_UP_TIMEOUT)
+            .await
+            .map_err(|last| {
+                Error::CouldNotRun(format!(
+                    "node {id} of {site} was not added: {last}; see the logs: {}",
+                    sites.logs()
+                ))
+            })?;
+    }
+    Ok(())
+}

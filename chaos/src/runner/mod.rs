@@ -238,6 +238,7 @@ async fn run_sites(
         port: options.port,
         sites: playbook.topology.sites.clone(),
         spare_sites: playbook.topology.spare_sites.clone(),
+        nodes_per_site: playbook.topology.nodes_per_site(),
         state_voters: playbook.topology.state_voters.clone(),
         services: playbook.process_services(),
         placement,
@@ -319,6 +320,7 @@ impl Drill<'_> {
         };
         phase("bring_up");
         wait_ready(&nodes, sites).await?;
+        bring_up::add_extra_nodes(sites).await?;
         apply_topology(self.playbook, sites).await?;
         wait_serving(self.playbook, &nodes, sites).await?;
         let (stop_observer, stopped) = watch::channel(false);
@@ -508,6 +510,8 @@ impl Drill<'_> {
             Action::Start(step) => (step, true),
             Action::End(step) => (step, false),
         };
+        let resolved = self.resolve_leader(step);
+        let step = &resolved;
         let (site, process) = step.site_and_process();
         let name = step.fault.name();
         tracing::debug!(fault = name, target = %step.target, start = starting, "fault");
@@ -791,6 +795,40 @@ impl Drill<'_> {
 
     /// The Raft groups whose latest known leader is the node of `site`: what a fault there
     /// takes down besides the site's own processes.
+    /// The step with `leader/PROCESS` resolved to the site whose node leads the control
+    /// group now (by the latest term the observer saw); other steps as they are.
+    fn resolve_leader(&self, step: &Step) -> Step {
+        let Some(process) = step.target.strip_prefix("leader/") else {
+            return step.clone();
+        };
+        let mut latest = (0, 0);
+        for event in self.history.snapshot() {
+            if let Event::Leader {
+                group,
+                term,
+                leader,
+                ..
+            } = event
+            {
+                if group == "control" && (term, leader) > latest {
+                    latest = (term, leader);
+                }
+            }
+        }
+        // The driver numbers the sites' first nodes 1, 2, ... in site order.
+        let index = (latest.1 as usize).saturating_sub(1);
+        let site = self
+            .playbook
+            .topology
+            .sites
+            .get(index)
+            .map_or("", String::as_str);
+        Step {
+            target: format!("{site}/{process}"),
+            ..step.clone()
+        }
+    }
+
     fn leaders_in(&self, site: &str) -> Vec<String> {
         let Some(index) = self.playbook.topology.sites.iter().position(|s| s == site) else {
             return Vec::new();

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::Drill;
 use crate::driver::LocalSites;
@@ -43,13 +43,15 @@ impl Drill<'_> {
         let body = json!({"action": "site_replace", "dead": step.target, "with": spare,
             "id": id, "addr": addr});
         let started = std::time::Instant::now();
-        let outcome = post_membership(sites, &body).await.map_err(|last| {
-            Error::CouldNotRun(format!(
-                "site-replace {} with {spare}: {last}; see the logs: {}",
-                step.target,
-                sites.logs()
-            ))
-        })?;
+        let outcome = super::bring_up::post_membership(sites, &body, REPLACE_TIMEOUT)
+            .await
+            .map_err(|last| {
+                Error::CouldNotRun(format!(
+                    "site-replace {} with {spare}: {last}; see the logs: {}",
+                    step.target,
+                    sites.logs()
+                ))
+            })?;
         super::bring_up::apply_replaced_topology(self.playbook, sites, &step.target, &spare)
             .await?;
         self.record_fault(name, &step.target, FaultPhase::End);
@@ -60,41 +62,4 @@ impl Drill<'_> {
             outcome["voters"]
         ))
     }
-}
-
-/// POSTs a membership request to the admin listeners in turn until the control leader
-/// takes it; a refusal (4xx) is final. The answer, or the last error.
-async fn post_membership(sites: &LocalSites, body: &Value) -> std::result::Result<Value, String> {
-    let http = sites
-        .tls
-        .apply(reqwest::Client::builder())
-        .timeout(REPLACE_TIMEOUT)
-        .connect_timeout(Duration::from_secs(1))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let deadline = tokio::time::Instant::now() + REPLACE_TIMEOUT;
-    let mut last = String::new();
-    while tokio::time::Instant::now() < deadline {
-        for node in sites.admin_addrs() {
-            let request = http
-                .post(sites.tls.url(node, "/v1/membership"))
-                .bearer_auth(&sites.token)
-                .json(body);
-            match request.send().await {
-                Ok(r) if r.status().is_success() => {
-                    return r.json().await.map_err(|e| format!("{node}: {e}"))
-                }
-                Ok(r) => {
-                    let status = r.status();
-                    last = format!("{node}: {status} {}", r.text().await.unwrap_or_default());
-                    if status.is_client_error() {
-                        return Err(last);
-                    }
-                }
-                Err(e) => last = format!("{node}: {e}"),
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    Err(last)
 }

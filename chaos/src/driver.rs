@@ -363,7 +363,7 @@ fn site_configs(config: &DriverConfig, tokens_file: &Path) -> Vec<NodeConfig> {
 /// The extra nodes of the first `sites` sites: `node-J` of site N on 127.0.N.J, numbered
 /// after every other node, joining (`join: true`, the first nodes and itself as peers),
 /// data under `<site>/node-J/`. With the site's index and J.
-fn extra_configs(
+pub fn extra_configs(
     configs: &[NodeConfig],
     sites: usize,
     per_site: u8,

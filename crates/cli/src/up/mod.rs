@@ -24,6 +24,8 @@ use tokio::process::Child;
 
 use crate::exit::{self, fail};
 
+mod extra_nodes;
+
 /// The local sites, in node-id order: `--sites` takes the first 3 or 5.
 pub const SITES: [&str; 5] = ["pangyo", "gasan", "busan", "anyang", "daejeon"];
 /// How long to wait for both groups to elect a leader.
@@ -44,6 +46,11 @@ pub struct Args {
     /// of 3, or any two of 5, may burn and a majority is left.
     #[arg(long, default_value_t = 3, value_parser = parse_sites)]
     sites: usize,
+    /// Nodes per site, 1 to 3: the first votes; the others (on 127.0.N.2 and .3, configs
+    /// `<site>/node-2.yaml`...) join as learners, renew the site's lease and serve its
+    /// gateway, so the site is down only when all of them are.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
+    nodes_per_site: u8,
     /// Also run messaging, payments and login in every site (ports 8001-8003) and apply a
     /// topology that keeps them alive, reachable through every node's gateway.
     #[arg(long)]
@@ -109,8 +116,9 @@ struct Site {
     config: NodeConfig,
     log: PathBuf,
     child: Option<Child>,
-    /// Service processes of this site, by service name.
-    services: Vec<(&'static str, Child)>,
+    /// The site's other processes, by name: its extra nodes (`node-2`, `node-3`) and
+    /// services.
+    others: Vec<(&'static str, Child)>,
 }
 
 fn configs(
@@ -164,6 +172,7 @@ pub async fn run(args: Args) -> Result<()> {
     let mut sites = Vec::new();
     let names = args.site_names();
     let configs = configs(&data_dir, names, args.port, args.dns_ttl_secs, issuer)?;
+    let extras = extra_nodes::configs(&configs, args.nodes_per_site, issuer)?;
     for (name, config) in names.iter().zip(configs) {
         let dir = data_dir.join(name);
         std::fs::create_dir_all(&dir)
@@ -176,7 +185,7 @@ pub async fn run(args: Args) -> Result<()> {
             config,
             log: dir.join("node.log"),
             child: None,
-            services: Vec::new(),
+            others: Vec::new(),
         });
     }
     let result = async {
@@ -190,7 +199,9 @@ pub async fn run(args: Args) -> Result<()> {
             ];
             site.child = Some(spawn(&exe, &args, &site.log, &dir.join("node.pid"))?);
         }
+        extra_nodes::start(&exe, &mut sites, &extras, &data_dir)?;
         wait_ready(&sites, &tls).await?;
+        extra_nodes::add(&extras, &sites, &token, &tls).await?;
         if args.services {
             start_services(&exe, &mut sites, &data_dir, issuer, &args.login_args())?;
             apply_topology(&sites, &token, &tls).await?;
@@ -277,7 +288,7 @@ fn start_services(
                 &dir.join(format!("{service}.log")),
                 &dir.join(format!("{service}.pid")),
             )?;
-            site.services.push((service, child));
+            site.others.push((service, child));
         }
     }
     Ok(())
@@ -415,6 +426,19 @@ fn print_sites(sites: &[Site], data_dir: &Path, token: &str, ca: &LocalCa) {
             site.log.display()
         );
     }
+    for site in sites {
+        for (name, child) in &site.others {
+            if name.starts_with("node-") {
+                let pid = child.id().map_or("-".into(), |p| p.to_string());
+                println!(
+                    "{:<8} {name}: pid {pid}, config {}/{}/{name}.yaml",
+                    site.name,
+                    data_dir.display(),
+                    site.name
+                );
+            }
+        }
+    }
     println!("\nTLS is on, with a throwaway CA made for this cluster; the CLI finds it in");
     println!("firebreak-data/ca/ca.pem, or wherever FIREBREAK_CA points:");
     println!("  export FIREBREAK_CA={}", ca.ca_file().display());
@@ -437,7 +461,12 @@ fn print_sites(sites: &[Site], data_dir: &Path, token: &str, ca: &LocalCa) {
         );
     }
     println!("try: firebreak status    firebreak kv put hello world    firebreak kv get hello");
-    if sites.iter().any(|s| !s.services.is_empty()) {
+    let serving = |s: &&Site| {
+        s.others
+            .iter()
+            .any(|(name, _)| SERVICES.iter().any(|(service, _, _)| service == name))
+    };
+    if sites.iter().any(|s| serving(&s)) {
         println!("services: messaging, payments, login in every site, through any node's gateway:");
         println!(
             "  curl -s --cacert {} https://{}/payments/accounts",
@@ -485,7 +514,7 @@ async fn supervise(sites: &mut [Site]) -> Result<()> {
         }
         for site in sites.iter_mut() {
             let name = site.name;
-            site.services
+            site.others
                 .retain_mut(|(service, child)| match child.try_wait() {
                     Ok(Some(status)) => {
                         eprintln!("site {name} {service} exited: {status}");
@@ -505,7 +534,7 @@ async fn supervise(sites: &mut [Site]) -> Result<()> {
 /// Stops exactly the children this command started: SIGTERM, then SIGKILL after a grace.
 async fn stop_all(sites: &mut [Site]) {
     for site in sites.iter() {
-        let services = site.services.iter().filter_map(|(_, c)| c.id());
+        let services = site.others.iter().filter_map(|(_, c)| c.id());
         for pid in site
             .child
             .as_ref()
@@ -518,7 +547,7 @@ async fn stop_all(sites: &mut [Site]) {
         }
     }
     for site in sites.iter_mut() {
-        for (service, mut child) in site.services.drain(..) {
+        for (service, mut child) in site.others.drain(..) {
             if tokio::time::timeout(STOP_GRACE, child.wait())
                 .await
                 .is_err()

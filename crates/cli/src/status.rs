@@ -222,6 +222,9 @@ fn print_tables(views: &[(String, Result<ClusterInfo>)]) {
             ),
         };
         println!("\n{group} group: leader {leader}, term {term}");
+        if let Some((_, g)) = leader_view.or(infos.first()) {
+            println!("{}", membership(&g.members));
+        }
         let mut table = Table::new();
         table.load_preset(comfy_table::presets::NOTHING);
         table.set_header([
@@ -281,6 +284,22 @@ fn print_tables(views: &[(String, Result<ClusterInfo>)]) {
             }
         }
         println!("{table}");
+    }
+}
+
+/// `voters 1 (pangyo), 2 (gasan); learners 4 (pangyo)`, as one node sees the group.
+fn membership(members: &[firebreak_node::group::MemberInfo]) -> String {
+    let list = |voter: bool| {
+        let ids: Vec<String> = members
+            .iter()
+            .filter(|m| m.voter == voter)
+            .map(|m| format!("{} ({})", m.id, m.site))
+            .collect();
+        ids.join(", ")
+    };
+    match list(false) {
+        learners if learners.is_empty() => format!("voters {}", list(true)),
+        learners => format!("voters {}; learners {learners}", list(true)),
     }
 }
 

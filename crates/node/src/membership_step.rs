@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -55,8 +56,29 @@ pub enum Answer {
     Lag(Option<u64>),
 }
 
-/// Runs `step` on `group`'s leader: here, or at the leader's internal endpoint.
+/// How long a step waits for its group to have a leader that takes it (an election, a
+/// leader that just moved). Every step is idempotent, so trying again is safe.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between two tries of a step.
+const STEP_RETRY: Duration = Duration::from_millis(100);
+
+/// Runs `step` on `group`'s leader, trying again while the group has no leader or its
+/// leader moves, for at most [`STEP_TIMEOUT`]; the last error after that.
 pub async fn run(api: &Api, group: GroupName, step: &Step) -> Result<Answer, String> {
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        match run_once(api, group, step).await {
+            Err(err) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(?group, cause = %err, "membership step not taken yet");
+                tokio::time::sleep(STEP_RETRY).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// One try of `step` on `group`'s leader: here, or at the leader's internal endpoint.
+async fn run_once(api: &Api, group: GroupName, step: &Step) -> Result<Answer, String> {
     let leader = match group {
         // The control leader carries every change out.
         GroupName::Control => return locally(&api.control, step).await,

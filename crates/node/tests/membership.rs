@@ -35,6 +35,80 @@ fn voters(cluster: &Cluster, i: usize, control: bool) -> BTreeSet<NodeId> {
     voters
 }
 
+/// The operator token of these tests.
+const TOKEN: &str = "s3cret-s3cret-s3cret";
+
+/// Three nodes whose operator `ops` holds [`TOKEN`].
+async fn start(raft: RaftTimings) -> Cluster {
+    let mut cluster = Cluster::configure(raft, Vec::new());
+    let tokens = cluster.path().join("tokens");
+    std::fs::write(&tokens, format!("ops {TOKEN}\n")).unwrap();
+    for config in &mut cluster.configs {
+        config.auth.tokens_file = Some(tokens.clone());
+    }
+    for i in 0..3 {
+        cluster.start_node(i).await;
+    }
+    cluster
+}
+
+fn learners(cluster: &Cluster, i: usize) -> BTreeSet<NodeId> {
+    let metrics = cluster.node(i).api.control.metrics();
+    let learners = metrics
+        .membership_config
+        .membership()
+        .learner_ids()
+        .collect();
+    learners
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_of_a_site_joins_as_a_learner_and_leaves_for_good() {
+    let mut cluster = start(RaftTimings::default()).await;
+    cluster.apply_topology().await;
+    let extra = cluster.add_joiner(4, "busan");
+    cluster.start_node(extra).await;
+    let control = cluster.control_leader().await;
+    let add = json!({"action": "node_add", "id": 4, "site": "busan",
+        "addr": cluster.configs[extra].peer_listen.to_string()});
+    let (status, answer) = membership(&cluster, control, add.clone(), Some(TOKEN)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["catch_up_ms"].is_null(),
+        "a learner is not promoted: {answer}"
+    );
+    assert_eq!(learners(&cluster, control), [NodeId(4)].into());
+    assert_eq!(voters(&cluster, control, true).len(), 3);
+    let leader = cluster.state_leader().await;
+    cluster.put(leader, "for-the-learner", "v").await;
+    poll("the learner applies the state group", || {
+        cluster.stale_get(extra, "for-the-learner")
+    })
+    .await;
+
+    // Busan is one of three voting sites: removing it is refused, and changes nothing.
+    let remove_site = json!({"action": "site_remove", "site": "busan", "force": true});
+    let (status, answer) = membership(&cluster, control, remove_site, Some(TOKEN)).await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer.to_string().contains("survival-goal"), "{answer}");
+    assert_eq!(learners(&cluster, control), [NodeId(4)].into());
+
+    // The learner leaves both groups; its id is never used again.
+    let remove = json!({"action": "node_remove", "id": 4});
+    let (status, answer) = membership(&cluster, control, remove, Some(TOKEN)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(learners(&cluster, control).is_empty());
+    let state = cluster.node(control).api.state.metrics();
+    assert!(state
+        .membership_config
+        .membership()
+        .get_node(&NodeId(4))
+        .is_none());
+    let (status, answer) = membership(&cluster, control, add, Some(TOKEN)).await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer.to_string().contains("id-reused"), "{answer}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burned_site_is_replaced_and_its_id_never_comes_back() {
     let raft = RaftTimings {
@@ -42,15 +116,7 @@ async fn a_burned_site_is_replaced_and_its_id_never_comes_back() {
         max_in_snapshot_log_to_keep: 0,
         ..RaftTimings::default()
     };
-    let mut cluster = Cluster::configure(raft, Vec::new());
-    let tokens = cluster.path().join("tokens");
-    std::fs::write(&tokens, "ops s3cret-s3cret-s3cret\n").unwrap();
-    for config in &mut cluster.configs {
-        config.auth.tokens_file = Some(tokens.clone());
-    }
-    for i in 0..3 {
-        cluster.start_node(i).await;
-    }
+    let mut cluster = start(raft).await;
     cluster.apply_topology().await;
     let leader = cluster.state_leader().await;
     for i in 0..200 {
@@ -65,13 +131,7 @@ async fn a_burned_site_is_replaced_and_its_id_never_comes_back() {
     let (status, answer) = membership(&cluster, control, replace.clone(), None).await;
     assert_eq!(status, 401, "{answer}");
     // Pangyo still renews its lease: replacing it needs --force.
-    let (status, answer) = membership(
-        &cluster,
-        control,
-        replace.clone(),
-        Some("s3cret-s3cret-s3cret"),
-    )
-    .await;
+    let (status, answer) = membership(&cluster, control, replace.clone(), Some(TOKEN)).await;
     assert_eq!(status, 409, "{answer}");
     assert!(answer.to_string().contains("healthy-voter"), "{answer}");
     assert_eq!(voters(&cluster, control, true).len(), 3, "nothing changed");
@@ -106,8 +166,7 @@ async fn a_burned_site_is_replaced_and_its_id_never_comes_back() {
     .await;
     cluster.start_node(anyang).await;
     let control = cluster.control_leader().await;
-    let (status, answer) =
-        membership(&cluster, control, replace, Some("s3cret-s3cret-s3cret")).await;
+    let (status, answer) = membership(&cluster, control, replace, Some(TOKEN)).await;
     assert_eq!(status, 200, "{answer}");
     assert!(answer["catch_up_ms"].as_u64().is_some(), "{answer}");
     let expected: BTreeSet<NodeId> = [2, 3, 4].map(NodeId).into();
@@ -122,7 +181,7 @@ async fn a_burned_site_is_replaced_and_its_id_never_comes_back() {
 
     // The old id is never used again, by a request or by a node on an empty disk.
     let reuse = json!({"action": "node_add", "id": 1, "site": "anyang", "addr": "127.0.0.1:1"});
-    let (status, answer) = membership(&cluster, control, reuse, Some("s3cret-s3cret-s3cret")).await;
+    let (status, answer) = membership(&cluster, control, reuse, Some(TOKEN)).await;
     assert_eq!(status, 409, "{answer}");
     assert!(answer.to_string().contains("id-reused"), "{answer}");
     let _ = std::fs::remove_dir_all(&cluster.configs[0].data_dir);

@@ -120,7 +120,7 @@ impl Cluster {
         if let Some(dns) = &mut config.dns {
             dns.listen = addr(3);
         }
-        config.data_dir = self.dir.path().join(site);
+        config.data_dir = self.dir.path().join(format!("{site}-{id}"));
         config.join = true;
         config.peers.push(Peer {
             id: NodeId(id),

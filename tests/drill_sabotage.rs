@@ -1,12 +1,19 @@
 //! The checkers can fail a drill: the same fire against a deliberately broken setup (the
 //! state group's only voter in pangyo, which burns with its disks and comes back empty)
 //! is judged FAILED, with the losses named: messages, transfers, the total, sessions.
+//! A node refuses to come back empty under an id the cluster saw hold log entries, so the
+//! drill turns that check off (a debug-only sabotage) to let the loss happen; without it,
+//! pangyo's node refuses to start, naming the commands to join as a new node.
 
 use firebreak_tests::DrillRun;
 
 #[test]
 fn a_setup_that_loses_writes_fails_the_drill() {
-    let mut drill = DrillRun::start("tests/playbooks/sabotage-one-voter.yaml", 7411);
+    let mut drill = DrillRun::start_with_env(
+        "tests/playbooks/sabotage-one-voter.yaml",
+        7411,
+        &[("FIREBREAK_SABOTAGE_ID_CHECK_OFF", "1")],
+    );
     let (code, stdout, stderr) = drill.wait();
     eprintln!("{stdout}");
     assert_eq!(code, 9, "violated expectations exit 9\n{stdout}\n{stderr}");

@@ -1,4 +1,10 @@
-//! Test-only sabotage of the gateway, in debug builds alone: with
+//! Test-only sabotage, in debug builds alone; release builds compile it out.
+//!
+//! `FIREBREAK_SABOTAGE_ID_CHECK_OFF=1` starts a node on an empty disk under an id the
+//! cluster knows (`crate::id_check` refuses it otherwise): the lost votes and writes the
+//! drills' checkers must catch (tests/drill_sabotage.rs).
+//!
+//! The gateway: with
 //! `FIREBREAK_SABOTAGE_STALE_ROUTE=<site>:<ms>` the gateway of `<site>` keeps forwarding by
 //! the route it had before each routing change for `<ms>` after it, with that route's
 //! epoch: a gateway with a stale view. It proves that the payments service's fencing
@@ -50,4 +56,10 @@ pub fn stale_view(service: &str, route: &Route, hold: Duration) -> Route {
     } else {
         current.clone()
     }
+}
+
+/// Whether a starting node skips the check of its id against what the cluster knows.
+pub fn id_check_off() -> bool {
+    cfg!(debug_assertions)
+        && std::env::var("FIREBREAK_SABOTAGE_ID_CHECK_OFF").is_ok_and(|v| v == "1")
 }

@@ -386,8 +386,19 @@ fn add(
     })
 }
 
-/// Refuses to remove a voter whose site is up, unless forced.
+/// Refuses to remove the control leader (it carries the change out: openraft 0.9 has no
+/// leader transfer), and a voter whose site is up unless forced.
 fn check_removal(view: &View, gone: &BTreeSet<NodeId>, force: bool) -> Result<(), Refusal> {
+    if gone.contains(&view.leader) {
+        return Err(refuse(
+            Rule::Target,
+            format!(
+                "node {} leads the control group and carries this change out: it cannot remove itself; \
+                 stop it so that another node leads, then repeat",
+                view.leader
+            ),
+        ));
+    }
     if force {
         return Ok(());
     }

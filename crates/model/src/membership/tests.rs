@@ -93,6 +93,19 @@ fn a_healthy_voter_is_removed_only_with_force() {
 }
 
 #[test]
+fn the_control_leader_does_not_remove_itself() {
+    let mut view = three_sites();
+    view.leader = NodeId(1);
+    let request = Request::NodeRemove {
+        id: NodeId(1),
+        force: true,
+    };
+    let refusal = plan(&view, &request, 0).unwrap_err();
+    assert_eq!(refusal.rule, Rule::Target);
+    assert!(refusal.detail.contains("cannot remove itself"), "{refusal}");
+}
+
+#[test]
 fn voters_never_drop_below_three_sites() {
     let mut view = three_sites();
     view.sites_up.clear();

@@ -11,25 +11,36 @@ use firebreak_model::NodeId;
 use firebreak_node::config::RaftTimings;
 use serde_json::{json, Value};
 
-/// Posts a membership request to node `i`'s admin listener, with the operator token or
-/// without one; the status and JSON answer.
-async fn membership(cluster: &Cluster, i: usize, body: Value, token: Option<&str>) -> (u16, Value) {
-    let url = format!("http://{}/v1/membership", cluster.node(i).admin_addr);
-    let mut request = reqwest::Client::new().post(url).json(&body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
+/// Posts a membership request to the control leader's admin listener, with the operator
+/// token or without one, as the CLI does: while the node asked answers 503 (leadership
+/// moved), the leader of the moment is asked again. The status and JSON answer.
+async fn membership(cluster: &Cluster, body: Value, token: Option<&str>) -> (u16, Value) {
+    let deadline = std::time::Instant::now() + common::DEADLINE;
+    loop {
+        let i = cluster.control_leader().await;
+        let url = format!("http://{}/v1/membership", cluster.node(i).admin_addr);
+        let mut request = reqwest::Client::new().post(url).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let answer = response.json().await.unwrap_or(Value::Null);
+        if status != 503 || std::time::Instant::now() > deadline {
+            return (status, answer);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
-fn voters(cluster: &Cluster, i: usize, control: bool) -> BTreeSet<NodeId> {
-    let api = &cluster.node(i).api;
+/// A group's voters as its leader sees them (a change commits on the leader first).
+async fn voters(cluster: &Cluster, control: bool) -> BTreeSet<NodeId> {
     let metrics = if control {
-        api.control.metrics()
+        let leader = cluster.control_leader().await;
+        cluster.node(leader).api.control.metrics()
     } else {
-        api.state.metrics()
+        let leader = cluster.state_leader().await;
+        cluster.node(leader).api.state.metrics()
     };
     let voters = metrics.membership_config.membership().voter_ids().collect();
     voters
@@ -52,8 +63,10 @@ async fn start(raft: RaftTimings) -> Cluster {
     cluster
 }
 
-fn learners(cluster: &Cluster, i: usize) -> BTreeSet<NodeId> {
-    let metrics = cluster.node(i).api.control.metrics();
+/// The control group's learners as its leader sees them.
+async fn learners(cluster: &Cluster) -> BTreeSet<NodeId> {
+    let leader = cluster.control_leader().await;
+    let metrics = cluster.node(leader).api.control.metrics();
     let learners = metrics
         .membership_config
         .membership()
@@ -68,17 +81,16 @@ async fn a_second_node_of_a_site_joins_as_a_learner_and_leaves_for_good() {
     cluster.apply_topology().await;
     let extra = cluster.add_joiner(4, "busan");
     cluster.start_node(extra).await;
-    let control = cluster.control_leader().await;
     let add = json!({"action": "node_add", "id": 4, "site": "busan",
         "addr": cluster.configs[extra].peer_listen.to_string()});
-    let (status, answer) = membership(&cluster, control, add.clone(), Some(TOKEN)).await;
+    let (status, answer) = membership(&cluster, add.clone(), Some(TOKEN)).await;
     assert_eq!(status, 200, "{answer}");
     assert!(
         answer["catch_up_ms"].is_null(),
         "a learner is not promoted: {answer}"
     );
-    assert_eq!(learners(&cluster, control), [NodeId(4)].into());
-    assert_eq!(voters(&cluster, control, true).len(), 3);
+    assert_eq!(learners(&cluster).await, [NodeId(4)].into());
+    assert_eq!(voters(&cluster, true).await.len(), 3);
     let leader = cluster.state_leader().await;
     cluster.put(leader, "for-the-learner", "v").await;
     poll("the learner applies the state group", || {
@@ -88,23 +100,24 @@ async fn a_second_node_of_a_site_joins_as_a_learner_and_leaves_for_good() {
 
     // Busan is one of three voting sites: removing it is refused, and changes nothing.
     let remove_site = json!({"action": "site_remove", "site": "busan", "force": true});
-    let (status, answer) = membership(&cluster, control, remove_site, Some(TOKEN)).await;
+    let (status, answer) = membership(&cluster, remove_site, Some(TOKEN)).await;
     assert_eq!(status, 409, "{answer}");
     assert!(answer.to_string().contains("survival-goal"), "{answer}");
-    assert_eq!(learners(&cluster, control), [NodeId(4)].into());
+    assert_eq!(learners(&cluster).await, [NodeId(4)].into());
 
     // The learner leaves both groups; its id is never used again.
     let remove = json!({"action": "node_remove", "id": 4});
-    let (status, answer) = membership(&cluster, control, remove, Some(TOKEN)).await;
+    let (status, answer) = membership(&cluster, remove, Some(TOKEN)).await;
     assert_eq!(status, 200, "{answer}");
-    assert!(learners(&cluster, control).is_empty());
-    let state = cluster.node(control).api.state.metrics();
+    assert!(learners(&cluster).await.is_empty());
+    let leader = cluster.state_leader().await;
+    let state = cluster.node(leader).api.state.metrics();
     assert!(state
         .membership_config
         .membership()
         .get_node(&NodeId(4))
         .is_none());
-    let (status, answer) = membership(&cluster, control, add, Some(TOKEN)).await;
+    let (status, answer) = membership(&cluster, add, Some(TOKEN)).await;
     assert_eq!(status, 409, "{answer}");
     assert!(answer.to_string().contains("id-reused"), "{answer}");
 }
@@ -127,14 +140,13 @@ async fn a_burned_site_is_replaced_and_its_id_never_comes_back() {
         "id": 4, "addr": cluster.configs[anyang].peer_listen.to_string()});
 
     // No credential, no change.
-    let control = cluster.control_leader().await;
-    let (status, answer) = membership(&cluster, control, replace.clone(), None).await;
+    let (status, answer) = membership(&cluster, replace.clone(), None).await;
     assert_eq!(status, 401, "{answer}");
     // Pangyo still renews its lease: replacing it needs --force.
-    let (status, answer) = membership(&cluster, control, replace.clone(), Some(TOKEN)).await;
+    let (status, answer) = membership(&cluster, replace.clone(), Some(TOKEN)).await;
     assert_eq!(status, 409, "{answer}");
     assert!(answer.to_string().contains("healthy-voter"), "{answer}");
-    assert_eq!(voters(&cluster, control, true).len(), 3, "nothing changed");
+    assert_eq!(voters(&cluster, true).await.len(), 3, "nothing changed");
 
     // Pangyo burns and stays dark. Its disk is lost too: under its id it may not come
     // back, as the leader saw it hold log entries and it has forgotten its votes.
@@ -165,13 +177,12 @@ async fn a_burned_site_is_replaced_and_its_id_never_comes_back() {
     })
     .await;
     cluster.start_node(anyang).await;
-    let control = cluster.control_leader().await;
-    let (status, answer) = membership(&cluster, control, replace, Some(TOKEN)).await;
+    let (status, answer) = membership(&cluster, replace, Some(TOKEN)).await;
     assert_eq!(status, 200, "{answer}");
     assert!(answer["catch_up_ms"].as_u64().is_some(), "{answer}");
     let expected: BTreeSet<NodeId> = [2, 3, 4].map(NodeId).into();
-    assert_eq!(voters(&cluster, control, true), expected);
-    assert_eq!(voters(&cluster, control, false), expected);
+    assert_eq!(voters(&cluster, true).await, expected);
+    assert_eq!(voters(&cluster, false).await, expected);
     poll("anyang holds every key", || {
         (0..200)
             .all(|i| cluster.stale_get(anyang, &format!("k{i}")).is_some())
@@ -181,7 +192,7 @@ async fn a_burned_site_is_replaced_and_its_id_never_comes_back() {
 
     // The old id is never used again, by a request or by a node on an empty disk.
     let reuse = json!({"action": "node_add", "id": 1, "site": "anyang", "addr": "127.0.0.1:1"});
-    let (status, answer) = membership(&cluster, control, reuse, Some(TOKEN)).await;
+    let (status, answer) = membership(&cluster, reuse, Some(TOKEN)).await;
     assert_eq!(status, 409, "{answer}");
     assert!(answer.to_string().contains("id-reused"), "{answer}");
     let _ = std::fs::remove_dir_all(&cluster.configs[0].data_dir);

@@ -796,44 +796,37 @@ impl Drill<'_> {
     /// The Raft groups whose latest known leader is the node of `site`: what a fault there
     /// takes down besides the site's own processes.
     /// The step with `leader/PROCESS` resolved to the site whose node leads the control
-    /// group now (by the latest term the observer saw); other steps as they are.
+    /// group now (as the observer last saw it); other steps as they are.
     fn resolve_leader(&self, step: &Step) -> Step {
         let Some(process) = step.target.strip_prefix("leader/") else {
             return step.clone();
         };
-        let mut latest = (0, 0);
-        for event in self.history.snapshot() {
-            if let Event::Leader {
-                group,
-                term,
-                leader,
-                ..
-            } = event
-            {
-                if group == "control" && (term, leader) > latest {
-                    latest = (term, leader);
-                }
-            }
-        }
+        let leader = self.latest_leaders().get("control").map_or(0, |(_, l)| *l);
         // The driver numbers the sites' first nodes 1, 2, ... in site order.
-        let index = (latest.1 as usize).saturating_sub(1);
-        let site = self
-            .playbook
-            .topology
-            .sites
-            .get(index)
-            .map_or("", String::as_str);
+        let index = (leader as usize).saturating_sub(1);
+        let sites = &self.playbook.topology.sites;
+        let site = sites.get(index).map_or("", String::as_str);
         Step {
             target: format!("{site}/{process}"),
             ..step.clone()
         }
     }
 
+    /// The groups `site`'s first node leads, as the observer last saw them.
     fn leaders_in(&self, site: &str) -> Vec<String> {
         let Some(index) = self.playbook.topology.sites.iter().position(|s| s == site) else {
             return Vec::new();
         };
         let node = index as u64 + 1; // the driver numbers nodes in site order
+        self.latest_leaders()
+            .into_iter()
+            .filter(|(_, (_, leader))| *leader == node)
+            .map(|(group, _)| format!("the {group} group"))
+            .collect()
+    }
+
+    /// Per group, the latest (term, leader) the observer recorded.
+    fn latest_leaders(&self) -> BTreeMap<String, (u64, u64)> {
         let mut latest: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         for event in self.history.snapshot() {
             if let Event::Leader {
@@ -850,10 +843,6 @@ impl Drill<'_> {
             }
         }
         latest
-            .into_iter()
-            .filter(|(_, (_, leader))| *leader == node)
-            .map(|(group, _)| format!("the {group} group"))
-            .collect()
     }
 }
 

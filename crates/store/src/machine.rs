@@ -134,6 +134,7 @@ const CONTROL_MEMBERSHIP: &[u8] = b"membership";
 const CONTROL_ROUTE: &str = "route:";
 const CONTROL_HEALTH: &str = "health:";
 const CONTROL_AUDIT: &str = "audit:";
+const CONTROL_HOOK: &str = "hook:";
 
 /// Members, sites, the ping count and the group's latest stamp.
 #[derive(Serialize, serde::Deserialize, Default)]
@@ -205,6 +206,7 @@ impl Machine for ControlState {
     fn apply(&mut self, command: &ControlCommand, changes: &mut Vec<Change>) -> ControlResponse {
         let routing = self.failover.routing.clone();
         let health = self.failover.health.clone();
+        let hooks = self.hooks.clone();
         let (archived, next_seq) = (
             self.failover.audit.archived,
             self.failover.audit.archived + self.failover.audit.entries.len() as u64,
@@ -216,6 +218,7 @@ impl Machine for ControlState {
         }
         diff_records(CONTROL_ROUTE, &routing, &self.failover.routing, changes);
         diff_records(CONTROL_HEALTH, &health, &self.failover.health, changes);
+        diff_records(CONTROL_HOOK, &hooks, &self.hooks, changes);
         let audit = &self.failover.audit;
         for seq in archived..audit.archived {
             changes.push(Change {
@@ -258,6 +261,9 @@ impl Machine for ControlState {
             } else if let Some(service) = key.strip_prefix(CONTROL_HEALTH) {
                 let health = serde_json::from_slice(&value).map_err(bad)?;
                 state.failover.health.insert(service.to_string(), health);
+            } else if let Some(hook) = key.strip_prefix(CONTROL_HOOK) {
+                let records = serde_json::from_slice(&value).map_err(bad)?;
+                state.hooks.insert(hook.to_string(), records);
             } else if key.starts_with(CONTROL_AUDIT) {
                 // Keys sort by sequence number, so entries arrive in order.
                 state
@@ -288,6 +294,7 @@ impl Machine for ControlState {
             &self.failover.health,
             &mut out,
         );
+        diff_records(CONTROL_HOOK, &BTreeMap::new(), &self.hooks, &mut out);
         out.extend(
             self.failover
                 .audit
@@ -382,6 +389,31 @@ mod tests {
             records.keys().filter(|k| k.starts_with(b"audit:")).count(),
             2
         );
+        assert_reloads(&state, records);
+    }
+
+    /// A routing hook's deliveries are records too: a replica restarted without them
+    /// would hold another control state than the others, and deliver again as leader.
+    #[test]
+    fn hook_records_survive_a_reload() {
+        let commands = vec![
+            ControlCommand::HookResult {
+                hook: "haproxy".into(),
+                service: "payments".into(),
+                epoch: 3,
+                error: None,
+                at_ms: 10,
+            },
+            ControlCommand::HookResult {
+                hook: "route53".into(),
+                service: "payments".into(),
+                epoch: 3,
+                error: Some("503 from the API".into()),
+                at_ms: 20,
+            },
+        ];
+        let (state, records) = apply_all(&commands);
+        assert_eq!(state.hooks.len(), 2);
         assert_reloads(&state, records);
     }
 

@@ -163,6 +163,9 @@ fn describe(outcome: &Value) -> String {
         outcome["change"].as_str().unwrap_or("membership change"),
         list("voters")
     );
+    if let Some(id) = outcome["learner"].as_u64() {
+        text += &format!("; node {id} is a learner (its site has a voter)");
+    }
     if !list("removed").is_empty() {
         text += &format!("; removed {} (ids never reused)", list("removed"));
     }

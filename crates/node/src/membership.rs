@@ -47,6 +47,8 @@ pub struct Outcome {
     pub change: String,
     pub voters: BTreeSet<NodeId>,
     pub removed: BTreeSet<NodeId>,
+    /// The node added as a learner (not promoted: its site has a voter), if any.
+    pub learner: Option<NodeId>,
     /// How long the new voter took to catch up, if one was promoted.
     pub catch_up_ms: Option<u64>,
 }
@@ -99,10 +101,16 @@ pub async fn change(
             ),
         )
     })?;
+    let learner = plan
+        .add
+        .as_ref()
+        .filter(|_| !plan.promotes())
+        .map(|(id, _)| *id);
     Ok(Json(Outcome {
         change: request.describe(),
         voters: plan.voters,
         removed: plan.remove,
+        learner,
         catch_up_ms,
     })
     .into_response())

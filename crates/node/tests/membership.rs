@@ -89,6 +89,7 @@ async fn a_second_node_of_a_site_joins_as_a_learner_and_leaves_for_good() {
         answer["catch_up_ms"].is_null(),
         "a learner is not promoted: {answer}"
     );
+    assert_eq!(answer["learner"], 4, "{answer}");
     assert_eq!(learners(&cluster).await, [NodeId(4)].into());
     assert_eq!(voters(&cluster, true).await.len(), 3);
     let leader = cluster.state_leader().await;

@@ -57,6 +57,13 @@ fn connects(from: PathBuf, to: String, port: u16) -> bool {
 }
 
 /// Whether a UDP datagram from namespace `from` reaches the socket bound in `to`.
+/// Whether traffic flows again: a datagram from `from` reaches `to` within ten tries
+/// (3 s). Right after a heal or a link coming up, the first one may be lost while the
+/// neighbour entry is resolved again. A cut is judged on one try (`datagram_arrives`).
+fn datagram_gets_through(from: PathBuf, to: &UdpSocket) -> bool {
+    (0..10).any(|_| datagram_arrives(from.clone(), to))
+}
+
 fn datagram_arrives(from: PathBuf, to: &UdpSocket) -> bool {
     let target = to.local_addr().unwrap();
     inside(from, move || {
@@ -138,9 +145,12 @@ fn a_one_way_partition_drops_one_direction_only() {
     let (a, b) = (bind(0), bind(1));
     network.partition(&[0], &[1], true).unwrap();
     assert!(!datagram_arrives(ns(0), &b), "a -> b is cut");
-    assert!(datagram_arrives(ns(1), &a), "b -> a still flows");
+    assert!(datagram_gets_through(ns(1), &a), "b -> a still flows");
     network.heal_partition(&[0], &[1], true).unwrap();
-    assert!(datagram_arrives(ns(0), &b), "healed: a -> b flows again");
+    assert!(
+        datagram_gets_through(ns(0), &b),
+        "healed: a -> b flows again"
+    );
 }
 
 #[test]
@@ -157,16 +167,16 @@ fn loss_and_link_down_drop_traffic_and_clear() {
     });
     network.loss(0, &[1], 100).unwrap();
     assert!(!datagram_arrives(ns(0), &b), "100% loss a -> b drops");
-    assert!(datagram_arrives(ns(2), &b), "c -> b is untouched");
+    assert!(datagram_gets_through(ns(2), &b), "c -> b is untouched");
     network.clear_loss(0).unwrap();
-    assert!(datagram_arrives(ns(0), &b), "loss cleared");
+    assert!(datagram_gets_through(ns(0), &b), "loss cleared");
     network.link(1, false).unwrap();
     assert!(
         !datagram_arrives(ns(0), &b),
         "b's link down: nothing reaches it"
     );
     network.link(1, true).unwrap();
-    assert!(datagram_arrives(ns(0), &b), "b's link up again");
+    assert!(datagram_gets_through(ns(0), &b), "b's link up again");
 }
 
 /// Seconds to send `bytes` over TCP from namespace `from` to a listener in `to`.

@@ -263,13 +263,7 @@ impl ControlState {
     fn begin_membership(&mut self, change: &Change) -> ControlResponse {
         if let Some(running) = &self.membership.running {
             if running.blocks(change.leader, change.at_ms) {
-                return ControlResponse::MembershipRefused(membership::Refusal {
-                    rule: membership::Rule::OneAtATime,
-                    detail: format!(
-                        "{} (by {}) is still running; wait for it to finish",
-                        running.what, running.actor.name
-                    ),
-                });
+                return ControlResponse::MembershipRefused(running.refusal());
             }
         }
         let entry = AuditEntry::new(

@@ -141,6 +141,17 @@ impl Change {
     pub fn blocks(&self, next_leader: NodeId, now_ms: u64) -> bool {
         self.leader == next_leader && now_ms.saturating_sub(self.at_ms) < MAX_CHANGE_MS
     }
+
+    /// The refusal of a change that must wait for this one.
+    pub fn refusal(&self) -> Refusal {
+        refuse(
+            Rule::OneAtATime,
+            format!(
+                "{} (by {}) is still running; wait for it to finish",
+                self.what, self.actor.name
+            ),
+        )
+    }
 }
 
 /// A rule that refuses a membership change.
@@ -287,13 +298,7 @@ pub fn plan(view: &View, request: &Request, now_ms: u64) -> Result<Plan, Refusal
 /// Refuses while another change runs (unless it is old enough to be abandoned).
 fn check_running(view: &View, now_ms: u64) -> Result<(), Refusal> {
     match &view.running {
-        Some(running) if running.blocks(view.leader, now_ms) => Err(refuse(
-            Rule::OneAtATime,
-            format!(
-                "{} (by {}) is still running; wait for it to finish",
-                running.what, running.actor.name
-            ),
-        )),
+        Some(running) if running.blocks(view.leader, now_ms) => Err(running.refusal()),
         _ => Ok(()),
     }
 }

@@ -177,7 +177,6 @@ fn core_changes(state: &ControlState, changes: &mut Vec<Change>) {
         audit_archived: f.audit.archived,
     };
     changes.push(Change::put(CONTROL_FAILOVER, &failover));
-    changes.push(Change::put(CONTROL_MEMBERSHIP, &state.membership));
 }
 
 /// Puts or removes `prefix + key` records where `before` and `after` differ.
@@ -207,6 +206,7 @@ impl Machine for ControlState {
         let routing = self.failover.routing.clone();
         let health = self.failover.health.clone();
         let hooks = self.hooks.clone();
+        let membership = self.membership.clone();
         let (archived, next_seq) = (
             self.failover.audit.archived,
             self.failover.audit.archived + self.failover.audit.entries.len() as u64,
@@ -219,6 +219,10 @@ impl Machine for ControlState {
         diff_records(CONTROL_ROUTE, &routing, &self.failover.routing, changes);
         diff_records(CONTROL_HEALTH, &health, &self.failover.health, changes);
         diff_records(CONTROL_HOOK, &hooks, &self.hooks, changes);
+        // Rarely changes: written when it does, not at every lease renewal.
+        if self.membership != membership {
+            changes.push(Change::put(CONTROL_MEMBERSHIP, &self.membership));
+        }
         let audit = &self.failover.audit;
         for seq in archived..audit.archived {
             changes.push(Change {
@@ -281,6 +285,7 @@ impl Machine for ControlState {
     fn dump(&self) -> Vec<Change> {
         let mut out = Vec::new();
         core_changes(self, &mut out);
+        out.push(Change::put(CONTROL_MEMBERSHIP, &self.membership));
         out.push(Change::put(CONTROL_TOPOLOGY, &self.failover.topology));
         diff_records(
             CONTROL_ROUTE,

@@ -261,13 +261,24 @@ impl Cluster {
 
     /// Proposes `command` on the control leader (followers forward only leases and
     /// health) and asserts that it took effect.
+    ///
+    /// A leader change on a busy machine can cut a proposal off (`OutcomeUnknown`,
+    /// `NotLeader`); the command is then proposed again on the next leader, for up to
+    /// 10 s. The commands tests send this way (topology, evacuate, freeze) give the same
+    /// state when applied twice, so a retry of one that did commit changes nothing.
     pub async fn control(&self, command: ControlCommand) {
-        let leader = self.control_leader().await;
-        let answer = self.node(leader).api.propose_control(command).await;
-        assert!(
-            matches!(answer, Ok(ControlResponse::Done { .. })),
-            "{answer:?}"
-        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let leader = self.control_leader().await;
+            let answer = self.node(leader).api.propose_control(command.clone()).await;
+            match answer {
+                Ok(ControlResponse::Done { .. }) => return,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => panic!("{command:?} did not take effect: {other:?}"),
+            }
+        }
     }
 
     /// Applies [`topology`].

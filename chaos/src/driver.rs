@@ -19,20 +19,24 @@
 //! With `power_loss`, each site's `data/` is a drop-unsynced FUSE mount (`lazyfs`) whose
 //! synced content lives in `<site>/durable/`; the mounts go when the driver is dropped.
 //!
-//! It does not touch the network: partitions, latency and loss need the netns driver.
+//! Where the processes run is the [`SiteDriver`]'s business: children on loopback, children
+//! in network namespaces, or processes on real hosts over ssh (`crate::site_driver`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use firebreak_model::{NodeId, SiteId};
 use firebreak_node::config::{ApiLimits, AuthConfig, DnsConfig, Peer, RaftTimings, TlsConfig};
 use firebreak_node::NodeConfig;
+use firebreak_tls::pki;
 use tokio::process::{Child, Command};
 
 use crate::error::{Error, Result};
 use crate::lazyfs;
 use crate::playbook::{ProcessKind, ServiceKind};
+use crate::site_driver::SiteDriver;
 
 /// How long a process gets to stop after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -56,44 +60,14 @@ pub struct DriverConfig {
     /// Sites whose node votes in the state group (all when `None`).
     pub state_voters: Option<Vec<String>>,
     pub services: Vec<ServiceKind>,
-    /// Where the sites live on the network.
-    pub placement: Placement,
+    /// Where the sites run: their addresses, and how their processes start and stop.
+    pub driver: Arc<dyn SiteDriver>,
     /// The nodes' Raft timings.
     pub raft: RaftTimings,
     /// Put every site's data dir on a drop-unsynced filesystem, for power-loss faults.
     pub power_loss: bool,
     /// The reconnect window the messaging instances suggest to stream clients, in ms.
     pub reconnect_window_ms: Option<u64>,
-}
-
-/// Where a driver's sites live: loopback addresses in the host's namespace, or one
-/// network namespace per site (the netns driver).
-#[derive(Debug, Clone)]
-pub enum Placement {
-    /// Site N on 127.0.N.1.
-    Loopback,
-    /// Site N on `ips[N]`, its processes inside the namespace at `namespaces[N]`.
-    Namespaces {
-        ips: Vec<String>,
-        namespaces: Vec<PathBuf>,
-    },
-}
-
-impl Placement {
-    /// The address of the `index`-th site.
-    pub fn ip(&self, index: usize) -> String {
-        match self {
-            Placement::Loopback => site_ip(index),
-            Placement::Namespaces { ips, .. } => ips[index].clone(),
-        }
-    }
-
-    fn namespace(&self, index: usize) -> Option<&Path> {
-        match self {
-            Placement::Loopback => None,
-            Placement::Namespaces { namespaces, .. } => Some(&namespaces[index]),
-        }
-    }
 }
 
 /// The port a service listens on, next to the node's.
@@ -272,23 +246,41 @@ impl Process {
             .and_then(|c| c.id())
             .map(|p| p as libc::pid_t)
     }
-
-    fn signal(&self, signal: libc::c_int) {
-        if let Some(pid) = self.pid() {
-            // SAFETY: kill(2) on a PID we spawned and have not reaped.
-            unsafe { libc::kill(pid, signal) };
-        }
-    }
 }
 
 struct Site {
     name: String,
+    /// Its position: the driver's index for it.
+    index: usize,
     data_dir: PathBuf,
     /// The drop-unsynced filesystem under `data_dir`, when the drill has power losses.
     disk: Option<lazyfs::Mount>,
-    /// The site's network namespace (netns driver).
-    netns: Option<PathBuf>,
     processes: Vec<Process>,
+}
+
+impl Site {
+    /// Sends `signal` to the processes `which` picks, all at once where the driver can.
+    fn signal(
+        &self,
+        driver: &dyn SiteDriver,
+        which: impl Fn(&Process) -> bool,
+        signal: libc::c_int,
+    ) {
+        let targets: Vec<(&str, Option<libc::pid_t>)> = self
+            .processes
+            .iter()
+            .filter(|p| which(p) && p.child.is_some())
+            .map(|p| (p.kind.name(), p.pid()))
+            .collect();
+        if !targets.is_empty() {
+            driver.signal(self.index, &targets, signal);
+        }
+    }
+
+    /// Starts `p` (the `i`-th process) on `driver`.
+    fn spawn(&self, driver: &dyn SiteDriver, exe: &Path, p: &Process) -> Result<Child> {
+        driver.spawn(self.index, p.kind.name(), exe, &p.args, &p.log)
+    }
 }
 
 /// The running sites of one drill.
@@ -334,7 +326,7 @@ fn site_configs(config: &DriverConfig, tokens_file: &Path) -> Vec<NodeConfig> {
         .chain(&config.spare_sites)
         .map(String::as_str)
         .collect();
-    let ips: Vec<String> = (0..names.len()).map(|i| config.placement.ip(i)).collect();
+    let ips: Vec<String> = (0..names.len()).map(|i| config.driver.ip(i)).collect();
     let mut configs = node_configs(
         "firebreak-drill",
         &config.dir,
@@ -509,11 +501,14 @@ impl LocalSites {
                 )?),
                 false => None,
             };
+            config
+                .driver
+                .install(i, &config.dir, &site_files(&config.dir, &node.site.0))?;
             sites.push(Site {
                 name: node.site.0.clone(),
+                index: i,
                 data_dir: node.data_dir.clone(),
                 disk,
-                netns: config.placement.namespace(i).map(Path::to_path_buf),
                 processes,
             });
         }
@@ -576,7 +571,7 @@ impl LocalSites {
     pub fn service_url(&self, site: usize, service: ServiceKind) -> String {
         format!(
             "https://{}:{}",
-            self.config.placement.ip(site),
+            self.config.driver.ip(site),
             service_port(self.config.port, service)
         )
     }
@@ -594,7 +589,7 @@ impl LocalSites {
     }
 
     /// The position of a site (spare sites after the others): its address is
-    /// [`Placement::ip`] of it.
+    /// [`SiteDriver::ip`] of it.
     pub fn index(&self, name: &str) -> usize {
         self.sites
             .iter()
@@ -604,31 +599,27 @@ impl LocalSites {
 
     /// SIGKILLs every process of a site at once; with `wipe`, its data dir goes too.
     pub async fn kill_site(&mut self, name: &str, wipe: bool) {
-        let site = self.site(name);
-        for p in &site.processes {
-            p.signal(libc::SIGKILL);
-        }
-        for p in &mut site.processes {
-            if let Some(mut child) = p.child.take() {
-                let _ = child.wait().await;
-            }
-            p.paused = false;
-        }
-        if wipe {
-            let _ = std::fs::remove_dir_all(&site.data_dir);
-        }
+        self.kill_sites(&[name], wipe).await;
     }
 
     /// SIGKILLs every process of several sites in the same instant, then reaps them; with
     /// `wipe`, their data dirs go too.
     pub async fn kill_sites(&mut self, names: &[&str], wipe: bool) {
+        let driver = self.config.driver.clone();
         for name in names {
-            for p in &self.site(name).processes {
-                p.signal(libc::SIGKILL);
-            }
+            self.site(name).signal(&*driver, |_| true, libc::SIGKILL);
         }
         for name in names {
-            self.kill_site(name, wipe).await;
+            let site = self.site(name);
+            for p in &mut site.processes {
+                if let Some(mut child) = p.child.take() {
+                    let _ = child.wait().await;
+                }
+                p.paused = false;
+            }
+            if wipe {
+                driver.wipe(site.index, &site.data_dir);
+            }
         }
     }
 
@@ -636,14 +627,9 @@ impl LocalSites {
     /// every one of them, then throws away what their disks had not synced. Returns what
     /// each site lost, in the order given.
     pub async fn power_loss(&mut self, names: &[&str]) -> Result<Vec<lazyfs::Discarded>> {
-        for name in names {
-            for p in &self.site(name).processes {
-                p.signal(libc::SIGKILL);
-            }
-        }
+        self.kill_sites(names, false).await;
         let mut lost = Vec::new();
         for name in names {
-            self.kill_site(name, false).await;
             let disk = self.site(name).disk.as_mut().ok_or_else(|| {
                 Error::CouldNotRun(format!(
                     "site {name} has no drop-unsynced disk: the drill did not mount one"
@@ -661,12 +647,12 @@ impl LocalSites {
     }
 
     fn start_stopped(&mut self, index: usize) -> Result<()> {
-        let exe = self.config.exe.clone();
+        let (driver, exe) = (self.config.driver.clone(), self.config.exe.clone());
         let site = &mut self.sites[index];
-        for p in &mut site.processes {
-            if p.child.is_none() {
-                let netns = site.netns.as_deref();
-                p.child = Some(spawn_child(&exe, &p.args, &p.log, libc::SIGKILL, netns)?);
+        for i in 0..site.processes.len() {
+            if site.processes[i].child.is_none() {
+                let child = site.spawn(&*driver, &exe, &site.processes[i])?;
+                site.processes[i].child = Some(child);
             }
         }
         Ok(())
@@ -680,10 +666,16 @@ impl LocalSites {
             .expect("playbook validation: process targets exist")
     }
 
+    /// Sends `signal` to one process of a site.
+    fn signal_one(&mut self, site: &str, kind: ProcessKind, signal: libc::c_int) {
+        let driver = self.config.driver.clone();
+        self.site(site).signal(&*driver, |p| p.kind == kind, signal);
+    }
+
     /// SIGKILLs one process.
     pub async fn kill_process(&mut self, site: &str, kind: ProcessKind) {
+        self.signal_one(site, kind, libc::SIGKILL);
         let p = self.process(site, kind);
-        p.signal(libc::SIGKILL);
         if let Some(mut child) = p.child.take() {
             let _ = child.wait().await;
         }
@@ -692,17 +684,14 @@ impl LocalSites {
 
     /// Starts one process again if it is down.
     pub fn start_process(&mut self, site: &str, kind: ProcessKind) -> Result<()> {
-        let exe = self.config.exe.clone();
-        let netns = self.site(site).netns.clone();
-        let p = self.process(site, kind);
-        if p.child.is_none() {
-            p.child = Some(spawn_child(
-                &exe,
-                &p.args,
-                &p.log,
-                libc::SIGKILL,
-                netns.as_deref(),
-            )?);
+        let (driver, exe) = (self.config.driver.clone(), self.config.exe.clone());
+        let site = self.site(site);
+        let Some(i) = site.processes.iter().position(|p| p.kind == kind) else {
+            unreachable!("playbook validation: process targets exist");
+        };
+        if site.processes[i].child.is_none() {
+            let child = site.spawn(&*driver, &exe, &site.processes[i])?;
+            site.processes[i].child = Some(child);
         }
         Ok(())
     }
@@ -710,38 +699,40 @@ impl LocalSites {
     /// Asks one process to stop cleanly (SIGTERM); [`LocalSites::poll_restarts`] starts
     /// it again once it has stopped, so the drill's clock keeps running meanwhile.
     pub fn begin_restart(&mut self, site: &str, kind: ProcessKind) {
-        let p = self.process(site, kind);
-        if p.paused {
-            p.signal(libc::SIGCONT);
-            p.paused = false;
+        if self.process(site, kind).paused {
+            self.signal_one(site, kind, libc::SIGCONT);
+            self.process(site, kind).paused = false;
         }
-        p.signal(libc::SIGTERM);
-        p.stopping = Some(std::time::Instant::now());
+        self.signal_one(site, kind, libc::SIGTERM);
+        self.process(site, kind).stopping = Some(std::time::Instant::now());
     }
 
     /// Starts again every process whose clean stop has finished (SIGKILL after
     /// [`STOP_GRACE`]); returns them as `site/process`.
     pub fn poll_restarts(&mut self) -> Result<Vec<String>> {
-        let exe = self.config.exe.clone();
+        let (driver, exe) = (self.config.driver.clone(), self.config.exe.clone());
         let mut restarted = Vec::new();
         for site in &mut self.sites {
-            for p in site.processes.iter_mut().filter(|p| p.stopping.is_some()) {
+            for i in 0..site.processes.len() {
+                let p = &mut site.processes[i];
+                let Some(since) = p.stopping else { continue };
                 let child = p.child.as_mut().expect("a stopping process has a child");
                 let exited = matches!(child.try_wait(), Ok(Some(_)) | Err(_));
                 if !exited {
-                    if p.stopping.is_some_and(|since| since.elapsed() > STOP_GRACE) {
+                    if since.elapsed() > STOP_GRACE {
                         tracing::warn!(
                             process = p.kind.name(),
                             "did not stop after SIGTERM; killing it"
                         );
-                        p.signal(libc::SIGKILL);
+                        let kind = p.kind;
+                        site.signal(&*driver, |p| p.kind == kind, libc::SIGKILL);
                     }
                     continue;
                 }
                 p.stopping = None;
-                let netns = site.netns.as_deref();
-                p.child = Some(spawn_child(&exe, &p.args, &p.log, libc::SIGKILL, netns)?);
-                restarted.push(format!("{}/{}", site.name, p.kind.name()));
+                let child = site.spawn(&*driver, &exe, &site.processes[i])?;
+                site.processes[i].child = Some(child);
+                restarted.push(format!("{}/{}", site.name, site.processes[i].kind.name()));
             }
         }
         Ok(restarted)
@@ -756,9 +747,9 @@ impl LocalSites {
 
     /// SIGSTOP (`pause`) or SIGCONT one process.
     pub fn pause_process(&mut self, site: &str, kind: ProcessKind, pause: bool) {
-        let p = self.process(site, kind);
-        p.signal(if pause { libc::SIGSTOP } else { libc::SIGCONT });
-        p.paused = pause;
+        let signal = if pause { libc::SIGSTOP } else { libc::SIGCONT };
+        self.signal_one(site, kind, signal);
+        self.process(site, kind).paused = pause;
     }
 
     /// Processes that exited without the drill asking, as "site/process: status".
@@ -777,18 +768,18 @@ impl LocalSites {
 
     /// Heals (SIGCONT) and stops every process: SIGTERM, then SIGKILL after a grace.
     pub async fn shutdown(&mut self) {
+        let driver = self.config.driver.clone();
         for site in &mut self.sites {
+            site.signal(&*driver, |p| p.paused, libc::SIGCONT);
+            site.signal(&*driver, |_| true, libc::SIGTERM);
             for p in &mut site.processes {
-                if p.paused {
-                    p.signal(libc::SIGCONT);
-                    p.paused = false;
-                }
-                p.signal(libc::SIGTERM);
+                p.paused = false;
             }
         }
         for site in &mut self.sites {
+            let index = site.index;
             for p in &mut site.processes {
-                stop(p).await;
+                stop(&*driver, index, p).await;
             }
         }
     }
@@ -797,20 +788,15 @@ impl LocalSites {
 impl Drop for LocalSites {
     fn drop(&mut self) {
         for site in &self.sites {
-            for p in &site.processes {
-                p.signal(libc::SIGCONT);
-                p.signal(libc::SIGKILL);
-            }
+            site.signal(&*self.config.driver, |_| true, libc::SIGCONT);
+            site.signal(&*self.config.driver, |_| true, libc::SIGKILL);
         }
     }
 }
 
-async fn stop(p: &mut Process) {
-    if p.paused {
-        p.signal(libc::SIGCONT);
-        p.paused = false;
-    }
-    p.signal(libc::SIGTERM);
+/// Waits up to [`STOP_GRACE`] for `p` (already sent SIGTERM) to stop, then kills it.
+async fn stop(driver: &dyn SiteDriver, index: usize, p: &mut Process) {
+    let pid = p.pid();
     if let Some(mut child) = p.child.take() {
         if tokio::time::timeout(STOP_GRACE, child.wait())
             .await
@@ -820,9 +806,31 @@ async fn stop(p: &mut Process) {
                 process = p.kind.name(),
                 "did not stop after SIGTERM; killing it"
             );
+            driver.signal(index, &[(p.kind.name(), pid)], libc::SIGKILL);
             let _ = child.kill().await;
         }
     }
+}
+
+/// What a site's processes read, relative to the drill's dir: the token file, the CA's
+/// certificate (not its key), and the site's configs and certificates.
+fn site_files(dir: &Path, site: &str) -> Vec<PathBuf> {
+    let mut files = vec![
+        PathBuf::from("tokens"),
+        PathBuf::from("ca").join(pki::CA_CERT),
+    ];
+    let site_dir = dir.join(site);
+    if let Ok(entries) = std::fs::read_dir(&site_dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let keep = name == "tls" || name.to_string_lossy().ends_with(".yaml");
+            if keep {
+                files.push(PathBuf::from(site).join(name));
+            }
+        }
+    }
+    files.sort();
+    files
 }
 
 /// `--max-hashing` for each of `instances` login instances sharing this machine: its cores

@@ -11,6 +11,14 @@ pub enum Error {
         column: usize,
         message: String,
     },
+    /// The ssh driver's inventory breaks a rule; nothing ran.
+    #[error("{file}:{line}:{column}: {message}")]
+    Inventory {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     /// The playbook file could not be read.
     #[error("failed to read {file}")]
     Read {

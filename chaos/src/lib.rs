@@ -25,6 +25,7 @@ pub mod driver;
 pub mod error;
 pub mod history;
 pub mod idle;
+pub mod inventory;
 pub mod kv_client;
 pub mod lazyfs;
 pub mod membership_timeline;
@@ -35,6 +36,8 @@ pub mod packet_delay;
 pub mod playbook;
 pub mod report;
 pub mod runner;
+pub mod site_driver;
+pub mod ssh;
 pub mod workload;
 
 pub use error::{Error, Result};

@@ -30,6 +30,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 
@@ -546,5 +547,37 @@ fn run(program: &str, args: &[&str]) -> Result<()> {
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         )))
+    }
+}
+
+/// The netns driver's faults: kernel state in the drill's namespaces, which go with them
+/// (so the expiry is not needed: nothing outlives the drill's namespaces).
+impl crate::site_driver::NetworkFaults for Network {
+    fn partition(&self, from: &[usize], to: &[usize], one_way: bool, _: Duration) -> Result<()> {
+        Network::partition(self, from, to, one_way)
+    }
+
+    fn heal_partition(&self, from: &[usize], to: &[usize], one_way: bool) -> Result<()> {
+        Network::heal_partition(self, from, to, one_way)
+    }
+
+    fn loss(&self, site: usize, peers: &[usize], percent: u32, _: Duration) -> Result<()> {
+        Network::loss(self, site, peers, percent)
+    }
+
+    fn clear_loss(&self, site: usize) -> Result<()> {
+        Network::clear_loss(self, site)
+    }
+
+    fn shape(&self, site: usize, peers: &[usize], shaping: &Shaping, _: Duration) -> Result<()> {
+        Network::shape(self, site, peers, shaping)
+    }
+
+    fn clear_shape(&self, site: usize) -> Result<()> {
+        Network::clear_shape(self, site)
+    }
+
+    fn link(&self, site: usize, up: bool, _: Duration) -> Result<()> {
+        Network::link(self, site, up)
     }
 }

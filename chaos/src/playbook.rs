@@ -68,6 +68,9 @@ pub enum Driver {
     Local,
     /// Child processes in network namespaces; root; network faults.
     Netns,
+    /// Processes on real hosts over ssh (`--inventory FILE`); partitions, loss and
+    /// link-flap as nftables tables on the hosts.
+    Ssh,
 }
 
 impl Driver {
@@ -75,6 +78,7 @@ impl Driver {
         match self {
             Self::Local => "local",
             Self::Netns => "netns",
+            Self::Ssh => "ssh",
         }
     }
 }
@@ -648,6 +652,17 @@ impl Playbook {
         Ok(playbook)
     }
 
+    /// This playbook run with `driver` instead of its own, validated again: a fault the
+    /// driver cannot carry out is refused before anything starts.
+    pub fn with_driver(&self, driver: Driver) -> std::result::Result<Playbook, String> {
+        let mut playbook = self.clone();
+        playbook.driver = driver;
+        playbook
+            .validate()
+            .map_err(|p| format!("with --driver {}: {}: {}", driver.name(), p.path, p.message))?;
+        Ok(playbook)
+    }
+
     /// This playbook with `timeline` instead of its own, validated like a file: the error
     /// says which step breaks which rule.
     pub fn with_timeline(&self, timeline: Vec<Step>) -> std::result::Result<Playbook, String> {
@@ -1092,6 +1107,17 @@ impl Playbook {
             }
             self.validate_network_step(i, step)?;
             self.validate_replace_step(i, step)?;
+            if step.fault == FaultKind::PowerLoss && self.driver == Driver::Ssh {
+                return Err(Problem::at(
+                    "timeline",
+                    "fault",
+                    i,
+                    format!(
+                        "{}: power-loss runs with the local and netns drivers only: the drop-unsynced filesystem is mounted by the drill itself, not on hosts yet",
+                        path("fault")
+                    ),
+                ));
+            }
             let (_, process) = step.site_and_process();
             if step.fault == FaultKind::Surge {
                 if step.target != "workload" {
@@ -1293,13 +1319,26 @@ impl Playbook {
     fn validate_network_step(&self, i: usize, step: &Step) -> std::result::Result<(), Problem> {
         let path = |field: &str| format!("timeline[{i}].{field}");
         let fault = step.fault;
-        if fault.needs_netns() && self.driver != Driver::Netns {
+        let shaping = matches!(fault, FaultKind::Latency | FaultKind::Bandwidth);
+        if shaping && self.driver == Driver::Ssh {
             return Err(Problem::at(
                 "timeline",
                 "fault",
                 i,
                 format!(
-                    "{}: {} needs the netns driver (`driver: netns` or --driver netns; root, Linux)",
+                    "{}: {} runs with the netns driver only: the ssh driver has no shaping on hosts yet",
+                    path("fault"),
+                    fault.name()
+                ),
+            ));
+        }
+        if fault.needs_netns() && self.driver == Driver::Local {
+            return Err(Problem::at(
+                "timeline",
+                "fault",
+                i,
+                format!(
+                    "{}: {} needs the netns or ssh driver (`driver: netns` or --driver netns; root, Linux)",
                     path("fault"),
                     fault.name()
                 ),

@@ -30,13 +30,14 @@ use bring_up::{apply_topology, wait_ready, wait_serving};
 use progress::Progress;
 
 use crate::checkers::judge;
-use crate::driver::{self, DriverConfig, LocalSites, Placement};
+use crate::driver::{self, DriverConfig, LocalSites};
 use crate::error::{Error, Result};
 use crate::history::{Event, FaultPhase, History};
 use crate::idle::IdleClients;
 use crate::netns::{Network, Shaping};
 use crate::playbook::{Driver, FaultKind, IdleVia, Playbook, ProcessKind, ServiceKind, Step};
 use crate::report::Report;
+use crate::site_driver::{Loopback, Namespaced, NetworkFaults, SiteDriver};
 use crate::workload::Runner;
 
 /// How long setup (accounts, users) may take.
@@ -47,6 +48,8 @@ const IDLE_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const IDLE_CONNECT_PER_CLIENT: Duration = Duration::from_millis(5);
 /// How long the idle clients get to receive the probe message after the workload.
 const IDLE_PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a network fault outlives its planned end when the drill never heals it.
+const FAULT_EXPIRY_GRACE: Duration = Duration::from_secs(10);
 /// Open files a process needs besides those of the idle clients' streams.
 const BASE_OPEN_FILES: u64 = 1_024;
 
@@ -60,6 +63,8 @@ pub struct DrillOptions {
     pub seed: Option<u64>,
     /// Overrides the playbook's driver.
     pub driver: Option<Driver>,
+    /// The hosts of the ssh driver (`--inventory FILE`).
+    pub inventory: Option<PathBuf>,
     /// Where the history and reports go (and the sites' data and logs, under `sites/`).
     pub out: Option<PathBuf>,
     /// The nodes' port; services use the next three.
@@ -89,7 +94,12 @@ pub async fn run(
 ) -> Result<DrillOutcome> {
     let mut options = options;
     options.playbook.workload.seed = options.seed.unwrap_or(options.playbook.workload.seed);
-    options.playbook.driver = options.driver.unwrap_or(options.playbook.driver);
+    if let Some(driver) = options.driver.filter(|d| *d != options.playbook.driver) {
+        options.playbook = options
+            .playbook
+            .with_driver(driver)
+            .map_err(|e| Error::CouldNotRun(format!("{}: {e}", options.playbook_path.display())))?;
+    }
     let (sites_dir, temp) = match &options.out {
         Some(out) => (out.join("sites"), None),
         None => {
@@ -125,13 +135,14 @@ pub async fn run(
             run_sites(
                 options,
                 sites_dir.clone(),
-                Placement::Loopback,
+                Arc::new(Loopback),
                 None,
                 shutdown,
             )
             .await?
         }
         Driver::Netns => run_in_namespaces(options, sites_dir.clone(), shutdown).await?,
+        Driver::Ssh => run_on_hosts(options, sites_dir.clone(), shutdown).await?,
     };
     let sites_dir = match temp {
         Some(temp) if !report.passed => Some(temp.keep()),
@@ -169,7 +180,8 @@ async fn run_in_namespaces(
         }
     }
     let count = options.playbook.topology.sites.len();
-    let placement = Placement::Namespaces {
+    let placement = Namespaced {
+        run_id: run_id.clone(),
         ips: (0..count).map(|i| network.site_ip(i)).collect(),
         namespaces: (0..count)
             .map(|i| Network::ns_path(&network.site_ns(i)))
@@ -191,11 +203,12 @@ async fn run_in_namespaces(
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
+            let faults: Arc<dyn NetworkFaults> = inner;
             runtime.block_on(run_sites(
                 options,
                 sites_dir,
-                placement,
-                Some(inner),
+                Arc::new(placement),
+                Some(faults),
                 shutdown,
             ))
         })();
@@ -214,24 +227,50 @@ async fn run_in_namespaces(
     result.map_err(|_| Error::CouldNotRun("the drill's thread died".into()))?
 }
 
+/// The ssh driver: checks every host of the inventory, installs the binary, runs the drill
+/// on them, and removes what the run left there (what could not be removed is an incident
+/// of the verdict).
+async fn run_on_hosts(
+    options: DrillOptions,
+    sites_dir: PathBuf,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(Report, bool)> {
+    let file = options.inventory.clone().ok_or_else(|| {
+        Error::CouldNotRun(
+            "the ssh driver needs the hosts: pass --inventory FILE (docs/hosts.md; scripts/ssh-hosts.sh up makes three local ones)".into(),
+        )
+    })?;
+    let inventory = crate::inventory::Inventory::load(&file)?;
+    let run_id = driver::random_token()[..6].to_string();
+    let hosts =
+        crate::ssh::SshHosts::new(&run_id, &inventory, &file, &options.playbook.topology.sites)?;
+    let playbook = &options.playbook;
+    let network_faults = playbook.timeline.iter().any(|s| s.fault.needs_netns());
+    let started = std::time::Instant::now();
+    hosts.preflight(network_faults)?;
+    hosts.install_binary(&options.exe)?;
+    eprintln!(
+        "hosts ready in {:.1} s (preflight, binary checked or copied); run {run_id}: if this drill is killed, \
+         `firebreak drill cleanup --run {run_id} --inventory {}` removes what it left",
+        started.elapsed().as_secs_f64(),
+        file.display()
+    );
+    let hosts = Arc::new(hosts);
+    run_sites(options, sites_dir, hosts.clone(), Some(hosts), shutdown).await
+}
+
 /// Starts the sites, runs the drill on them, stops them, judges and writes the report.
 async fn run_sites(
     options: DrillOptions,
     sites_dir: PathBuf,
-    placement: Placement,
-    network: Option<Arc<Network>>,
+    site_driver: Arc<dyn SiteDriver>,
+    network: Option<Arc<dyn NetworkFaults>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(Report, bool)> {
     let playbook = &options.playbook;
     let seed = playbook.workload.seed;
-    let place = match &network {
-        Some(n) => format!(
-            "in network namespaces {}{}-*, 10.251.0.N",
-            crate::netns::PREFIX,
-            n.run_id
-        ),
-        None => "on 127.0.N.1".into(),
-    };
+    let place = site_driver.describe();
+    let cleaner = site_driver.clone();
     let mut sites = LocalSites::start(DriverConfig {
         exe: options.exe.clone(),
         dir: sites_dir,
@@ -241,7 +280,7 @@ async fn run_sites(
         nodes_per_site: playbook.topology.nodes_per_site(),
         state_voters: playbook.topology.state_voters.clone(),
         services: playbook.process_services(),
-        placement,
+        driver: site_driver,
         raft: playbook.topology.raft.clone(),
         power_loss: playbook.has_power_loss(),
         reconnect_window_ms: playbook
@@ -271,15 +310,24 @@ async fn run_sites(
         _ = shutdown => Ok((Some("interrupted by a signal".to_string()), Vec::new(), true)),
     };
     sites.shutdown().await;
-    let (aborted, incidents, interrupted) = result?;
+    let cleanup = cleaner.clean_up();
+    let (aborted, mut incidents, interrupted) = result?;
+    if let Err(left) = cleanup {
+        eprintln!("{left}");
+        incidents.push(left);
+    }
     let events = history.snapshot();
     let repeat = options.repeat.clone().unwrap_or_else(|| {
         let mut repeat = format!(
             "firebreak drill {} --seed {seed}",
             options.playbook_path.display()
         );
-        if options.driver.is_some() {
-            repeat.push_str(&format!(" --driver {}", playbook.driver.name()));
+        match &options.inventory {
+            Some(file) => repeat.push_str(&format!(" --inventory {}", file.display())),
+            None if options.driver.is_some() => {
+                repeat.push_str(&format!(" --driver {}", playbook.driver.name()))
+            }
+            None => {}
         }
         repeat
     });
@@ -302,8 +350,8 @@ struct Drill<'a> {
     playbook: &'a Playbook,
     history: History,
     live: bool,
-    /// The netns driver's network, for network faults.
-    network: Option<Arc<Network>>,
+    /// The driver's network faults (netns, ssh).
+    network: Option<Arc<dyn NetworkFaults>>,
 }
 
 /// Why the drill stopped early, and processes that died unasked.
@@ -756,14 +804,19 @@ impl Drill<'_> {
         let peer_names = step.peer_sites(sites);
         let peers: Vec<usize> = peer_names.iter().map(|p| index(p)).collect();
         let site = targets[0];
+        let expiry = self.fault_expiry(step);
         let fault = step.fault.name();
         let target = &step.target;
         match (step.fault, starting) {
-            (FaultKind::Partition, true) => network.partition(&targets, &peers, step.one_way)?,
+            (FaultKind::Partition, true) => {
+                network.partition(&targets, &peers, step.one_way, expiry)?
+            }
             (FaultKind::Partition, false) => {
                 network.heal_partition(&targets, &peers, step.one_way)?
             }
-            (FaultKind::Loss, true) => network.loss(site, &peers, step.percent.unwrap_or(0))?,
+            (FaultKind::Loss, true) => {
+                network.loss(site, &peers, step.percent.unwrap_or(0), expiry)?
+            }
             (FaultKind::Loss, false) => network.clear_loss(site)?,
             (FaultKind::Latency | FaultKind::Bandwidth, true) => network.shape(
                 site,
@@ -773,9 +826,10 @@ impl Drill<'_> {
                     jitter_ms: step.jitter_ms.unwrap_or(0),
                     rate_kbit: step.rate_kbit.unwrap_or(0),
                 },
+                expiry,
             )?,
             (FaultKind::Latency | FaultKind::Bandwidth, false) => network.clear_shape(site)?,
-            (FaultKind::LinkFlap, up) => network.link(site, !up)?,
+            (FaultKind::LinkFlap, up) => network.link(site, !up, expiry)?,
             (other, _) => unreachable!("{} is not a network fault", other.name()),
         }
         let arrow = if step.one_way { "->" } else { "<->" };
@@ -791,6 +845,16 @@ impl Drill<'_> {
             (_, true) => format!("{fault} {target}"),
             (_, false) => format!("{fault} {target} healed"),
         })
+    }
+
+    /// How long a network fault may last if the drill never heals it (killed, or cut off
+    /// from the hosts): its step's duration, or the whole workload's, plus
+    /// [`FAULT_EXPIRY_GRACE`].
+    fn fault_expiry(&self, step: &Step) -> Duration {
+        let planned = step
+            .duration_secs
+            .unwrap_or(f64::from(self.playbook.workload.duration_secs));
+        Duration::from_secs_f64(planned.max(0.0)) + FAULT_EXPIRY_GRACE
     }
 
     /// The Raft groups whose latest known leader is the node of `site`: what a fault there

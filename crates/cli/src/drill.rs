@@ -1,8 +1,9 @@
 //! `firebreak drill PLAYBOOK`: bring up sites, run traffic, break them on the playbook's
 //! timeline, and judge the history. `--check` only validates the playbook; `--random`
 //! draws the timeline from the seed instead (`drill_random.rs`); `firebreak drill heal`
-//! removes what crashed drills left (namespaces `fb-*`, drop-unsynced mounts
-//! `firebreak-lazyfs-*`).
+//! removes what crashed drills left on this machine (namespaces `fb-*`, drop-unsynced mounts
+//! `firebreak-lazyfs-*`); `firebreak drill cleanup --run ID --inventory FILE` removes what
+//! an ssh drill's run left on its hosts.
 //!
 //! Exit status: 0 when every expectation held, 9 when one did not (the verdict says
 //! which), 10 when the drill could not run or was interrupted, 2 for a bad playbook.
@@ -36,10 +37,17 @@ pub struct Args {
     /// Port of every site's node on its 127.0.N.1 address; services use the next three.
     #[arg(long, default_value_t = 7301)]
     pub(crate) port: u16,
-    /// Site driver, overriding the playbook's: local (loopback, no privileges) or netns
-    /// (network namespaces; root, Linux; needed for network faults).
+    /// Site driver, overriding the playbook's: local (loopback, no privileges), netns
+    /// (network namespaces; root, Linux; needed for network faults) or ssh (real hosts,
+    /// from --inventory).
     #[arg(long, value_enum)]
     pub(crate) driver: Option<DriverArg>,
+    /// The hosts of the ssh driver (YAML; docs/hosts.md). Implies --driver ssh.
+    #[arg(long)]
+    pub(crate) inventory: Option<PathBuf>,
+    /// With `drill cleanup`: the run id the ssh drill printed (`run ab12cd`).
+    #[arg(long)]
+    pub(crate) run: Option<String>,
     /// Draw the fault timeline from the seed (the randomized nemesis), within the bounds of
     /// docs/drills.md, instead of the playbook's.
     #[arg(long)]
@@ -62,6 +70,7 @@ pub struct Args {
 pub(crate) enum DriverArg {
     Local,
     Netns,
+    Ssh,
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -71,6 +80,13 @@ pub async fn run(args: Args) -> Result<()> {
         .is_some_and(|p| p.as_os_str() == "heal" && !p.exists())
     {
         return heal();
+    }
+    if args
+        .playbook
+        .as_ref()
+        .is_some_and(|p| p.as_os_str() == "cleanup" && !p.exists())
+    {
+        return crate::drill_hosts::cleanup(&args);
     }
     if args.random {
         return crate::drill_random::run(args).await;
@@ -148,7 +164,11 @@ pub(crate) fn options(
         playbook_path,
         playbook,
         seed: args.seed,
-        driver: args.driver.map(DriverArg::driver),
+        driver: match (args.driver, &args.inventory) {
+            (None, Some(_)) => Some(Driver::Ssh),
+            (driver, _) => driver.map(DriverArg::driver),
+        },
+        inventory: args.inventory.clone(),
         out: args.out.clone(),
         port: args.port,
         exe,
@@ -162,6 +182,7 @@ impl DriverArg {
         match self {
             DriverArg::Local => Driver::Local,
             DriverArg::Netns => Driver::Netns,
+            DriverArg::Ssh => Driver::Ssh,
         }
     }
 }
@@ -208,7 +229,7 @@ fn heal() -> Result<()> {
 
 pub(crate) fn to_exit(err: Error) -> anyhow::Error {
     let code = match err {
-        Error::Playbook { .. } | Error::Read { .. } => exit::USAGE,
+        Error::Playbook { .. } | Error::Inventory { .. } | Error::Read { .. } => exit::USAGE,
         Error::CouldNotRun(_) => exit::DRILL_NOT_RUN,
     };
     let mut message = err.to_string();

@@ -13,8 +13,10 @@ mod certs;
 mod client;
 mod control;
 mod drill;
+mod drill_hosts;
 mod drill_random;
 mod exit;
+mod fault_guard;
 mod kv;
 mod membership;
 mod node;
@@ -74,6 +76,10 @@ enum Command {
     /// Issue node, service and operator certificates from the CA.
     #[command(subcommand)]
     Cert(certs::CertCommand),
+    /// The dead-man's switch of a drill's network fault on a host (started by the ssh
+    /// driver, not by hand).
+    #[command(hide = true)]
+    FaultGuard(fault_guard::Args),
     /// Print the version.
     Version,
 }
@@ -102,6 +108,7 @@ fn main() {
             Command::Bench(command) => bench::run(command).await,
             Command::Serve(command) => serve::run(command).await,
             Command::Drill(args) => drill::run(args).await,
+            Command::FaultGuard(args) => fault_guard::run(args).await,
             Command::Topology(command) => topology::run(command).await,
             Command::Evacuate(args) => control::evacuate(args).await,
             Command::Restore(args) => control::restore(args).await,

@@ -60,12 +60,6 @@ pub trait SiteDriver: std::fmt::Debug + Send + Sync {
     fn clean_up(&self) -> std::result::Result<(), String> {
         Ok(())
     }
-
-    /// Whether the drill's own clients reach the sites from this process's network: the
-    /// local driver checks that their ports are free before it starts.
-    fn on_this_machine(&self) -> bool {
-        true
-    }
 }
 
 /// Network faults between sites (by index). Each fault carries the time after which it

@@ -42,9 +42,13 @@ impl SshHosts {
                 host.key.display()
             ));
         }
-        let script = "echo uid=$(id -u); echo arch=$(uname -m); \
-             for t in nft tar sha256sum; do command -v $t >/dev/null 2>&1 && echo has=$t; done";
-        let out = super::run_on(&self.ssh_args(host), script, None, COMMAND_TIMEOUT)
+        let runs = format!("{}/runs", super::host_dir(host));
+        let script = format!(
+            "echo uid=$(id -u); echo arch=$(uname -m); \
+             for t in nft tar sha256sum; do command -v $t >/dev/null 2>&1 && echo has=$t; done; \
+             ls {runs} 2>/dev/null | sed 's/^/run=/'"
+        );
+        let out = super::run_on(&self.ssh_args(host), &script, None, COMMAND_TIMEOUT)
             .map_err(|e| format!("{}: {e}", self.who(index)))?;
         if out.status == Some(255) || out.status.is_none() {
             let why = out
@@ -92,6 +96,19 @@ impl SshHosts {
             return Err(format!(
                 "{}: network faults need root on the host (nftables): log in as root",
                 self.who(index)
+            ));
+        }
+        let left: Vec<&str> = out
+            .stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("run="))
+            .collect();
+        if let Some(run) = left.first() {
+            return Err(format!(
+                "{}: run {run} of an earlier drill is still there ({runs}/{run}): another drill is running on \
+                 these hosts, or one was killed; `firebreak drill cleanup --run {run} --inventory {}` removes it",
+                self.who(index),
+                self.inventory.display()
             ));
         }
         Ok(())

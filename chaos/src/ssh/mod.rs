@@ -265,10 +265,6 @@ impl SiteDriver for SshHosts {
         }
     }
 
-    fn on_this_machine(&self) -> bool {
-        false
-    }
-
     fn clean_up(&self) -> std::result::Result<(), String> {
         self.clean_up_run()
     }

@@ -237,7 +237,7 @@ async fn run_on_hosts(
 ) -> Result<(Report, bool)> {
     let file = options.inventory.clone().ok_or_else(|| {
         Error::CouldNotRun(
-            "the ssh driver needs the hosts: pass --inventory FILE (docs/hosts.md; scripts/ssh-hosts.sh up makes three local ones)".into(),
+            "the ssh driver needs the hosts: pass --inventory FILE (docs/operations.md; scripts/ssh-hosts.sh up makes three local ones)".into(),
         )
     })?;
     let inventory = crate::inventory::Inventory::load(&file)?;

@@ -195,6 +195,38 @@ pub(super) fn site_files(
             out.stderr.trim()
         )));
     }
+    check_node_configs(hosts, index, files)
+}
+
+/// Runs `firebreak node --check-config` on the host for each node config of the site, as
+/// a systemd unit's `ExecStartPre=` would: a config, certificate or data dir the node would
+/// refuse is reported before anything starts.
+fn check_node_configs(hosts: &SshHosts, index: usize, files: &[PathBuf]) -> Result<()> {
+    let binary = hosts.binary_path(index)?;
+    let run_dir = hosts.run_dir(index);
+    let configs = files.iter().filter(|f| {
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        name.starts_with("node") && name.ends_with(".yaml")
+    });
+    for config in configs {
+        let path = format!("{run_dir}/{}", config.display());
+        let out = hosts.run(
+            index,
+            &format!("{binary} node --config {path} --check-config"),
+            None,
+            COMMAND_TIMEOUT,
+        )?;
+        if out.status != Some(0) {
+            return Err(Error::CouldNotRun(format!(
+                "{}: {path} does not pass `firebreak node --check-config`: {}",
+                hosts.who(index),
+                out.stderr.trim()
+            )));
+        }
+    }
     Ok(())
 }
 

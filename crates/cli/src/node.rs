@@ -11,9 +11,13 @@ use firebreak_node::NodeConfig;
 pub struct Args {
     #[command(subcommand)]
     command: Option<crate::membership::NodeCommand>,
-    /// The node's YAML config (see docs/operations.md for every field).
+    /// The node's YAML config (every field: docs/reference.md).
     #[arg(long, short, required = true)]
     config: Option<PathBuf>,
+    /// Check the config, certificate, tokens and data dir as a starting node would, print
+    /// what was found and exit (0 when the node would start), binding and writing nothing.
+    #[arg(long)]
+    check_config: bool,
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -24,6 +28,17 @@ pub async fn run(args: Args) -> Result<()> {
         .config
         .expect("clap requires --config without a subcommand");
     let config = NodeConfig::load(&path)?;
+    if args.check_config {
+        for line in firebreak_node::check::check_config(&config)? {
+            println!("{line}");
+        }
+        println!(
+            "{}: ok, node {} would start",
+            path.display(),
+            config.node_id
+        );
+        return Ok(());
+    }
     let span = tracing::info_span!("node", node = %config.node_id, site = %config.site);
     let _guard = span.enter();
     firebreak_node::run(config, shutdown_signal()).await?;

@@ -106,6 +106,59 @@ fn data_dir_of_another_node_is_refused_with_exit_6() {
 }
 
 #[test]
+fn check_config_says_what_a_node_would_find_and_changes_nothing() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let (ca, out) = (dir.path().join("ca"), dir.path());
+    let ca = ca.to_str().unwrap();
+    assert_eq!(
+        firebreak(&["ca", "init", "--cluster", "c", "--dir", ca]).0,
+        0
+    );
+    let issue = [
+        "cert",
+        "issue",
+        "node",
+        "--id",
+        "1",
+        "--host",
+        "127.0.0.1",
+        "--ca",
+        ca,
+    ];
+    let (code, _, err) = firebreak(&[&issue[..], &["--out", out.to_str().unwrap()]].concat());
+    assert_eq!(code, 0, "{err}");
+    let data = dir.path().join("data");
+    let path = dir.path().join("node.yaml");
+    let config = |id: u64| {
+        format!(
+            "cluster: c\nnode_id: {id}\nsite: pangyo\nlisten: 127.0.0.1:0\npeer_listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n\
+             tls: {{ ca_file: {ca}/ca.pem, cert_file: {o}/node-1.pem, key_file: {o}/node-1.key }}\n\
+             data_dir: {}\npeers:\n  - {{ id: {id}, site: pangyo, addr: \"127.0.0.1:1\" }}\n",
+            data.display(),
+            o = out.display(),
+        )
+    };
+    std::fs::write(&path, config(1)).unwrap();
+    let check = ["node", "--config", path.to_str().unwrap(), "--check-config"];
+    let (code, stdout, err) = firebreak(&check);
+    assert_eq!(code, 0, "{err}");
+    for found in [
+        "node 1's certificate of cluster c",
+        "is new",
+        "ok, node 1 would start",
+    ] {
+        assert!(stdout.contains(found), "{found}: {stdout}");
+    }
+    assert!(!data.exists(), "a check writes nothing");
+    // The certificate of node 1 under node 2's config: refused, as the node would.
+    std::fs::write(&path, config(2)).unwrap();
+    let (code, _, err) = firebreak(&check);
+    assert_ne!(code, 0);
+    assert!(err.contains("names firebreak://c/node/1"), "{err}");
+    assert!(!data.exists(), "a check writes nothing");
+}
+
+#[test]
 fn commands_fail_over_across_nodes_and_report_unavailable() {
     let dir = tempfile::TempDir::new().unwrap();
     let ca = dir.path().join("ca");

@@ -57,6 +57,16 @@ impl Tokens {
         })
     }
 
+    /// How many tokens are configured.
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Whether no token is configured (then every operator endpoint refuses).
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
     /// Tokens from pairs, for tests and `firebreak up`.
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
         let pairs = pairs

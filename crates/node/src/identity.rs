@@ -17,6 +17,51 @@ struct Identity {
     node_id: u64,
 }
 
+/// Says whose the data dir is without changing it: new (missing or empty), this node's,
+/// or an error if it belongs to another node or cluster or holds something else.
+pub fn inspect(config: &NodeConfig) -> Result<String> {
+    let dir = &config.data_dir;
+    let path = dir.join("identity.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let found: Identity = serde_json::from_slice(&bytes).map_err(|e| Error::Io {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })?;
+            if found.cluster != config.cluster || found.node_id != config.node_id.0 {
+                return Err(Error::DataDirMismatch {
+                    path: dir.clone(),
+                    found_node: found.node_id,
+                    found_cluster: found.cluster,
+                    node: config.node_id.0,
+                    cluster: config.cluster.clone(),
+                });
+            }
+            Ok(format!(
+                "data dir: {} is node {}'s",
+                dir.display(),
+                found.node_id
+            ))
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let empty = std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none());
+            if !empty {
+                return Err(Error::Io {
+                    path: dir.clone(),
+                    source: std::io::Error::other(
+                        "data dir is not empty and has no identity.json; it was not written by a firebreak node: choose an empty or new directory",
+                    ),
+                });
+            }
+            Ok(format!(
+                "data dir: {} is new; the node will claim it",
+                dir.display()
+            ))
+        }
+        Err(source) => Err(Error::Io { path, source }),
+    }
+}
+
 /// Creates the data dir and checks (or records) whose it is.
 pub fn claim(config: &NodeConfig) -> Result<()> {
     let dir = &config.data_dir;

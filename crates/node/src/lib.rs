@@ -29,6 +29,7 @@ pub mod access;
 pub mod api;
 pub mod auth;
 pub mod batch;
+pub mod check;
 mod clock;
 pub mod config;
 mod contact;

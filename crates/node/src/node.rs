@@ -203,7 +203,7 @@ fn tls(config: &NodeConfig) -> Result<Tls> {
 }
 
 /// Refuses a certificate that names another node or cluster than this config.
-fn check_identity(config: &NodeConfig, keys: &firebreak_tls::Keys) -> Result<()> {
+pub(crate) fn check_identity(config: &NodeConfig, keys: &firebreak_tls::Keys) -> Result<()> {
     let expected = firebreak_tls::Identity {
         cluster: config.cluster.clone(),
         role: firebreak_tls::Role::Node(config.node_id.0),

@@ -156,7 +156,7 @@ fn drill_run_id(drill: &DrillRun, until: &str) -> String {
     loop {
         let err = std::fs::read_to_string(drill.out.path().join("stderr")).unwrap_or_default();
         if err.contains(until) {
-            let id = err.split("(run ").nth(1).expect("the drill names its run");
+            let id = err.split("; run ").nth(1).expect("the drill names its run");
             return id[..6].to_string();
         }
         assert!(Instant::now() < deadline, "no {until:?} in: {err}");

@@ -21,6 +21,7 @@
 
 pub mod certs;
 pub mod checkers;
+pub mod command_driver;
 pub mod driver;
 pub mod error;
 pub mod history;

@@ -71,6 +71,9 @@ pub enum Driver {
     /// Processes on real hosts over ssh (`--inventory FILE`); partitions, loss and
     /// link-flap as nftables tables on the hosts.
     Ssh,
+    /// Each site's actions are the operator's shell hooks (`--inventory FILE` of hooks);
+    /// partitions through its `isolate` and `heal` hooks.
+    Command,
 }
 
 impl Driver {
@@ -79,6 +82,7 @@ impl Driver {
             Self::Local => "local",
             Self::Netns => "netns",
             Self::Ssh => "ssh",
+            Self::Command => "command",
         }
     }
 }
@@ -1107,7 +1111,9 @@ impl Playbook {
             }
             self.validate_network_step(i, step)?;
             self.validate_replace_step(i, step)?;
-            if step.fault == FaultKind::PowerLoss && self.driver == Driver::Ssh {
+            if step.fault == FaultKind::PowerLoss
+                && matches!(self.driver, Driver::Ssh | Driver::Command)
+            {
                 return Err(Problem::at(
                     "timeline",
                     "fault",
@@ -1320,6 +1326,18 @@ impl Playbook {
         let path = |field: &str| format!("timeline[{i}].{field}");
         let fault = step.fault;
         let shaping = matches!(fault, FaultKind::Latency | FaultKind::Bandwidth);
+        if fault.needs_netns() && fault != FaultKind::Partition && self.driver == Driver::Command {
+            return Err(Problem::at(
+                "timeline",
+                "fault",
+                i,
+                format!(
+                    "{}: {} has no command hook: the command driver cuts networks with its isolate and heal hooks (partition) only",
+                    path("fault"),
+                    fault.name()
+                ),
+            ));
+        }
         if shaping && self.driver == Driver::Ssh {
             return Err(Problem::at(
                 "timeline",

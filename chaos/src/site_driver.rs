@@ -22,8 +22,8 @@ pub trait SiteDriver: std::fmt::Debug + Send + Sync {
     /// The name the playbook uses (`local`, `netns`, `ssh`).
     fn name(&self) -> &'static str;
 
-    /// Where the sites are, for the drill's first line.
-    fn describe(&self) -> String;
+    /// Where the sites are (their nodes on `port`), for the drill's first line.
+    fn describe(&self, port: u16) -> String;
 
     /// The address site `index` listens on (spare sites after the others).
     fn ip(&self, index: usize) -> String;
@@ -104,8 +104,8 @@ impl SiteDriver for Loopback {
         "local"
     }
 
-    fn describe(&self) -> String {
-        "on 127.0.N.1".into()
+    fn describe(&self, port: u16) -> String {
+        format!("on 127.0.N.1:{port}")
     }
 
     fn ip(&self, index: usize) -> String {
@@ -149,9 +149,9 @@ impl SiteDriver for Namespaced {
         "netns"
     }
 
-    fn describe(&self) -> String {
+    fn describe(&self, port: u16) -> String {
         format!(
-            "in network namespaces {}{}-*, 10.251.0.N",
+            "in network namespaces {}{}-*, 10.251.0.N:{port}",
             crate::netns::PREFIX,
             self.run_id
         )

@@ -143,6 +143,7 @@ pub async fn run(
         }
         Driver::Netns => run_in_namespaces(options, sites_dir.clone(), shutdown).await?,
         Driver::Ssh => run_on_hosts(options, sites_dir.clone(), shutdown).await?,
+        Driver::Command => run_with_commands(options, sites_dir.clone(), shutdown).await?,
     };
     let sites_dir = match temp {
         Some(temp) if !report.passed => Some(temp.keep()),
@@ -259,6 +260,26 @@ async fn run_on_hosts(
     run_sites(options, sites_dir, hosts.clone(), Some(hosts), shutdown).await
 }
 
+/// The command driver: each site's actions through the operator's hooks.
+async fn run_with_commands(
+    options: DrillOptions,
+    sites_dir: PathBuf,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(Report, bool)> {
+    let file = options.inventory.clone().ok_or_else(|| {
+        Error::CouldNotRun(
+            "the command driver needs the sites' hooks: pass --inventory FILE (docs/operations.md)"
+                .into(),
+        )
+    })?;
+    let inventory = crate::command_driver::CommandInventory::load(&file)?;
+    let run_id = driver::random_token()[..6].to_string();
+    let sites =
+        crate::command_driver::CommandSites::new(&run_id, &inventory, &file, &options.playbook)?;
+    let sites = Arc::new(sites);
+    run_sites(options, sites_dir, sites.clone(), Some(sites), shutdown).await
+}
+
 /// Starts the sites, runs the drill on them, stops them, judges and writes the report.
 async fn run_sites(
     options: DrillOptions,
@@ -269,7 +290,7 @@ async fn run_sites(
 ) -> Result<(Report, bool)> {
     let playbook = &options.playbook;
     let seed = playbook.workload.seed;
-    let place = site_driver.describe();
+    let place = site_driver.describe(options.port);
     let cleaner = site_driver.clone();
     let mut sites = LocalSites::start(DriverConfig {
         exe: options.exe.clone(),
@@ -290,10 +311,9 @@ async fn run_sites(
             .and_then(|i| i.window_ms),
     })?;
     eprintln!(
-        "drill {}: seed {seed}; {} sites {place}:{}; DNS for {} on port {} (UDP, TCP); logs in {}",
+        "drill {}: seed {seed}; {} sites {place}; DNS for {} on port {} (UDP, TCP); logs in {}",
         playbook.name,
         playbook.topology.sites.len(),
-        options.port,
         firebreak_node::config::DEFAULT_ZONE,
         options.port + crate::driver::DNS_PORT_OFFSET,
         sites.logs()
@@ -323,6 +343,9 @@ async fn run_sites(
             options.playbook_path.display()
         );
         match &options.inventory {
+            Some(file) if playbook.driver == Driver::Command => {
+                repeat.push_str(&format!(" --driver command --inventory {}", file.display()))
+            }
             Some(file) => repeat.push_str(&format!(" --inventory {}", file.display())),
             None if options.driver.is_some() => {
                 repeat.push_str(&format!(" --driver {}", playbook.driver.name()))

@@ -191,14 +191,14 @@ impl SiteDriver for SshHosts {
         "ssh"
     }
 
-    fn describe(&self) -> String {
+    fn describe(&self, port: u16) -> String {
         let addresses: Vec<String> = self
             .hosts
             .iter()
             .map(|(_, h)| h.address.to_string())
             .collect();
         format!(
-            "on ssh hosts {} (run {})",
+            "on ssh hosts {} (nodes on port {port}; run {})",
             addresses.join(", "),
             self.run_id
         )

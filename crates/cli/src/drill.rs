@@ -38,11 +38,12 @@ pub struct Args {
     #[arg(long, default_value_t = 7301)]
     pub(crate) port: u16,
     /// Site driver, overriding the playbook's: local (loopback, no privileges), netns
-    /// (network namespaces; root, Linux; needed for network faults) or ssh (real hosts,
-    /// from --inventory).
+    /// (network namespaces; root, Linux; needed for network faults), ssh (real hosts, from
+    /// --inventory) or command (the operator's shell hooks, from --inventory).
     #[arg(long, value_enum)]
     pub(crate) driver: Option<DriverArg>,
-    /// The hosts of the ssh driver (YAML; docs/hosts.md). Implies --driver ssh.
+    /// The hosts of the ssh driver, or the hooks of the command driver (YAML;
+    /// docs/operations.md). Implies --driver ssh unless --driver command.
     #[arg(long)]
     pub(crate) inventory: Option<PathBuf>,
     /// With `drill cleanup`: the run id the ssh drill printed (`run ab12cd`).
@@ -71,6 +72,7 @@ pub(crate) enum DriverArg {
     Local,
     Netns,
     Ssh,
+    Command,
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -183,6 +185,7 @@ impl DriverArg {
             DriverArg::Local => Driver::Local,
             DriverArg::Netns => Driver::Netns,
             DriverArg::Ssh => Driver::Ssh,
+            DriverArg::Command => Driver::Command,
         }
     }
 }

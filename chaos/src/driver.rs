@@ -40,6 +40,8 @@ use crate::site_driver::SiteDriver;
 
 /// How long a process gets to stop after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long a process gets to end after SIGKILL before its local handle is killed.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// What the driver starts.
 #[derive(Debug, Clone)]
@@ -612,8 +614,8 @@ impl LocalSites {
         for name in names {
             let site = self.site(name);
             for p in &mut site.processes {
-                if let Some(mut child) = p.child.take() {
-                    let _ = child.wait().await;
+                if let Some(child) = p.child.take() {
+                    reap(p.kind, child).await;
                 }
                 p.paused = false;
             }
@@ -676,8 +678,8 @@ impl LocalSites {
     pub async fn kill_process(&mut self, site: &str, kind: ProcessKind) {
         self.signal_one(site, kind, libc::SIGKILL);
         let p = self.process(site, kind);
-        if let Some(mut child) = p.child.take() {
-            let _ = child.wait().await;
+        if let Some(child) = p.child.take() {
+            reap(p.kind, child).await;
         }
         p.paused = false;
     }
@@ -791,6 +793,24 @@ impl Drop for LocalSites {
             site.signal(&*self.config.driver, |_| true, libc::SIGCONT);
             site.signal(&*self.config.driver, |_| true, libc::SIGKILL);
         }
+    }
+}
+
+/// Waits for a process sent SIGKILL to end. Through a driver that signals remotely (ssh,
+/// hooks), the signal may not arrive (a host cut off, a hook that failed): after
+/// [`KILL_GRACE`] the local handle (the ssh client, the start hook) is killed instead, so
+/// the drill goes on, and the miss is logged.
+async fn reap(kind: ProcessKind, mut child: Child) {
+    if tokio::time::timeout(KILL_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            process = kind.name(),
+            "still running {} s after SIGKILL; killing its local handle",
+            KILL_GRACE.as_secs()
+        );
+        let _ = child.kill().await;
     }
 }
 

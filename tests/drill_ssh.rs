@@ -1,6 +1,7 @@
 //! The ssh driver against real sshd hosts (`scripts/ssh-hosts.sh`: three network namespaces,
-//! each its own sshd, reachable only over ssh): `pangyo-fire` and `site-isolation` pass and
-//! leave nothing on the hosts; a drill SIGKILLed mid-partition heals on the hosts by itself
+//! each its own sshd, reachable only over ssh): `pangyo-fire`, `site-isolation` and
+//! `ssh-faults-small` (pause, restart, kill, loss, link-flap) pass and leave nothing on the
+//! hosts; a drill SIGKILLed mid-partition heals on the hosts by itself
 //! (each table's fault-guard) and `drill cleanup` removes the rest, then finds nothing; and
 //! hosts that cannot run a drill (unreachable, a wrong key, no nft) are refused, each
 //! named, before anything changes on any host.
@@ -165,7 +166,7 @@ fn drill_run_id(drill: &DrillRun, until: &str) -> String {
 }
 
 #[test]
-fn pangyo_fire_and_site_isolation_pass_on_ssh_hosts_and_leave_nothing() {
+fn three_drills_pass_on_ssh_hosts_and_leave_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(hosts) = Hosts::up() else { return };
     let inventory = hosts.inventory.display().to_string();
@@ -175,6 +176,8 @@ fn pangyo_fire_and_site_isolation_pass_on_ssh_hosts_and_leave_nothing() {
             "playbooks/site-isolation.yaml",
             "partition pangyo <-> gasan, busan",
         ),
+        // Pause, clean restart, kill, loss and a flapping link, over ssh.
+        ("tests/playbooks/ssh-faults-small.yaml", "busan link down"),
     ] {
         let mut drill = DrillRun::start_args(&[playbook, "--inventory", &inventory], 7301, &[]);
         let (code, stdout, stderr) = drill.wait();

@@ -290,6 +290,7 @@ async fn run_sites(
 ) -> Result<(Report, bool)> {
     let playbook = &options.playbook;
     let seed = playbook.workload.seed;
+    let begun = std::time::Instant::now();
     let place = site_driver.describe(options.port);
     let cleaner = site_driver.clone();
     let mut sites = LocalSites::start(DriverConfig {
@@ -324,6 +325,7 @@ async fn run_sites(
         history: history.clone(),
         live: options.live,
         network,
+        begun,
     };
     let result = tokio::select! {
         result = drill.run(&mut sites) => result.map(|(aborted, incidents)| (aborted, incidents, false)),
@@ -375,6 +377,8 @@ struct Drill<'a> {
     live: bool,
     /// The driver's network faults (netns, ssh).
     network: Option<Arc<dyn NetworkFaults>>,
+    /// When the sites started to be brought up (configs, certificates, install, start).
+    begun: std::time::Instant,
 }
 
 /// Why the drill stopped early, and processes that died unasked.
@@ -394,6 +398,10 @@ impl Drill<'_> {
         bring_up::add_extra_nodes(sites).await?;
         apply_topology(self.playbook, sites).await?;
         wait_serving(self.playbook, &nodes, sites).await?;
+        eprintln!(
+            "sites up and serving {:.1} s after the drill began to bring them up",
+            self.begun.elapsed().as_secs_f64()
+        );
         let (stop_observer, stopped) = watch::channel(false);
         let (first_round, observed) = tokio::sync::oneshot::channel();
         let observer = tokio::spawn(crate::observer::observe(
@@ -530,8 +538,10 @@ impl Drill<'_> {
             let elapsed = started.elapsed().as_secs_f64();
             while actions.first().is_some_and(|(at, _)| *at <= elapsed) {
                 let (_, action) = actions.remove(0);
+                let begun = std::time::Instant::now();
                 let what = self.act(sites, runner, action).await?;
-                progress.note(&format!("[{elapsed:>5.1} s] {what}"));
+                let took = begun.elapsed().as_millis();
+                progress.note(&format!("[{elapsed:>5.1} s] {what} ({took} ms)"));
             }
             for target in sites.poll_restarts()? {
                 self.record_fault(FaultKind::ProcessRestart.name(), &target, FaultPhase::End);

@@ -43,8 +43,6 @@ use crate::site_driver::{NetworkFaults, SiteDriver};
 
 /// How long a hook other than `start` may take.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
-/// The largest hooks file read.
-const MAX_FILE_BYTES: u64 = 256 * 1024;
 
 /// The hooks file.
 #[derive(Debug, Clone, Deserialize)]
@@ -82,30 +80,8 @@ pub struct Hooks {
 impl CommandInventory {
     /// Reads `path`; errors carry file:line:column.
     pub fn load(path: &Path) -> Result<Self> {
-        let file = path.display().to_string();
-        let read = |source| Error::Read {
-            file: file.clone(),
-            source,
-        };
-        let meta = std::fs::metadata(path).map_err(read)?;
-        if meta.len() > MAX_FILE_BYTES {
-            return Err(Error::Inventory {
-                file,
-                line: 1,
-                column: 1,
-                message: format!("is {} bytes; the limit is {MAX_FILE_BYTES}", meta.len()),
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(read)?;
-        serde_yaml::from_str(&text).map_err(|err| {
-            let (line, column) = err.location().map_or((1, 1), |l| (l.line(), l.column()));
-            Error::Inventory {
-                file,
-                line,
-                column,
-                message: err.to_string(),
-            }
-        })
+        let (file, text) = crate::inventory::read_bounded(path)?;
+        crate::inventory::parse_yaml(&file, &text)
     }
 }
 

@@ -81,29 +81,13 @@ fn default_port() -> u16 {
 impl Inventory {
     /// Reads and checks `path`.
     pub fn load(path: &Path) -> Result<Self> {
-        let file = path.display().to_string();
-        let read = |source| Error::Read {
-            file: file.clone(),
-            source,
-        };
-        let meta = std::fs::metadata(path).map_err(read)?;
-        if meta.len() > MAX_INVENTORY_BYTES {
-            let message = format!(
-                "is {} bytes; the limit is {MAX_INVENTORY_BYTES}",
-                meta.len()
-            );
-            return Err(at(&file, 1, 1, message));
-        }
-        let text = std::fs::read_to_string(path).map_err(read)?;
+        let (file, text) = read_bounded(path)?;
         Self::parse(&file, &text)
     }
 
     /// Parses and checks an inventory's text; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Self> {
-        let mut inventory: Inventory = serde_yaml::from_str(text).map_err(|err| {
-            let (line, column) = err.location().map_or((1, 1), |l| (l.line(), l.column()));
-            at(file, line, column, err.to_string())
-        })?;
+        let mut inventory: Inventory = parse_yaml(file, text)?;
         if let Err((key, message)) = inventory.check() {
             let (line, column) = locate(text, &key);
             return Err(at(file, line, column, message));
@@ -190,6 +174,34 @@ fn check_dir(key: &str, dir: &Path) -> std::result::Result<(), (String, String)>
         ));
     }
     Ok(())
+}
+
+/// Reads a drill's YAML file of at most [`MAX_INVENTORY_BYTES`]: its name for errors and
+/// its text.
+pub(crate) fn read_bounded(path: &Path) -> Result<(String, String)> {
+    let file = path.display().to_string();
+    let read = |source| Error::Read {
+        file: file.clone(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read)?;
+    if meta.len() > MAX_INVENTORY_BYTES {
+        let message = format!(
+            "is {} bytes; the limit is {MAX_INVENTORY_BYTES}",
+            meta.len()
+        );
+        return Err(at(&file, 1, 1, message));
+    }
+    let text = std::fs::read_to_string(path).map_err(read)?;
+    Ok((file, text))
+}
+
+/// Parses YAML; an error carries `file:line:column`.
+pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T> {
+    serde_yaml::from_str(text).map_err(|err| {
+        let (line, column) = err.location().map_or((1, 1), |l| (l.line(), l.column()));
+        at(file, line, column, err.to_string())
+    })
 }
 
 fn at(file: &str, line: usize, column: usize, message: String) -> Error {

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 mod bring_up;
 mod progress;
 mod read_back;
+mod remote;
 mod replace;
 
 use bring_up::{apply_topology, wait_ready, wait_serving};
@@ -142,8 +143,8 @@ pub async fn run(
             .await?
         }
         Driver::Netns => run_in_namespaces(options, sites_dir.clone(), shutdown).await?,
-        Driver::Ssh => run_on_hosts(options, sites_dir.clone(), shutdown).await?,
-        Driver::Command => run_with_commands(options, sites_dir.clone(), shutdown).await?,
+        Driver::Ssh => remote::run_on_hosts(options, sites_dir.clone(), shutdown).await?,
+        Driver::Command => remote::run_with_commands(options, sites_dir.clone(), shutdown).await?,
     };
     let sites_dir = match temp {
         Some(temp) if !report.passed => Some(temp.keep()),
@@ -226,58 +227,6 @@ async fn run_in_namespaces(
     };
     drop(network); // the last handle: the namespaces go now
     result.map_err(|_| Error::CouldNotRun("the drill's thread died".into()))?
-}
-
-/// The ssh driver: checks every host of the inventory, installs the binary, runs the drill
-/// on them, and removes what the run left there (what could not be removed is an incident
-/// of the verdict).
-async fn run_on_hosts(
-    options: DrillOptions,
-    sites_dir: PathBuf,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(Report, bool)> {
-    let file = options.inventory.clone().ok_or_else(|| {
-        Error::CouldNotRun(
-            "the ssh driver needs the hosts: pass --inventory FILE (docs/operations.md; scripts/ssh-hosts.sh up makes three local ones)".into(),
-        )
-    })?;
-    let inventory = crate::inventory::Inventory::load(&file)?;
-    let run_id = driver::random_token()[..6].to_string();
-    let hosts =
-        crate::ssh::SshHosts::new(&run_id, &inventory, &file, &options.playbook.topology.sites)?;
-    let playbook = &options.playbook;
-    let network_faults = playbook.timeline.iter().any(|s| s.fault.needs_netns());
-    let started = std::time::Instant::now();
-    hosts.preflight(network_faults)?;
-    hosts.install_binary(&options.exe)?;
-    eprintln!(
-        "hosts ready in {:.1} s (preflight, binary checked or copied); run {run_id}: if this drill is killed, \
-         `firebreak drill cleanup --run {run_id} --inventory {}` removes what it left",
-        started.elapsed().as_secs_f64(),
-        file.display()
-    );
-    let hosts = Arc::new(hosts);
-    run_sites(options, sites_dir, hosts.clone(), Some(hosts), shutdown).await
-}
-
-/// The command driver: each site's actions through the operator's hooks.
-async fn run_with_commands(
-    options: DrillOptions,
-    sites_dir: PathBuf,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(Report, bool)> {
-    let file = options.inventory.clone().ok_or_else(|| {
-        Error::CouldNotRun(
-            "the command driver needs the sites' hooks: pass --inventory FILE (docs/operations.md)"
-                .into(),
-        )
-    })?;
-    let inventory = crate::command_driver::CommandInventory::load(&file)?;
-    let run_id = driver::random_token()[..6].to_string();
-    let sites =
-        crate::command_driver::CommandSites::new(&run_id, &inventory, &file, &options.playbook)?;
-    let sites = Arc::new(sites);
-    run_sites(options, sites_dir, sites.clone(), Some(sites), shutdown).await
 }
 
 /// Starts the sites, runs the drill on them, stops them, judges and writes the report.

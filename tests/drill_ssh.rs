@@ -1,8 +1,9 @@
 //! The ssh driver against real sshd hosts (`scripts/ssh-hosts.sh`: three network namespaces,
-//! each its own sshd, reachable only over ssh): `pangyo-fire`, `site-isolation` and
-//! `ssh-faults-small` (pause, restart, kill, loss, link-flap) pass and leave nothing on the
-//! hosts; a drill SIGKILLed mid-partition heals on the hosts by itself
-//! (each table's fault-guard) and `drill cleanup` removes the rest, then finds nothing; and
+//! each its own sshd, reachable only over ssh): `pangyo-fire`, `site-isolation`,
+//! `ssh-faults-small` (pause, restart, kill, loss, link-flap) and `ssh-power-loss-small` (a
+//! drop-unsynced disk on the host) pass and leave nothing on the hosts; a drill SIGKILLed
+//! mid-partition heals on the hosts by itself (each table's fault-guard) and `drill
+//! cleanup` removes the rest (processes, mounts, dir), then finds nothing; and
 //! hosts that cannot run a drill (unreachable, a wrong key, no nft) are refused, each
 //! named, before anything changes on any host.
 //!
@@ -166,7 +167,7 @@ fn drill_run_id(drill: &DrillRun, until: &str) -> String {
 }
 
 #[test]
-fn three_drills_pass_on_ssh_hosts_and_leave_nothing() {
+fn four_drills_pass_on_ssh_hosts_and_leave_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(hosts) = Hosts::up() else { return };
     let inventory = hosts.inventory.display().to_string();
@@ -178,6 +179,11 @@ fn three_drills_pass_on_ssh_hosts_and_leave_nothing() {
         ),
         // Pause, clean restart, kill, loss and a flapping link, over ssh.
         ("tests/playbooks/ssh-faults-small.yaml", "busan link down"),
+        // A power loss: the drop-unsynced disk on pangyo's host.
+        (
+            "tests/playbooks/ssh-power-loss-small.yaml",
+            "unsynced data discarded",
+        ),
     ] {
         let mut drill = DrillRun::start_args(&[playbook, "--inventory", &inventory], 7301, &[]);
         let (code, stdout, stderr) = drill.wait();
@@ -210,7 +216,7 @@ fn a_drill_killed_mid_partition_heals_on_the_hosts_and_cleanup_removes_the_rest(
     let Some(hosts) = Hosts::up() else { return };
     let inventory = hosts.inventory.display().to_string();
     let args = [
-        "tests/playbooks/ssh-partition-small.yaml",
+        "tests/playbooks/ssh-kill-small.yaml",
         "--inventory",
         &inventory,
     ];
@@ -254,6 +260,10 @@ fn a_drill_killed_mid_partition_heals_on_the_hosts_and_cleanup_removes_the_rest(
         );
     }
     assert!(out.contains(&format!("/runs/{run}")), "{out}");
+    // The drop-unsynced disks the killed drill had mounted, one per site.
+    assert_eq!(out.matches("removed mount ").count(), 3, "{out}");
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(!mounts.contains(&format!("/runs/{run}/")), "{mounts}");
     hosts.assert_clean("after cleanup");
     let (code, out) = cleanup(&run, &hosts.inventory);
     assert_eq!(code, 0, "{out}");

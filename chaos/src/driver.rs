@@ -36,7 +36,7 @@ use tokio::process::{Child, Command};
 use crate::error::{Error, Result};
 use crate::lazyfs;
 use crate::playbook::{ProcessKind, ServiceKind};
-use crate::site_driver::SiteDriver;
+use crate::site_driver::{Disk, SiteDriver};
 
 /// How long a process gets to stop after SIGTERM before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -256,7 +256,7 @@ struct Site {
     index: usize,
     data_dir: PathBuf,
     /// The drop-unsynced filesystem under `data_dir`, when the drill has power losses.
-    disk: Option<lazyfs::Mount>,
+    disk: Option<Box<dyn Disk>>,
     processes: Vec<Process>,
 }
 
@@ -495,17 +495,18 @@ impl LocalSites {
             for service in config.services.iter().filter(|_| i < config.sites.len()) {
                 processes.push(service_process(&config, &ca, node, &nodes, *service)?);
             }
+            config
+                .driver
+                .install(i, &config.dir, &site_files(&config.dir, &node.site.0))?;
             let disk = match config.power_loss {
-                true => Some(lazyfs::Mount::new(
+                true => Some(config.driver.mount_disk(
+                    i,
                     &node.data_dir,
                     &dir.join("durable"),
                     &node.site.0,
                 )?),
                 false => None,
             };
-            config
-                .driver
-                .install(i, &config.dir, &site_files(&config.dir, &node.site.0))?;
             sites.push(Site {
                 name: node.site.0.clone(),
                 index: i,
@@ -783,6 +784,7 @@ impl LocalSites {
             for p in &mut site.processes {
                 stop(&*driver, index, p).await;
             }
+            site.disk = None; // unmounted once nothing uses it
         }
     }
 }

@@ -1111,15 +1111,13 @@ impl Playbook {
             }
             self.validate_network_step(i, step)?;
             self.validate_replace_step(i, step)?;
-            if step.fault == FaultKind::PowerLoss
-                && matches!(self.driver, Driver::Ssh | Driver::Command)
-            {
+            if step.fault == FaultKind::PowerLoss && self.driver == Driver::Command {
                 return Err(Problem::at(
                     "timeline",
                     "fault",
                     i,
                     format!(
-                        "{}: power-loss runs with the local and netns drivers only: the drop-unsynced filesystem is mounted by the drill itself, not on hosts yet",
+                        "{}: power-loss has no command hook: it runs with the local, netns and ssh drivers",
                         path("fault")
                     ),
                 ));

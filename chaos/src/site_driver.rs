@@ -50,6 +50,22 @@ pub trait SiteDriver: std::fmt::Debug + Send + Sync {
     /// named, with the PID of its child handle.
     fn signal(&self, index: usize, processes: &[(&str, Option<libc::pid_t>)], signal: libc::c_int);
 
+    /// Puts a drop-unsynced filesystem (`crate::lazyfs`) at site `index`'s `data_dir`,
+    /// its synced content kept in `durable`, for power-loss faults; called after
+    /// [`SiteDriver::install`]. This machine's by default; the ssh driver mounts it on the
+    /// host.
+    fn mount_disk(
+        &self,
+        _index: usize,
+        data_dir: &Path,
+        durable: &Path,
+        name: &str,
+    ) -> Result<Box<dyn Disk>> {
+        Ok(Box::new(crate::lazyfs::Mount::new(
+            data_dir, durable, name,
+        )?))
+    }
+
     /// Deletes site `index`'s data dir (a site lost with its disks).
     fn wipe(&self, _index: usize, data_dir: &Path) {
         let _ = std::fs::remove_dir_all(data_dir);
@@ -59,6 +75,19 @@ pub trait SiteDriver: std::fmt::Debug + Send + Sync {
     /// what could not be removed, said so that an operator can finish the job.
     fn clean_up(&self) -> std::result::Result<(), String> {
         Ok(())
+    }
+}
+
+/// A site's drop-unsynced disk.
+pub trait Disk: Send {
+    /// Throws away what was not synced, as a power loss would (the site's processes are
+    /// dead by then); what was lost.
+    fn power_loss(&mut self) -> Result<crate::lazyfs::Discarded>;
+}
+
+impl Disk for crate::lazyfs::Mount {
+    fn power_loss(&mut self) -> Result<crate::lazyfs::Discarded> {
+        crate::lazyfs::Mount::power_loss(self)
     }
 }
 

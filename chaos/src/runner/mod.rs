@@ -124,7 +124,8 @@ pub async fn run(
         };
         driver::raise_open_files(per_stream * u64::from(idle.clients) + BASE_OPEN_FILES)?;
     }
-    if options.playbook.has_power_loss() {
+    // The drill mounts the drop-unsynced disks itself, but for the ssh driver's (on the hosts).
+    if options.playbook.has_power_loss() && options.playbook.driver != Driver::Ssh {
         crate::lazyfs::probe()?;
     }
     let (report, interrupted) = match options.playbook.driver {

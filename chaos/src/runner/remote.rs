@@ -39,7 +39,7 @@ pub(super) async fn run_on_hosts(
         .iter()
         .any(|s| s.fault.needs_netns());
     let started = std::time::Instant::now();
-    hosts.preflight(network_faults)?;
+    hosts.preflight(network_faults, options.playbook.has_power_loss())?;
     hosts.install_binary(&options.exe)?;
     eprintln!(
         "hosts ready in {:.1} s (preflight, binary checked or copied); run {run_id}: if this drill is killed, \

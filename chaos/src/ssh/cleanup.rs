@@ -1,7 +1,7 @@
 //! Cleanup by run id (`firebreak drill cleanup --run ID --inventory FILE`, and the end of
 //! every ssh drill): on every host of the inventory, exactly what run ID left, namely its
-//! processes (their command line names the run's dir or tables), its nftables tables
-//! `fb_<run>_*` and its dir. Idempotent: a second cleanup finds nothing.
+//! processes (their command line names the run's dir or tables), the drop-unsynced disks
+//! mounted under its dir, its nftables tables `fb_<run>_*` and its dir. Idempotent: a second cleanup finds nothing.
 
 use super::{run_dir, run_on, ssh_args, COMMAND_TIMEOUT};
 use crate::error::{Error, Result};
@@ -94,6 +94,9 @@ fn script(run_id: &str, dir: &str) -> String {
   if tr '\0' ' ' </proc/$p/cmdline 2>/dev/null | grep -q -e "{dir}" -e "fb_{run_id}_"; then
     kill -CONT $p 2>/dev/null; kill -KILL $p 2>/dev/null && echo "process $p ($(basename "$f" .pid))"
   fi
+done
+for m in $(awk -v r="{dir}/" 'index($2, r) == 1 {{print $2}}' /proc/mounts); do
+  umount -l "$m" && echo "mount $m"
 done
 if command -v nft >/dev/null 2>&1; then
   for t in $(nft list tables 2>/dev/null | awk '$2 == "inet" {{print $3}}' | grep "^fb_{run_id}_"); do

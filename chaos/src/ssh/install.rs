@@ -9,13 +9,13 @@ use crate::error::{Error, Result};
 
 impl SshHosts {
     /// Checks every host before anything changes on any of them: ssh reaches it with the
-    /// inventory's key, it runs this binary's architecture, has `tar` and `sha256sum`, and,
-    /// when the drill has network faults, `nft` and root. Every problem found is reported
-    /// together.
-    pub fn preflight(&self, network_faults: bool) -> Result<()> {
+    /// inventory's key, it runs this binary's architecture, has `tar` and `sha256sum`,
+    /// when the drill has network faults `nft` and root, and when it has power losses
+    /// `/dev/fuse` and root. Every problem found is reported together.
+    pub fn preflight(&self, network_faults: bool, power_loss: bool) -> Result<()> {
         let mut problems = Vec::new();
         for index in 0..self.hosts.len() {
-            if let Err(problem) = self.preflight_host(index, network_faults) {
+            if let Err(problem) = self.preflight_host(index, network_faults, power_loss) {
                 problems.push(problem);
             }
         }
@@ -33,6 +33,7 @@ impl SshHosts {
         &self,
         index: usize,
         network_faults: bool,
+        power_loss: bool,
     ) -> std::result::Result<(), String> {
         let host = &self.hosts[index].1;
         if !host.key.is_file() {
@@ -46,6 +47,7 @@ impl SshHosts {
         let script = format!(
             "echo uid=$(id -u); echo arch=$(uname -m); \
              for t in nft tar sha256sum; do command -v $t >/dev/null 2>&1 && echo has=$t; done; \
+             [ -c /dev/fuse ] && echo has=fuse; \
              ls {runs} 2>/dev/null | sed 's/^/run=/'"
         );
         let out = super::run_on(&self.ssh_args(host), &script, None, COMMAND_TIMEOUT)
@@ -92,9 +94,16 @@ impl SshHosts {
                 self.who(index)
             ));
         }
-        if network_faults && !out.stdout.lines().any(|l| l == "uid=0") {
+        if power_loss && !has("fuse") {
             return Err(format!(
-                "{}: network faults need root on the host (nftables): log in as root",
+                "{}: no /dev/fuse on the host: power-loss faults mount a drop-unsynced FUSE filesystem there; \
+                 load the module (modprobe fuse), or drop those faults",
+                self.who(index)
+            ));
+        }
+        if (network_faults || power_loss) && !out.stdout.lines().any(|l| l == "uid=0") {
+            return Err(format!(
+                "{}: network faults (nftables) and power losses (a FUSE mount) need root on the host: log in as root",
                 self.who(index)
             ));
         }

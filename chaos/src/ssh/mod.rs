@@ -22,6 +22,7 @@
 //! first sight), and a site's host gets that site's keys only, never the CA's key.
 
 mod cleanup;
+mod disk;
 mod faults;
 mod install;
 
@@ -34,7 +35,7 @@ use tokio::process::Child;
 
 use crate::error::{Error, Result};
 use crate::inventory::{Host, Inventory};
-use crate::site_driver::SiteDriver;
+use crate::site_driver::{Disk, SiteDriver};
 
 pub use cleanup::{check_run_id, clean_up, HostCleanup};
 
@@ -253,6 +254,19 @@ impl SiteDriver for SshHosts {
         if let Err(e) = self.run_ok(index, &script) {
             tracing::warn!(error = %e, signal, "failed to signal processes over ssh");
         }
+    }
+
+    fn mount_disk(
+        &self,
+        index: usize,
+        data_dir: &Path,
+        durable: &Path,
+        _name: &str,
+    ) -> Result<Box<dyn Disk>> {
+        let data = self.remote_path(index, &data_dir.display().to_string());
+        let durable = self.remote_path(index, &durable.display().to_string());
+        let log = data_dir.with_file_name("disk.log");
+        Ok(Box::new(self.start_disk(index, &data, &durable, &log)?))
     }
 
     fn wipe(&self, index: usize, data_dir: &Path) {

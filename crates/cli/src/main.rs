@@ -12,6 +12,7 @@ mod bench_watchers;
 mod certs;
 mod client;
 mod control;
+mod disk;
 mod drill;
 mod drill_hosts;
 mod drill_random;
@@ -76,6 +77,10 @@ enum Command {
     /// Issue node, service and operator certificates from the CA.
     #[command(subcommand)]
     Cert(certs::CertCommand),
+    /// A drop-unsynced filesystem for a power-loss drill on a host (started by the ssh
+    /// driver, not by hand).
+    #[command(hide = true)]
+    Disk(disk::Args),
     /// The dead-man's switch of a drill's network fault on a host (started by the ssh
     /// driver, not by hand).
     #[command(hide = true)]
@@ -109,6 +114,7 @@ fn main() {
             Command::Serve(command) => serve::run(command).await,
             Command::Drill(args) => drill::run(args).await,
             Command::FaultGuard(args) => fault_guard::run(args).await,
+            Command::Disk(args) => disk::run(args).await,
             Command::Topology(command) => topology::run(command).await,
             Command::Evacuate(args) => control::evacuate(args).await,
             Command::Restore(args) => control::restore(args).await,

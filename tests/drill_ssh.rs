@@ -382,3 +382,62 @@ fn hosts_that_cannot_run_the_drill_are_refused_before_anything_changes() {
         );
     }
 }
+
+#[test]
+fn a_cleanup_that_fails_is_in_the_verdict_and_the_command_finishes_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(hosts) = Hosts::up() else { return };
+    let inventory = hosts.inventory.display().to_string();
+    let args = ["tests/playbooks/kv-small.yaml", "--inventory", &inventory];
+    let mut drill = DrillRun::start_args(&args, 7301, &[]);
+    let run = drill_run_id(&drill, "sites up and serving");
+    // busan's sshd stops listening: the drill's open connection goes on, a new one (the
+    // end of the drill's cleanup) is refused.
+    let pidfile = hosts.base().join("host3/sshd.pid");
+    let sshd: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) on the sshd scripts/ssh-hosts.sh started for this test.
+    unsafe { libc::kill(sshd, libc::SIGTERM) };
+    let (code, stdout, stderr) = drill.wait();
+    assert_eq!(
+        code, 0,
+        "the verdict is reached and written\n{stdout}\n{stderr}"
+    );
+    let incidents = drill.report()["incidents"].to_string();
+    let left = format!("cleanup of run {run} failed on busan/root@10.252.0.3");
+    assert!(incidents.contains(&left), "{incidents}");
+    assert!(
+        incidents.contains(&format!("firebreak drill cleanup --run {run}")),
+        "{incidents}"
+    );
+    assert_eq!(
+        hosts.runs(3),
+        vec![run.clone()],
+        "busan still holds the run"
+    );
+    assert_eq!(hosts.runs(1), Vec::<String>::new(), "pangyo was cleaned");
+
+    let config = hosts.base().join("host3/sshd_config");
+    let status = Command::new("ip")
+        .args(["netns", "exec", &hosts.namespace(3), "/usr/sbin/sshd", "-f"])
+        .arg(&config)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        let (code, out) = cleanup(&run, &hosts.inventory);
+        if code == 0 || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        out.contains(&format!("busan/root@10.252.0.3: removed dir")),
+        "{out}"
+    );
+    hosts.assert_clean("after the cleanup command");
+}

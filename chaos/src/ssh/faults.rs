@@ -63,24 +63,34 @@ impl SshHosts {
         self.run_ok(index, &script).map(|_| ())
     }
 
-    fn addresses(&self, sites: &[usize], except: usize) -> String {
-        let ips: Vec<String> = sites
+    /// The output chain, and rules that apply `verdict` to what goes to `sites` (but
+    /// `except`): one rule per address family present.
+    fn output_rules(&self, sites: &[usize], except: usize, verdict: &str) -> Vec<String> {
+        let addresses: Vec<std::net::IpAddr> = sites
             .iter()
             .filter(|s| **s != except)
-            .map(|s| self.hosts[*s].1.address.to_string())
+            .map(|s| self.hosts[*s].1.address)
             .collect();
-        format!("{{ {} }}", ips.join(", "))
+        let mut rules = vec![output_chain()];
+        for (family, v6) in [("ip", false), ("ip6", true)] {
+            let set: Vec<String> = addresses
+                .iter()
+                .filter(|a| a.is_ipv6() == v6)
+                .map(|a| a.to_string())
+                .collect();
+            if !set.is_empty() {
+                let set = set.join(", ");
+                rules.push(format!(
+                    "add rule inet TABLE out {family} daddr {{ {set} }} {verdict}"
+                ));
+            }
+        }
+        rules
     }
 
     fn drop_output_to(&self, from: &[usize], to: &[usize], expiry: Duration) -> Result<()> {
         for a in from {
-            let rules = [
-                output_chain(),
-                format!(
-                    "add rule inet TABLE out ip daddr {} drop",
-                    self.addresses(to, *a)
-                ),
-            ];
+            let rules = self.output_rules(to, *a, "drop");
             self.install_table(*a, "part", &rules, expiry)?;
         }
         Ok(())
@@ -128,13 +138,8 @@ impl NetworkFaults for SshHosts {
     fn loss(&self, site: usize, peers: &[usize], percent: u32, expiry: Duration) -> Result<()> {
         // numgen gives 0..=99; dropping when it is at most percent - 1 drops percent of them.
         let below = percent.clamp(1, 100) - 1;
-        let rules = [
-            output_chain(),
-            format!(
-                "add rule inet TABLE out ip daddr {} numgen random mod 100 <= {below} drop",
-                self.addresses(peers, site)
-            ),
-        ];
+        let verdict = format!("numgen random mod 100 <= {below} drop");
+        let rules = self.output_rules(peers, site, &verdict);
         self.install_table(site, "loss", &rules, expiry)
     }
 

@@ -435,9 +435,6 @@ fn a_cleanup_that_fails_is_in_the_verdict_and_the_command_finishes_it() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert!(
-        out.contains("busan/root@10.252.0.3: removed dir"),
-        "{out}"
-    );
+    assert!(out.contains("busan/root@10.252.0.3: removed dir"), "{out}");
     hosts.assert_clean("after the cleanup command");
 }

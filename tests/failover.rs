@@ -197,6 +197,16 @@ async fn operator_mistakes_get_clear_errors_and_change_nothing() {
         Some(TEST_TOKEN),
     );
     assert_eq!(code, 0, "{err}");
+    // `audit` reads the first admin node's replica, which may apply a commit a moment
+    // after the leader acknowledged it (CI, under load, read it before): wait until it has.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cli(&["audit"], &addrs, None).1.contains("evacuate gasan") {
+        assert!(
+            Instant::now() < deadline,
+            "the evacuation never reached the audit"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let after_two = audit_len();
     let (code, _, err) = cli(
         &["evacuate", "busan", "--reason", "c", "--override", "dwell"],

@@ -31,7 +31,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::process::Child;
@@ -170,19 +170,8 @@ impl CommandSites {
             .map_err(|e| {
                 Error::CouldNotRun(format!("failed to run sh for the {what} hook: {e}"))
             })?;
-        let deadline = Instant::now() + HOOK_TIMEOUT;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(self.hook_failed(index, what, "did not finish within 30 s"));
-                }
-            }
+        let Some(status) = crate::site_driver::wait_bounded(&mut child, HOOK_TIMEOUT) else {
+            return Err(self.hook_failed(index, what, "did not finish within 30 s"));
         };
         if status.success() {
             return Ok(());

@@ -218,3 +218,25 @@ fn signal_local(processes: &[(&str, Option<libc::pid_t>)], signal: libc::c_int) 
         unsafe { libc::kill(pid, signal) };
     }
 }
+
+/// Waits for `child` for at most `limit`; past it, kills and reaps it and gives `None`.
+/// For the short commands the remote drivers run (ssh commands, hooks).
+pub(crate) fn wait_bounded(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}

@@ -29,7 +29,7 @@ mod install;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::process::Child;
 
@@ -382,40 +382,26 @@ pub(crate) fn run_on(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("failed to run ssh: {e} (is the openssh client installed?)"))?;
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let read = |pipe: Option<std::process::ChildStdout>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
-            }
-            text
-        })
-    };
-    let out_reader = read(stdout);
-    let err_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut pipe) = stderr {
-            let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
-        }
-        text
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status.code(),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("ssh did not finish within {} s", limit.as_secs()));
-            }
-        }
-    };
+    let out_reader = drain(child.stdout.take());
+    let err_reader = drain(child.stderr.take());
+    let status = crate::site_driver::wait_bounded(&mut child, limit)
+        .ok_or_else(|| format!("ssh did not finish within {} s", limit.as_secs()))?
+        .code();
     Ok(Output {
         status,
         stdout: out_reader.join().unwrap_or_default(),
         stderr: err_reader.join().unwrap_or_default(),
+    })
+}
+
+/// Reads a pipe to its end on a thread of its own (so neither pipe can fill and stall).
+fn drain<R: std::io::Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_string(&mut text);
+        }
+        text
     })
 }
 

@@ -50,9 +50,8 @@ pub struct SshHosts {
     run_id: String,
     /// The inventory file, for error messages.
     inventory: PathBuf,
-    /// Its hosts, every one (cleanup visits them all).
+    /// The inventory: its known hosts, and every host (cleanup visits them all).
     all_hosts: Inventory,
-    known_hosts: Option<PathBuf>,
     hosts: Vec<(String, Host)>,
     /// The local dir of the connection sockets (mode 0700), removed on drop.
     control_dir: PathBuf,
@@ -88,7 +87,6 @@ impl SshHosts {
             run_id: run_id.to_string(),
             inventory: file.to_path_buf(),
             all_hosts: inventory.clone(),
-            known_hosts: inventory.known_hosts.clone(),
             hosts,
             control_dir,
             local_root: Mutex::new(None),
@@ -136,7 +134,7 @@ impl SshHosts {
 
     /// The ssh arguments that reach `host`, up to and including its address.
     fn ssh_args(&self, host: &Host) -> Vec<String> {
-        ssh_args(host, self.known_hosts.as_deref(), &self.control_dir)
+        ssh_args(host, self.all_hosts.known_hosts.as_deref(), &self.control_dir)
     }
 
     /// Runs `script` with `sh` on site `index`'s host, stdin from `input`; bounded by `limit`.

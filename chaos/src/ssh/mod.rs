@@ -134,7 +134,11 @@ impl SshHosts {
 
     /// The ssh arguments that reach `host`, up to and including its address.
     fn ssh_args(&self, host: &Host) -> Vec<String> {
-        ssh_args(host, self.all_hosts.known_hosts.as_deref(), &self.control_dir)
+        ssh_args(
+            host,
+            self.all_hosts.known_hosts.as_deref(),
+            &self.control_dir,
+        )
     }
 
     /// Runs `script` with `sh` on site `index`'s host, stdin from `input`; bounded by `limit`.

@@ -132,6 +132,7 @@ async fn may_elect<M: Machine>(api: &Api, group: &Group<M>) -> bool {
     let asks = voters
         .iter()
         .filter(|id| **id != metrics.id)
+        .filter(|id| !crate::sabotage::rpc_cut(group.name(), metrics.id, **id, "leader"))
         .filter_map(|id| membership.get_node(id))
         .map(|member| ask(api, &member.addr, group.name(), group.timings().heartbeat));
     let answers = futures::future::join_all(asks).await;

@@ -15,7 +15,9 @@
 //! check above and the call (nothing appended) or from openraft truncating the appended
 //! entry under a new leader. The two cannot be told apart from the error, so it is an
 //! unknown outcome: NotLeader would have the caller forward the write to the new leader,
-//! and a write must never be proposed twice on the strength of a guess.
+//! and a write must never be proposed twice on the strength of a guess. An entry truncated
+//! on one leader can still be committed by a later one that holds it
+//! (crates/node/tests/reforward.rs places exactly that on five voters).
 //!
 //! openraft 0.9 keeps a leader that lost its quorum in the leader role and its writes hang
 //! (RAFT-NOTES.md); checking `millis_since_quorum_ack` first makes such a leader refuse

@@ -53,7 +53,7 @@ pub mod operator;
 pub mod raft_wire;
 mod reply;
 mod routes;
-mod sabotage;
+pub mod sabotage;
 pub mod service_route;
 
 pub use config::NodeConfig;

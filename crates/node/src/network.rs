@@ -54,12 +54,14 @@ pub const MAX_RAFT_BODY_BYTES: usize = crate::config::MAX_RPC_PAYLOAD_BYTES as u
 pub struct HttpNetwork<C> {
     client: reqwest::Client,
     tls: firebreak_tls::ClientTls,
+    /// This node, the sender of every RPC.
+    from: NodeId,
     _types: PhantomData<C>,
 }
 
 impl<C> HttpNetwork<C> {
-    /// A network with its own connection pool, presenting this node's certificate.
-    pub fn new(tls: firebreak_tls::ClientTls) -> Self {
+    /// Node `from`'s network, with its own connection pool, presenting its certificate.
+    pub fn new(tls: firebreak_tls::ClientTls, from: NodeId) -> Self {
         // Idle connections close after 30 s and TCP keepalive probes every 10 s, so a pooled
         // connection to a peer that restarted or vanished is noticed and dropped rather than
         // reused (openraft issue #1770: stale pooled connections kept candidates alive).
@@ -74,6 +76,7 @@ impl<C> HttpNetwork<C> {
         Self {
             client,
             tls,
+            from,
             _types: PhantomData,
         }
     }
@@ -85,6 +88,7 @@ impl<C: GroupTypes> RaftNetworkFactory<C> for HttpNetwork<C> {
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Self::Network {
         HttpConnection {
             client: self.client.clone(),
+            from: self.from,
             target,
             base: self.tls.url(&node.addr, &format!("/raft/{}/", C::NAME)),
             _types: PhantomData,
@@ -95,6 +99,7 @@ impl<C: GroupTypes> RaftNetworkFactory<C> for HttpNetwork<C> {
 /// The connection to one peer for one group.
 pub struct HttpConnection<C> {
     client: reqwest::Client,
+    from: NodeId,
     target: NodeId,
     /// `https://host:port/raft/<group>/`.
     base: String,
@@ -113,6 +118,10 @@ impl<C: GroupTypes> HttpConnection<C> {
         Resp: DeserializeOwned,
         Err: std::error::Error + DeserializeOwned,
     {
+        if crate::sabotage::rpc_cut(C::NAME, self.from, self.target, rpc) {
+            let cut = std::io::Error::other(format!("{rpc} to node {} cut by a test", self.target));
+            return Err(RPCError::Unreachable(Unreachable::new(&cut)));
+        }
         let url = format!("{}{rpc}", self.base);
         let body =
             raft_wire::encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;

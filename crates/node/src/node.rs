@@ -106,7 +106,7 @@ async fn start_group<M: Machine>(
     let raft = Raft::new(
         config.node_id,
         raft_config(config, name)?,
-        HttpNetwork::<M::Types>::new(tls.clone()),
+        HttpNetwork::<M::Types>::new(tls.clone(), config.node_id),
         log,
         sm,
     )

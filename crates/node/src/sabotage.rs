@@ -10,13 +10,20 @@
 //! epoch: a gateway with a stale view. It proves that the payments service's fencing
 //! refuses the old primary's writes, and that the drills' `fenced-writes` checker catches
 //! them when fencing is off too. Release builds compile it out.
+//!
+//! Cut Raft RPCs, for tests that run their nodes in one process: [`cut_rpcs`] drops
+//! every RPC of a kind from one node to another in one group (AppendEntries, votes,
+//! snapshots, and the election gate's leader probes) as if the link were down. A test can
+//! then place a log entry on chosen nodes and choose who may win an election
+//! (crates/node/tests/reforward.rs). The table is the process's, so a test that uses it
+//! must be alone in its test binary. Release builds never cut.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use firebreak_model::failover::Route;
-use firebreak_model::SiteId;
+use firebreak_model::{NodeId, SiteId};
 
 /// How long the gateway of `site` keeps a stale route, if the environment asks (read once:
 /// the gateway asks on every request).
@@ -62,4 +69,34 @@ pub fn stale_view(service: &str, route: &Route, hold: Duration) -> Route {
 pub fn id_check_off() -> bool {
     cfg!(debug_assertions)
         && std::env::var("FIREBREAK_SABOTAGE_ID_CHECK_OFF").is_ok_and(|v| v == "1")
+}
+
+/// One cut: every `rpc` (`append`, `vote`, `snapshot` or `leader`) that node `from` sends
+/// to node `to` in `group` fails as if the peer were unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RpcCut {
+    pub group: &'static str,
+    pub from: u64,
+    pub to: u64,
+    pub rpc: &'static str,
+}
+
+static CUTS: Mutex<Vec<RpcCut>> = Mutex::new(Vec::new());
+
+/// Replaces every cut with `cuts` (an empty list heals all); debug builds only.
+pub fn cut_rpcs(cuts: Vec<RpcCut>) {
+    if !cfg!(debug_assertions) {
+        panic!("RPC cuts are for debug-build tests");
+    }
+    *CUTS.lock().expect("not poisoned") = cuts;
+}
+
+/// Whether `rpc` from `from` to `to` in `group` is cut.
+pub(crate) fn rpc_cut(group: &str, from: NodeId, to: NodeId, rpc: &str) -> bool {
+    cfg!(debug_assertions)
+        && CUTS
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .any(|c| c.group == group && c.from == from.0 && c.to == to.0 && c.rpc == rpc)
 }

@@ -28,10 +28,10 @@ pub struct Cluster {
     pub nodes: Vec<Option<RunningNode>>,
 }
 
-/// A free `127.0.0.1` address per listener of every node, all distinct: every port is
-/// held until the last one is found, so the kernel cannot hand one out twice.
-fn free_addrs() -> Vec<String> {
-    let held: Vec<TcpListener> = (0..4 * SITES.len())
+/// `n` free `127.0.0.1` addresses, all distinct: every port is held until the last one is
+/// found, so the kernel cannot hand one out twice.
+fn free_addrs(n: usize) -> Vec<String> {
+    let held: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
     held.iter()
@@ -55,9 +55,15 @@ impl Cluster {
 
     /// The three nodes' configs, none started yet.
     pub fn configure(raft: RaftTimings, hooks: Vec<HookConfig>) -> Self {
+        Self::configure_sites(raft, hooks, &SITES)
+    }
+
+    /// The configs of one node at each of `sites`, all voters, none started yet.
+    pub fn configure_sites(raft: RaftTimings, hooks: Vec<HookConfig>, sites: &[&str]) -> Self {
         let dir = TempDir::new().unwrap();
-        let addrs = free_addrs();
-        let peers: Vec<Peer> = SITES
+        let n = sites.len();
+        let addrs = free_addrs(4 * n);
+        let peers: Vec<Peer> = sites
             .iter()
             .enumerate()
             .map(|(i, site)| Peer {
@@ -73,9 +79,9 @@ impl Cluster {
                 cluster: "test".into(),
                 node_id: p.id,
                 site: p.site.clone(),
-                listen: addrs[SITES.len() + i].parse().unwrap(),
+                listen: addrs[n + i].parse().unwrap(),
                 peer_listen: p.addr.parse().unwrap(),
-                admin_listen: addrs[2 * SITES.len() + i].parse().unwrap(),
+                admin_listen: addrs[2 * n + i].parse().unwrap(),
                 // These tests are about Raft and the API's answers; TLS and who may call
                 // what are the end-to-end tests' subject (tests/trust_boundary.rs).
                 tls: firebreak_node::config::TlsConfig {
@@ -90,7 +96,7 @@ impl Cluster {
                 auth: Default::default(),
                 state_voters: None,
                 dns: Some(DnsConfig {
-                    listen: addrs[3 * SITES.len() + i].parse().unwrap(),
+                    listen: addrs[3 * n + i].parse().unwrap(),
                     zone: "svc.test.".into(),
                     ttl_secs: 5,
                 }),
@@ -100,7 +106,7 @@ impl Cluster {
         Cluster {
             dir,
             configs,
-            nodes: vec![None, None, None],
+            nodes: (0..n).map(|_| None).collect(),
         }
     }
 

@@ -99,7 +99,11 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // At least four async threads, even on two cores: a store call that blocks one for a
+    // moment (sled work inside openraft's awaited storage calls) must not leave a node's
+    // heartbeats without a thread.
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(firebreak_chaos::driver::cores().max(4))
         .enable_all()
         .build()
         .expect("tokio runtime starts");

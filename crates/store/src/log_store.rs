@@ -4,6 +4,13 @@
 //! values are the entry as JSON. Appends are acknowledged to openraft through the flusher
 //! once fsynced; a vote is fsynced before `save_vote` returns; purge and truncate need no
 //! flush of their own (a later flush covers them, and sled recovers writes in order).
+//!
+//! A purge records its point and returns; the entries at or below it are deleted on a
+//! blocking thread. Deleting the ten thousand entries behind a snapshot took 0.2-0.5 s
+//! under a surge, and openraft awaits a purge in its core loop: heartbeats stopped, and
+//! on a 2-core host the async thread it held stalled the control group's too, long enough
+//! for a site's lease to lapse (a failover from load alone). Readers never see an entry at
+//! or below the point, deleted yet or not.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -40,6 +47,8 @@ pub struct LogStore<C: GroupTypes> {
     meta: sled::Tree,
     flusher: Flusher,
     committed: Arc<AtomicU64>,
+    /// The first index not purged (0: nothing purged yet).
+    first_kept: Arc<AtomicU64>,
     elections: crate::ElectionJournal,
     max_payload_bytes: usize,
     _types: std::marker::PhantomData<C>,
@@ -52,6 +61,7 @@ impl<C: GroupTypes> Clone for LogStore<C> {
             meta: self.meta.clone(),
             flusher: self.flusher.clone(),
             committed: self.committed.clone(),
+            first_kept: self.first_kept.clone(),
             elections: self.elections.clone(),
             max_payload_bytes: self.max_payload_bytes,
             _types: std::marker::PhantomData,
@@ -74,6 +84,7 @@ impl<C: GroupTypes> LogStore<C> {
             meta: open("meta")?,
             flusher,
             committed: Arc::new(AtomicU64::new(NONE)),
+            first_kept: Arc::default(),
             elections: crate::ElectionJournal::default(),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             _types: std::marker::PhantomData,
@@ -86,6 +97,14 @@ impl<C: GroupTypes> LogStore<C> {
         store
             .committed
             .store(committed.map_or(NONE, |c| c.index), Ordering::Relaxed);
+        let purged: Option<LogId<firebreak_model::NodeId>> = read_json(&store.meta, LAST_PURGED)
+            .map_err(|e| Error::Corrupt {
+                what: "purge point".into(),
+                reason: e.to_string(),
+            })?;
+        store
+            .first_kept
+            .store(purged.map_or(0, |p| p.index + 1), Ordering::Relaxed);
         Ok(store)
     }
 
@@ -201,7 +220,18 @@ impl<C: GroupTypes> LogStore<C> {
     ) -> StorageResult<Vec<C::Entry>> {
         let mut entries = Vec::new();
         let mut bytes_read = 0usize;
-        for item in self.log.range::<[u8; 8], _>(key_range(&range)) {
+        let (mut start, end) = key_range(&range);
+        let first_kept = index_key(self.first_kept.load(Ordering::Relaxed));
+        let below = match &start {
+            Bound::Included(k) => *k < first_kept,
+            Bound::Excluded(k) => *k < first_kept,
+            Bound::Unbounded => true,
+        };
+        if below {
+            // Purged entries may still be on disk until their deletion ends.
+            start = Bound::Included(first_kept);
+        }
+        for item in self.log.range::<[u8; 8], _>((start, end)) {
             let (_, bytes) = item.map_err(|e| StorageIOError::read_logs(&e))?;
             bytes_read = bytes_read.saturating_add(bytes.len());
             if !entries.is_empty() && bytes_read > max_bytes {
@@ -325,7 +355,17 @@ impl<C: GroupTypes> RaftLogStorage<C> for LogStore<C> {
         // Record the purge point first: openraft ignores entries at or below it, so a crash
         // between the two steps leaves only garbage, never a hole.
         write_json(&self.meta, LAST_PURGED, &log_id).map_err(|e| StorageIOError::write_logs(&e))?;
-        self.remove_range(..=index_key(log_id.index), "purge")
+        self.first_kept
+            .fetch_max(log_id.index + 1, Ordering::Relaxed);
+        let store = self.clone();
+        // Off openraft's core loop and the async threads (module docs). A failed deletion
+        // leaves garbage that readers skip and the next purge's range covers again.
+        tokio::task::spawn_blocking(move || {
+            if let Err(err) = store.remove_range(..=index_key(log_id.index), "purge") {
+                tracing::warn!(group = C::NAME, upto = log_id.index, %err, "purged entries not deleted yet; the next purge retries");
+            }
+        });
+        Ok(())
     }
 }
 
@@ -389,6 +429,58 @@ mod tests {
         );
         let all = log.try_get_log_entries(1..65).await.unwrap();
         assert_eq!(all.len(), 64, "reads for other purposes are not bounded");
+    }
+
+    /// Opens the store in `dir`, waiting while the last handle's flusher still holds it.
+    fn reopen(dir: &std::path::Path) -> super::LogStore<StateTypes> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match crate::open::<firebreak_model::kv::KvStore>(dir) {
+                Ok((log, _sm)) => return log,
+                Err(err) if std::time::Instant::now() < deadline => {
+                    let _ = err;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(err) => panic!("the store did not open again: {err}"),
+            }
+        }
+    }
+
+    fn indexes(entries: &[Entry<StateTypes>]) -> Vec<u64> {
+        entries.iter().map(|e| e.log_id.index).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn purged_entries_are_never_read_though_still_on_disk_and_are_deleted_in_the_background()
+    {
+        let dir = tempfile::TempDir::new().unwrap();
+        {
+            // A crash after the purge point was recorded, before the entries were deleted.
+            let log = log_of(dir.path(), 10, 10);
+            let point = LogId::new(CommittedLeaderId::new(1, NodeId(1)), 6);
+            super::write_json(&log.meta, super::LAST_PURGED, &point).unwrap();
+            log.flusher.flush().await.unwrap();
+        }
+        let mut log = reopen(dir.path());
+        assert_eq!(log.log.len(), 10, "the entries are still on disk");
+        let read = log.try_get_log_entries(1..11).await.unwrap();
+        assert_eq!(indexes(&read), (7..=10).collect::<Vec<_>>());
+
+        let point = LogId::new(CommittedLeaderId::new(1, NodeId(1)), 8);
+        openraft::storage::RaftLogStorage::purge(&mut log, point)
+            .await
+            .unwrap();
+        let read = log.try_get_log_entries(..).await.unwrap();
+        assert_eq!(indexes(&read), vec![9, 10], "at once, deleted yet or not");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while log.log.len() != 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the purged entries were not deleted: {} left",
+                log.log.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     #[tokio::test]

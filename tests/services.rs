@@ -145,6 +145,7 @@ fn login_config(
         nodes: cluster.addrs(),
         max_concurrent: 64,
         max_hashing: 2,
+        hashing_nice: login::DEFAULT_HASHING_NICE,
         session_ttl,
         sweep_interval,
         state_timeout: Duration::from_secs(5),

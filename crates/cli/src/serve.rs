@@ -57,6 +57,11 @@ pub enum Command {
         /// alone takes every core under a surge.
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=256))]
         max_hashing: Option<u64>,
+        /// Niceness of the hashing threads, 0 to 19: where cores are contended, a hash
+        /// yields to cheap work (request handling, other services, the nodes), so a surge
+        /// of logins cannot starve them. With a spare core it changes nothing.
+        #[arg(long, env = "FIREBREAK_HASHING_NICE", default_value_t = login::DEFAULT_HASHING_NICE, value_parser = clap::value_parser!(i32).range(0..=19))]
+        hashing_nice: i32,
     },
 }
 
@@ -172,6 +177,7 @@ pub async fn run(command: Command) -> Result<()> {
             session_ttl_secs,
             sweep_interval_secs,
             max_hashing,
+            hashing_nice,
         } => {
             let (state_tls, server_tls) = common.tls()?;
             let config = login::Config {
@@ -181,6 +187,7 @@ pub async fn run(command: Command) -> Result<()> {
                 max_concurrent: common.max_concurrent,
                 max_hashing: max_hashing
                     .map_or_else(firebreak_chaos::driver::cores, |n| n as usize),
+                hashing_nice,
                 session_ttl: Duration::from_secs(session_ttl_secs),
                 sweep_interval: Duration::from_secs(sweep_interval_secs),
                 state_timeout: STATE_TIMEOUT,

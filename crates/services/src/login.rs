@@ -9,7 +9,11 @@
 //! ```
 //!
 //! Hashing is deliberately slow and CPU-bound: it runs on blocking threads, at most
-//! `max_hashing` at once; a request waits at most [`HASH_QUEUE_WAIT`] for its turn.
+//! `max_hashing` at once; a request waits at most [`HASH_QUEUE_WAIT`] for its turn. Those
+//! threads run at niceness `hashing_nice`: with a spare core that changes nothing, but on a
+//! host where cores are contended a hash yields to cheap work (this service's request
+//! handling, and the other services and nodes sharing the host), so a surge of logins
+//! cannot take the cores from operations that cost a thousandth as much.
 //! Beyond that, and beyond `max_concurrent` requests, the service sheds load with 503 and
 //! Retry-After.
 //!
@@ -69,6 +73,8 @@ pub struct Config {
     pub max_concurrent: usize,
     /// Password hashes computed at once.
     pub max_hashing: usize,
+    /// Niceness of the hashing threads, 0 (as the rest) to 19 (only spare cycles).
+    pub hashing_nice: i32,
     pub session_ttl: Duration,
     /// How often expired sessions are swept.
     pub sweep_interval: Duration,
@@ -86,6 +92,7 @@ struct Service {
     state: StateClient,
     permits: Semaphore,
     hashing: Arc<Semaphore>,
+    hashing_nice: i32,
     session_ttl: Duration,
 }
 
@@ -109,6 +116,7 @@ pub fn router(config: Config) -> Router {
         state: StateClient::new(config.nodes, config.state_tls, config.state_timeout),
         permits: Semaphore::new(config.max_concurrent),
         hashing: Arc::new(Semaphore::new(config.max_hashing)),
+        hashing_nice: config.hashing_nice,
         session_ttl: config.session_ttl,
     });
     tokio::spawn(sweep(Arc::downgrade(&service), config.sweep_interval));
@@ -236,12 +244,40 @@ async fn hashing<T: Send + 'static>(
         .ok()
         .and_then(Result::ok)
         .ok_or_else(|| Failure::overloaded("password checks"))?;
+    let nice = service.hashing_nice;
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
+        lower_priority(nice);
         job()
     })
     .await
     .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+}
+
+/// The niceness hashing runs at by default: under contention a hash gets about a third of
+/// the share of a thread at 0 (the kernel's weights fall by 1.25 per step).
+pub const DEFAULT_HASHING_NICE: i32 = 5;
+
+thread_local! {
+    /// The niceness this blocking thread was set to, if any.
+    static NICE: std::cell::Cell<Option<i32>> = const { std::cell::Cell::new(None) };
+}
+
+/// Sets the calling thread's niceness to `nice`, once per thread (on Linux a thread's
+/// niceness is its own). A thread of the blocking pool keeps it for later jobs; in this
+/// service hashing is what that pool runs. A failure is logged, and hashing goes on at
+/// the niceness it has.
+fn lower_priority(nice: i32) {
+    if nice == 0 || NICE.with(|n| n.get()) == Some(nice) {
+        return;
+    }
+    // SAFETY: setpriority reads only its arguments; `who` 0 is the calling thread.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        tracing::warn!(nice, %err, "could not lower the hashing thread's priority");
+    }
+    NICE.with(|n| n.set(Some(nice)));
 }
 
 #[derive(Deserialize)]
@@ -400,4 +436,29 @@ async fn log_out(
     };
     service.state.txn(&txn).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn niceness() -> i32 {
+        // SAFETY: getpriority reads only its arguments; `who` 0 is the calling thread.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+    }
+
+    #[test]
+    fn a_hashing_thread_runs_at_the_niceness_asked_and_no_other_thread_does() {
+        let before = niceness();
+        let (hashing, next) = std::thread::spawn(|| {
+            lower_priority(7);
+            let first = niceness();
+            lower_priority(7);
+            (first, niceness())
+        })
+        .join()
+        .unwrap();
+        assert_eq!((hashing, next), (7.max(before), 7.max(before)));
+        assert_eq!(niceness(), before, "only the hashing thread is lowered");
+    }
 }

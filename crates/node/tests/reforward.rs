@@ -75,9 +75,19 @@ async fn put(addr: SocketAddr, key: &'static str) -> (u16, String) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_write_truncated_under_one_leader_and_committed_by_the_next_is_not_answered_as_not_applied(
-) {
+/// Every RPC that each of `silent` sends to any other node.
+fn silence(cluster: &Cluster, silent: &[usize]) -> Vec<RpcCut> {
+    silent
+        .iter()
+        .flat_map(|s| {
+            let rest: Vec<usize> = (0..SITES.len()).filter(|i| i != s).collect();
+            cuts(cluster, *s, &rest, &EVERY_RPC)
+        })
+        .collect()
+}
+
+/// Five voters that all hold the leader's log; the leader's index and its last index.
+async fn five_voters_in_step() -> (Cluster, usize, u64) {
     let mut cluster = Cluster::configure_sites(RaftTimings::default(), Vec::new(), &SITES);
     for config in &mut cluster.configs {
         // The write must still wait when its entry is truncated, whatever the machine's pace.
@@ -95,6 +105,26 @@ async fn a_write_truncated_under_one_leader_and_committed_by_the_next_is_not_ans
             .then_some(())
     })
     .await;
+    (cluster, a, before)
+}
+
+/// How many times `key` was put, once every voter has applied the same.
+async fn applied_everywhere(cluster: &Cluster, key: &str) -> u64 {
+    poll("every voter has applied the write", || {
+        let versions: Vec<Option<u64>> =
+            (0..SITES.len()).map(|i| version(cluster, i, key)).collect();
+        versions
+            .iter()
+            .all(|v| v.is_some() && *v == versions[0])
+            .then(|| versions[0].unwrap())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_truncated_under_one_leader_and_committed_by_the_next_is_not_answered_as_not_applied(
+) {
+    let (cluster, a, before) = five_voters_in_step().await;
     let others: Vec<usize> = (0..SITES.len()).filter(|i| *i != a).collect();
     let (b, c, d, e) = (others[0], others[1], others[2], others[3]);
 
@@ -108,11 +138,7 @@ async fn a_write_truncated_under_one_leader_and_committed_by_the_next_is_not_ans
     .await;
 
     // 2. Only B may campaign; its entries reach A and no one else.
-    let mut step2 = cuts(&cluster, a, &others, &EVERY_RPC);
-    for silent in [c, d, e] {
-        let rest: Vec<usize> = (0..SITES.len()).filter(|i| *i != silent).collect();
-        step2.extend(cuts(&cluster, silent, &rest, &EVERY_RPC));
-    }
+    let mut step2 = silence(&cluster, &[a, c, d, e]);
     step2.extend(cuts(&cluster, b, &[c, d, e], &["append", "snapshot"]));
     cut_rpcs(step2);
     poll("B leads", || leads(&cluster, b).then_some(())).await;
@@ -122,12 +148,7 @@ async fn a_write_truncated_under_one_leader_and_committed_by_the_next_is_not_ans
         .expect("the client task ran");
 
     // 3. Only C may campaign, and D and E follow it: C commits the write it holds.
-    let mut step3 = Vec::new();
-    for silent in [a, b, d, e] {
-        let rest: Vec<usize> = (0..SITES.len()).filter(|i| *i != silent).collect();
-        step3.extend(cuts(&cluster, silent, &rest, &EVERY_RPC));
-    }
-    cut_rpcs(step3);
+    cut_rpcs(silence(&cluster, &[a, b, d, e]));
     poll("C leads and has applied the write", || {
         (leads(&cluster, c) && version(&cluster, c, "once").is_some()).then_some(())
     })
@@ -139,16 +160,7 @@ async fn a_write_truncated_under_one_leader_and_committed_by_the_next_is_not_ans
         let again = put(cluster.node(c).addr, "once").await;
         assert_eq!(again.0, 200, "the retry was refused: {again:?}");
     }
-    let applied = poll("every voter has applied the write", || {
-        let versions: Vec<Option<u64>> = (0..SITES.len())
-            .map(|i| version(&cluster, i, "once"))
-            .collect();
-        versions
-            .iter()
-            .all(|v| v.is_some() && *v == versions[0])
-            .then(|| versions[0].unwrap())
-    })
-    .await;
+    let applied = applied_everywhere(&cluster, "once").await;
     assert_eq!(
         applied, 1,
         "the write applied {applied} times: the first answer was {status} {kind:?}, which a \

@@ -89,19 +89,17 @@ impl<C: GroupTypes> LogStore<C> {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             _types: std::marker::PhantomData,
         };
-        let committed: Option<LogId<firebreak_model::NodeId>> = read_json(&store.meta, COMMITTED)
-            .map_err(|e| Error::Corrupt {
-            what: "committed index".into(),
-            reason: e.to_string(),
-        })?;
+        let log_id = |key: &[u8], what: &str| -> Result<Option<LogId<firebreak_model::NodeId>>> {
+            read_json(&store.meta, key).map_err(|e| Error::Corrupt {
+                what: what.into(),
+                reason: e.to_string(),
+            })
+        };
+        let committed = log_id(COMMITTED, "committed index")?;
+        let purged = log_id(LAST_PURGED, "purge point")?;
         store
             .committed
             .store(committed.map_or(NONE, |c| c.index), Ordering::Relaxed);
-        let purged: Option<LogId<firebreak_model::NodeId>> = read_json(&store.meta, LAST_PURGED)
-            .map_err(|e| Error::Corrupt {
-                what: "purge point".into(),
-                reason: e.to_string(),
-            })?;
         store
             .first_kept
             .store(purged.map_or(0, |p| p.index + 1), Ordering::Relaxed);

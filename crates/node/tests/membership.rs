@@ -143,7 +143,25 @@ async fn a_burned_site_is_replaced_and_its_id_never_comes_back() {
     // No credential, no change.
     let (status, answer) = membership(&cluster, replace.clone(), None).await;
     assert_eq!(status, 401, "{answer}");
-    // Pangyo still renews its lease: replacing it needs --force.
+    // Pangyo still renews its lease: replacing it needs --force. On a loaded machine a
+    // renewal can lag behind site_down_after (2 s), and the replace would then go ahead
+    // and wait 300 s for anyang, which is not started yet: wait for a fresh renewal first.
+    let control = cluster.control_leader().await;
+    poll(
+        "a renewal of pangyo's lease within a lease interval",
+        || {
+            // The nodes' clocks run in this process, from the wall clock at their start.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64;
+            cluster.node(control).api.control.reader.read(|c| {
+                let renewed = c.failover.leases.get(&"pangyo".into())?.renewed_at_ms;
+                (now.saturating_sub(renewed) <= 500).then_some(())
+            })
+        },
+    )
+    .await;
     let (status, answer) = membership(&cluster, replace.clone(), Some(TOKEN)).await;
     assert_eq!(status, 409, "{answer}");
     assert!(answer.to_string().contains("healthy-voter"), "{answer}");

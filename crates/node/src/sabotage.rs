@@ -73,7 +73,7 @@ pub fn id_check_off() -> bool {
 
 /// One cut: every `rpc` (`append`, `vote`, `snapshot` or `leader`) that node `from` sends
 /// to node `to` in `group` fails as if the peer were unreachable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RpcCut {
     pub group: &'static str,
     pub from: u64,

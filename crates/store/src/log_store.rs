@@ -218,17 +218,13 @@ impl<C: GroupTypes> LogStore<C> {
     ) -> StorageResult<Vec<C::Entry>> {
         let mut entries = Vec::new();
         let mut bytes_read = 0usize;
-        let (mut start, end) = key_range(&range);
+        let (start, end) = key_range(&range);
+        // Purged entries may still be on disk until their deletion ends: start after them.
         let first_kept = index_key(self.first_kept.load(Ordering::Relaxed));
-        let below = match &start {
-            Bound::Included(k) => *k < first_kept,
-            Bound::Excluded(k) => *k < first_kept,
-            Bound::Unbounded => true,
+        let start = match start {
+            Bound::Included(k) | Bound::Excluded(k) if k >= first_kept => start,
+            _ => Bound::Included(first_kept),
         };
-        if below {
-            // Purged entries may still be on disk until their deletion ends.
-            start = Bound::Included(first_kept);
-        }
         for item in self.log.range::<[u8; 8], _>((start, end)) {
             let (_, bytes) = item.map_err(|e| StorageIOError::read_logs(&e))?;
             bytes_read = bytes_read.saturating_add(bytes.len());

@@ -66,5 +66,70 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// Why the node stops once openraft's core of `group` quit with `fatal`. A storage
+    /// error is a stopped store (exit 11, whoever saw it first: the core or the store's
+    /// flusher), told in the flusher's words when it recorded why (`store_reason`).
+    pub(crate) fn from_fatal(
+        group: &'static str,
+        fatal: &openraft::error::Fatal<firebreak_model::NodeId>,
+        store_reason: Option<String>,
+    ) -> Self {
+        match fatal {
+            openraft::error::Fatal::StorageError(err) => Error::StoreFailed {
+                group,
+                message: store_reason.unwrap_or_else(|| {
+                    format!("openraft stopped the group on a storage error: {err}")
+                }),
+            },
+            other => Error::Raft {
+                group,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
 /// Result of node operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use openraft::error::Fatal;
+    use openraft::{StorageError, StorageIOError};
+
+    use super::Error;
+
+    fn storage_error() -> Fatal<firebreak_model::NodeId> {
+        let io = std::io::Error::other("Input/output error");
+        Fatal::StorageError(StorageError::from(StorageIOError::write_logs(&io)))
+    }
+
+    /// The exit code a unit relies on must not depend on which task saw the failed fsync
+    /// first: openraft's core quitting on it is a stopped store, like the flusher's signal
+    /// (seen in CI: the core quit first and the node exited 1, not 11).
+    #[test]
+    fn a_core_that_quit_on_a_storage_error_is_a_stopped_store() {
+        let flusher = "the store failed to make writes durable (Input/output error)";
+        match Error::from_fatal("state", &storage_error(), Some(flusher.into())) {
+            Error::StoreFailed { group, message } => {
+                assert_eq!((group, message.as_str()), ("state", flusher));
+            }
+            other => panic!("expected StoreFailed, got {other:?}"),
+        }
+        match Error::from_fatal("control", &storage_error(), None) {
+            Error::StoreFailed { message, .. } => {
+                assert!(message.contains("Input/output error"), "{message}");
+            }
+            other => panic!("expected StoreFailed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_core_that_panicked_is_a_raft_failure() {
+        assert!(matches!(
+            Error::from_fatal("state", &Fatal::Panicked, None),
+            Error::Raft { group: "state", .. }
+        ));
+    }
+}

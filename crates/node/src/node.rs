@@ -54,8 +54,52 @@ pub struct RunningNode {
     servers: Vec<JoinHandle<()>>,
     registration: JoinHandle<()>,
     failover: Vec<JoinHandle<()>>,
-    /// Each group's store failure signal (see [`RunningNode::store_failed`]).
-    stores: Vec<(&'static str, watch::Receiver<Option<String>>)>,
+    /// Each group's failure signals (see [`RunningNode::failed`]).
+    failures: Vec<Failure>,
+}
+
+/// What stops a group for good: its store's flusher gave up on a failed fsync, or
+/// openraft's core quit (on that same error, on another storage error, or a panic).
+/// Either may be seen first; both mean the same stop (see [`Error::from_fatal`]).
+#[derive(Clone)]
+struct Failure {
+    group: &'static str,
+    store: watch::Receiver<Option<String>>,
+    core: watch::Receiver<openraft::RaftMetrics<NodeId, Member>>,
+}
+
+impl Failure {
+    /// Resolves once the group has stopped for good, with the error to stop the node on;
+    /// never while it runs, nor when it was shut down on purpose.
+    async fn wait(self) -> Error {
+        let Failure {
+            group,
+            mut store,
+            mut core,
+        } = self;
+        let reason = store.clone();
+        let store_failed = async {
+            match store.wait_for(Option::is_some).await {
+                Ok(why) => why.clone(),
+                Err(_) => None, // the flusher is gone without a failure: at shutdown
+            }
+        };
+        let core_quit = async {
+            match core.wait_for(|m| m.running_state.is_err()).await {
+                Ok(metrics) => metrics
+                    .running_state
+                    .clone()
+                    .err()
+                    .filter(|fatal| !matches!(fatal, openraft::error::Fatal::Stopped)),
+                Err(_) => None,
+            }
+        };
+        tokio::select! {
+            Some(why) = store_failed => Error::StoreFailed { group, message: why },
+            Some(fatal) = core_quit => Error::from_fatal(group, &fatal, reason.borrow().clone()),
+            else => std::future::pending().await,
+        }
+    }
 }
 
 /// Most entries one AppendEntries carries; what bounds it in practice is
@@ -86,8 +130,8 @@ fn raft_config(config: &NodeConfig, group: &str) -> Result<Arc<openraft::Config>
     Ok(Arc::new(raft))
 }
 
-/// A started group and its store's failure signal.
-type Started<M> = (Group<M>, watch::Receiver<Option<String>>);
+/// A started group and its failure signals.
+type Started<M> = (Group<M>, Failure);
 
 async fn start_group<M: Machine>(
     config: &NodeConfig,
@@ -111,10 +155,12 @@ async fn start_group<M: Machine>(
         sm,
     )
     .await
-    .map_err(|e| Error::Raft {
+    .map_err(|fatal| Error::from_fatal(name, &fatal, failed.borrow().clone()))?;
+    let failure = Failure {
         group: name,
-        message: e.to_string(),
-    })?;
+        store: failed,
+        core: raft.metrics(),
+    };
     let timings = GroupTimings {
         heartbeat: config.raft.heartbeat(),
         election_timeout_min: Duration::from_millis(config.raft.election_timeout_min_ms),
@@ -129,11 +175,15 @@ async fn start_group<M: Machine>(
         timings,
         config.api.max_inflight_writes,
     );
-    Ok((group, failed))
+    Ok((group, failure))
 }
 
+/// Initializes `group` with `members` if this node is one of them. A failed fsync on the
+/// way is a stopped store (exit 11), as it is once the node runs: a node still
+/// bootstrapping when its disk fails must not exit otherwise (seen in CI).
 async fn bootstrap<M: Machine>(
     group: &Group<M>,
+    failure: &Failure,
     members: std::collections::BTreeMap<NodeId, Member>,
     me: NodeId,
 ) -> Result<()> {
@@ -154,6 +204,11 @@ async fn bootstrap<M: Machine>(
             tracing::debug!(group = group.name(), "already initialized");
             Ok(())
         }
+        Err(RaftError::Fatal(fatal)) => Err(Error::from_fatal(
+            group.name(),
+            &fatal,
+            failure.store.borrow().clone(),
+        )),
         Err(err) => Err(Error::Raft {
             group: group.name(),
             message: err.to_string(),
@@ -255,7 +310,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     let tls = tls(&config)?;
     let (control, control_failed) = start_group::<ControlState>(&config, &tls.connect).await?;
     let (state, state_failed) = start_group::<KvStore>(&config, &tls.connect).await?;
-    let stores = vec![("control", control_failed), ("state", state_failed)];
+    let failures = vec![control_failed, state_failed];
     let empty = crate::id_check::is_empty(&control) && crate::id_check::is_empty(&state);
     if let Err(err) = crate::id_check::check(&config, &tls.connect, empty).await {
         let _ = control.raft.shutdown().await;
@@ -301,8 +356,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
     if config.join {
         tracing::info!("joining a running cluster: waiting for its leader to add this node");
     } else {
-        bootstrap(&control, config.members(), config.node_id).await?;
-        bootstrap(&state, config.state_members(), config.node_id).await?;
+        bootstrap(&control, &failures[0], config.members(), config.node_id).await?;
+        bootstrap(&state, &failures[1], config.state_members(), config.node_id).await?;
     }
     let registration = tokio::spawn(register(control.clone()));
     let mut failover = crate::failover::spawn(api.clone());
@@ -327,7 +382,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         servers: vec![peer_server, client_server, admin_server],
         registration,
         failover,
-        stores,
+        failures,
     })
 }
 
@@ -380,21 +435,10 @@ async fn register(control: Group<ControlState>) {
 }
 
 impl RunningNode {
-    /// Resolves once a store failed to make writes durable, with the error to stop on.
-    pub async fn store_failed(&self) -> Error {
-        let waits = self.stores.iter().map(|(group, failed)| {
-            let (group, mut failed) = (*group, failed.clone());
-            Box::pin(async move {
-                match failed.wait_for(Option::is_some).await {
-                    Ok(why) => Error::StoreFailed {
-                        group,
-                        message: why.clone().unwrap_or_default(),
-                    },
-                    // The flusher is gone without a failure: only at shutdown; wait on.
-                    Err(_) => std::future::pending().await,
-                }
-            })
-        });
+    /// Resolves once a group stopped for good (a failed fsync, another storage error, or
+    /// openraft's core quit), with the error to stop the node on.
+    pub async fn failed(&self) -> Error {
+        let waits = self.failures.iter().map(|f| Box::pin(f.clone().wait()));
         futures::future::select_all(waits).await.0
     }
 
@@ -426,8 +470,9 @@ impl RunningNode {
     }
 }
 
-/// Runs a node until `shutdown` resolves, then stops it gracefully; or until a store
-/// fails to make writes durable, then stops it and returns that error.
+/// Runs a node until `shutdown` resolves, then stops it gracefully; or until a group stops
+/// for good (a store failed to make writes durable, or openraft's core quit), then stops
+/// it and returns that error.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
     let node = start(config).await?;
     let reloader = node
@@ -437,11 +482,11 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         .map(|keys| tokio::spawn(reload_on_sighup(keys)));
     let failure = tokio::select! {
         () = shutdown => None,
-        err = node.store_failed() => Some(err),
+        err = node.failed() => Some(err),
     };
     match &failure {
         None => tracing::info!("shutting down"),
-        Some(_) => tracing::info!("shutting down: a store failed (the error follows)"),
+        Some(_) => tracing::info!("shutting down: a group stopped for good (the error follows)"),
     }
     if let Some(task) = reloader {
         task.abort();

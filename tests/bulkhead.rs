@@ -25,8 +25,8 @@ async fn control_group_commits_fast_while_state_group_is_flooded() {
     let cluster = TestCluster::start("");
     let api = Api::new();
     let addrs = cluster.addrs();
-    let state_leader = api.wait_leader(&addrs, "state").await as usize - 1;
-    let control_leader = api.wait_leader(&addrs, "control").await as usize - 1;
+    let (control_leader, state_leader) = api.wait_steady(&addrs).await;
+    let (control_leader, state_leader) = (control_leader as usize - 1, state_leader as usize - 1);
 
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));

@@ -39,6 +39,7 @@ pub mod report;
 pub mod runner;
 pub mod site_driver;
 pub mod ssh;
+pub mod steady;
 pub mod workload;
 
 pub use error::{Error, Result};

@@ -12,6 +12,12 @@ use crate::playbook::{Mode, Playbook, ServiceKind};
 
 /// How long the sites get to elect leaders and serve.
 const BRING_UP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the steady condition must hold, on every poll, before the workload starts:
+/// three health-probe intervals of the drill's topology (a probe that fell and rises
+/// again shows within two).
+const STEADY_HOLD: Duration = Duration::from_millis(1_500);
+/// How often the steady condition is polled.
+const STEADY_POLL: Duration = Duration::from_millis(250);
 
 pub(super) async fn wait_ready(nodes: &[String], sites: &LocalSites) -> Result<()> {
     let http = http_client(sites);
@@ -300,4 +306,50 @@ pub(super) async fn add_extra_nodes(sites: &LocalSites) -> Result<()> {
             })?;
     }
     Ok(())
+}
+
+/// Waits until the cluster is steady (`crate::steady`): every group led with a quorum by
+/// a leader every site's node names, and every service served by every site it should
+/// serve, at one epoch everywhere, on every poll for [`STEADY_HOLD`]. The workload starts
+/// only then; a cluster that never settles within [`BRING_UP_TIMEOUT`] is a drill that
+/// could not run, with what did not hold.
+pub(super) async fn wait_steady(playbook: &Playbook, sites: &LocalSites) -> Result<()> {
+    use crate::steady::{leaders_agree, routes_full, Serving, Settle};
+    let http = http_client(sites);
+    let wanted: Vec<(String, Serving)> = playbook
+        .topology
+        .services
+        .iter()
+        .filter(|s| s.name.is_process())
+        .map(|s| {
+            let serving = match s.mode {
+                Mode::ActiveActive => Serving::All(playbook.topology.sites.clone()),
+                Mode::ActivePassive => Serving::One,
+            };
+            (s.name.name().to_string(), serving)
+        })
+        .collect();
+    let started = tokio::time::Instant::now();
+    let mut settle = Settle::new(STEADY_HOLD.as_millis() as u64);
+    loop {
+        let nodes = sites.admin_addrs();
+        let get = |node: &String, path: &str| {
+            let request = http.get(sites.tls.url(node, path)).send();
+            async move { request.await.ok()?.json::<Value>().await.ok() }
+        };
+        let clusters = futures::future::join_all(nodes.iter().map(|n| get(n, "/v1/cluster"))).await;
+        let routings = futures::future::join_all(nodes.iter().map(|n| get(n, "/v1/routing"))).await;
+        let verdict = leaders_agree(&clusters).and_then(|()| routes_full(&wanted, &routings));
+        if settle.observe(started.elapsed().as_millis() as u64, verdict) {
+            return Ok(());
+        }
+        if started.elapsed() >= BRING_UP_TIMEOUT {
+            return Err(Error::CouldNotRun(format!(
+                "the cluster did not hold steady for {STEADY_HOLD:?} within {BRING_UP_TIMEOUT:?} (last: {}); see the logs: {}",
+                settle.last_reason.unwrap_or_default(),
+                sites.logs()
+            )));
+        }
+        tokio::time::sleep(STEADY_POLL).await;
+    }
 }

@@ -428,6 +428,9 @@ impl Drill<'_> {
             }
             None => None,
         };
+        // Last, so that nothing of the setup (idle clients connecting through one site)
+        // is still moving the routes when the workload starts.
+        bring_up::wait_steady(self.playbook, sites).await?;
         phase("workload");
         let workload = {
             let (runner, w, services) = (

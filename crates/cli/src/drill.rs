@@ -1,8 +1,9 @@
 //! `firebreak drill PLAYBOOK`: bring up sites, run traffic, break them on the playbook's
 //! timeline, and judge the history. `--check` only validates the playbook; `--random`
-//! draws the timeline from the seed instead (`drill_random.rs`); `firebreak drill heal`
-//! removes what crashed drills left on this machine (namespaces `fb-*`, drop-unsynced mounts
-//! `firebreak-lazyfs-*`); `firebreak drill cleanup --run ID --inventory FILE` removes what
+//! draws the timeline from the seed instead (`drill_random.rs`); `--repeat N` runs it N
+//! times in a row (`drill_repeat.rs`); `firebreak drill heal` removes what crashed drills
+//! left on this machine (namespaces `fb-*`, drop-unsynced mounts `firebreak-lazyfs-*`);
+//! `firebreak drill cleanup --run ID --inventory FILE` removes what
 //! an ssh drill's run left on its hosts.
 //!
 //! Exit status: 0 when every expectation held, 9 when one did not (the verdict says
@@ -57,6 +58,12 @@ pub struct Args {
     /// exits 9 if any failed.
     #[arg(long, requires = "random", conflicts_with = "seed", value_parser = crate::drill_random::parse_seeds)]
     pub(crate) seeds: Option<std::ops::RangeInclusive<u64>>,
+    /// Run the playbook N times in a row (1 to 1000), each with its own seed (the
+    /// playbook's, then the next ones) unless --seed gives one for all: one line per run,
+    /// then a summary naming each failure's checker and first violation; exits 9 if any
+    /// run failed. With --out, one directory per run: DIR/run-N.
+    #[arg(long, conflicts_with_all = ["random", "check"], value_parser = crate::drill_repeat::parse_count)]
+    pub(crate) repeat: Option<u32>,
     /// With --random: the fault kinds to draw, comma-separated, of kill, pause,
     /// partition, power-loss, flap, surge (default: kill,pause,surge; with the netns
     /// driver also partition,flap).
@@ -103,6 +110,9 @@ pub async fn run(args: Args) -> Result<()> {
     if args.check {
         print_check(&path, &playbook, args.seed);
         return Ok(());
+    }
+    if let Some(count) = args.repeat {
+        return crate::drill_repeat::run(&args, &path, playbook, count).await;
     }
     let options = options(&args, path, playbook, None)?;
     let outcome = execute(options, args.out.as_deref()).await?;

@@ -206,34 +206,9 @@ fn repeat(args: &Args, path: &std::path::Path, seed: u64, faults: &[Fault]) -> S
     command
 }
 
-/// One seed's verdict in a line: faults, failover per service, losses, failed checks.
+/// One seed's verdict in a line.
 fn one_line(seed: u64, report: &Report) -> String {
-    let verdict = if report.passed { "PASSED" } else { "FAILED" };
-    let failover: Vec<String> = report
-        .services
-        .iter()
-        .map(|s| match s.failover_secs {
-            Some(f) => format!("{} {f:.1} s", s.service),
-            None => format!("{} -", s.service),
-        })
-        .collect();
-    let lost: u64 = report.services.iter().map(|s| s.lost + s.duplicated).sum();
-    let failing: Vec<&str> = report
-        .findings
-        .iter()
-        .filter(|f| !f.passed)
-        .map(|f| f.checker)
-        .collect();
-    let failing = match (failing.is_empty(), &report.aborted) {
-        (_, Some(why)) => format!("  stopped: {why}"),
-        (true, None) => String::new(),
-        (false, None) => format!("  failed: {}", failing.join(", ")),
-    };
-    format!(
-        "seed {seed}: {verdict}  faults {}  failover {}  lost or duplicated {lost}{failing}",
-        report.timeline.len(),
-        failover.join(", ")
-    )
+    format!("seed {seed}: {}", crate::drill_line::verdict(report))
 }
 
 #[cfg(test)]

@@ -109,15 +109,20 @@ fn summary(name: &str, path: &Path, runs: &[(u64, Run)]) -> String {
         runs.len()
     );
     for (i, (seed, run)) in runs.iter().enumerate() {
-        let why = match run {
+        let (why, repeat) = match run {
             Run::Judged(report) if report.passed => continue,
-            Run::Judged(report) => crate::drill_line::first_failure(report),
-            Run::NotRun(why) => format!("could not run: {why}"),
+            Run::Judged(report) => (
+                crate::drill_line::first_failure(report),
+                report.repeat.clone(),
+            ),
+            Run::NotRun(why) => (
+                format!("could not run: {why}"),
+                format!("firebreak drill {} --seed {seed}", path.display()),
+            ),
         };
         text.push_str(&format!(
-            "\n  run {} (seed {seed}): {why}\n    REPRODUCE WITH: firebreak drill {} --seed {seed}",
-            i + 1,
-            path.display()
+            "\n  run {} (seed {seed}): {why}\n    REPRODUCE WITH: {repeat}",
+            i + 1
         ));
     }
     text

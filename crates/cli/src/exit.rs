@@ -15,7 +15,8 @@
 //! | 10   | a drill could not run (ports taken, sites never came up) or    |
 //! |      | was interrupted: no verdict                                    |
 //! | 11   | the node stopped: its disk failed to make writes durable        |
-//! |      | (a failed fsync); check the disk, then restart it               |
+//! |      | (a failed fsync), or a store refused a write; check the disk,   |
+//! |      | then restart it                                                 |
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! The randomized nemesis end to end: 20 seeds of the CI-size base, each with faults drawn
+//! The randomized nemesis end to end: 10 seeds of the CI-size base, each with faults drawn
 //! from its seed (kill, pause, surge, and power loss where root and /dev/fuse allow), must
 //! all pass; a seed's schedule is the same every time it is drawn, and it is the one the
 //! report stores.
@@ -8,8 +8,12 @@ use std::time::Duration;
 use firebreak_tests::{binary, fuse_or_skip, DrillRun};
 
 const BASE: &str = "tests/playbooks/random-small.yaml";
-/// 20 drills of about 30 s each, one after another.
-const SEEDS_DEADLINE: Duration = Duration::from_secs(20 * 60);
+/// Seeds run in CI. It ran 20 until the repeated runs of `pangyo-fire` and `storm-small`
+/// (tests/drill.rs, tests/drill_storm.rs) needed the time; 20 and more run on demand:
+/// `firebreak drill tests/playbooks/random-small.yaml --random --seeds 1..20`.
+const SEEDS: u64 = 10;
+/// Drills of about 30 s each, one after another.
+const SEEDS_DEADLINE: Duration = Duration::from_secs(SEEDS * 60);
 
 fn faults() -> &'static str {
     if fuse_or_skip() {
@@ -32,18 +36,24 @@ fn drawn(seed: u64) -> String {
 }
 
 #[test]
-fn twenty_random_seeds_pass_and_each_repeats_its_schedule() {
+fn ten_random_seeds_pass_and_each_repeats_its_schedule() {
     let faults = faults();
+    let seeds = format!("1..{SEEDS}");
     let mut drill = DrillRun::start_args(
-        &[BASE, "--random", "--seeds", "1..20", "--faults", faults],
+        &[BASE, "--random", "--seeds", &seeds, "--faults", faults],
         7481,
         &[],
     );
     let (code, stdout, stderr) = drill.wait_for(SEEDS_DEADLINE);
     eprintln!("{stdout}");
     assert_eq!(code, 0, "every seed passes\n{stdout}\n{stderr}");
-    assert_eq!(stdout.matches(": PASSED").count(), 20, "{stdout}");
-    assert!(stdout.contains("20 seeds: 20 passed, 0 failed"), "{stdout}");
+    assert_eq!(
+        stdout.matches(": PASSED").count(),
+        SEEDS as usize,
+        "{stdout}"
+    );
+    let summary = format!("{SEEDS} seeds: {SEEDS} passed, 0 failed");
+    assert!(stdout.contains(&summary), "{stdout}");
     // Seed 5's schedule, drawn again, is the one printed before it ran and stored.
     let again = drawn(5);
     assert_eq!(again, drawn(5), "a seed draws the same schedule every time");

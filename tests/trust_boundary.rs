@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use firebreak_tests::{
-    ca_dir, ca_file, http, http_as, issue, node_topology, url, Api, Outcome, TestCluster, CLUSTER,
-    DEADLINE, TEST_TOKEN,
+    ca_dir, ca_file, eventually, http, http_as, issue, node_topology, url, Api, Outcome,
+    TestCluster, CLUSTER, DEADLINE, TEST_TOKEN,
 };
 use firebreak_tls::pki::{self, Issued, Validity};
 use firebreak_tls::{Identity, Role};
@@ -127,11 +127,13 @@ async fn a_forger_without_a_node_certificate_cannot_keep_a_burned_site_routed() 
     let addrs = cluster.admin_addrs();
     api.wait_leader(&addrs, "control").await;
     firebreak_tests::apply_topology(&cluster, "topology.yaml", &node_topology(&cluster));
-    let deadline = Instant::now() + DEADLINE;
-    while serving(&api, &addrs[1], "ledger").await != Some(["pangyo".to_string()].into()) {
-        assert!(Instant::now() < deadline, "ledger never served from pangyo");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(DEADLINE, "ledger served from pangyo", || async {
+        match serving(&api, &addrs[1], "ledger").await {
+            Some(sites) if sites == ["pangyo".to_string()].into() => Ok(()),
+            other => Err(format!("served by {other:?}")),
+        }
+    })
+    .await;
     // Let the dwell time after the topology change pass, as in tests/failover.rs.
     tokio::time::sleep(Duration::from_secs(6)).await;
 
@@ -145,20 +147,15 @@ async fn a_forger_without_a_node_certificate_cannot_keep_a_burned_site_routed() 
     cluster.kill(0);
     let killed = Instant::now();
     let forger = forge(targets, stop.clone());
-    loop {
+    eventually(DEADLINE, "pangyo out of routing under forgery", || async {
         let api_sites = serving(&api, &addrs[1], "api").await.unwrap_or_default();
         let ledger = serving(&api, &addrs[1], "ledger").await.unwrap_or_default();
-        if !api_sites.is_empty() && !api_sites.contains("pangyo") && !ledger.contains("pangyo") {
-            break;
+        match !api_sites.is_empty() && !api_sites.contains("pangyo") && !ledger.contains("pangyo") {
+            true => Ok(()),
+            false => Err(format!("api {api_sites:?}, ledger {ledger:?}")),
         }
-        assert!(
-            killed.elapsed() < DEADLINE,
-            "pangyo is still routed {:?} after its death, under forgery\n{}",
-            killed.elapsed(),
-            cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     let took = killed.elapsed();
     eprintln!("pangyo left routing {took:?} after its processes died, with a forger at work");
     assert!(
@@ -388,15 +385,13 @@ async fn an_operator_certificate_is_an_operator_on_the_admin_listener() {
     // On a follower, so the command is forwarded to the leader with alice's name.
     let follower = format!("https://{}", admin[(leader + 1) % 3]);
     let freeze = json!({ "reason": "certificate drill" });
-    // Right after the election the leader may not have its first quorum ack yet: a 503
-    // applied nothing (CI saw one), so the first command tries again until DEADLINE.
-    let started = Instant::now();
-    let mut answer = post(&alice, &follower, "/v1/freeze", &freeze).await;
-    while answer == Ok(503) && started.elapsed() < DEADLINE {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        answer = post(&alice, &follower, "/v1/freeze", &freeze).await;
-    }
-    assert_eq!(answer, Ok(200));
+    // `wait_leader` waited for a leader every node names, with its quorum ack: right after
+    // an election a leader without one answers 503 (CI saw one, when the wait trusted one
+    // node's word), so this first command is asked once.
+    assert_eq!(
+        post(&alice, &follower, "/v1/freeze", &freeze).await,
+        Ok(200)
+    );
     let audit: Value = api
         .http
         .get(url(&admin[leader], "/v1/audit"))
@@ -452,15 +447,9 @@ async fn key_grants_keep_each_service_in_its_own_prefix() {
     let status =
         |r: reqwest::Result<reqwest::Response>| r.map(|r| r.status().as_u16()).unwrap_or(0);
 
-    // Right after the election the state group may still refuse writes (503: nothing was
-    // written, no leader contact yet); the grant is judged once it takes them.
-    let started = Instant::now();
-    let mut first = status(put(&payments, "payments/accounts/a").await);
-    while first == 503 && started.elapsed() < DEADLINE {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        first = status(put(&payments, "payments/accounts/a").await);
-    }
-    assert_eq!(first, 200);
+    // `wait_leader` waited for a state leader every node names, with its quorum ack: the
+    // first write is taken (CI saw a 503 here when the wait trusted one node's word).
+    assert_eq!(status(put(&payments, "payments/accounts/a").await), 200);
     assert_eq!(status(put(&payments, "login/users/a").await), 403);
     assert_eq!(status(put(&payments, "paymentsX").await), 403);
     // A key hidden in the branch that would not run is still judged.
@@ -514,18 +503,18 @@ async fn rotating_every_node_certificate_under_traffic_fails_nothing_and_elects_
     let cluster = TestCluster::start("");
     let api = Arc::new(Api::new());
     let addrs = cluster.addrs();
-    api.wait_leader(&addrs, "control").await;
-    api.wait_leader(&addrs, "state").await;
     // A new leader refuses writes (503, nothing applied) until its first quorum ack. CI
     // once counted 113 failed writes here with no error in any node's log around the
-    // rotation: the likeliest are those early refusals. Count once every node took one.
+    // rotation: the likeliest are those early refusals. Count once the cluster is steady:
+    // every node names the leaders, which hold their quorum; then every node takes a write.
+    api.wait_steady(&addrs).await;
     for (i, addr) in addrs.iter().enumerate() {
-        let deadline = Instant::now() + DEADLINE;
-        while firebreak_tests::put(&api.http, addr, &format!("warm/{i}"), "v").await != Outcome::Ok
-        {
-            assert!(Instant::now() < deadline, "{addr} never took a write");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let outcome = firebreak_tests::put(&api.http, addr, &format!("warm/{i}"), "v").await;
+        assert_eq!(
+            outcome,
+            Outcome::Ok,
+            "{addr} refused a write on a steady cluster"
+        );
     }
     let terms_before = terms(&api, &addrs).await;
     let expiry = |info: &Value| info["cert_expiry_days"].as_i64();
@@ -553,19 +542,18 @@ async fn rotating_every_node_certificate_under_traffic_fails_nothing_and_elects_
         )
         .unwrap_or_else(|e| panic!("reissue node {i}: {e}"));
     }
-    let deadline = Instant::now() + DEADLINE;
     for addr in &addrs {
-        loop {
-            let now = api.cluster(addr).await.as_ref().and_then(expiry);
-            if now.is_some() && now != before {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{addr} never loaded its new certificate ({now:?})"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(
+            DEADLINE,
+            &format!("{addr} loads its new certificate"),
+            || async {
+                match api.cluster(addr).await.as_ref().and_then(expiry) {
+                    Some(now) if Some(now) != before => Ok(()),
+                    now => Err(format!("expiry {now:?} days, before {before:?}")),
+                }
+            },
+        )
+        .await;
     }
     // New connections between the nodes now use the new certificates: let traffic run on.
     tokio::time::sleep(Duration::from_secs(3)).await;

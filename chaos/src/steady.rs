@@ -50,9 +50,18 @@ pub fn leaders_agree(clusters: &[Option<Value>]) -> Result<(), String> {
 
 /// The leader of `group` that every node that answered names, if it reports a quorum
 /// behind it; else what is not so yet. Nodes that did not answer (`None`: dead, paused)
-/// are left out.
+/// are left out, and so are nodes that hold no membership of the group (a playbook's
+/// `state_voters` leaves the others out of the state group: they never learn its leader).
 pub fn agreed_leader(clusters: &[Option<Value>], group: &str) -> Result<u64, String> {
-    let answered: Vec<&Value> = clusters.iter().flatten().collect();
+    let answered: Vec<&Value> = clusters
+        .iter()
+        .flatten()
+        .filter(|c| {
+            group_info(c, group)
+                .and_then(|g| g["members"].as_array())
+                .is_some_and(|m| !m.is_empty())
+        })
+        .collect();
     let named: Vec<Option<u64>> = answered
         .iter()
         .map(|c| group_info(c, group).and_then(|g| g["leader"].as_u64()))
@@ -176,7 +185,8 @@ mod tests {
     use super::*;
 
     fn cluster(control: Option<u64>, state: Option<u64>, me: u64) -> Option<Value> {
-        let group = |name: &str, leader: Option<u64>| json!({ "name": name, "leader": leader, "leads_with_quorum": leader == Some(me) });
+        let members = json!([{ "id": 1 }, { "id": 2 }, { "id": 3 }]);
+        let group = |name: &str, leader: Option<u64>| json!({ "name": name, "leader": leader, "leads_with_quorum": leader == Some(me), "members": members });
         Some(json!({ "groups": [group("control", control), group("state", state)] }))
     }
 
@@ -206,6 +216,16 @@ mod tests {
         assert!(leaders_agree(&[cluster(Some(1), Some(1), 1), None])
             .unwrap_err()
             .contains("node 2 does not answer"));
+    }
+
+    /// With `state_voters: [pangyo]` the other nodes hold no membership of the state group
+    /// and never name its leader: they must not hold the start back.
+    #[test]
+    fn a_node_outside_a_group_does_not_hold_the_start_back() {
+        let mut outside = cluster(Some(1), None, 2).unwrap();
+        outside["groups"][1]["members"] = json!([]);
+        let clusters = [cluster(Some(1), Some(1), 1), Some(outside)];
+        assert_eq!(leaders_agree(&clusters), Ok(()));
     }
 
     #[test]

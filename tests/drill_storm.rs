@@ -66,14 +66,22 @@ fn check_run(drill: &DrillRun, dir: &str) {
         c["peak_per_100ms"].as_f64().unwrap() / c["clients"].as_f64().unwrap()
     };
     for c in [&firebreak, &naive] {
-        assert_eq!(c["clients"], 200);
+        assert_eq!(c["clients"], 200, "{dir}");
         assert_eq!(
             c["got_probe"], 200,
-            "every client got the next message: {c}"
+            "{dir}: every client got the next message: {c}"
+        );
+        // Every stream through pangyo when it burned broke and came back (`got_probe`).
+        // A client whose stream through pangyo failed or ended before the fire had moved
+        // to another site (29 of 200 in one run here): the storm is the bulk, not all.
+        let through = c["through_at_fault"].as_u64().unwrap();
+        assert!(
+            c["disrupted"].as_u64().unwrap() >= through,
+            "{dir}: pangyo's loss broke every stream through it: {c}"
         );
         assert!(
-            c["disrupted"].as_u64().unwrap() >= 180,
-            "pangyo's loss broke (nearly) every stream: {c}"
+            through >= 150,
+            "{dir}: most clients were on pangyo when it burned: {c}"
         );
     }
     eprintln!(

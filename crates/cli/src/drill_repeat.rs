@@ -59,10 +59,21 @@ pub async fn run(args: &Args, path: &Path, playbook: Playbook, count: u32) -> Re
                     format!("interrupted in run {i} of {count}: no verdict for it; every process it started is stopped"),
                 ));
             }
-            Ok(outcome) => Run::Judged(Box::new(outcome.report)),
-            Err(err) => Run::NotRun(crate::drill::to_exit(err).to_string()),
+            Ok(outcome) => {
+                let logs = outcome.sites_dir.filter(|_| !outcome.report.passed);
+                let run = Run::Judged(Box::new(outcome.report));
+                println!("{}", run_line(i, count, seed, &run));
+                if let Some(dir) = logs {
+                    println!("  site logs: {}", dir.display());
+                }
+                run
+            }
+            Err(err) => {
+                let run = Run::NotRun(crate::drill::to_exit(err).to_string());
+                println!("{}", run_line(i, count, seed, &run));
+                run
+            }
         };
-        println!("{}", run_line(i, count, seed, &run));
         runs.push((seed, run));
     }
     println!("{}", summary(&playbook.name, path, &runs));

@@ -72,15 +72,16 @@ fn check_run(drill: &DrillRun, dir: &str) {
             "{dir}: every client got the next message: {c}"
         );
         // Every stream through pangyo when it burned broke and came back (`got_probe`).
-        // A client whose stream through pangyo failed or ended before the fire had moved
-        // to another site (29 of 200 in one run here): the storm is the bulk, not all.
+        // A client whose first stream through pangyo failed during the ramp had moved to
+        // another site before the fire (of 200: 29 firebreak clients once, 44 naive ones
+        // another time, here): the storm is most of them, not all.
         let through = c["through_at_fault"].as_u64().unwrap();
         assert!(
             c["disrupted"].as_u64().unwrap() >= through,
             "{dir}: pangyo's loss broke every stream through it: {c}"
         );
         assert!(
-            through >= 150,
+            through >= 100,
             "{dir}: most clients were on pangyo when it burned: {c}"
         );
     }

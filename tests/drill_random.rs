@@ -8,8 +8,9 @@ use std::time::Duration;
 use firebreak_tests::{binary, fuse_or_skip, DrillRun};
 
 const BASE: &str = "tests/playbooks/random-small.yaml";
-/// Seeds run in CI. It ran 20 until the repeated runs of `pangyo-fire` and `storm-small`
-/// (tests/drill.rs, tests/drill_storm.rs) needed the time; 20 and more run on demand:
+/// Seeds run in CI. It ran 20 until the repeated runs of `storm-small`
+/// (tests/drill_storm.rs) and the steady start of every drill needed the time; 20 and
+/// more run on demand:
 /// `firebreak drill tests/playbooks/random-small.yaml --random --seeds 1..20`.
 const SEEDS: u64 = 10;
 /// Drills of about 30 s each, one after another.

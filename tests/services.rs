@@ -260,6 +260,45 @@ async fn a_login_waits_briefly_for_a_hashing_slot_instead_of_being_shed() {
     task.abort();
 }
 
+/// A burst of logins at one instance with one hashing slot: each caller allows 2 s (the
+/// deadline header a gateway sends), so each waits for its turn, up to half of that,
+/// instead of being shed after a fixed 200 ms and paying the client's `Retry-After` (1 s)
+/// and a second trip. Red on the old code: the logins queued past 200 ms were answered 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_logins_waits_for_hashing_within_the_callers_deadline() {
+    const BURST: usize = 6;
+    let cluster = cluster().await;
+    let http = reqwest::Client::new();
+    let mut config = login_config(&cluster, Duration::from_secs(3600), Duration::from_secs(60));
+    config.max_hashing = 1;
+    let (addr, task) = login::spawn("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let credentials = json!({ "user": "dave", "password": "correct horse battery" });
+    let users = format!("http://{addr}/login/users");
+    let created = firebreak_tests::post_until_applied(&http, &users, &credentials).await;
+    assert_eq!(created.status(), 201);
+    let burst: Vec<_> = (0..BURST)
+        .map(|_| {
+            let request = http
+                .post(format!("http://{addr}/login/sessions"))
+                .header("x-firebreak-deadline-ms", "2000")
+                .json(&credentials);
+            tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for login in burst {
+        statuses.push(login.await.unwrap());
+    }
+    assert_eq!(
+        statuses,
+        vec![201; BURST],
+        "every login of the burst is served"
+    );
+    task.abort();
+}
+
 /// Expired sessions leave the state group in bounded sweeps; live ones stay. Without the
 /// sweep, every login ever made would stay in state and snapshots.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

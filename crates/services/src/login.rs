@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Hashing is deliberately slow and CPU-bound: it runs on blocking threads, at most
-//! `max_hashing` at once; a request waits at most [`HASH_QUEUE_WAIT`] for its turn. Those
+//! `max_hashing` at once; a request waits for its turn at most half its caller's deadline
+//! (at most [`MAX_HASH_QUEUE_WAIT`]; [`HASH_QUEUE_WAIT`] without one), then is shed. Those
 //! threads run at niceness `hashing_nice`: with a spare core that changes nothing, but on a
 //! host where cores are contended a hash yields to cheap work (this service's request
 //! handling, and the other services and nodes sharing the host), so a surge of logins
@@ -229,17 +230,37 @@ fn check_password(password: &str) -> Result<(), Failure> {
     }
 }
 
-/// How long a request waits for a hashing slot before it is shed: long enough to smooth a
-/// burst of a few checks (each takes tens of milliseconds), short enough that a request
-/// never queues into its caller's timeout. The queue itself is bounded by `max_concurrent`.
+/// How long a request without a deadline waits for a hashing slot before it is shed:
+/// long enough to smooth a burst of a few checks (each takes tens of milliseconds). The
+/// queue itself is bounded by `max_concurrent`.
 const HASH_QUEUE_WAIT: Duration = Duration::from_millis(200);
+/// Longest wait for a hashing slot, for a caller that allows it: half its deadline, at
+/// most this. A shed answer costs the client its `Retry-After` (1 s) and a second trip, so
+/// on a contended host, where a hash at niceness 5 takes hundreds of milliseconds, a fixed
+/// 200 ms turned a burst of three logins at 8 a second into a 1.2-2 s login (seen in CI:
+/// `pangyo-fire` failed its steady state on login's p99, 1,694 ms). Half the deadline
+/// leaves the other half for the hash and the session's write.
+const MAX_HASH_QUEUE_WAIT: Duration = Duration::from_secs(1);
 
-/// Runs a slow hash job on a blocking thread, within the hashing bound.
+/// How long this request may wait for a hashing slot (see [`MAX_HASH_QUEUE_WAIT`]).
+fn queue_wait(headers: &axum::http::HeaderMap) -> Duration {
+    headers
+        .get(firebreak_model::DEADLINE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(firebreak_model::parse_deadline)
+        .map_or(HASH_QUEUE_WAIT, |budget| {
+            (budget / 2).clamp(HASH_QUEUE_WAIT, MAX_HASH_QUEUE_WAIT)
+        })
+}
+
+/// Runs a slow hash job on a blocking thread, within the hashing bound, after waiting at
+/// most `wait` for a slot (else shed: 503, nothing done).
 async fn hashing<T: Send + 'static>(
     service: &Service,
+    wait: Duration,
     job: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Failure> {
-    let permit = tokio::time::timeout(HASH_QUEUE_WAIT, service.hashing.clone().acquire_owned())
+    let permit = tokio::time::timeout(wait, service.hashing.clone().acquire_owned())
         .await
         .ok()
         .and_then(Result::ok)
@@ -289,12 +310,13 @@ struct Credentials {
 
 async fn register(
     State(service): State<Arc<Service>>,
+    headers: axum::http::HeaderMap,
     Json(c): Json<Credentials>,
 ) -> Result<Response, Failure> {
     let _permit = shed(&service.permits)?;
     check_user(&c.user)?;
     check_password(&c.password)?;
-    let hash = hashing(&service, move || {
+    let hash = hashing(&service, queue_wait(&headers), move || {
         let mut salt = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut salt);
         let salt = SaltString::encode_b64(&salt).expect("16 bytes is a valid salt");
@@ -328,6 +350,7 @@ async fn register(
 
 async fn log_in(
     State(service): State<Arc<Service>>,
+    headers: axum::http::HeaderMap,
     Json(c): Json<Credentials>,
 ) -> Result<Response, Failure> {
     let _permit = shed(&service.permits)?;
@@ -348,7 +371,7 @@ async fn log_in(
     let record: UserRecord = serde_json::from_str(&entry.value)
         .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, "corrupt", e.to_string()))?;
     let password = c.password;
-    let verified = hashing(&service, move || {
+    let verified = hashing(&service, queue_wait(&headers), move || {
         PasswordHash::new(&record.hash).is_ok_and(|h| {
             Argon2::default()
                 .verify_password(password.as_bytes(), &h)

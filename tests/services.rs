@@ -224,22 +224,32 @@ async fn a_session_made_in_one_instance_is_valid_in_another_after_the_first_is_g
     second_task.abort();
 }
 
+/// A login instance that hashes one password at a time, with `user` registered: its
+/// address, task, a client and the user's credentials.
+async fn one_slot_login(
+    cluster: &TestCluster,
+    user: &str,
+) -> (String, tokio::task::JoinHandle<()>, reqwest::Client, Value) {
+    let http = reqwest::Client::new();
+    let mut config = login_config(cluster, Duration::from_secs(3600), Duration::from_secs(60));
+    config.max_hashing = 1;
+    let (addr, task) = login::spawn("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let credentials = json!({ "user": user, "password": "correct horse battery" });
+    let users = format!("http://{addr}/login/users");
+    let created = firebreak_tests::post_until_applied(&http, &users, &credentials).await;
+    assert_eq!(created.status(), 201);
+    (addr.to_string(), task, http, credentials)
+}
+
 /// Two logins arriving together at an instance that hashes one password at a time both
 /// succeed: the second waits its turn for a moment instead of being shed at once (a
 /// shed login costs its user a retry after a second).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_waits_briefly_for_a_hashing_slot_instead_of_being_shed() {
     let cluster = cluster().await;
-    let http = reqwest::Client::new();
-    let mut config = login_config(&cluster, Duration::from_secs(3600), Duration::from_secs(60));
-    config.max_hashing = 1;
-    let (addr, task) = login::spawn("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap();
-    let credentials = json!({ "user": "carol", "password": "correct horse battery" });
-    let users = format!("http://{addr}/login/users");
-    let created = firebreak_tests::post_until_applied(&http, &users, &credentials).await;
-    assert_eq!(created.status(), 201);
+    let (addr, task, http, credentials) = one_slot_login(&cluster, "carol").await;
     let log_in = || async {
         http.post(format!("http://{addr}/login/sessions"))
             .json(&credentials)
@@ -268,16 +278,7 @@ async fn a_login_waits_briefly_for_a_hashing_slot_instead_of_being_shed() {
 async fn a_burst_of_logins_waits_for_hashing_within_the_callers_deadline() {
     const BURST: usize = 6;
     let cluster = cluster().await;
-    let http = reqwest::Client::new();
-    let mut config = login_config(&cluster, Duration::from_secs(3600), Duration::from_secs(60));
-    config.max_hashing = 1;
-    let (addr, task) = login::spawn("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap();
-    let credentials = json!({ "user": "dave", "password": "correct horse battery" });
-    let users = format!("http://{addr}/login/users");
-    let created = firebreak_tests::post_until_applied(&http, &users, &credentials).await;
-    assert_eq!(created.status(), 201);
+    let (addr, task, http, credentials) = one_slot_login(&cluster, "dave").await;
     let burst: Vec<_> = (0..BURST)
         .map(|_| {
             let request = http

@@ -23,9 +23,6 @@
 
 use serde_json::Value;
 
-/// The Raft groups every node hosts.
-const GROUPS: [&str; 2] = ["control", "state"];
-
 /// Where a service should be served once the cluster is steady.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Serving {
@@ -35,17 +32,18 @@ pub enum Serving {
     One,
 }
 
-/// `Ok` when every node answered, and every group has one leader that every node names
-/// and that itself leads with a quorum; else what is not so yet. `clusters` holds each
-/// node's `/v1/cluster` (`None`: it did not answer), in node order.
-pub fn leaders_agree(clusters: &[Option<Value>]) -> Result<(), String> {
+/// The leaders of the control and state groups when every node answered, and each group
+/// has one leader that every node names and that itself leads with a quorum; else what
+/// is not so yet. `clusters` holds each node's `/v1/cluster` (`None`: it did not
+/// answer), in node order.
+pub fn leaders_agree(clusters: &[Option<Value>]) -> Result<(u64, u64), String> {
     if let Some(node) = clusters.iter().position(Option::is_none) {
         return Err(format!("node {} does not answer", node + 1));
     }
-    for group in GROUPS {
-        agreed_leader(clusters, group)?;
-    }
-    Ok(())
+    Ok((
+        agreed_leader(clusters, "control")?,
+        agreed_leader(clusters, "state")?,
+    ))
 }
 
 /// The leader of `group` that every node that answered names, if it reports a quorum
@@ -205,7 +203,7 @@ mod tests {
     #[test]
     fn leaders_must_be_named_by_every_node_and_hold_a_quorum() {
         let agreed = [cluster(Some(1), Some(2), 1), cluster(Some(1), Some(2), 2)];
-        assert_eq!(leaders_agree(&agreed), Ok(()));
+        assert_eq!(leaders_agree(&agreed), Ok((1, 2)));
         let split = [cluster(Some(1), Some(2), 1), cluster(Some(3), Some(2), 2)];
         assert!(leaders_agree(&split).unwrap_err().contains("control"));
         let unknown = [cluster(Some(1), None, 1), cluster(Some(1), None, 2)];
@@ -225,7 +223,7 @@ mod tests {
         let mut outside = cluster(Some(1), None, 2).unwrap();
         outside["groups"][1]["members"] = json!([]);
         let clusters = [cluster(Some(1), Some(1), 1), Some(outside)];
-        assert_eq!(leaders_agree(&clusters), Ok(()));
+        assert_eq!(leaders_agree(&clusters), Ok((1, 1)));
     }
 
     #[test]

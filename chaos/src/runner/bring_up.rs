@@ -339,7 +339,7 @@ pub(super) async fn wait_steady(playbook: &Playbook, sites: &LocalSites) -> Resu
         };
         let clusters = futures::future::join_all(nodes.iter().map(|n| get(n, "/v1/cluster"))).await;
         let routings = futures::future::join_all(nodes.iter().map(|n| get(n, "/v1/routing"))).await;
-        let verdict = leaders_agree(&clusters).and_then(|()| routes_full(&wanted, &routings));
+        let verdict = leaders_agree(&clusters).and_then(|_| routes_full(&wanted, &routings));
         if settle.observe(started.elapsed().as_millis() as u64, verdict) {
             return Ok(());
         }

@@ -51,7 +51,7 @@ pub async fn run(args: &Args, path: &Path, playbook: Playbook, count: u32) -> Re
         options.out = args.out.as_ref().map(|o| o.join(format!("run-{i}")));
         eprintln!("run {i}/{count}: seed {seed}");
         let outcome = firebreak_chaos::run(options, crate::node::shutdown_signal()).await;
-        let run = match outcome {
+        let (run, logs) = match outcome {
             Ok(outcome) if outcome.interrupted => {
                 println!("{}", summary(&playbook.name, path, &runs));
                 return Err(fail(
@@ -61,27 +61,19 @@ pub async fn run(args: &Args, path: &Path, playbook: Playbook, count: u32) -> Re
             }
             Ok(outcome) => {
                 let logs = outcome.sites_dir.filter(|_| !outcome.report.passed);
-                let run = Run::Judged(Box::new(outcome.report));
-                println!("{}", run_line(i, count, seed, &run));
-                if let Some(dir) = logs {
-                    println!("  site logs: {}", dir.display());
-                }
-                run
+                (Run::Judged(Box::new(outcome.report)), logs)
             }
-            Err(err) => {
-                let run = Run::NotRun(crate::drill::to_exit(err).to_string());
-                println!("{}", run_line(i, count, seed, &run));
-                run
-            }
+            Err(err) => (Run::NotRun(crate::drill::to_exit(err).to_string()), None),
         };
+        println!("{}", run_line(i, count, seed, &run));
+        if let Some(dir) = logs {
+            println!("  site logs: {}", dir.display());
+        }
         runs.push((seed, run));
     }
     println!("{}", summary(&playbook.name, path, &runs));
-    let failed = runs
-        .iter()
-        .any(|(_, r)| matches!(r, Run::Judged(report) if !report.passed));
-    let not_run = runs.iter().any(|(_, r)| matches!(r, Run::NotRun(_)));
-    match (failed, not_run) {
+    let (_, failed, not_run) = tally(&runs);
+    match (failed > 0, not_run > 0) {
         (true, _) => Err(fail(
             exit::DRILL_FAILED,
             format!("{}: some runs failed their expectations", playbook.name),
@@ -92,6 +84,19 @@ pub async fn run(args: &Args, path: &Path, playbook: Playbook, count: u32) -> Re
         )),
         (false, false) => Ok(()),
     }
+}
+
+/// How many runs passed, failed and could not run.
+fn tally(runs: &[(u64, Run)]) -> (usize, usize, usize) {
+    let passed = runs
+        .iter()
+        .filter(|(_, r)| matches!(r, Run::Judged(report) if report.passed))
+        .count();
+    let not_run = runs
+        .iter()
+        .filter(|(_, r)| matches!(r, Run::NotRun(_)))
+        .count();
+    (passed, runs.len() - passed - not_run, not_run)
 }
 
 /// One run in a line.
@@ -106,15 +111,7 @@ fn run_line(i: u32, count: u32, seed: u64, run: &Run) -> String {
 /// The campaign's last lines: the count of each outcome, then one line per run that did
 /// not pass: its seed, the first failed checker and violation, and how to run it again.
 fn summary(name: &str, path: &Path, runs: &[(u64, Run)]) -> String {
-    let passed = runs
-        .iter()
-        .filter(|(_, r)| matches!(r, Run::Judged(report) if report.passed))
-        .count();
-    let not_run = runs
-        .iter()
-        .filter(|(_, r)| matches!(r, Run::NotRun(_)))
-        .count();
-    let failed = runs.len() - passed - not_run;
+    let (passed, failed, not_run) = tally(runs);
     let mut text = format!(
         "{name}: {} runs: {passed} passed, {failed} failed, {not_run} could not run",
         runs.len()

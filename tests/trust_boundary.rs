@@ -382,14 +382,28 @@ async fn an_operator_certificate_is_an_operator_on_the_admin_listener() {
             "payments",
         )),
     );
-    // On a follower, so the command is forwarded to the leader with alice's name.
+    // A follower does not speak for alice: only the leader sees her certificate itself, so
+    // a follower answers not_leader (the CLI then tries the next of --admin-nodes).
     let follower = format!("https://{}", admin[(leader + 1) % 3]);
     let freeze = json!({ "reason": "certificate drill" });
+    let answer = alice
+        .post(format!("{follower}/v1/freeze"))
+        .json(&freeze)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 503);
+    let text = answer.text().await.unwrap();
+    assert!(
+        text.contains("not_leader") && text.contains("checked by the leader itself"),
+        "{text}"
+    );
     // `wait_leader` waited for a leader every node names, with its quorum ack: right after
     // an election a leader without one answers 503 (CI saw one, when the wait trusted one
     // node's word), so this first command is asked once.
+    let leader_admin = format!("https://{}", admin[leader]);
     assert_eq!(
-        post(&alice, &follower, "/v1/freeze", &freeze).await,
+        post(&alice, &leader_admin, "/v1/freeze", &freeze).await,
         Ok(200)
     );
     let audit: Value = api
@@ -418,6 +432,32 @@ async fn an_operator_certificate_is_an_operator_on_the_admin_listener() {
         .await
         .map(|r| r.status().as_u16());
     assert_eq!(forged.ok(), Some(401), "a claimed operator header");
+    // Nor is a member's certificate, whatever header it sends: an adversarial review froze
+    // the cluster as `manual:alice` with busan's node certificate and this header, on the
+    // peer listener, where a follower used to pass an operator's name on to the leader.
+    let node = http_as(
+        &ca_file(),
+        Some(&issue(Role::Node(2), &["127.0.0.1"], &scratch, "node-2")),
+    );
+    let leader_peer = format!("https://{}", cluster.nodes[leader].peer_addr);
+    let claimed = node
+        .post(format!("{leader_peer}/v1/unfreeze"))
+        .header("x-firebreak-operator-cert", "eve")
+        .json(&json!({}))
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    assert_eq!(claimed.ok(), Some(401), "a member claiming an operator");
+    let audit = api
+        .http
+        .get(url(&admin[leader], "/v1/audit"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!audit.contains("\"eve\""), "nothing done as eve: {audit}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

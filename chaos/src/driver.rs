@@ -579,6 +579,11 @@ impl LocalSites {
         )
     }
 
+    /// Where this machine keeps the sites' configs, logs and (local and netns drivers) data.
+    pub fn dir(&self) -> &Path {
+        &self.config.dir
+    }
+
     /// The logs of every process, for error messages.
     pub fn logs(&self) -> String {
         self.config.dir.join("*/*.log").display().to_string()

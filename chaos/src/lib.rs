@@ -25,6 +25,7 @@ pub mod command_driver;
 pub mod driver;
 pub mod error;
 pub mod history;
+pub mod host_lag;
 pub mod idle;
 pub mod inventory;
 pub mod kv_client;

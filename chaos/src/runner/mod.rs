@@ -432,6 +432,9 @@ impl Drill<'_> {
         // is still moving the routes when the workload starts.
         bring_up::wait_steady(self.playbook, sites).await?;
         phase("workload");
+        // The sites' data is on this machine's disk with the local and netns drivers only.
+        let local_data = matches!(self.playbook.driver, Driver::Local | Driver::Netns);
+        let lag = crate::host_lag::HostLag::start(local_data.then(|| sites.dir()));
         let workload = {
             let (runner, w, services) = (
                 runner.clone(),
@@ -442,6 +445,7 @@ impl Drill<'_> {
         };
         let (aborted, mut incidents) = self.timeline(sites, &runner, workload).await?;
         phase("drain");
+        incidents.extend(lag.stop().notes());
         heal_pauses(self.playbook, sites);
         for exit in sites.unexpected_exits() {
             self.record_exit(&exit);

@@ -2,7 +2,7 @@
 //!
 //! | listener | who gets in | what they get |
 //! |---|---|---|
-//! | peer | a certificate naming a current member node of this cluster (mutual TLS) | everything on it, as that node ([`PeerNode`]); a node of this cluster that is no member only [`KNOWN_PATH`] with its own id |
+//! | peer | a certificate naming a current member node of this cluster (mutual TLS) | everything on it, as that node ([`PeerNode`]), but never as an operator; a node of this cluster that is no member only [`KNOWN_PATH`] with its own id |
 //! | client | anyone, for the gateway and `/v1/health`, `/v1/cluster` | keys only with a credential: a service certificate ([`Grant::service`]), an operator certificate or an operator token ([`Grant::All`]) |
 //! | admin | anyone with TLS | operator commands with an operator certificate ([`OPERATOR_CERT_HEADER`]) or token, checked by `crate::operator`; status with one too under `auth.protect_reads`; metrics |
 //! A certificate of another cluster is refused wherever it shows up.
@@ -23,10 +23,11 @@ use crate::context::Api;
 use crate::reply::ApiError;
 use firebreak_tls::listener::Remote;
 
-/// The header through which a listener's layer tells the operator endpoints which
-/// operator's certificate a request came with. The admin listener sets it from the
-/// verified certificate alone (removing whatever a caller sent); a node forwarding an
-/// operator write to the leader passes it on, and the peer listener trusts it from members.
+/// The header through which the admin listener's layer tells the operator endpoints which
+/// operator's certificate a request came with, set from the verified certificate alone.
+/// Every listener removes whatever a caller sent, members included: a node never speaks
+/// for an operator, so a follower does not forward a certificate operator's command (the
+/// leader must see the certificate itself) and answers `not_leader` instead.
 pub const OPERATOR_CERT_HEADER: &str = "x-firebreak-operator-cert";
 
 /// The one peer path a node of this cluster that is not a member may call, with its own id.
@@ -43,6 +44,8 @@ pub async fn require_member(
     mut request: Request,
     next: Next,
 ) -> Response {
+    // Only the admin listener's layer may vouch for an operator certificate.
+    request.headers_mut().remove(OPERATOR_CERT_HEADER);
     if api.plaintext() {
         request.extensions_mut().insert(Grant::All);
         return next.run(request).await;

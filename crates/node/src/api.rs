@@ -70,10 +70,10 @@ pub(crate) async fn forward(
         .request(method.clone(), url)
         .header(FORWARDED_HEADER, api.config.node_id.to_string())
         .header("content-type", "application/json");
-    for name in ["authorization", crate::access::OPERATOR_CERT_HEADER] {
-        if let Some(value) = headers.get(name) {
-            request = request.header(name, value.clone());
-        }
+    // An operator token travels with the request and the leader checks it; an operator
+    // certificate does not travel (see `crate::access::OPERATOR_CERT_HEADER`).
+    if let Some(value) = headers.get("authorization") {
+        request = request.header("authorization", value.clone());
     }
     if let Some(body) = body {
         request = request.body(body);

@@ -105,6 +105,9 @@ async fn operator_write(
             Err(ApiError::invalid(message))
         }
         Ok(response) => Ok(Json(response).into_response()),
+        Err(err) if headers.contains_key(crate::access::OPERATOR_CERT_HEADER) => {
+            Err(ApiError::from(err).certificate_to_leader())
+        }
         Err(err) => forward(api, err, headers, Method::POST, uri, Some(body)).await,
     }
 }

@@ -40,6 +40,17 @@ impl ApiError {
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_input", message)
     }
+
+    /// A `not_leader` answer to an operator who came with a certificate: no node forwards
+    /// one, since only the leader can see the certificate itself.
+    pub(crate) fn certificate_to_leader(mut self) -> Self {
+        if self.kind == "not_leader" {
+            self.message.push_str(
+                "; an operator certificate is checked by the leader itself: send the command to the leader's admin listener (the CLI tries each of --admin-nodes in turn)",
+            );
+        }
+        self
+    }
 }
 
 impl From<GroupError> for ApiError {

@@ -16,6 +16,7 @@
 pub mod control;
 mod control_input;
 pub mod dns;
+pub mod election_gate;
 pub mod error;
 pub mod failover;
 pub mod grant;

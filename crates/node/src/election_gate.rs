@@ -1,17 +1,20 @@
 //! Elections only when they can help: a pre-vote in spirit, for openraft 0.9, which has
-//! none. A node that lost touch with its leader may start an election only once it has
-//! proven that no leader is alive: a majority of the voters (itself included) answer, and
-//! none of them has heard from a leader lately. A node cut off from the others (a flapping
-//! link, a partition) therefore keeps its term instead of raising it at every election
-//! timeout, and does not force an election on the healthy leader when it comes back.
+//! none. A node that lost touch with its leader may start an election only once a majority
+//! of the voters (itself included, in each configuration while a change is joint) answer
+//! that they hear no leader either. The decision is `firebreak_model::election_gate`'s; this
+//! module asks the questions and throws the switch. A node cut off from the others
+//! therefore keeps its term instead of raising it at every election timeout, and does not
+//! force an election on the healthy leader when it comes back; and a leader that a
+//! majority cannot hear is replaced even while one voter still hears it (a partial
+//! partition), or one voter claims to.
 //!
 //! ```text
 //!   every heartbeat, per group, on a voter that is not the leader:
 //!     heard from a leader within election_timeout_min ─► elect off (nothing to do)
-//!     else ask every other voter GET /v1/internal/leader/{group} (peer listener)
-//!       one of them hears a leader         ─► elect off (the cut is ours: keep quiet)
-//!       a majority answered, none hears one ─► elect on  (openraft elects on its timer)
-//!       no majority reachable              ─► elect off (no election could win anyway)
+//!     else ask every other voter GET /v1/internal/leader/{group} (peer listener),
+//!       each with an election_timeout_min to answer
+//!       a majority (each configuration's) hears no leader ─► elect on  (openraft elects on its timer)
+//!       otherwise                                         ─► elect off
 //! ```
 //!
 //! "Heard from a leader" is an AppendEntries from the leader this node accepted
@@ -19,6 +22,7 @@
 //! The switch is openraft's runtime `elect`; openraft still waits for its own election
 //! timeout, so a dead leader is replaced as fast as before.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -125,22 +129,26 @@ async fn may_elect<M: Machine>(api: &Api, group: &Group<M>) -> bool {
         return false;
     }
     let membership = metrics.membership_config.membership().clone();
-    let voters: Vec<NodeId> = membership.voter_ids().collect();
-    if !voters.contains(&metrics.id) {
+    let configs: Vec<BTreeSet<NodeId>> = membership.get_joint_config().clone();
+    if !configs.iter().any(|voters| voters.contains(&metrics.id)) {
         return false;
     }
+    let voters: BTreeSet<NodeId> = configs.iter().flatten().copied().collect();
+    // An answer slower than a heartbeat is still an answer: openraft waits out its own
+    // election timeout after the switch anyway, and on a WAN link a probe that needs a new
+    // connection takes several round trips.
+    let patience = min;
     let asks = voters
         .iter()
         .filter(|id| **id != metrics.id)
         .filter(|id| !crate::sabotage::rpc_cut(group.name(), metrics.id, **id, "leader"))
-        .filter_map(|id| membership.get_node(id))
-        .map(|member| ask(api, &member.addr, group.name(), group.timings().heartbeat));
+        .filter_map(|id| membership.get_node(id).map(|member| (*id, member)))
+        .map(|(id, member)| async move {
+            let view = ask(api, &member.addr, group.name(), patience).await;
+            (id, view.map(|v| v.hears_leader))
+        });
     let answers = futures::future::join_all(asks).await;
-    if answers.iter().flatten().any(|v| v.hears_leader) {
-        return false;
-    }
-    let answered = 1 + answers.iter().flatten().count();
-    answered * 2 > voters.len()
+    firebreak_model::election_gate::may_elect(metrics.id, &configs, &answers)
 }
 
 /// Asks the voter at `addr` whether it hears a leader; `None` if it did not answer in time.

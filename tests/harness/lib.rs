@@ -281,6 +281,9 @@ pub struct TestCluster {
     pub nodes: Vec<TestNode>,
     /// Service processes, with the index of their site's node.
     services: Vec<(usize, Child)>,
+    /// The open-file limit (soft and hard) nodes spawned from now on get; `None`: the
+    /// test process's own.
+    pub open_files: Option<u64>,
 }
 
 fn free_port() -> u16 {
@@ -386,6 +389,7 @@ impl TestCluster {
             dir,
             nodes,
             services: Vec::new(),
+            open_files: None,
         }
     }
 
@@ -401,6 +405,7 @@ impl TestCluster {
     /// Starts node `i`'s process.
     pub fn spawn(&mut self, i: usize) {
         let clock_step_file = self.clock_step_file(i);
+        let open_files = self.open_files;
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "node {i} is already running");
         let log = std::fs::OpenOptions::new()
@@ -410,10 +415,20 @@ impl TestCluster {
             .expect("open log");
         let mut command = Command::new(binary());
         // If the test process dies without running Drop, the kernel kills the node too.
-        // SAFETY: prctl is async-signal-safe and touches only the child being exec'ed.
+        // SAFETY: prctl and setrlimit are async-signal-safe and touch only the child being
+        // exec'ed.
         unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if let Some(n) = open_files {
+                    let limit = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 Ok(())
             });
         }

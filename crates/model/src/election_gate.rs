@@ -27,11 +27,7 @@ pub type Answer = Option<bool>;
 /// Whether a voter may start an election, given the membership's configurations and what
 /// each other voter answered ([`Answer`]: `Some(true)` if it hears a leader). The asking
 /// voter counts as one that hears none.
-pub fn may_elect(
-    me: NodeId,
-    configs: &[BTreeSet<NodeId>],
-    answers: &[(NodeId, Answer)],
-) -> bool {
+pub fn may_elect(me: NodeId, configs: &[BTreeSet<NodeId>], answers: &[(NodeId, Answer)]) -> bool {
     let hears_none: BTreeSet<NodeId> = answers
         .iter()
         .filter(|(_, answer)| *answer == Some(false))

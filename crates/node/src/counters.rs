@@ -1,10 +1,11 @@
 //! Counts kept between scrapes of `/metrics`: failovers, changes blocked by each rule, and
-//! failed TLS handshakes per listener, DNS queries by response code, hook delivery rounds.
+//! per listener failed TLS handshakes and refused and open connections, DNS queries by response code, hook delivery rounds.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use firebreak_model::failover::Rule;
+use firebreak_tls::listener;
 
 /// Counts kept between scrapes.
 #[derive(Debug, Default)]
@@ -13,12 +14,12 @@ pub struct Counters {
     pub(crate) blocked_min_serving: AtomicU64,
     pub(crate) blocked_dwell: AtomicU64,
     pub(crate) blocked_max_sites_down: AtomicU64,
-    /// Failed TLS handshakes on the peer listener.
-    pub peer_handshake_failures: Arc<AtomicU64>,
-    /// Failed TLS handshakes on the client listener.
-    pub client_handshake_failures: Arc<AtomicU64>,
-    /// Failed TLS handshakes on the admin listener.
-    pub admin_handshake_failures: Arc<AtomicU64>,
+    /// The peer listener's failed handshakes, refused and open connections.
+    pub peer_listener: Arc<listener::Counters>,
+    /// The client listener's.
+    pub client_listener: Arc<listener::Counters>,
+    /// The admin listener's.
+    pub admin_listener: Arc<listener::Counters>,
     /// DNS queries answered, by response code.
     pub dns: crate::dns::DnsCounters,
     /// Routing hooks' delivery rounds, by hook and outcome.

@@ -59,6 +59,10 @@ fn record(api: &Api) {
     gauge!("firebreak_watchers_waiting")
         .set(most.saturating_sub(api.watchers.available_permits()) as f64);
     gauge!("firebreak_watchers_max").set(most as f64);
+    // A sync that could not open a file for lack of descriptors, tried again: an alarm
+    // before the store gives up (`firebreak_store::OPEN_RETRY_FOR`).
+    counter!("firebreak_store_sync_retries_total")
+        .absolute(firebreak_store::SYNC_RETRIES.load(Ordering::Relaxed));
     for info in [api.control.info(), api.state.info()] {
         let group = info.name.clone();
         gauge!("firebreak_raft_leader", "group" => group.clone())
@@ -129,19 +133,24 @@ fn record(api: &Api) {
     }
 }
 
-/// Days to the certificate's expiry, and failed handshakes per listener.
+/// Days to the certificate's expiry; per listener, failed handshakes and refused and open
+/// connections.
 fn record_tls(api: &Api) {
     let counters = &api.counters;
     if let Some(keys) = &api.keys {
         gauge!("firebreak_tls_cert_expiry_days").set(keys.days_to_expiry() as f64);
     }
-    for (listener, failures) in [
-        ("peer", &counters.peer_handshake_failures),
-        ("client", &counters.client_handshake_failures),
-        ("admin", &counters.admin_handshake_failures),
+    for (listener, seen) in [
+        ("peer", &counters.peer_listener),
+        ("client", &counters.client_listener),
+        ("admin", &counters.admin_listener),
     ] {
         counter!("firebreak_tls_handshake_failures_total", "listener" => listener)
-            .absolute(failures.load(Ordering::Relaxed));
+            .absolute(seen.handshake_failures.load(Ordering::Relaxed));
+        counter!("firebreak_connections_refused_total", "listener" => listener)
+            .absolute(seen.refused.load(Ordering::Relaxed));
+        gauge!("firebreak_connections_open", "listener" => listener)
+            .set(seen.open.load(Ordering::Relaxed) as f64);
     }
 }
 

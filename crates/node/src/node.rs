@@ -33,7 +33,7 @@ use crate::group::{Group, GroupTimings};
 use crate::network::HttpNetwork;
 use crate::routes;
 use crate::{identity, Error, NodeConfig, Result};
-use firebreak_tls::listener::{self, Listener, Remote};
+use firebreak_tls::listener::{self, Listener};
 
 /// How long a graceful shutdown waits for in-flight requests before closing anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -275,31 +275,31 @@ pub(crate) fn check_identity(config: &NodeConfig, keys: &firebreak_tls::Keys) ->
     }
 }
 
-/// Serves `router` on `addr` until `stop` turns true; returns the bound address.
+/// Each listener's share of the file descriptors beyond `listener::RESERVED_FDS`, in
+/// percent: the peer listener keeps its own, so Raft and leases go on while the client
+/// and admin listeners are full.
+const PEER_SHARE: u64 = 25;
+const CLIENT_SHARE: u64 = 55;
+const ADMIN_SHARE: u64 = 20;
+
+/// Serves `router` on `addr`, holding at most `limits` connections, until `stop` turns
+/// true; returns the bound address.
 fn serve(
     addr: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
-    failures: Arc<std::sync::atomic::AtomicU64>,
+    (limits, counters): (listener::Limits, Arc<listener::Counters>),
     router: axum::Router,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(SocketAddr, JoinHandle<()>)> {
     let bind = |source| Error::Bind { addr, source };
     let listener =
-        Listener::new(listener::bind(addr).map_err(bind)?, tls, failures).map_err(bind)?;
-    let bound = axum::serve::Listener::local_addr(&listener)
-        .map_err(|source| Error::Bind { addr, source })?
-        .addr;
+        Listener::new(listener::bind(addr).map_err(bind)?, tls, limits, counters).map_err(bind)?;
+    let bound = listener.local_addr();
     let server = tokio::spawn(async move {
-        let graceful = async move {
+        let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        let app = router.into_make_service_with_connect_info::<Remote>();
-        if let Err(err) = axum::serve(listener, app)
-            .with_graceful_shutdown(graceful)
-            .await
-        {
-            tracing::error!(cause = %err, "http server failed");
-        }
+        firebreak_tls::serve::serve(listener, router, stopped).await;
     });
     Ok((bound, server))
 }
@@ -328,24 +328,34 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode> {
         tls.keys.clone(),
     ));
     let (stop, stopped) = watch::channel(false);
+    let open_files = listener::raise_open_file_limit();
+    let share = |percent| listener::Limits::share_of(open_files, percent);
+    let counters = &api.counters;
+    tracing::info!(
+        open_files,
+        peer = share(PEER_SHARE).connections,
+        client = share(CLIENT_SHARE).connections,
+        admin = share(ADMIN_SHARE).connections,
+        "connections each listener may hold"
+    );
     let (peer_addr, peer_server) = serve(
         config.peer_listen,
         tls.peer,
-        api.counters.peer_handshake_failures.clone(),
+        (share(PEER_SHARE), counters.peer_listener.clone()),
         routes::peer_routes(api.clone()),
         stopped.clone(),
     )?;
     let (addr, client_server) = serve(
         config.listen,
         tls.client.clone(),
-        api.counters.client_handshake_failures.clone(),
+        (share(CLIENT_SHARE), counters.client_listener.clone()),
         routes::client_routes(api.clone()),
         stopped.clone(),
     )?;
     let (admin_addr, admin_server) = serve(
         config.admin_listen,
         tls.client,
-        api.counters.admin_handshake_failures.clone(),
+        (share(ADMIN_SHARE), counters.admin_listener.clone()),
         routes::admin_routes(api.clone()),
         stopped,
     )?;

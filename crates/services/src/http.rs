@@ -135,6 +135,9 @@ pub(crate) async fn deadline(
 /// serves plain HTTP (in-process tests, `--plaintext-for-debugging`).
 pub type ServerTls = Option<std::sync::Arc<rustls::ServerConfig>>;
 
+/// The share of an instance's file descriptors (beyond the reserve) its listener may hold.
+const SERVED_SHARE: u64 = 80;
+
 /// Serves `router` on `listen` until the returned task is aborted; returns the bound address.
 pub(crate) async fn serve(
     listen: SocketAddr,
@@ -142,14 +145,17 @@ pub(crate) async fn serve(
     tls: ServerTls,
     name: &'static str,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    use firebreak_tls::listener::{bind, Listener};
-    let failures = std::sync::Arc::default();
-    let listener = Listener::new(bind(listen)?, tls, failures)?;
-    let addr = axum::serve::Listener::local_addr(&listener)?.addr;
-    let task = tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, router).await {
-            tracing::error!(service = name, cause = %err, "server failed");
-        }
-    });
+    use firebreak_tls::listener::{bind, raise_open_file_limit, Limits, Listener};
+    // The rest is the instance's own calls: to its nodes, its peers, its store.
+    let limits = Limits::share_of(raise_open_file_limit(), SERVED_SHARE);
+    let listener = Listener::new(bind(listen)?, tls, limits, std::sync::Arc::default())?;
+    let addr = listener.local_addr();
+    tracing::debug!(
+        service = name,
+        connections = limits.connections,
+        "listening"
+    );
+    let stopped = std::future::pending::<()>();
+    let task = tokio::spawn(firebreak_tls::serve::serve(listener, router, stopped));
     Ok((addr, task))
 }

@@ -15,17 +15,35 @@
 //! already have dropped the pages ("fsyncgate"), so nothing written since the last good
 //! sync may be acknowledged, ever. Every later waiter gets the error, and
 //! [`Flusher::failed`] tells the node, which exits.
+//!
+//! A file the sync could not even open for lack of file descriptors
+//! ([`crate::sync::OutOfDescriptors`]) is different: nothing was synced or lost, so the
+//! flusher tries the sync again, backing off, for up to [`OPEN_RETRY_FOR`], and counts
+//! each try ([`SYNC_RETRIES`]); the waiters wait. Only a shortage that outlasts that stops
+//! the store. An outsider who runs a node out of descriptors must not stop it for good.
 
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::sync::SledFiles;
+use crate::sync::{out_of_descriptors, SledFiles};
 use crate::{Error, Result};
 
 /// Most requests that may wait for the flusher; appends beyond it wait for room.
 pub const MAX_PENDING_FLUSHES: usize = 4096;
+/// Longest the flusher keeps trying a sync that could not open its files for lack of
+/// file descriptors.
+pub const OPEN_RETRY_FOR: Duration = Duration::from_secs(60);
+/// The first wait before such a retry; it doubles up to [`OPEN_RETRY_MAX_WAIT`].
+const OPEN_RETRY_FIRST_WAIT: Duration = Duration::from_millis(10);
+const OPEN_RETRY_MAX_WAIT: Duration = Duration::from_millis(500);
+
+/// Syncs tried again because a file could not be opened for lack of descriptors, in this
+/// process (every store); the node exports it as a metric.
+pub static SYNC_RETRIES: AtomicU64 = AtomicU64::new(0);
 
 /// Something to run once the Db is durable (or failed to become so).
 type Waiter = Box<dyn FnOnce(io::Result<()>) + Send>;
@@ -83,6 +101,28 @@ impl Flusher {
     }
 }
 
+/// `files.sync()`, tried again while it fails only to open a file for lack of descriptors
+/// (see the module docs).
+fn sync_retrying(files: &mut SledFiles) -> io::Result<()> {
+    let started = Instant::now();
+    let mut wait = OPEN_RETRY_FIRST_WAIT;
+    loop {
+        match files.sync() {
+            Err(err) if out_of_descriptors(&err) && started.elapsed() < OPEN_RETRY_FOR => {
+                if SYNC_RETRIES
+                    .fetch_add(1, Ordering::Relaxed)
+                    .is_multiple_of(100)
+                {
+                    tracing::warn!(cause = %err, "the store cannot open a file to sync it; trying again (nothing is lost, writes wait)");
+                }
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(OPEN_RETRY_MAX_WAIT);
+            }
+            result => return result,
+        }
+    }
+}
+
 fn stopped() -> io::Error {
     io::Error::other("the store's flusher thread has stopped")
 }
@@ -126,7 +166,7 @@ fn flush(
     let started = std::time::Instant::now();
     let flushed = db.flush().map_err(io::Error::from);
     let sled_flush = started.elapsed();
-    let result = flushed.and_then(|_| files.sync());
+    let result = flushed.and_then(|_| sync_retrying(files));
     tracing::trace!(
         waiters,
         sled_flush_us = sled_flush.as_micros() as u64,

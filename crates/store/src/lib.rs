@@ -46,7 +46,7 @@ pub mod types;
 
 pub use elections::{Elected, ElectionJournal, MAX_ELECTIONS};
 pub use error::{Error, Result};
-pub use flusher::Flusher;
+pub use flusher::{Flusher, OPEN_RETRY_FOR, SYNC_RETRIES};
 pub use log_store::LogStore;
 pub use machine::{Change, Machine};
 pub use state_machine::{MachineReader, StateMachineStore};

@@ -34,6 +34,34 @@ pub fn sync_dir(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_all()
 }
 
+/// A file or directory the sync needed could not be opened: the process (EMFILE) or the
+/// system (ENFILE) has no file descriptor to spare. Nothing was written or lost, unlike a
+/// failed fsync, so the flusher tries again instead of stopping the store.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: no file descriptor to open it with ({source})")]
+pub struct OutOfDescriptors {
+    pub path: PathBuf,
+    pub source: io::Error,
+}
+
+/// Whether `err` is an [`OutOfDescriptors`].
+pub fn out_of_descriptors(err: &io::Error) -> bool {
+    err.get_ref()
+        .is_some_and(|inner| inner.downcast_ref::<OutOfDescriptors>().is_some())
+}
+
+/// An error from opening `path` for a sync: [`OutOfDescriptors`] for EMFILE and ENFILE,
+/// else the error with its path.
+fn opening(err: io::Error, path: &Path) -> io::Error {
+    match err.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE) => io::Error::other(OutOfDescriptors {
+            path: path.to_path_buf(),
+            source: err,
+        }),
+        _ => with_path(err, path),
+    }
+}
+
 /// fsyncs `dir` and its parent: a store's directory and its entry in the data dir.
 pub(crate) fn sync_dir_and_parent(dir: &Path) -> crate::Result<()> {
     if sabotaged() {
@@ -87,11 +115,11 @@ impl SledFiles {
             return Ok(());
         }
         if self.sync_blobs()? {
-            sync_dir(&self.blobs).map_err(|e| with_path(e, &self.blobs))?;
+            sync_dir_opened(&self.blobs)?;
         }
         let names = list(&self.dir)?;
         if names != self.names {
-            sync_dir(&self.dir).map_err(|e| with_path(e, &self.dir))?;
+            sync_dir_opened(&self.dir)?;
             self.names = names;
         }
         self.db
@@ -105,7 +133,7 @@ impl SledFiles {
         let entries = match std::fs::read_dir(&self.blobs) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(with_path(e, &self.blobs)),
+            Err(e) => return Err(opening(e, &self.blobs)),
         };
         let mut now = HashMap::with_capacity(self.synced.len());
         let mut changed = false;
@@ -122,7 +150,7 @@ impl SledFiles {
                 match File::open(&path) {
                     Ok(file) => file.sync_data().map_err(|e| with_path(e, &path))?,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(with_path(e, &path)),
+                    Err(e) => return Err(opening(e, &path)),
                 }
                 changed |= !self.synced.contains_key(&name);
             }
@@ -134,10 +162,18 @@ impl SledFiles {
     }
 }
 
+/// fsyncs a directory; a failure to open it is told apart from a failure to sync it.
+fn sync_dir_opened(path: &Path) -> io::Result<()> {
+    File::open(path)
+        .map_err(|e| opening(e, path))?
+        .sync_all()
+        .map_err(|e| with_path(e, path))
+}
+
 /// The names in a directory, sorted.
 fn list(dir: &Path) -> io::Result<Vec<OsString>> {
     let mut names = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| with_path(e, dir))? {
+    for entry in std::fs::read_dir(dir).map_err(|e| opening(e, dir))? {
         names.push(entry.map_err(|e| with_path(e, dir))?.file_name());
     }
     names.sort();

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod listener;
 pub mod node_verifier;
 pub mod pki;
+pub mod serve;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -99,7 +99,12 @@ fn place(endpoint: &str) -> Option<Place> {
 /// Answers `qtype` for `name` in `zone` from `state` (the node's applied replica).
 pub fn lookup(state: &ControlState, zone: &str, name: &str, qtype: QueryType) -> Answer {
     let (zone, name) = (absolute(zone), absolute(name));
-    let Some(relative) = name.strip_suffix(&zone) else {
+    // The zone is whole labels: `paymentssvc.firebreak.` ends with `svc.firebreak.` as
+    // text only.
+    let Some(relative) = name
+        .strip_suffix(&zone)
+        .filter(|r| r.is_empty() || r.ends_with('.'))
+    else {
         return Answer::NotOurs;
     };
     if relative.is_empty() {

@@ -4,7 +4,9 @@
 //!
 //! A presented token is compared with every configured one in constant time (`subtle`),
 //! all of them every time, so the time an answer takes says nothing about how much of a
-//! guess was right. Every token, from the file or from `FIREBREAK_NODE_TOKENS`, is at
+//! guess was right. What is compared is the tokens' SHA-256 digests, which all have one
+//! length: `subtle` answers a comparison of slices of different lengths at once, which
+//! told a caller how long the tokens were. The node keeps only the digests. Every token, from the file or from `FIREBREAK_NODE_TOKENS`, is at
 //! least [`MIN_TOKEN_CHARS`] long.
 
 use std::path::Path;
@@ -21,11 +23,22 @@ const MAX_TOKENS: usize = 1024;
 /// Shortest token accepted, from the file or the environment.
 pub const MIN_TOKEN_CHARS: usize = 16;
 
+/// A token's SHA-256 digest.
+type Digest = [u8; 32];
+
+fn digest(token: &str) -> Digest {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    digest
+        .as_ref()
+        .try_into()
+        .expect("a SHA-256 digest is 32 bytes")
+}
+
 /// The configured tokens.
 #[derive(Debug, Default)]
 pub struct Tokens {
-    /// (token, name) pairs.
-    pairs: Vec<(String, String)>,
+    /// (digest of the token, name) pairs.
+    pairs: Vec<(Digest, String)>,
     /// Whether reads need a token too.
     pub protect_reads: bool,
 }
@@ -49,7 +62,7 @@ impl Tokens {
         let pairs = pairs
             .into_iter()
             .take(MAX_TOKENS)
-            .map(|(name, token)| (token, name))
+            .map(|(name, token)| (digest(&token), name))
             .collect();
         Ok(Self {
             pairs,
@@ -71,7 +84,7 @@ impl Tokens {
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
         let pairs = pairs
             .iter()
-            .map(|(name, token)| (token.to_string(), name.to_string()))
+            .map(|(name, token)| (digest(token), name.to_string()))
             .collect();
         Self {
             pairs,
@@ -87,9 +100,10 @@ impl Tokens {
             .ok_or(Denied::Missing)?;
         let token = value.strip_prefix("Bearer ").ok_or(Denied::Missing)?.trim();
         // Every configured token is compared, in constant time, whatever matched.
+        let presented = digest(token);
         let mut found = None;
         for (secret, name) in &self.pairs {
-            if bool::from(secret.as_bytes().ct_eq(token.as_bytes())) {
+            if bool::from(secret.ct_eq(&presented)) {
                 found = Some(name);
             }
         }
@@ -184,6 +198,22 @@ mod tests {
         );
         assert_eq!(tokens.check(&bearer("")), Err(Denied::Unknown));
         assert_eq!(tokens.check(&HeaderMap::new()), Err(Denied::Missing));
+    }
+
+    /// Digests of one length are compared, never the tokens themselves: a comparison of
+    /// slices of different lengths ends at once and told how long the tokens are. Only
+    /// the digests are kept, so no token is in the node's memory dumps or debug output.
+    #[test]
+    fn only_digests_of_one_length_are_kept_and_compared() {
+        let tokens = Tokens::from_pairs(&[("alice", "a-token-of-sixteen-chars-and-more")]);
+        let kept = format!("{tokens:?}");
+        assert!(!kept.contains("a-token-of-sixteen"), "{kept}");
+        assert!(tokens.pairs.iter().all(|(d, _)| d.len() == 32));
+        assert_eq!(tokens.check(&bearer("a")), Err(Denied::Unknown));
+        assert_eq!(
+            tokens.check(&bearer("a-token-of-sixteen-chars-and-more")),
+            Ok("alice".into())
+        );
     }
 
     #[test]

@@ -22,6 +22,10 @@
 //! in the topology, by whoever knows what the service deduplicates; no header of the
 //! request is trusted for it.
 //!
+//! A path with a segment that could resolve to another path on the way (`..`, `%2e%2e`,
+//! an encoded slash) is refused with 400: it would be routed as one service and could land
+//! on another (`firebreak_model::request_path`).
+//!
 //! A node cut off from its control group (no leader in reach) answers 503 at once: its
 //! routing may be stale and its site cannot commit, so the client should go elsewhere.
 //! For the same reason, the push streams it is passing through end when it has been cut
@@ -130,6 +134,11 @@ pub async fn forward(
             "unavailable",
             "this node is cut off from its control group (no leader in reach); try another node",
         ));
+    }
+    if let Some(segment) = firebreak_model::request_path::ambiguous_segment(uri.path()) {
+        return Err(ApiError::invalid(format!(
+            "path segment {segment:?} could resolve to another path on the way (a dot segment or an encoded slash); send the path without it"
+        )));
     }
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     let plan = candidates(&api, &service, &method, uri.path()).ok_or_else(|| {

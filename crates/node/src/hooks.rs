@@ -213,6 +213,9 @@ async fn exec(argv: &[String], key: &str, body: &[u8]) -> Result<(), String> {
 }
 
 async fn post(client: &reqwest::Client, url: &str, key: &str, body: Vec<u8>) -> Result<(), String> {
+    // Errors go to status and the audit log, which more people read than the config: they
+    // name the webhook by scheme, host and port only, never its credentials, path or query.
+    let shown = redacted(url);
     let response = client
         .post(url)
         .header("content-type", "application/json")
@@ -220,17 +223,38 @@ async fn post(client: &reqwest::Client, url: &str, key: &str, body: Vec<u8>) -> 
         .body(body)
         .send()
         .await
-        .map_err(|e| format!("POST {url}: {e}"))?;
+        .map_err(|e| format!("POST {shown}: {}", e.without_url()))?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
     }
-    let text = response.text().await.unwrap_or_default();
-    let cut = text
-        .char_indices()
-        .nth(MAX_ERROR_BYTES)
-        .map_or(text.len(), |(i, _)| i);
-    Err(format!("POST {url} answered {status}: {}", &text[..cut]))
+    let text = read_at_most(response, MAX_ERROR_BYTES).await;
+    Err(format!("POST {shown} answered {status}: {text}"))
+}
+
+/// `scheme://host:port/…` of `url`: what a log may show of a webhook's address.
+fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) => format!(
+            "{}://{}{}/…",
+            parsed.scheme(),
+            parsed.host_str().unwrap_or("?"),
+            parsed.port().map_or(String::new(), |p| format!(":{p}"))
+        ),
+        Err(_) => "the webhook (an unreadable URL)".into(),
+    }
+}
+
+/// The first `most` bytes of an answer's body (lossy UTF-8), reading no more than that.
+async fn read_at_most(mut response: reqwest::Response, most: usize) -> String {
+    let mut kept = Vec::new();
+    while kept.len() < most {
+        match response.chunk().await {
+            Ok(Some(chunk)) => kept.extend_from_slice(&chunk[..chunk.len().min(most - kept.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&kept).into_owned()
 }
 
 /// Delivery rounds per hook and outcome, for `/metrics`.
@@ -252,5 +276,31 @@ impl HookCounters {
             .iter()
             .map(|(h, [ok, failed])| (h.clone(), *ok, *failed))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_webhook_is_shown_without_its_credentials_path_or_query() {
+        let url = "https://ops:hunter2@hooks.example:8443/v1/route?token=s3cret";
+        let shown = redacted(url);
+        assert_eq!(shown, "https://hooks.example:8443/…");
+        assert_eq!(redacted("not a url"), "the webhook (an unreadable URL)");
+    }
+
+    #[tokio::test]
+    async fn a_failed_post_names_no_secret_of_its_url() {
+        // Port 1 on loopback: nothing listens, the connection is refused.
+        let url = "http://ops:hunter2@127.0.0.1:1/hook?token=s3cret";
+        let err = post(&reqwest::Client::new(), url, "key", Vec::new())
+            .await
+            .expect_err("nothing listens on port 1");
+        assert!(err.starts_with("POST http://127.0.0.1:1/…: "), "{err}");
+        for secret in ["hunter2", "s3cret", "/hook"] {
+            assert!(!err.contains(secret), "{err}");
+        }
     }
 }

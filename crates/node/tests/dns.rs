@@ -139,6 +139,10 @@ async fn answers_follow_the_routing_and_stay_when_the_quorum_is_lost() {
     assert!(nodata.answers().is_empty());
     let other = ask(dns, "example.com.", RecordType::A).await;
     assert_eq!(other.response_code(), ResponseCode::Refused);
+    // The zone is whole labels: `messagingsvc.test.` ends with `svc.test.` as text only,
+    // and an adversarial review saw it answered as messaging.
+    let glued = ask(dns, "messagingsvc.test.", RecordType::A).await;
+    assert_eq!(glued.response_code(), ResponseCode::Refused, "{glued:?}");
     let glue = ask(dns, "gasan.svc.test.", RecordType::A).await;
     assert_eq!(addresses(&glue), ips(&["127.0.0.1"]), "the node's address");
     let soa = ask(dns, ZONE, RecordType::SOA).await;

@@ -666,3 +666,98 @@ async fn terms(api: &Api, addrs: &[String]) -> Vec<u64> {
     }
     panic!("no node answered");
 }
+
+/// Sends `count` long polls at once; each task ends with its status (0 if it failed).
+fn hold(client: &reqwest::Client, url: &str, count: usize) -> Vec<tokio::task::JoinHandle<u16>> {
+    (0..count)
+        .map(|_| {
+            let request = client.get(url).send();
+            tokio::spawn(async move { request.await.map_or(0, |r| r.status().as_u16()) })
+        })
+        .collect()
+}
+
+/// How many of `polls` were refused with 429, once a second has passed; the rest are
+/// still held.
+async fn refused(polls: &[tokio::task::JoinHandle<u16>]) -> (usize, usize) {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let done = polls.iter().filter(|p| p.is_finished()).count();
+    (done, polls.len() - done)
+}
+
+/// One holder cannot take every long-poll slot. An adversarial review took every slot with
+/// one service's certificate: `/v1/routing/payments` then answered 429 on every node, and
+/// after a failover payments never learned its epoch. The admin listener's routing poll,
+/// open to anyone, took no slot at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_one_holder_takes_every_long_poll_slot() {
+    let _serial = serial().await;
+    let cluster = TestCluster::start("api:\n  max_watchers: 8\n");
+    let api = Api::new();
+    let addrs = cluster.addrs();
+    api.wait_leader(&addrs, "control").await;
+    let topology = "sites: [{name: pangyo}, {name: gasan}, {name: busan}]\nservices:\n  - name: payments\n    mode: active-active\n    endpoints: {pangyo: \"http://127.0.0.1:9\", gasan: \"http://127.0.0.1:9\", busan: \"http://127.0.0.1:9\"}\n";
+    firebreak_tests::apply_topology(&cluster, "payments.yaml", topology);
+    let scratch = cluster.dir.path().join("watchers");
+    let as_service = |name: &str| {
+        http_as(
+            &ca_file(),
+            Some(&issue(Role::Service(name.into()), &[], &scratch, name)),
+        )
+    };
+    let (login, payments) = (as_service("login"), as_service("payments"));
+    let base = format!("https://{}", addrs[0]);
+    let route = format!("{base}/v1/routing/payments");
+    eventually(Duration::from_secs(10), "payments has a route", || async {
+        let status = payments
+            .get(&route)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .status();
+        (status == 200).then_some(()).ok_or(format!("{status}"))
+    })
+    .await;
+
+    // login holds watches: it gets its share of the slots, and no more.
+    let watch = format!("{base}/v1/watch?prefix=login/&timeout_ms=20000");
+    let login_polls = hold(&login, &watch, 8);
+    // Anyone on the admin listener holds routing polls from one address.
+    let revision = api
+        .routing(&cluster.admin_addrs()[0])
+        .await
+        .expect("routing")["revision"]
+        .as_u64()
+        .unwrap();
+    let admin_poll = format!(
+        "https://{}/v1/routing?after_revision={revision}&timeout_ms=20000",
+        cluster.admin_addrs()[0]
+    );
+    let anonymous = hold(&http(), &admin_poll, 8);
+    let (login_refused, login_held) = refused(&login_polls).await;
+    let (anonymous_refused, anonymous_held) = refused(&anonymous).await;
+    eprintln!("login: {login_held} held, {login_refused} refused; anonymous: {anonymous_held} held, {anonymous_refused} refused");
+    assert!(
+        login_refused > 0,
+        "login's certificate held every watch it asked for"
+    );
+    assert!(
+        anonymous_refused > 0,
+        "the admin routing poll takes no slot"
+    );
+    // payments still learns its epoch, with slots held by both.
+    let status = payments
+        .get(format!("{route}?timeout_ms=0"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200, "payments' own route");
+    for poll in login_polls.into_iter().chain(anonymous) {
+        if poll.is_finished() {
+            assert_eq!(poll.await.unwrap(), 429, "a poll over the share is refused");
+        } else {
+            poll.abort();
+        }
+    }
+}

@@ -361,7 +361,7 @@ pub(crate) async fn watch(
     if !grant.allows_prefix(&q.prefix) {
         return Err(access::denied(&grant, &q.prefix));
     }
-    let _permit = watcher_permit(&api)?;
+    let _permit = watcher_permit(&api, &grant)?;
     let timeout = Duration::from_millis(q.timeout_ms.unwrap_or(30_000)).min(MAX_WATCH_TIMEOUT);
     let deadline = tokio::time::Instant::now() + timeout;
     let reader = &api.state.reader;
@@ -394,15 +394,10 @@ pub(crate) async fn watch(
     Ok(Json(response).into_response())
 }
 
-/// A place among the long-poll watchers, or 429 when `api.max_watchers` wait already.
-pub(crate) fn watcher_permit(api: &Api) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
-    api.watchers.clone().try_acquire_owned().map_err(|_| {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "overloaded",
-            format!("{} watchers already waiting", api.config.api.max_watchers),
-        )
-    })
+/// A place among the long-poll watchers for the holder of `grant`, or 429 when it holds
+/// its share or `api.max_watchers` wait already (`crate::watchers`).
+pub(crate) fn watcher_permit(api: &Api, grant: &Grant) -> ApiResult<crate::watchers::Slot> {
+    api.watchers.take(crate::watchers::Holder::of_grant(grant))
 }
 
 /// Answers a long-poll from a replica: calls `poll` now and after every applied entry until

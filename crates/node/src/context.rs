@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use firebreak_model::control::{ControlCommand, ControlResponse, ControlState};
 use firebreak_model::kv::KvStore;
-use tokio::sync::Semaphore;
 
 use crate::auth::Tokens;
 use crate::batch::StateWriter;
@@ -40,7 +39,7 @@ pub struct Api {
     /// Whether the control group is in reach, changing only on transitions: what the
     /// gateway passes through ends when it turns false.
     pub(crate) contact: tokio::sync::watch::Receiver<bool>,
-    pub(crate) watchers: Arc<Semaphore>,
+    pub(crate) watchers: Arc<crate::watchers::Watchers>,
     /// Changes whenever a route does: what routing long polls wait on.
     pub(crate) routes: tokio::sync::watch::Receiver<u64>,
 }
@@ -66,7 +65,7 @@ impl Api {
             .pool_max_idle_per_host(128)
             .build()
             .expect("reqwest client builds with static options");
-        let watchers = Arc::new(Semaphore::new(config.api.max_watchers));
+        let watchers = crate::watchers::Watchers::new(config.api.max_watchers);
         let state_writer = StateWriter::spawn(state.clone(), config.api.max_inflight_writes);
         let contact = crate::contact::watch_contact(control.clone());
         let routes = crate::service_route::watch_routes(control.reader.clone());

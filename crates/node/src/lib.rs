@@ -55,6 +55,7 @@ mod reply;
 mod routes;
 pub mod sabotage;
 pub mod service_route;
+mod watchers;
 
 pub use config::NodeConfig;
 pub use error::{Error, Result};

@@ -56,8 +56,7 @@ pub async fn render(State(api): State<Arc<Api>>) -> impl IntoResponse {
 
 fn record(api: &Api) {
     let most = api.config.api.max_watchers;
-    gauge!("firebreak_watchers_waiting")
-        .set(most.saturating_sub(api.watchers.available_permits()) as f64);
+    gauge!("firebreak_watchers_waiting").set(api.watchers.waiting() as f64);
     gauge!("firebreak_watchers_max").set(most as f64);
     // A sync that could not open a file for lack of descriptors, tried again: an alarm
     // before the store gives up (`firebreak_store::OPEN_RETRY_FOR`).

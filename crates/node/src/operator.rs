@@ -29,6 +29,9 @@ use crate::auth::Denied;
 use crate::clock::now_ms;
 use crate::context::Api;
 use crate::reply::{query, read_json, ApiError, ApiResult};
+use crate::watchers::Holder;
+use axum::extract::ConnectInfo;
+use firebreak_tls::listener::Remote;
 
 /// Longest a routing long-poll waits.
 const MAX_ROUTING_WAIT: Duration = Duration::from_secs(60);
@@ -292,13 +295,25 @@ fn routing_view(api: &Api) -> RoutingView {
     })
 }
 
-/// `GET /v1/routing[?after_revision=N&timeout_ms=T]`: at once, or once the revision passes N.
-async fn routing(State(api): State<Arc<Api>>, headers: HeaderMap, uri: Uri) -> ApiResult<Response> {
+/// `GET /v1/routing[?after_revision=N&timeout_ms=T]`: at once, or once the revision passes
+/// N. A wait takes a long-poll slot: an operator's from the whole pool, anyone else's from
+/// their address's share (`crate::watchers`).
+async fn routing(
+    State(api): State<Arc<Api>>,
+    ConnectInfo(remote): ConnectInfo<Remote>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> ApiResult<Response> {
     authorize_read(&api, &headers)?;
     let q: RoutingQuery = query(&uri)?;
     let Some(after) = q.after_revision else {
         return Ok(Json(routing_view(&api)).into_response());
     };
+    let holder = match authorize(&api, &headers) {
+        Ok(_) => Holder::Operator,
+        Err(_) => Holder::Address(remote.addr.ip()),
+    };
+    let _slot = api.watchers.take(holder)?;
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(q.timeout_ms.unwrap_or(30_000)).min(MAX_ROUTING_WAIT);
     let view = long_poll(api.control.reader.subscribe(), deadline, |expired| {

@@ -63,7 +63,7 @@ pub(crate) async fn service_route(
         return Err(access::denied(&grant, &prefix));
     }
     let q: RouteQuery = query(&uri)?;
-    let _permit = watcher_permit(&api)?;
+    let _permit = watcher_permit(&api, &grant)?;
     let after = q.after_epoch.unwrap_or(0);
     let wait = Duration::from_millis(q.timeout_ms.unwrap_or(0)).min(MAX_WAIT);
     let deadline = tokio::time::Instant::now() + wait;

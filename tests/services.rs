@@ -16,11 +16,19 @@ async fn cluster() -> TestCluster {
 }
 
 async fn messaging_at(cluster: &TestCluster) -> (String, tokio::task::JoinHandle<()>) {
+    messaging_with(cluster, cluster.addrs()).await
+}
+
+/// A messaging instance of `cluster` that asks `nodes`, in that order.
+async fn messaging_with(
+    cluster: &TestCluster,
+    nodes: Vec<String>,
+) -> (String, tokio::task::JoinHandle<()>) {
     let config = messaging::Config {
         state_tls: cluster.service_tls("messaging"),
         // In process, plain HTTP: the instances' TLS is the end-to-end tests' subject.
         server_tls: None,
-        nodes: cluster.addrs(),
+        nodes,
         max_concurrent: 64,
         max_streams: 16,
         keepalive: Duration::from_secs(1),
@@ -499,4 +507,58 @@ async fn many_streams_share_one_watch_on_the_node() {
     assert_eq!(shed.status(), 503);
     assert_eq!(shed.headers()["retry-after"], "1");
     task.abort();
+}
+
+/// A node that does not answer at all (a partition drops packets without a word; the
+/// kernel still completes the TCP handshake of a listener that never accepts) must not
+/// hold a messaging instance's pushes, nor turn its sends into unknown outcomes. On ssh
+/// hosts, where a partition drops packets, the instances' calls fell through to the
+/// cut-off node and waited on it for the whole 20 s partition (`site-isolation`: pushes
+/// 20 s late).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_node_does_not_hold_the_pushes() {
+    let cluster = cluster().await;
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut nodes = vec![silent.local_addr().unwrap().to_string()];
+    nodes.extend(cluster.addrs());
+    let (cut, cut_task) = messaging_with(&cluster, nodes).await;
+    // Messages are sent at another site, whose instance asks the cluster's nodes only.
+    let (elsewhere, elsewhere_task) = messaging_at(&cluster).await;
+    let http = reqwest::Client::new();
+    let mut stream = http
+        .get(format!("{cut}/messaging/conversations/cut/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let send_to = |base: &str, id: String| {
+        let url = format!("{base}/messaging/conversations/cut/messages");
+        let request = json!({ "client_msg_id": id, "sender": "bob", "body": "x" });
+        let http = http.clone();
+        async move { firebreak_tests::post_until_applied(&http, &url, &request).await }
+    };
+    // The playbooks allow a push 6 s after its acknowledgement; a call that waits on the
+    // silent node takes the instance's state timeout (5 s) once, then it is asked last.
+    let allowed = Duration::from_secs(8);
+    for i in 1..=3u64 {
+        let sent = send_to(&elsewhere, format!("c{i}")).await;
+        assert!(sent.status().is_success(), "{}", sent.status());
+        let acknowledged = std::time::Instant::now();
+        let pushed = tokio::time::timeout(allowed, read_events(&mut stream, 1)).await;
+        let pushed = pushed.unwrap_or_else(|_| {
+            panic!("message {i} not pushed within {allowed:?} of its acknowledgement")
+        });
+        assert_eq!(pushed[0].0, i);
+        eprintln!(
+            "message {i} pushed {:?} after its acknowledgement",
+            acknowledged.elapsed()
+        );
+    }
+    // A node that never took the request is no unknown outcome: the send goes on to the
+    // next node (the silent one is asked last by now, but a TLS handshake that never ends
+    // is a failed connection too).
+    let sent = send_to(&cut, "c4".into()).await;
+    assert!(sent.status().is_success(), "{}", sent.status());
+    cut_task.abort();
+    elsewhere_task.abort();
 }

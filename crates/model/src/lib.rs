@@ -24,6 +24,7 @@ pub mod hooks;
 pub mod ids;
 pub mod kv;
 pub mod membership;
+pub mod node_order;
 pub mod request_path;
 pub mod retry;
 pub mod topology;

@@ -3,16 +3,31 @@
 //!
 //! Outcomes are kept apart as the node reports them: refused (nothing written; safe to
 //! retry anywhere), unknown (it may have committed; retry only what is idempotent).
+//!
+//! A node that does not answer at all (a partition drops packets without a word) costs a
+//! request its timeout, so every call is bounded: a read by the client's timeout, a
+//! long-poll by its wait plus [`ANSWER_GRACE`], and a long-poll on any node but the first
+//! one tried waits at most [`FALLBACK_WAIT`], so that the service is back on its own
+//! site's node soon. A node that timed out is tried last for [`SILENT_FOR`]
+//! (`firebreak_model::node_order`), then on probation: asked in its place again, but
+//! within those short bounds, until it answers.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use firebreak_model::kv::{KvEntry, KvResponse, Txn, TxnOp, TxnOpResult};
 use firebreak_model::watch::KvEvent;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-/// Longest wait of one read or watch call.
-const LONG_POLL_TIMEOUT: Duration = Duration::from_secs(65);
+/// How long a node may take to answer a long-poll beyond the wait it was asked for.
+pub const ANSWER_GRACE: Duration = Duration::from_secs(2);
+/// Longest wait of a long-poll on a node other than the first one tried.
+pub const FALLBACK_WAIT: Duration = Duration::from_secs(2);
+/// How long a node that did not answer in time is tried last.
+pub const SILENT_FOR: Duration = Duration::from_secs(30);
+/// Longest wait to open a connection to a node.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why a state-group call did not give an answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -34,6 +49,11 @@ pub struct StateClient {
     nodes: Vec<String>,
     http: reqwest::Client,
     tls: firebreak_tls::ClientTls,
+    /// Bound of a call that is not a long-poll.
+    timeout: Duration,
+    /// Per node, until when it is tried last (it did not answer in time; past that
+    /// instant and until it answers, it is on probation); shared by clones.
+    silent_until: Arc<Mutex<Vec<Option<Instant>>>>,
 }
 
 impl StateClient {
@@ -42,25 +62,68 @@ impl StateClient {
     pub fn new(nodes: Vec<String>, tls: firebreak_tls::ClientTls, timeout: Duration) -> Self {
         let http = tls
             .apply(reqwest::Client::builder())
-            .timeout(timeout)
+            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
             .tcp_nodelay(true)
             .build()
             .expect("reqwest client builds with static options");
-        Self { nodes, http, tls }
+        let silent_until = Arc::new(Mutex::new(vec![None; nodes.len()]));
+        Self {
+            nodes,
+            http,
+            tls,
+            timeout,
+            silent_until,
+        }
+    }
+
+    /// The nodes to try now, in order (silent ones last), each with whether it is
+    /// trusted (it answered last time it was asked) or silent or on probation.
+    fn order(&self) -> Vec<(usize, bool)> {
+        let now = Instant::now();
+        let standing = self.silent_until.lock().expect("silent_until lock").clone();
+        let silent: Vec<bool> = standing
+            .iter()
+            .map(|until| until.is_some_and(|u| u > now))
+            .collect();
+        firebreak_model::node_order::try_order(&silent)
+            .into_iter()
+            .map(|i| (i, standing[i].is_none()))
+            .collect()
+    }
+
+    /// Notes how node `index` did: `answered` (any HTTP answer) clears it, a connection
+    /// that failed or timed out makes it silent for [`SILENT_FOR`].
+    fn note(&self, index: usize, err: Option<&reqwest::Error>) {
+        let silent = err.is_some_and(|e| e.is_timeout() || e.is_connect());
+        if err.is_some() && !silent {
+            return;
+        }
+        let until = silent.then(|| Instant::now() + SILENT_FOR);
+        if let Some(slot) = self
+            .silent_until
+            .lock()
+            .expect("silent_until lock")
+            .get_mut(index)
+        {
+            *slot = until;
+        }
     }
 
     /// Runs a transaction (linearizable: it goes through the leader and the log).
     pub async fn txn(&self, txn: &Txn) -> Result<(bool, Vec<TxnOpResult>), StateError> {
         let body = serde_json::to_value(txn).expect("a txn serializes");
         let mut refused = Vec::new();
-        for node in &self.nodes {
-            let response = match self
+        for (index, _) in self.order() {
+            let node = &self.nodes[index];
+            let sent = self
                 .http
                 .post(self.tls.url(node, "/v1/txn"))
+                .timeout(self.timeout)
                 .json(&body)
                 .send()
-                .await
-            {
+                .await;
+            self.note(index, sent.as_ref().err());
+            let response = match sent {
                 Ok(response) => response,
                 Err(err) if err.is_connect() => {
                     refused.push(format!("{node}: {err}"));
@@ -156,7 +219,7 @@ impl StateClient {
         if let Some(after) = start_after {
             query.push(("start_after", after.to_string()));
         }
-        let value = self.get_json("/v1/kv", &query).await?;
+        let value = self.get_json("/v1/kv", &query, None).await?;
         let entries = value["entries"].as_array().cloned().unwrap_or_default();
         let entries = entries
             .into_iter()
@@ -182,9 +245,8 @@ impl StateClient {
         let query = [
             ("prefix", prefix.to_string()),
             ("from_revision", from_revision.to_string()),
-            ("timeout_ms", timeout.as_millis().to_string()),
         ];
-        match self.get_json("/v1/watch", &query).await {
+        match self.get_json("/v1/watch", &query, Some(timeout)).await {
             Ok(value) => {
                 let events = serde_json::from_value(value["events"].clone()).unwrap_or_default();
                 Ok(Some((
@@ -205,12 +267,9 @@ impl StateClient {
         after_epoch: u64,
         timeout: Duration,
     ) -> Result<(u64, Option<String>), StateError> {
-        let query = [
-            ("after_epoch", after_epoch.to_string()),
-            ("timeout_ms", timeout.as_millis().to_string()),
-        ];
+        let query = [("after_epoch", after_epoch.to_string())];
         let value = self
-            .get_json(&format!("/v1/routing/{service}"), &query)
+            .get_json(&format!("/v1/routing/{service}"), &query, Some(timeout))
             .await?;
         let epoch = value["epoch"]
             .as_u64()
@@ -218,27 +277,49 @@ impl StateClient {
         Ok((epoch, value["primary"].as_str().map(String::from)))
     }
 
-    /// A GET on the first node that answers it, with a per-call timeout long enough for
-    /// a long-poll.
-    async fn get_json(&self, path: &str, query: &[(&str, String)]) -> Result<Value, StateError> {
+    /// A GET on the first node that answers it: a read within the client's timeout, or a
+    /// long-poll that waits up to `wait`, within the wait and [`ANSWER_GRACE`]. A node
+    /// that is not trusted, or not the first one tried, gets the short bounds: a wait of
+    /// at most [`FALLBACK_WAIT`], and a read as long as such a long-poll.
+    async fn get_json(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        wait: Option<Duration>,
+    ) -> Result<Value, StateError> {
         let mut refused = Vec::new();
-        for node in &self.nodes {
-            let request = self
-                .http
-                .get(self.tls.url(node, path))
-                .query(query)
-                .timeout(LONG_POLL_TIMEOUT);
-            match request.send().await {
-                Ok(response) if response.status().is_success() => {
-                    return response
-                        .json()
-                        .await
-                        .map_err(|e| StateError::Unavailable(e.to_string()));
-                }
+        for (rank, (index, trusted)) in self.order().into_iter().enumerate() {
+            let node = &self.nodes[index];
+            let mut request = self.http.get(self.tls.url(node, path)).query(query);
+            let bound = match wait {
+                Some(wait) if rank == 0 && trusted => wait + ANSWER_GRACE,
+                Some(wait) => wait.min(FALLBACK_WAIT) + ANSWER_GRACE,
+                None if trusted => self.timeout,
+                None => self.timeout.min(FALLBACK_WAIT + ANSWER_GRACE),
+            };
+            if wait.is_some() {
+                let asked = bound - ANSWER_GRACE;
+                request = request.query(&[("timeout_ms", asked.as_millis().to_string())]);
+            }
+            let answer = match request.timeout(bound).send().await {
+                Ok(response) if response.status().is_success() => response.json().await,
                 Ok(response) if response.status() == StatusCode::GONE => {
+                    self.note(index, None);
                     return Err(StateError::Invalid("compacted".into()));
                 }
-                Ok(response) => refused.push(format!("{node}: {}", response.status())),
+                Ok(response) => {
+                    self.note(index, None);
+                    refused.push(format!("{node}: {}", response.status()));
+                    continue;
+                }
+                Err(err) => Err(err),
+            };
+            self.note(index, answer.as_ref().err());
+            match answer {
+                Ok(value) => return Ok(value),
+                Err(err) if err.is_timeout() => {
+                    refused.push(format!("{node}: no answer within {bound:?}"))
+                }
                 Err(err) => refused.push(format!("{node}: {err}")),
             }
         }

@@ -562,3 +562,123 @@ async fn a_silent_node_does_not_hold_the_pushes() {
     cut_task.abort();
     elsewhere_task.abort();
 }
+
+/// A TCP relay to `target` that a test can cut like a partition: once cut, it keeps
+/// every connection open and passes nothing either way (packets dropped, no reset).
+struct Link {
+    addr: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    async fn to(target: String) -> Self {
+        use std::sync::atomic::AtomicBool;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let cut = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = cut.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let (target, flag) = (target.clone(), flag.clone());
+                tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (a_read, a_write) = inbound.into_split();
+                    let (b_read, b_write) = outbound.into_split();
+                    tokio::join!(
+                        pass(a_read, b_write, flag.clone()),
+                        pass(b_read, a_write, flag)
+                    );
+                });
+            }
+        });
+        Self { addr, cut, task }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Copies `from` to `to` until either closes, holding everything while `cut` is set.
+async fn pass(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let n = from.read(&mut buffer).await.unwrap_or(0);
+        // Cut: the connection stays open and silent.
+        while cut.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if n == 0 || to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A service whose own node is down long-polls another site's node; when a partition
+/// cuts that node mid-poll, the service's pushes may not wait for the poll to end. On
+/// ssh hosts the messaging instance of gasan, started a moment before its node, watched
+/// pangyo's node with a 25 s wait; pangyo was cut off, and every push through gasan came
+/// 20 s late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_mid_poll_does_not_hold_the_pushes() {
+    let cluster = cluster().await;
+    let addrs = cluster.addrs();
+    // The own node: a port where nothing listens (refused at once).
+    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let own = down.local_addr().unwrap().to_string();
+    drop(down);
+    let link = Link::to(addrs[0].clone()).await;
+    let mut nodes = vec![own, link.addr.clone()];
+    nodes.extend(addrs[1..].iter().cloned());
+    let (cut, cut_task) = messaging_with(&cluster, nodes).await;
+    let (elsewhere, elsewhere_task) = messaging_at(&cluster).await;
+    let http = reqwest::Client::new();
+    let mut stream = http
+        .get(format!("{cut}/messaging/conversations/mid/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let send = |id: &str| {
+        let url = format!("{elsewhere}/messaging/conversations/mid/messages");
+        let request = json!({ "client_msg_id": id, "sender": "bob", "body": "x" });
+        let http = http.clone();
+        async move { firebreak_tests::post_until_applied(&http, &url, &request).await }
+    };
+    assert!(send("before").await.status().is_success());
+    let first = read_events(&mut stream, 1).await;
+    assert_eq!(
+        first[0].0, 1,
+        "pushed through the linked node before the cut"
+    );
+    // The instance long-polls through the link now; cut it mid-poll.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    link.cut();
+    assert!(send("after").await.status().is_success());
+    let acknowledged = std::time::Instant::now();
+    let allowed = Duration::from_secs(8);
+    let pushed = tokio::time::timeout(allowed, read_events(&mut stream, 1))
+        .await
+        .unwrap_or_else(|_| panic!("not pushed within {allowed:?} of its acknowledgement"));
+    assert_eq!(pushed[0].0, 2);
+    eprintln!(
+        "pushed {:?} after its acknowledgement",
+        acknowledged.elapsed()
+    );
+    cut_task.abort();
+    elsewhere_task.abort();
+}

@@ -7,10 +7,11 @@
 //! A node that does not answer at all (a partition drops packets without a word) costs a
 //! request its timeout, so every call is bounded: a read by the client's timeout, a
 //! long-poll by its wait plus [`ANSWER_GRACE`], and a long-poll on any node but the first
-//! one tried waits at most [`FALLBACK_WAIT`], so that the service is back on its own
-//! site's node soon. A node that timed out is tried last for [`SILENT_FOR`]
+//! one given (the service's own site's) waits at most [`FALLBACK_WAIT`], so that a
+//! partition that starts mid-poll holds it no longer, and it is back on its own node
+//! soon. A node that timed out is tried last for [`SILENT_FOR`]
 //! (`firebreak_model::node_order`), then on probation: asked in its place again, but
-//! within those short bounds, until it answers.
+//! within those short bounds, until it answers. A refused connection changes nothing.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -91,10 +92,12 @@ impl StateClient {
             .collect()
     }
 
-    /// Notes how node `index` did: `answered` (any HTTP answer) clears it, a connection
-    /// that failed or timed out makes it silent for [`SILENT_FOR`].
+    /// Notes how node `index` did: an HTTP answer clears it; a call that timed out
+    /// (connecting included) makes it silent for [`SILENT_FOR`]. A refused connection
+    /// changes nothing: it costs nothing to ask again, and a service started before its
+    /// own node must come back to that node as soon as it listens.
     fn note(&self, index: usize, err: Option<&reqwest::Error>) {
-        let silent = err.is_some_and(|e| e.is_timeout() || e.is_connect());
+        let silent = err.is_some_and(reqwest::Error::is_timeout);
         if err.is_some() && !silent {
             return;
         }
@@ -278,9 +281,11 @@ impl StateClient {
     }
 
     /// A GET on the first node that answers it: a read within the client's timeout, or a
-    /// long-poll that waits up to `wait`, within the wait and [`ANSWER_GRACE`]. A node
-    /// that is not trusted, or not the first one tried, gets the short bounds: a wait of
-    /// at most [`FALLBACK_WAIT`], and a read as long as such a long-poll.
+    /// long-poll that waits up to `wait`, within the wait and [`ANSWER_GRACE`]. Only the
+    /// first node given (the service's own site's) gets a long wait, and only while it is
+    /// trusted: on any other node a long-poll waits at most [`FALLBACK_WAIT`] (a partition
+    /// that starts mid-poll holds the service that long at most, and it is back on its own
+    /// node soon), and on a node on probation a read is bounded as such a long-poll.
     async fn get_json(
         &self,
         path: &str,
@@ -288,11 +293,11 @@ impl StateClient {
         wait: Option<Duration>,
     ) -> Result<Value, StateError> {
         let mut refused = Vec::new();
-        for (rank, (index, trusted)) in self.order().into_iter().enumerate() {
+        for (index, trusted) in self.order() {
             let node = &self.nodes[index];
             let mut request = self.http.get(self.tls.url(node, path)).query(query);
             let bound = match wait {
-                Some(wait) if rank == 0 && trusted => wait + ANSWER_GRACE,
+                Some(wait) if index == 0 && trusted => wait + ANSWER_GRACE,
                 Some(wait) => wait.min(FALLBACK_WAIT) + ANSWER_GRACE,
                 None if trusted => self.timeout,
                 None => self.timeout.min(FALLBACK_WAIT + ANSWER_GRACE),

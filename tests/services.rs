@@ -57,6 +57,40 @@ async fn send(http: &reqwest::Client, base: &str, id: &str, body: &str) -> Value
     response.json().await.unwrap()
 }
 
+/// Opens `conversation`'s push stream at `base`.
+async fn open_stream(http: &reqwest::Client, base: &str, conversation: &str) -> reqwest::Response {
+    let stream = http
+        .get(format!(
+            "{base}/messaging/conversations/{conversation}/stream"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    stream
+}
+
+/// Sends message `id` to `conversation` at `base` until it is applied; asserts it was.
+async fn send_applied(http: &reqwest::Client, base: &str, conversation: &str, id: &str) {
+    let url = format!("{base}/messaging/conversations/{conversation}/messages");
+    let request = json!({ "client_msg_id": id, "sender": "bob", "body": "x" });
+    let sent = firebreak_tests::post_until_applied(http, &url, &request).await;
+    assert!(sent.status().is_success(), "{id}: {}", sent.status());
+}
+
+/// The next pushed event's id, which must come within `allowed`; logs how long it took.
+async fn pushed_within(stream: &mut reqwest::Response, allowed: Duration) -> u64 {
+    let acknowledged = std::time::Instant::now();
+    let pushed = tokio::time::timeout(allowed, read_events(stream, 1))
+        .await
+        .unwrap_or_else(|_| panic!("not pushed within {allowed:?} of its acknowledgement"));
+    eprintln!(
+        "pushed {:?} after its acknowledgement",
+        acknowledged.elapsed()
+    );
+    pushed[0].0
+}
+
 /// Reads SSE events (id, data) until `count` arrived or the deadline passes.
 async fn read_events(response: &mut reqwest::Response, count: usize) -> Vec<(u64, Value)> {
     let mut buffer = String::new();
@@ -525,40 +559,18 @@ async fn a_silent_node_does_not_hold_the_pushes() {
     // Messages are sent at another site, whose instance asks the cluster's nodes only.
     let (elsewhere, elsewhere_task) = messaging_at(&cluster).await;
     let http = reqwest::Client::new();
-    let mut stream = http
-        .get(format!("{cut}/messaging/conversations/cut/stream"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), 200);
-    let send_to = |base: &str, id: String| {
-        let url = format!("{base}/messaging/conversations/cut/messages");
-        let request = json!({ "client_msg_id": id, "sender": "bob", "body": "x" });
-        let http = http.clone();
-        async move { firebreak_tests::post_until_applied(&http, &url, &request).await }
-    };
+    let mut stream = open_stream(&http, &cut, "cut").await;
     // The playbooks allow a push 6 s after its acknowledgement; a call that waits on the
     // silent node takes the instance's state timeout (5 s) once, then it is asked last.
     let allowed = Duration::from_secs(8);
     for i in 1..=3u64 {
-        let sent = send_to(&elsewhere, format!("c{i}")).await;
-        assert!(sent.status().is_success(), "{}", sent.status());
-        let acknowledged = std::time::Instant::now();
-        let pushed = tokio::time::timeout(allowed, read_events(&mut stream, 1)).await;
-        let pushed = pushed.unwrap_or_else(|_| {
-            panic!("message {i} not pushed within {allowed:?} of its acknowledgement")
-        });
-        assert_eq!(pushed[0].0, i);
-        eprintln!(
-            "message {i} pushed {:?} after its acknowledgement",
-            acknowledged.elapsed()
-        );
+        send_applied(&http, &elsewhere, "cut", &format!("c{i}")).await;
+        assert_eq!(pushed_within(&mut stream, allowed).await, i, "message {i}");
     }
     // A node that never took the request is no unknown outcome: the send goes on to the
     // next node (the silent one is asked last by now, but a TLS handshake that never ends
     // is a failed connection too).
-    let sent = send_to(&cut, "c4".into()).await;
-    assert!(sent.status().is_success(), "{}", sent.status());
+    send_applied(&http, &cut, "cut", "c4").await;
     cut_task.abort();
     elsewhere_task.abort();
 }
@@ -647,19 +659,8 @@ async fn a_node_cut_off_mid_poll_does_not_hold_the_pushes() {
     let (cut, cut_task) = messaging_with(&cluster, nodes).await;
     let (elsewhere, elsewhere_task) = messaging_at(&cluster).await;
     let http = reqwest::Client::new();
-    let mut stream = http
-        .get(format!("{cut}/messaging/conversations/mid/stream"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stream.status(), 200);
-    let send = |id: &str| {
-        let url = format!("{elsewhere}/messaging/conversations/mid/messages");
-        let request = json!({ "client_msg_id": id, "sender": "bob", "body": "x" });
-        let http = http.clone();
-        async move { firebreak_tests::post_until_applied(&http, &url, &request).await }
-    };
-    assert!(send("before").await.status().is_success());
+    let mut stream = open_stream(&http, &cut, "mid").await;
+    send_applied(&http, &elsewhere, "mid", "before").await;
     let first = read_events(&mut stream, 1).await;
     assert_eq!(
         first[0].0, 1,
@@ -668,17 +669,8 @@ async fn a_node_cut_off_mid_poll_does_not_hold_the_pushes() {
     // The instance long-polls through the link now; cut it mid-poll.
     tokio::time::sleep(Duration::from_millis(500)).await;
     link.cut();
-    assert!(send("after").await.status().is_success());
-    let acknowledged = std::time::Instant::now();
-    let allowed = Duration::from_secs(8);
-    let pushed = tokio::time::timeout(allowed, read_events(&mut stream, 1))
-        .await
-        .unwrap_or_else(|_| panic!("not pushed within {allowed:?} of its acknowledgement"));
-    assert_eq!(pushed[0].0, 2);
-    eprintln!(
-        "pushed {:?} after its acknowledgement",
-        acknowledged.elapsed()
-    );
+    send_applied(&http, &elsewhere, "mid", "after").await;
+    assert_eq!(pushed_within(&mut stream, Duration::from_secs(8)).await, 2);
     cut_task.abort();
     elsewhere_task.abort();
 }

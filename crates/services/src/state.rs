@@ -97,11 +97,11 @@ impl StateClient {
     /// changes nothing: it costs nothing to ask again, and a service started before its
     /// own node must come back to that node as soon as it listens.
     fn note(&self, index: usize, err: Option<&reqwest::Error>) {
-        let silent = err.is_some_and(reqwest::Error::is_timeout);
-        if err.is_some() && !silent {
-            return;
-        }
-        let until = silent.then(|| Instant::now() + SILENT_FOR);
+        let until = match err {
+            None => None,
+            Some(e) if e.is_timeout() => Some(Instant::now() + SILENT_FOR),
+            Some(_) => return,
+        };
         if let Some(slot) = self
             .silent_until
             .lock()
@@ -296,15 +296,16 @@ impl StateClient {
         for (index, trusted) in self.order() {
             let node = &self.nodes[index];
             let mut request = self.http.get(self.tls.url(node, path)).query(query);
+            // Only the own node (given first), trusted, gets the whole wait.
+            let whole = index == 0 && trusted;
+            let wait = wait.map(|w| if whole { w } else { w.min(FALLBACK_WAIT) });
             let bound = match wait {
-                Some(wait) if index == 0 && trusted => wait + ANSWER_GRACE,
-                Some(wait) => wait.min(FALLBACK_WAIT) + ANSWER_GRACE,
+                Some(wait) => wait + ANSWER_GRACE,
                 None if trusted => self.timeout,
                 None => self.timeout.min(FALLBACK_WAIT + ANSWER_GRACE),
             };
-            if wait.is_some() {
-                let asked = bound - ANSWER_GRACE;
-                request = request.query(&[("timeout_ms", asked.as_millis().to_string())]);
+            if let Some(wait) = wait {
+                request = request.query(&[("timeout_ms", wait.as_millis().to_string())]);
             }
             let answer = match request.timeout(bound).send().await {
                 Ok(response) if response.status().is_success() => response.json().await,

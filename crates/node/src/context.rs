@@ -126,9 +126,11 @@ impl Api {
                         format!("leader at {} answered {}", member.addr, response.status());
                     return Err(GroupError::Unavailable { reason });
                 }
-                response.json().await.map_err(|e| GroupError::Unavailable {
-                    reason: e.to_string(),
-                })
+                crate::peer_answer::json_bounded(response, crate::network::MAX_RAFT_BODY_BYTES)
+                    .await
+                    .map_err(|e| GroupError::Unavailable {
+                        reason: format!("leader at {}: {e}", member.addr),
+                    })
             }
             other => other,
         }

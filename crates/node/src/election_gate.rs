@@ -160,5 +160,7 @@ async fn ask(api: &Api, addr: &str, group: &str, timeout: Duration) -> Option<Le
     if !response.status().is_success() {
         return None;
     }
-    response.json().await.ok()
+    crate::peer_answer::json_bounded(response, crate::peer_answer::MAX_SMALL_ANSWER_BYTES)
+        .await
+        .ok()
 }

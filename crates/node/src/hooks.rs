@@ -228,7 +228,7 @@ async fn post(client: &reqwest::Client, url: &str, key: &str, body: Vec<u8>) -> 
     if status.is_success() {
         return Ok(());
     }
-    let text = read_at_most(response, MAX_ERROR_BYTES).await;
+    let text = crate::peer_answer::text_at_most(response, MAX_ERROR_BYTES).await;
     Err(format!("POST {shown} answered {status}: {text}"))
 }
 
@@ -243,18 +243,6 @@ fn redacted(url: &str) -> String {
         ),
         Err(_) => "the webhook (an unreadable URL)".into(),
     }
-}
-
-/// The first `most` bytes of an answer's body (lossy UTF-8), reading no more than that.
-async fn read_at_most(mut response: reqwest::Response, most: usize) -> String {
-    let mut kept = Vec::new();
-    while kept.len() < most {
-        match response.chunk().await {
-            Ok(Some(chunk)) => kept.extend_from_slice(&chunk[..chunk.len().min(most - kept.len())]),
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&kept).into_owned()
 }
 
 /// Delivery rounds per hook and outcome, for `/metrics`.

@@ -88,7 +88,9 @@ async fn ask(http: &reqwest::Client, url: String) -> std::result::Result<Known, 
     if !response.status().is_success() {
         return Err(format!("answered {}", response.status()));
     }
-    response.json().await.map_err(|e| e.to_string())
+    crate::peer_answer::json_bounded(response, crate::peer_answer::MAX_SMALL_ANSWER_BYTES)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// What the cluster knows of a node id, for that node starting.

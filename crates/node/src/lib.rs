@@ -50,6 +50,7 @@ pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod operator;
+pub mod peer_answer;
 pub mod raft_wire;
 mod reply;
 mod routes;

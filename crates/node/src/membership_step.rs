@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::access::PeerNode;
 use crate::context::Api;
 use crate::group::Group;
+use crate::peer_answer;
 use crate::reply::{ApiError, ApiResult};
 
 /// Which group a step is for.
@@ -106,13 +107,15 @@ async fn run_once(api: &Api, group: GroupName, step: &Step) -> Result<Answer, St
         .await
         .map_err(|e| format!("the {group:?} group's leader {id} did not answer: {e}"))?;
     let status = response.status();
-    let body = response.text().await.unwrap_or_default();
     if !status.is_success() {
+        let body = peer_answer::text_at_most(response, peer_answer::MAX_ERROR_TEXT_BYTES).await;
         return Err(format!(
             "the {group:?} group's leader {id} answered {status}: {body}"
         ));
     }
-    serde_json::from_str(&body).map_err(|e| format!("the {group:?} group's leader {id}: {e}"))
+    peer_answer::json_bounded(response, peer_answer::MAX_SMALL_ANSWER_BYTES)
+        .await
+        .map_err(|e| format!("the {group:?} group's leader {id}: {e}"))
 }
 
 fn name(group: GroupName) -> &'static str {

@@ -43,6 +43,7 @@ use serde::Serialize;
 
 use crate::access::PeerNode;
 use crate::election_gate::LeaderContact;
+use crate::peer_answer;
 use crate::raft_wire::{self, SnapshotChunk};
 
 /// Largest Raft RPC body accepted: an AppendEntries of the largest `raft.max_append_bytes`
@@ -142,12 +143,11 @@ impl<C: GroupTypes> HttpConnection<C> {
             })?;
         let status = response.status();
         if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
+            let body = peer_answer::text_at_most(response, peer_answer::MAX_ERROR_TEXT_BYTES).await;
             let err = std::io::Error::other(format!("peer answered {status}: {body}"));
             return Err(RPCError::Network(NetworkError::new(&err)));
         }
-        let bytes = response
-            .bytes()
+        let bytes = peer_answer::read_bounded(response, MAX_RAFT_BODY_BYTES)
             .await
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let result: Result<Resp, Err> =

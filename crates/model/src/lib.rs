@@ -13,6 +13,7 @@
 //! `failover::decide` is the whole automatic failover policy as one pure function; the
 //! node's engine calls it on the control leader and proposes what it returns.
 
+pub mod append_budget;
 pub mod control;
 mod control_input;
 pub mod dns;

@@ -18,8 +18,14 @@
 //! Each group has its own HTTP client and so its own connections: a flood of `state`
 //! replication never queues `control` heartbeats behind it on one socket. Every request
 //! times out after openraft's TTL for it (the heartbeat interval for AppendEntries).
+//!
+//! An AppendEntries carries at most what its peer's link lately carried in time
+//! ([`firebreak_model::append_budget`]): the entries over budget are left for the next one,
+//! and openraft hears `PartialSuccess` up to the last entry sent. An RPC openraft's timeout
+//! dropped is noticed when the next one comes (`awaiting` is still set).
 
 use std::marker::PhantomData;
+use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -27,6 +33,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Router};
+use firebreak_model::append_budget::{entries_within, AppendBudget};
 use firebreak_model::{Member, NodeId};
 use firebreak_store::GroupTypes;
 use openraft::error::{
@@ -37,7 +44,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::Raft;
+use openraft::{Raft, RaftLogId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -57,12 +64,16 @@ pub struct HttpNetwork<C> {
     tls: firebreak_tls::ClientTls,
     /// This node, the sender of every RPC.
     from: NodeId,
+    /// `raft.max_append_bytes`: the most an AppendEntries carries on a link that keeps up.
+    max_append_bytes: usize,
     _types: PhantomData<C>,
 }
 
 impl<C> HttpNetwork<C> {
-    /// Node `from`'s network, with its own connection pool, presenting its certificate.
-    pub fn new(tls: firebreak_tls::ClientTls, from: NodeId) -> Self {
+    /// Node `from`'s network, with its own connection pool, presenting its certificate;
+    /// an AppendEntries carries at most `max_append_bytes` of entries, less on a link that
+    /// cannot carry that much within its timeout.
+    pub fn new(tls: firebreak_tls::ClientTls, from: NodeId, max_append_bytes: usize) -> Self {
         // Idle connections close after 30 s and TCP keepalive probes every 10 s, so a pooled
         // connection to a peer that restarted or vanished is noticed and dropped rather than
         // reused (openraft issue #1770: stale pooled connections kept candidates alive).
@@ -78,6 +89,7 @@ impl<C> HttpNetwork<C> {
             client,
             tls,
             from,
+            max_append_bytes,
             _types: PhantomData,
         }
     }
@@ -92,6 +104,8 @@ impl<C: GroupTypes> RaftNetworkFactory<C> for HttpNetwork<C> {
             from: self.from,
             target,
             base: self.tls.url(&node.addr, &format!("/raft/{}/", C::NAME)),
+            budget: AppendBudget::new(self.max_append_bytes),
+            awaiting: false,
             _types: PhantomData,
         }
     }
@@ -104,10 +118,33 @@ pub struct HttpConnection<C> {
     target: NodeId,
     /// `https://host:port/raft/<group>/`.
     base: String,
+    /// What the next AppendEntries may carry (`firebreak_model::append_budget`).
+    budget: AppendBudget,
+    /// An AppendEntries was sent and has not returned: if the next one comes first,
+    /// openraft's timeout dropped it.
+    awaiting: bool,
     _types: PhantomData<C>,
 }
 
 impl<C: GroupTypes> HttpConnection<C> {
+    /// `rpc` encoded, its entries first cut to those that fit the budget (at least one);
+    /// whether any were cut.
+    fn encode_within_budget(
+        &self,
+        rpc: &mut AppendEntriesRequest<C>,
+    ) -> Result<(Vec<u8>, bool), rmp_serde::encode::Error> {
+        let mut cut = false;
+        loop {
+            let body = raft_wire::encode(rpc)?;
+            let keep = entries_within(rpc.entries.len(), body.len(), self.budget.bytes());
+            if keep == rpc.entries.len() {
+                return Ok((body, cut));
+            }
+            rpc.entries.truncate(keep);
+            cut = true;
+        }
+    }
+
     async fn send<Req, Resp, Err>(
         &self,
         rpc: &str,
@@ -119,13 +156,27 @@ impl<C: GroupTypes> HttpConnection<C> {
         Resp: DeserializeOwned,
         Err: std::error::Error + DeserializeOwned,
     {
+        let body =
+            raft_wire::encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send_body(rpc, body, option).await
+    }
+
+    /// Sends `body`, an encoded request, as `rpc`.
+    async fn send_body<Resp, Err>(
+        &self,
+        rpc: &str,
+        body: Vec<u8>,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, Member, Err>>
+    where
+        Resp: DeserializeOwned,
+        Err: std::error::Error + DeserializeOwned,
+    {
         if crate::sabotage::rpc_cut(C::NAME, self.from, self.target, rpc) {
             let cut = std::io::Error::other(format!("{rpc} to node {} cut by a test", self.target));
             return Err(RPCError::Unreachable(Unreachable::new(&cut)));
         }
         let url = format!("{}{rpc}", self.base);
-        let body =
-            raft_wire::encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let response = self
             .client
             .post(url)
@@ -159,10 +210,33 @@ impl<C: GroupTypes> HttpConnection<C> {
 impl<C: GroupTypes> RaftNetwork<C> for HttpConnection<C> {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<C>,
+        mut rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Member, RaftError<NodeId>>> {
-        self.send("append", &rpc, &option).await
+        if std::mem::replace(&mut self.awaiting, true) {
+            // The previous one never returned: openraft's timeout dropped it.
+            self.budget.lost();
+        }
+        let (body, cut) = self
+            .encode_within_budget(&mut rpc)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let last_sent = rpc.entries.last().map(|e| *e.get_log_id());
+        let (sent, started) = (body.len(), Instant::now());
+        let answer = self.send_body("append", body, &option).await;
+        self.awaiting = false;
+        match &answer {
+            Ok(_) => self
+                .budget
+                .answered(sent, started.elapsed(), option.hard_ttl()),
+            Err(RPCError::Network(_)) => self.budget.lost(),
+            Err(_) => {}
+        }
+        match answer? {
+            AppendEntriesResponse::Success if cut => {
+                Ok(AppendEntriesResponse::PartialSuccess(last_sent))
+            }
+            other => Ok(other),
+        }
     }
 
     async fn install_snapshot(

@@ -150,7 +150,11 @@ async fn start_group<M: Machine>(
     let raft = Raft::new(
         config.node_id,
         raft_config(config, name)?,
-        HttpNetwork::<M::Types>::new(tls.clone(), config.node_id),
+        HttpNetwork::<M::Types>::new(
+            tls.clone(),
+            config.node_id,
+            config.raft.max_append_bytes as usize,
+        ),
         log,
         sm,
     )

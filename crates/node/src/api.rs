@@ -34,6 +34,7 @@ use crate::access::{self, PeerNode};
 use crate::context::Api;
 use crate::group::{GroupError, GroupInfo};
 use crate::reply::{query, read_json, ApiError, ApiResult};
+use crate::sabotage;
 
 /// Header set on a request a node forwarded to the leader, so it is never forwarded again.
 pub const FORWARDED_HEADER: &str = "x-firebreak-forwarded-by";
@@ -220,14 +221,6 @@ pub(crate) async fn txn(
     .await
 }
 
-/// Test-only sabotage, in debug builds alone: with `FIREBREAK_SABOTAGE_STALE_READS` set, a
-/// linearizable read skips the leader's barrier and answers from this node's replica, to
-/// prove that the drills' linearizability checker catches stale reads. Release builds
-/// compile it out.
-fn stale_reads_sabotaged() -> bool {
-    cfg!(debug_assertions) && std::env::var_os("FIREBREAK_SABOTAGE_STALE_READS").is_some()
-}
-
 #[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 enum Consistency {
@@ -288,7 +281,8 @@ pub(crate) async fn kv_read(
             return Err(access::denied(&grant, key));
         }
     }
-    if q.consistency == Consistency::Linearizable && !stale_reads_sabotaged() {
+    let sabotaged = q.consistency == Consistency::Linearizable && sabotage::stale_reads();
+    if q.consistency == Consistency::Linearizable && !sabotaged {
         if let Err(err) = api.state.linearizable_barrier().await {
             return forward(&api, err, &headers, Method::GET, &uri, None).await;
         }
@@ -296,7 +290,12 @@ pub(crate) async fn kv_read(
     let reader = &api.state.reader;
     match (q.key, q.prefix) {
         (Some(key), None) => {
-            let (entry, revision) = reader.read(|kv| (kv.get(&key).cloned(), kv.revision()));
+            let read = || reader.read(|kv| (kv.get(&key).cloned(), kv.revision()));
+            let (entry, revision) = if sabotaged {
+                sabotage::stale_read(&key, read)
+            } else {
+                read()
+            };
             Ok(Json(GetResponse {
                 key,
                 entry,

@@ -11,6 +11,13 @@
 //! refuses the old primary's writes, and that the drills' `fenced-writes` checker catches
 //! them when fencing is off too. Release builds compile it out.
 //!
+//! The kv API: with `FIREBREAK_SABOTAGE_STALE_READS` set, a linearizable read skips the
+//! leader's barrier and answers a key from what this node read for it up to
+//! [`STALE_READ_HOLD`] before: a node with a stale read cache. It proves that the drills'
+//! linearizability checker catches stale reads (tests/drill_kv.rs). Answering from the
+//! replica alone was too seldom stale to prove it every time: on loopback a follower
+//! applies a commit within a millisecond.
+//!
 //! Cut Raft RPCs, for tests that run their nodes in one process: [`cut_rpcs`] drops
 //! every RPC of a kind from one node to another in one group (AppendEntries, votes,
 //! snapshots, and the election gate's leader probes) as if the link were down. A test can
@@ -23,6 +30,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use firebreak_model::failover::Route;
+use firebreak_model::kv::KvEntry;
 use firebreak_model::{NodeId, SiteId};
 
 /// How long the gateway of `site` keeps a stale route, if the environment asks (read once:
@@ -99,4 +107,33 @@ pub(crate) fn rpc_cut(group: &str, from: NodeId, to: NodeId, rpc: &str) -> bool 
             .expect("not poisoned")
             .iter()
             .any(|c| c.group == group && c.from == from.0 && c.to == to.0 && c.rpc == rpc)
+}
+
+/// How long a sabotaged node answers a key with what it read for it before.
+pub const STALE_READ_HOLD: Duration = Duration::from_secs(1);
+
+/// A key's answer as a sabotaged node last read it: when, the entry, the revision.
+type CachedRead = (Instant, Option<KvEntry>, u64);
+
+/// Whether linearizable reads are sabotaged; debug builds only.
+pub(crate) fn stale_reads() -> bool {
+    cfg!(debug_assertions) && std::env::var_os("FIREBREAK_SABOTAGE_STALE_READS").is_some()
+}
+
+/// `key`'s answer from the sabotaged read cache: what was read for it within
+/// [`STALE_READ_HOLD`], else `fresh()`, kept for the next reads.
+pub(crate) fn stale_read(
+    key: &str,
+    fresh: impl FnOnce() -> (Option<KvEntry>, u64),
+) -> (Option<KvEntry>, u64) {
+    static CACHE: Mutex<BTreeMap<String, CachedRead>> = Mutex::new(BTreeMap::new());
+    let mut cache = CACHE.lock().expect("not poisoned");
+    match cache.get(key) {
+        Some((at, entry, revision)) if at.elapsed() < STALE_READ_HOLD => (entry.clone(), *revision),
+        _ => {
+            let (entry, revision) = fresh();
+            cache.insert(key.to_string(), (Instant::now(), entry.clone(), revision));
+            (entry, revision)
+        }
+    }
 }

@@ -3,6 +3,12 @@
 //! every second (and [`Keys::reload`] may be called on SIGHUP). A new pair is taken only
 //! when it parses and the key matches the certificate; otherwise the old pair stays in use
 //! and a warning says why, so a half-done rotation never takes a node off the network.
+//!
+//! A rotation renews a certificate; it never changes whom it names. A new pair that names
+//! another holder than the one loaded at start (another node's certificate copied over
+//! this one's, a service's) is refused like a mismatched one: the node checked its
+//! identity against its config once, at start, and would otherwise speak as someone else
+//! until it restarts.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, Weak};
@@ -62,6 +68,16 @@ impl Keys {
             return Ok(false);
         }
         let loaded = load(&self.files, &self.provider)?;
+        let (was, now) = (self.identity(), identity_of(&loaded));
+        if now != was {
+            let name =
+                |i: Option<Identity>| i.map_or("no firebreak identity".into(), |i| i.to_string());
+            return Err(Error::HolderChanged {
+                cert: self.files.cert.clone(),
+                was: name(was),
+                now: name(now),
+            });
+        }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = loaded;
         Ok(true)
     }
@@ -97,7 +113,7 @@ impl Keys {
 
     /// Who the certificate in use names.
     pub fn identity(&self) -> Option<Identity> {
-        self.read().key.cert.first().and_then(Identity::from_cert)
+        identity_of(&self.read())
     }
 
     /// Whole days until the certificate in use expires.
@@ -113,6 +129,10 @@ impl Keys {
     pub fn files(&self) -> &KeyFiles {
         &self.files
     }
+}
+
+fn identity_of(loaded: &Loaded) -> Option<Identity> {
+    loaded.key.cert.first().and_then(Identity::from_cert)
 }
 
 fn stamps(files: &KeyFiles) -> (Option<SystemTime>, Option<SystemTime>) {

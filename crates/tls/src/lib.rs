@@ -49,6 +49,12 @@ pub enum Error {
     Days(i64),
     #[error("host `{0}` is neither an IP address nor a DNS name")]
     BadHost(String),
+    #[error("{cert}: the new certificate names {now}, not {was}: a rotation keeps the holder; issue the new one for {was} (the current pair stays in use)")]
+    HolderChanged {
+        cert: PathBuf,
+        was: String,
+        now: String,
+    },
 }
 
 impl Error {

@@ -320,4 +320,32 @@ mod tests {
         assert!(keys.reload().unwrap());
         assert!(keys.days_to_expiry() >= 18, "{}", keys.days_to_expiry());
     }
+
+    #[test]
+    fn a_rotated_pair_that_names_another_holder_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path(), "prod", Validity::days(30)).unwrap();
+        let issue_for = |who: &Identity, name: &str| {
+            issue(dir.path(), who, &[], Validity::days(5), dir.path(), name).unwrap()
+        };
+        let mine = issue_for(&node("prod", 1), "mine");
+        let keys = Keys::load(KeyFiles {
+            cert: mine.cert.clone(),
+            key: mine.key.clone(),
+        })
+        .unwrap();
+        let before = keys.current();
+        // Another node's valid pair, both files, copied over this node's.
+        let theirs = issue_for(&node("prod", 2), "theirs");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::copy(&theirs.cert, &mine.cert).unwrap();
+        std::fs::copy(&theirs.key, &mine.key).unwrap();
+        let refused = keys.reload().unwrap_err().to_string();
+        assert!(
+            refused.contains("names firebreak://prod/node/2, not firebreak://prod/node/1"),
+            "{refused}"
+        );
+        assert!(Arc::ptr_eq(&before, &keys.current()), "the old pair stays");
+        assert_eq!(keys.identity(), Some(node("prod", 1)));
+    }
 }

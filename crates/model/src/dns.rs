@@ -11,6 +11,9 @@
 //!   anything else in <zone>   NXDOMAIN;  outside <zone>: refused
 //! ```
 //!
+//! ANY is answered with one synthesized HINFO record (RFC 8482) where the name has
+//! records: every record of a name in one small query is what a reflection attack asks for.
+//!
 //! An endpoint given as an IP address answers A or AAAA, and its SRV target is the
 //! per-site name; one given as a host name has no address record here, and its SRV target
 //! is that host name.
@@ -50,6 +53,8 @@ pub enum RecordData {
         rname: String,
         serial: u32,
     },
+    /// The answer to ANY (RFC 8482): CPU `RFC8482`, OS empty.
+    Hinfo,
 }
 
 /// One record of an answer.
@@ -98,6 +103,19 @@ fn place(endpoint: &str) -> Option<Place> {
 
 /// Answers `qtype` for `name` in `zone` from `state` (the node's applied replica).
 pub fn lookup(state: &ControlState, zone: &str, name: &str, qtype: QueryType) -> Answer {
+    match records_of(state, zone, name, qtype) {
+        Answer::Records(records) if qtype == QueryType::Any && !records.is_empty() => {
+            Answer::Records(vec![Record {
+                name: absolute(name),
+                data: RecordData::Hinfo,
+            }])
+        }
+        answer => answer,
+    }
+}
+
+/// Every record of `qtype` that `name` has (ANY: all of them).
+fn records_of(state: &ControlState, zone: &str, name: &str, qtype: QueryType) -> Answer {
     let (zone, name) = (absolute(zone), absolute(name));
     // The zone is whole labels: `paymentssvc.firebreak.` ends with `svc.firebreak.` as
     // text only.

@@ -5,6 +5,7 @@
 //!   query ─► hickory (codec; a malformed message gets FORMERR) ─► handle_request
 //!         ─► model::dns::lookup(local replica) ─► NOERROR + records | NODATA + SOA
 //!                                               | NXDOMAIN + SOA | REFUSED (not our zone)
+//!                                               | ANY: one HINFO (RFC 8482)
 //! ```
 //!
 //! Fail-static: the answers come from the last applied routing, whether or not the control
@@ -22,7 +23,7 @@ use std::time::Duration;
 use firebreak_model::dns::{self, Answer, QueryType, RecordData};
 use hickory_server::authority::MessageResponseBuilder;
 use hickory_server::proto::op::{Header, MessageType, OpCode, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, AAAA, NS, SOA, SRV};
+use hickory_server::proto::rr::rdata::{A, AAAA, HINFO, NS, SOA, SRV};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::ServerFuture;
@@ -151,6 +152,7 @@ impl Handler {
             RecordData::Aaaa(ip) => RData::AAAA(AAAA(ip)),
             RecordData::Srv { port, target } => RData::SRV(SRV::new(0, 1, port, name(&target)?)),
             RecordData::Ns(target) => RData::NS(NS(name(&target)?)),
+            RecordData::Hinfo => RData::HINFO(HINFO::new("RFC8482".into(), String::new())),
             RecordData::Soa {
                 mname,
                 rname,

@@ -212,6 +212,23 @@ where
     }
 }
 
+/// ANY is what a reflection attack asks for: every record of a name for one small query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_any_query_gets_one_hinfo_record() {
+    let (_cluster, dns) = started().await;
+    for name in [ZONE, "messaging.svc.test.", "_payments._tcp.svc.test."] {
+        let answer = ask(dns, name, RecordType::ANY).await;
+        assert_eq!(answer.response_code(), ResponseCode::NoError, "{name}");
+        let data: Vec<&RData> = answer.answers().iter().map(|r| r.data()).collect();
+        assert!(
+            matches!(data[..], [RData::HINFO(h)] if h.cpu() == b"RFC8482"),
+            "{name}: one HINFO (RFC 8482), not {data:?}"
+        );
+    }
+    let missing = ask(dns, "nothing.svc.test.", RecordType::ANY).await;
+    assert_eq!(missing.response_code(), ResponseCode::NXDomain);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_query_gets_formerr_and_harms_nothing() {
     let (_cluster, dns) = started().await;

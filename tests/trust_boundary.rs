@@ -8,7 +8,8 @@
 //! - Wrong certificates: another CA's, an expired one, none, a service's, a non-member's;
 //!   a member claiming another node's id, renewing another site's lease, sending
 //!   membership steps without being the control leader, or asking about another's id.
-//! - Key grants: a service reaches its own prefix only; no credential reaches no key.
+//! - Key grants: a service reaches its own prefix only; a node certificate every key while
+//!   its node is a member, none once not; no credential reaches no key.
 //! - Rotation: every node's certificate is replaced under traffic; no request fails and
 //!   no election happens.
 
@@ -524,6 +525,21 @@ async fn key_grants_keep_each_service_in_its_own_prefix() {
     };
     assert_eq!(status(route(&payments, "payments").await), 404);
     assert_eq!(status(route(&payments, "login").await), 403);
+
+    // A node certificate of this cluster reaches every key only while its node is a
+    // member: node 9 never was (as a removed node no longer is), and its certificate
+    // stays valid, for there is no revocation.
+    let node_as = |id: u64| {
+        let name = format!("node-{id}");
+        http_as(
+            &ca_file(),
+            Some(&issue(Role::Node(id), &[], &scratch, &name)),
+        )
+    };
+    let (stranger, member) = (node_as(9), node_as(1));
+    assert_eq!(status(get(&stranger, "key=payments/accounts/a").await), 401);
+    assert_eq!(status(put(&stranger, "login/users/a").await), 401);
+    assert_eq!(status(get(&member, "key=payments/accounts/a").await), 200);
 
     // The gateway's public side: no credential, no key at all.
     let public = http();

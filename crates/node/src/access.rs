@@ -3,7 +3,7 @@
 //! | listener | who gets in | what they get |
 //! |---|---|---|
 //! | peer | a certificate naming a current member node of this cluster (mutual TLS) | everything on it, as that node ([`PeerNode`]), but never as an operator; a node of this cluster that is no member only [`KNOWN_PATH`] with its own id |
-//! | client | anyone, for the gateway and `/v1/health`, `/v1/cluster` | keys only with a credential: a service certificate ([`Grant::service`]), an operator certificate or an operator token ([`Grant::All`]) |
+//! | client | anyone, for the gateway and `/v1/health`, `/v1/cluster` | keys only with a credential: a service certificate ([`Grant::service`]), an operator certificate or an operator token ([`Grant::All`]), a current member node's certificate ([`Grant::All`]; a removed node's certificate stays valid, there is no revocation, and reaches no key) |
 //! | admin | anyone with TLS | operator commands with an operator certificate ([`OPERATOR_CERT_HEADER`]) or token, checked by `crate::operator`; status with one too under `auth.protect_reads`; metrics |
 //! A certificate of another cluster is refused wherever it shows up.
 //! In `plaintext_for_debugging` mode there are no certificates: every caller is let in as
@@ -117,10 +117,11 @@ pub async fn client_credentials(
     request.headers_mut().remove(OPERATOR_CERT_HEADER);
     let grant = match remote.identity {
         _ if api.plaintext() => Some(Grant::All),
-        Some(Identity { cluster, role }) if cluster == api.config.cluster => Some(match role {
-            Role::Service(name) => Grant::service(&name),
-            Role::Operator(_) | Role::Node(_) => Grant::All,
-        }),
+        Some(Identity { cluster, role }) if cluster == api.config.cluster => match role {
+            Role::Service(name) => Some(Grant::service(&name)),
+            Role::Operator(_) => Some(Grant::All),
+            Role::Node(id) => is_member(&api, NodeId(id)).then_some(Grant::All),
+        },
         Some(other) => return foreign(&api, &other),
         None => api.tokens.check(request.headers()).ok().map(|_| Grant::All),
     };

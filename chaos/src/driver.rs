@@ -151,6 +151,7 @@ pub fn node_configs(
                     .expect("an IP address and port parse"),
                 zone: firebreak_node::config::DEFAULT_ZONE.into(),
                 ttl_secs: 5,
+                responses_per_sec: firebreak_node::config::DEFAULT_RESPONSES_PER_SEC,
             }),
             hooks: Vec::new(),
         })

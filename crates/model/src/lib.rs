@@ -27,6 +27,7 @@ pub mod kv;
 pub mod membership;
 pub mod node_order;
 pub mod request_path;
+pub mod response_rate;
 pub mod retry;
 pub mod topology;
 pub mod watch;

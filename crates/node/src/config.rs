@@ -209,6 +209,21 @@ pub struct DnsConfig {
     /// keep sending clients to a site that no longer serves (1 to 3600 s).
     #[serde(default = "default_ttl")]
     pub ttl_secs: u32,
+    /// UDP answers per second to one source network (an IPv4 /24, an IPv6 /56), twice
+    /// that at once; over it, every second query gets an empty truncated answer (ask again
+    /// over TCP) and the rest none. 0 turns the limit off (a benchmark from one machine).
+    #[serde(default = "default_responses_per_sec")]
+    pub responses_per_sec: u32,
+}
+
+/// Most of [`DnsConfig::responses_per_sec`].
+pub const MAX_RESPONSES_PER_SEC: u32 = 1_000_000;
+/// The default of [`DnsConfig::responses_per_sec`]: a resolver asks each name once per TTL,
+/// so a real one stays far below it.
+pub const DEFAULT_RESPONSES_PER_SEC: u32 = 100;
+
+fn default_responses_per_sec() -> u32 {
+    DEFAULT_RESPONSES_PER_SEC
 }
 
 /// The zone `firebreak up` serves.
@@ -246,6 +261,15 @@ impl DnsConfig {
             return Err((
                 "dns.ttl_secs".into(),
                 format!("is {}; use 1 to 3600 seconds", self.ttl_secs),
+            ));
+        }
+        if self.responses_per_sec > MAX_RESPONSES_PER_SEC {
+            return Err((
+                "dns.responses_per_sec".into(),
+                format!(
+                    "is {}; use 0 (no limit) to {MAX_RESPONSES_PER_SEC}",
+                    self.responses_per_sec
+                ),
             ));
         }
         Ok(())
@@ -739,6 +763,11 @@ raft:
                 ),
                 0,
                 "raft.max_append_bytes: must be 65536..=16777216 bytes",
+            ),
+            (
+                format!("{GOOD}dns:\n  listen: 127.0.0.1:0\n  responses_per_sec: 2000000\n"),
+                0,
+                "dns.responses_per_sec: is 2000000; use 0 (no limit) to 1000000",
             ),
         ];
         for (text, line, needle) in cases {

@@ -8,6 +8,10 @@
 //!                                               | ANY: one HINFO (RFC 8482)
 //! ```
 //!
+//! UDP answers are rate-limited per source network (`dns.responses_per_sec`,
+//! `firebreak_model::response_rate`): a forged flood gets truncated answers or none, so
+//! the server is no amplifier; TCP, whose source cannot be forged, is not limited.
+//!
 //! Fail-static: the answers come from the last applied routing, whether or not the control
 //! group has a quorum; `firebreak_dns_fail_static` is 1 while this node is cut off from
 //! its control group (its answers may be stale), and `/v1/health`'s `in_contact` says
@@ -17,14 +21,16 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use firebreak_model::dns::{self, Answer, QueryType, RecordData};
+use firebreak_model::response_rate::{ResponseRate, Verdict};
 use hickory_server::authority::MessageResponseBuilder;
 use hickory_server::proto::op::{Header, MessageType, OpCode, ResponseCode};
 use hickory_server::proto::rr::rdata::{A, AAAA, HINFO, NS, SOA, SRV};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
+use hickory_server::proto::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::ServerFuture;
 use tokio::net::{TcpListener, UdpSocket};
@@ -40,6 +46,8 @@ const TCP_TIMEOUT: Duration = Duration::from_secs(5);
 const SOA_REFRESH: i32 = 3600;
 const SOA_RETRY: i32 = 600;
 const SOA_EXPIRE: i32 = 86_400;
+/// Source networks whose UDP rate is tracked at once (about 4 MB at most).
+const MAX_RATE_SOURCES: usize = 65_536;
 
 /// A running DNS server; dropping it does not stop it: call [`DnsServer::shutdown`].
 pub struct DnsServer {
@@ -69,6 +77,15 @@ pub async fn serve(api: Arc<Api>, config: &DnsConfig) -> Result<DnsServer> {
         api,
         zone: dns::absolute(&config.zone),
         ttl: config.ttl_secs,
+        rate: (config.responses_per_sec > 0).then(|| {
+            let per_sec = config.responses_per_sec;
+            Mutex::new(ResponseRate::new(
+                per_sec,
+                per_sec.saturating_mul(2),
+                MAX_RATE_SOURCES,
+            ))
+        }),
+        started: Instant::now(),
     };
     let mut server = ServerFuture::new(handler);
     server.register_socket(udp);
@@ -81,6 +98,10 @@ struct Handler {
     api: Arc<Api>,
     zone: String,
     ttl: u32,
+    /// UDP answers per source network; `None`: no limit.
+    rate: Option<Mutex<ResponseRate>>,
+    /// The rate limit's clock.
+    started: Instant,
 }
 
 #[async_trait::async_trait]
@@ -91,6 +112,31 @@ impl RequestHandler for Handler {
         mut response: R,
     ) -> ResponseInfo {
         let mut header = Header::response_from_request(request.header());
+        match self.rate_verdict(request) {
+            Verdict::Answer => {}
+            Verdict::Truncate => {
+                self.api
+                    .counters
+                    .dns
+                    .truncated
+                    .fetch_add(1, Ordering::Relaxed);
+                header.set_truncated(true);
+                let message =
+                    MessageResponseBuilder::from_message_request(request).build_no_records(header);
+                return response
+                    .send_response(message)
+                    .await
+                    .unwrap_or_else(not_sent);
+            }
+            Verdict::Drop => {
+                self.api
+                    .counters
+                    .dns
+                    .dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                return header.into();
+            }
+        }
         let (code, answers, authority) = self.answer(request);
         header.set_response_code(code);
         header.set_authoritative(code != ResponseCode::Refused);
@@ -102,19 +148,35 @@ impl RequestHandler for Handler {
             std::iter::empty(),
             std::iter::empty(),
         );
-        match response.send_response(message).await {
-            Ok(info) => info,
-            Err(err) => {
-                tracing::debug!(cause = %err, "dns answer not sent");
-                let mut failed = Header::new();
-                failed.set_response_code(ResponseCode::ServFail);
-                failed.into()
-            }
-        }
+        response
+            .send_response(message)
+            .await
+            .unwrap_or_else(not_sent)
     }
 }
 
+/// What to report of an answer that could not be sent.
+fn not_sent(err: std::io::Error) -> ResponseInfo {
+    tracing::debug!(cause = %err, "dns answer not sent");
+    let mut failed = Header::new();
+    failed.set_response_code(ResponseCode::ServFail);
+    failed.into()
+}
+
 impl Handler {
+    /// Whether to answer `request`: TCP always, UDP within its source network's rate.
+    fn rate_verdict(&self, request: &Request) -> Verdict {
+        match &self.rate {
+            Some(rate) if request.protocol() == Protocol::Udp => {
+                let now_ms = self.started.elapsed().as_millis() as u64;
+                rate.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .check(request.src().ip(), now_ms)
+            }
+            _ => Verdict::Answer,
+        }
+    }
+
     /// The response code, answer records and authority records for `request`.
     fn answer(&self, request: &Request) -> (ResponseCode, Vec<Record>, Vec<Record>) {
         if request.message_type() != MessageType::Query || request.op_code() != OpCode::Query {
@@ -190,6 +252,10 @@ pub struct DnsCounters {
     pub nxdomain: std::sync::atomic::AtomicU64,
     pub refused: std::sync::atomic::AtomicU64,
     pub other: std::sync::atomic::AtomicU64,
+    /// UDP queries over their source network's rate: answered empty and truncated.
+    pub truncated: std::sync::atomic::AtomicU64,
+    /// The same, not answered at all.
+    pub dropped: std::sync::atomic::AtomicU64,
 }
 
 impl DnsCounters {

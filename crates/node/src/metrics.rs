@@ -116,8 +116,13 @@ fn record(api: &Api) {
     if api.config.dns.is_some() {
         // Answers come from the last applied routing either way; 1 while they may be stale.
         gauge!("firebreak_dns_fail_static").set(if api.control.in_contact() { 0.0 } else { 1.0 });
-        for (code, count) in api.counters.dns.by_code() {
+        let dns = &api.counters.dns;
+        for (code, count) in dns.by_code() {
             counter!("firebreak_dns_queries_total", "rcode" => code).absolute(count);
+        }
+        for (action, count) in [("truncated", &dns.truncated), ("dropped", &dns.dropped)] {
+            counter!("firebreak_dns_rate_limited_total", "action" => action)
+                .absolute(count.load(Ordering::Relaxed));
         }
     }
     let counters = &api.counters;

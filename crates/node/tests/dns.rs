@@ -1,12 +1,14 @@
 //! The embedded DNS server of a real in-process cluster, asked over real UDP and TCP:
 //! answers follow the applied routing (active-active, active-passive, evacuated, frozen),
 //! keep coming from the last routing when the node loses its quorum (fail-static), and a
-//! malformed query gets FORMERR without harming the server.
+//! malformed query gets FORMERR without harming the server, ANY gets one HINFO, and a
+//! flood of UDP queries from one network is answered at its rate (the rest truncated or
+//! not at all) while TCP is answered in full.
 
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{ops, poll, Cluster};
 use firebreak_model::control::ControlCommand;
@@ -227,6 +229,49 @@ async fn an_any_query_gets_one_hinfo_record() {
     }
     let missing = ask(dns, "nothing.svc.test.", RecordType::ANY).await;
     assert_eq!(missing.response_code(), ResponseCode::NXDomain);
+}
+
+/// A UDP query's source can be forged: without a limit, a flood "from" a victim is answered
+/// to the victim in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_flood_from_one_network_is_answered_at_its_rate() {
+    const FLOOD: usize = 1_000;
+    let (_cluster, dns) = started().await;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let query = message("messaging.svc.test.", RecordType::A);
+    let began = Instant::now();
+    for _ in 0..FLOOD {
+        socket.send_to(&query, dns).await.unwrap();
+    }
+    let (mut full, mut truncated) = (0usize, 0usize);
+    let mut buf = vec![0; 4096];
+    while let Ok(Ok(n)) =
+        tokio::time::timeout(Duration::from_millis(500), socket.recv(&mut buf)).await
+    {
+        let answer = Message::from_vec(&buf[..n]).unwrap();
+        if answer.truncated() {
+            assert!(answer.answers().is_empty(), "a truncated answer is empty");
+            truncated += 1;
+        } else {
+            assert_eq!(addresses(&answer).len(), 2);
+            full += 1;
+        }
+    }
+    let took = began.elapsed().as_secs_f64();
+    let rate = firebreak_node::config::DEFAULT_RESPONSES_PER_SEC as f64;
+    let allowed = (2.0 * rate + rate * took).ceil() as usize;
+    eprintln!("{FLOOD} queries in {took:.2} s: {full} answered, {truncated} truncated");
+    assert!(
+        full <= allowed,
+        "{full} answered in full, at most {allowed} allowed"
+    );
+    assert!(truncated > 0, "the limited ones are told to ask over TCP");
+    assert!(full + truncated < FLOOD, "some get no answer at all");
+    let tcp = ask_tcp(dns, "messaging.svc.test.", RecordType::A).await;
+    assert_eq!(addresses(&tcp).len(), 2, "TCP is not limited");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let again = ask(dns, "messaging.svc.test.", RecordType::A).await;
+    assert_eq!(addresses(&again).len(), 2, "answered again at its rate");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -99,6 +99,7 @@ impl Cluster {
                     listen: addrs[3 * n + i].parse().unwrap(),
                     zone: "svc.test.".into(),
                     ttl_secs: 5,
+                    responses_per_sec: firebreak_node::config::DEFAULT_RESPONSES_PER_SEC,
                 }),
                 hooks: hooks.clone(),
             })

@@ -105,8 +105,9 @@ pub struct Common {
 }
 
 impl Common {
-    /// TLS with this service's certificate (watched for rotation): to the nodes, and for
-    /// the gateways that call it. Plain HTTP both ways with `--plaintext-for-debugging`.
+    /// TLS with this service's certificate (watched for rotation): to the nodes (which
+    /// must answer with a node certificate of the service's cluster), and for the gateways
+    /// that call it. Plain HTTP both ways with `--plaintext-for-debugging`.
     fn tls(&self) -> Result<(firebreak_tls::ClientTls, ServerTls)> {
         let (Some(ca), Some(cert), Some(key)) = (&self.ca, &self.cert, &self.key) else {
             return Ok((firebreak_tls::ClientTls::plaintext_for_debugging(), None));
@@ -121,7 +122,7 @@ impl Common {
         let server =
             firebreak_tls::server_config(keys.clone(), ca, firebreak_tls::ClientCerts::Optional)
                 .map_err(usage)?;
-        let client = firebreak_tls::ClientTls::new(ca, Some(keys)).map_err(usage)?;
+        let client = firebreak_tls::ClientTls::for_service(ca, keys).map_err(usage)?;
         Ok((client, Some(std::sync::Arc::new(server))))
     }
 }

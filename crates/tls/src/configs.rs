@@ -100,9 +100,28 @@ impl ClientTls {
         })
     }
 
+    /// How a service calls its nodes: presenting `keys`, and the server must be a node of
+    /// the cluster its own certificate names. With the CA alone, any certificate of the
+    /// cluster (another service's, on a port it took) could answer in a node's place and
+    /// read every write the service makes.
+    pub fn for_service(ca: &Path, keys: Arc<Keys>) -> Result<Self> {
+        let cluster = keys.identity().map(|i| i.cluster).ok_or_else(|| {
+            Error::Pem(
+                keys.files().cert.clone(),
+                "names no firebreak identity: issue it with `firebreak cert issue service`".into(),
+            )
+        })?;
+        Self::for_nodes(ca, keys, &cluster)
+    }
+
     /// Plain HTTP; for debugging, against nodes run with `plaintext_for_debugging`.
     pub fn plaintext_for_debugging() -> Self {
         Self { config: None }
+    }
+
+    /// The rustls config of TLS; `None` in plain text.
+    pub fn rustls_config(&self) -> Option<&ClientConfig> {
+        self.config.as_deref()
     }
 
     /// `https` or `http`.
